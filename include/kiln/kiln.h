@@ -1,0 +1,5 @@
+#pragma once
+// kiln's public entry point. See README.md.
+#include "jit/runtime/session.h"
+#include "src/support/error.h"
+#include "src/support/options.h"

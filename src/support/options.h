@@ -1,0 +1,56 @@
+#pragma once
+// kiln's typed options. Every field can be overridden by a KILN_* environment variable, parsed
+// once when a Session is created (Note [Options from the environment]). README lists them all.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "src/support/log.h"
+
+namespace kiln {
+
+enum class TuneMode : uint8_t { kOff, kBackground, kEager };
+std::string_view toString(TuneMode mode);
+
+struct Options {
+  // KILN_LOG: off|error|warn|info|debug|trace.
+  LogLevel logLevel = LogLevel::kWarn;
+  // KILN_DISABLE=1: optimize() returns a wrapper that runs the module eagerly (a kill switch).
+  bool disable = false;
+  // KILN_CACHE_DIR: root of the disk cache; empty = $XDG_CACHE_HOME/kiln, else ~/.cache/kiln.
+  std::string cacheDir;
+  // KILN_DISK_CACHE=0 keeps compiled kernels in memory only.
+  bool diskCache = true;
+  // KILN_CACHE_MAX_BYTES: size cap of the disk cache (LRU eviction past it).
+  uint64_t cacheMaxBytes = 2ull << 30;
+  // KILN_ARCH: compile target such as sm_90; empty = the current device's arch. With no GPU and no
+  // arch, kiln captures but does not compile.
+  std::string arch;
+  // KILN_COMPILE_THREADS: parallel NVRTC compiles; 0 = TBB's default.
+  int compileThreads = 0;
+  // KILN_MAX_PLANS: compiled plans kept per optimized module (LRU beyond).
+  int maxPlans = 64;
+  // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
+  TuneMode tune = TuneMode::kBackground;
+  int tuneThreshold = 200;
+};
+
+// Reads a variable; returns nullopt when unset. Tests pass a fake.
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+EnvLookup processEnvironment();
+
+// Note [Options from the environment]
+// Applied over `base`, so code sets defaults and operators override them without a rebuild. A
+// malformed value is a UserError naming the variable and the accepted values, never a silent
+// default: a typo in KILN_TUNE must not quietly change behaviour in production.
+Options applyEnvironment(Options base, const EnvLookup& env);
+
+// Parsers shared with the CLIs. Each throws UserError naming `what`.
+bool parseBool(std::string_view what, std::string_view text);
+int64_t parseInt(std::string_view what, std::string_view text, int64_t min, int64_t max);
+uint64_t parseByteSize(std::string_view what, std::string_view text);  // "512M", "2G", "1048576"
+TuneMode parseTuneMode(std::string_view what, std::string_view text);
+
+}  // namespace kiln

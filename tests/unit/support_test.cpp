@@ -1,0 +1,152 @@
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "src/support/error.h"
+#include "src/support/hash.h"
+#include "src/support/log.h"
+#include "src/support/options.h"
+
+namespace kiln {
+namespace {
+
+EnvLookup fakeEnv(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+    auto it = vars.find(std::string(name));
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+template <typename F>
+std::string errorOf(F&& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "<no UserError>";
+}
+
+TEST(Options, DefaultsSurviveEmptyEnvironment) {
+  Options base;
+  base.maxPlans = 7;
+  Options o = applyEnvironment(base, fakeEnv({}));
+  EXPECT_EQ(o.maxPlans, 7);
+  EXPECT_EQ(o.tune, TuneMode::kBackground);
+  EXPECT_TRUE(o.diskCache);
+  EXPECT_EQ(o.logLevel, LogLevel::kWarn);
+}
+
+TEST(Options, EnvironmentOverridesEveryField) {
+  Options o = applyEnvironment(
+      Options{}, fakeEnv({{"KILN_LOG", "debug"},
+                          {"KILN_DISABLE", "yes"},
+                          {"KILN_CACHE_DIR", "/tmp/kc"},
+                          {"KILN_DISK_CACHE", "0"},
+                          {"KILN_CACHE_MAX_BYTES", "512M"},
+                          {"KILN_ARCH", "SM_90"},
+                          {"KILN_COMPILE_THREADS", "3"},
+                          {"KILN_MAX_PLANS", "5"},
+                          {"KILN_TUNE", "off"},
+                          {"KILN_TUNE_THRESHOLD", "42"}}));
+  EXPECT_EQ(o.logLevel, LogLevel::kDebug);
+  EXPECT_TRUE(o.disable);
+  EXPECT_EQ(o.cacheDir, "/tmp/kc");
+  EXPECT_FALSE(o.diskCache);
+  EXPECT_EQ(o.cacheMaxBytes, 512ull << 20);
+  EXPECT_EQ(o.arch, "sm_90");
+  EXPECT_EQ(o.compileThreads, 3);
+  EXPECT_EQ(o.maxPlans, 5);
+  EXPECT_EQ(o.tune, TuneMode::kOff);
+  EXPECT_EQ(o.tuneThreshold, 42);
+}
+
+TEST(Options, MalformedValuesNameTheVariable) {
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_TUNE", "fast"}})); }),
+            "KILN_TUNE: expected off, background or eager, got 'fast'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_MAX_PLANS", "0"}})); }),
+            "KILN_MAX_PLANS: expected a value in [1, 1048576], got 0");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_MAX_PLANS", "12x"}})); }),
+            "KILN_MAX_PLANS: expected an integer, got '12x'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_ARCH", "hopper"}})); }),
+            "KILN_ARCH: expected an arch such as sm_90, got 'hopper'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_DISK_CACHE", "maybe"}})); }),
+            "KILN_DISK_CACHE: expected 0/1, true/false, on/off or yes/no, got 'maybe'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_LOG", "loud"}})); }),
+            "KILN_LOG: expected one of off|error|warn|info|debug|trace, got 'loud'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_CACHE_MAX_BYTES", "lots"}})); }),
+            "KILN_CACHE_MAX_BYTES: expected a byte size such as 1048576, 512M or 2G, got 'lots'");
+}
+
+TEST(Options, ByteSizes) {
+  EXPECT_EQ(parseByteSize("x", "1048576"), 1048576u);
+  EXPECT_EQ(parseByteSize("x", "2G"), 2ull << 30);
+  EXPECT_EQ(parseByteSize("x", "64kb"), 64ull << 10);
+  EXPECT_EQ(errorOf([] { parseByteSize("x", "99999999999999999999T"); }).rfind("x: ", 0), 0u);
+}
+
+TEST(Errors, KindsAndMessages) {
+  try {
+    KILN_CHECK(1 + 1 == 3, "math is {}", "broken");
+    FAIL() << "KILN_CHECK did not throw";
+  } catch (const InternalError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("support_test.cpp"), std::string::npos) << what;
+    EXPECT_NE(what.find("check '1 + 1 == 3' failed: math is broken"), std::string::npos) << what;
+  }
+  try {
+    KILN_USER_CHECK(false, "input {} (\"{}\"): expected {}, got {}", 1, "mask", "float16", "float32");
+    FAIL();
+  } catch (const UserError& e) {
+    EXPECT_STREQ(e.what(), "input 1 (\"mask\"): expected float16, got float32");
+  }
+  CompileError ce("nvrtc failed", "src", {"-arch=sm_90"}, "error: x");
+  EXPECT_EQ(ce.source(), "src");
+  EXPECT_EQ(ce.options().at(0), "-arch=sm_90");
+  EXPECT_EQ(ce.log(), "error: x");
+  CudaError cu("cuLaunchKernel", 2, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory");
+  EXPECT_STREQ(cu.what(),
+               "CUDA driver call cuLaunchKernel failed: CUDA_ERROR_OUT_OF_MEMORY (2): out of memory");
+  // Every kind is a kiln::Error so callers can catch kiln's errors in one place.
+  EXPECT_NO_THROW({
+    try {
+      throw Unsupported("op aten::foo");
+    } catch (const Error&) {
+    }
+  });
+}
+
+std::vector<std::string>* gCaptured = nullptr;
+void captureSink(LogLevel level, std::string_view msg) {
+  gCaptured->push_back(std::string(toString(level)) + ":" + std::string(msg));
+}
+
+TEST(Log, LevelsAndOnce) {
+  std::vector<std::string> captured;
+  gCaptured = &captured;
+  setLogSink(captureSink);
+  LogLevel saved = logLevel();
+  setLogLevel(LogLevel::kWarn);
+  KILN_LOG_INFO("hidden {}", 1);
+  KILN_LOG_WARN("shown {}", 2);
+  EXPECT_TRUE(logOnce(LogLevel::kWarn, "support_test.once", "first"));
+  EXPECT_FALSE(logOnce(LogLevel::kWarn, "support_test.once", "second"));
+  setLogLevel(saved);
+  setLogSink(nullptr);
+  ASSERT_EQ(captured.size(), 2u);
+  EXPECT_EQ(captured[0], "warn:shown 2");
+  EXPECT_EQ(captured[1], "warn:first");
+}
+
+TEST(Hash, StableValues) {
+  // Golden values: these end up in on-disk cache keys and must not change between builds.
+  EXPECT_EQ(fnv1a(""), 14695981039346656037ull);
+  EXPECT_EQ(fnv1a("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_NE(hashCombine(1, 2), hashCombine(2, 1));
+}
+
+}  // namespace
+}  // namespace kiln
