@@ -54,7 +54,8 @@ class Attrs {
   std::optional<double> getDoubleOpt(std::string_view name) const;
 
   const std::vector<std::pair<std::string, AttrValue>>& items() const { return items_; }
-  bool operator==(const Attrs& o) const { return items_ == o.items_; }
+  // Doubles compare bitwise: -0.0 != 0.0 (CSE must not merge them) and NaN == NaN.
+  bool operator==(const Attrs& o) const;
   uint64_t hash() const;
   std::string toString() const;  // "{dim = 1, keepdim = true}" or "" when empty
 

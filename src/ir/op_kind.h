@@ -76,7 +76,8 @@ struct Arity {
 Arity arityOf(OpKind kind);
 // Number of OpKind values (kEager is the last).
 constexpr int kNumOpKinds = static_cast<int>(OpKind::kEager) + 1;
-// Binary pointwise ops whose operands may be swapped without changing the result.
+// Binary pointwise ops whose operands may be swapped without changing the result bitwise
+// (add, mul, eq, ne; not maximum/minimum, whose signed-zero ties depend on operand order).
 bool isCommutative(OpKind kind);
 // Pointwise comparison ops (output bool).
 bool isComparison(OpKind kind);

@@ -1,0 +1,31 @@
+#include "src/passes/pipeline.h"
+
+#include "src/ir/verifier.h"
+#include "src/passes/canonicalize.h"
+#include "src/passes/eliminate_common_subexpressions.h"
+#include "src/passes/eliminate_dead_code.h"
+#include "src/passes/fold_constants.h"
+#include "src/passes/normalize_broadcasts.h"
+#include "src/support/log.h"
+
+namespace kiln::passes {
+
+int runDefaultPasses(ir::Graph& graph) {
+  int rounds = 0;
+  while (rounds < kMaxPipelineRounds) {
+    bool changed = false;
+    changed = canonicalize(graph) || changed;
+    changed = foldConstants(graph) || changed;
+    changed = normalizeBroadcasts(graph) || changed;
+    changed = eliminateCommonSubexpressions(graph) || changed;
+    changed = eliminateDeadCode(graph) || changed;
+    if (!changed) break;
+    ++rounds;
+  }
+  if (rounds == kMaxPipelineRounds)
+    KILN_LOG_DEBUG("pass pipeline stopped after {} rounds without reaching a fixed point", rounds);
+  ir::verify(graph);
+  return rounds;
+}
+
+}  // namespace kiln::passes
