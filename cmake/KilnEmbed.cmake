@@ -9,9 +9,11 @@ function(kiln_embed_files target symbol)
     get_filename_component(af "${f}" ABSOLUTE)
     list(APPEND abs_files "${af}")
   endforeach()
+  # '|'-joined: a ';' list would be split into separate arguments by add_custom_command.
+  string(REPLACE ";" "|" joined_files "${abs_files}")
   add_custom_command(
     OUTPUT "${out}"
-    COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DSYMBOL=${symbol} "-DFILES=${abs_files}"
+    COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DSYMBOL=${symbol} "-DFILES=${joined_files}"
             -P "${PROJECT_SOURCE_DIR}/cmake/KilnEmbedRun.cmake"
     DEPENDS ${abs_files} "${PROJECT_SOURCE_DIR}/cmake/KilnEmbedRun.cmake"
     COMMENT "Embedding ${symbol}")

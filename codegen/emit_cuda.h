@@ -1,0 +1,37 @@
+#pragma once
+// CUDA C++ for one fusion group: emitCuda(graph, group, params, bucket) -> KernelSource.
+//
+// Note [Generated kernels]
+// One kernel per group, `extern "C" __global__ void kiln_<pw|row>_<hash>(const KilnArgs args)`
+// (Note [Kernel ABI] in kernel_abi.h). Each input element is loaded once (row kernels: once per
+// pass unless the row is cached in registers), all math is done in float for f16/bf16/f32 (int and
+// bool values keep their own types), and each output is stored once, rounded to its dtype.
+// Explicit casts round to their dtype. kConstant values are inlined as literals in the operation's
+// compute type. The text is a pure function of the inputs: values are named by their position in
+// the group (not by graph ids), the kernel's name is a hash of its text, and the device helpers
+// (codegen/runtime/*.cuh, embedded at build time) are prepended, so NVRTC gets one self-contained
+// string that includes only cuda_fp16.h / cuda_bf16.h (and only when the group uses them).
+#include <string>
+
+#include "codegen/kernel_abi.h"
+#include "codegen/schedule.h"
+#include "src/ir/graph.h"
+#include "src/partition/partition.h"
+
+namespace kiln::codegen {
+
+struct KernelSource {
+  std::string name;    // the __global__ function's name, "kiln_row_1a2b3c4d5e6f7a8b"
+  std::string source;  // complete CUDA C++ for NVRTC
+  KernelAbi abi;
+  LaunchSpec launch;
+  bool fastMath = false;  // whether NVRTC may use --use_fast_math (never, for now)
+  uint64_t hash = 0;      // of `source` (the name embeds it)
+};
+
+// Throws Unsupported for groups or ops it cannot generate (the runtime runs them eagerly), with
+// the reason; InternalError for inconsistent groups.
+KernelSource emitCuda(const ir::Graph& graph, const partition::FusionGroup& group,
+                      const ScheduleParams& params, const BucketInfo& bucket);
+
+}  // namespace kiln::codegen

@@ -1,0 +1,464 @@
+// codegen: schedules, the kernel ABI host side, CUDA emission and NVRTC compiles (no GPU needed).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "codegen/emit_cuda.h"
+#include "codegen/kernel_abi.h"
+#include "codegen/schedule.h"
+#include "jit/nvrtc.h"
+#include "src/ir/parser.h"
+#include "src/support/error.h"
+
+namespace kiln::codegen {
+namespace {
+
+using partition::FusionGroup;
+using partition::GroupKind;
+
+// A hand-built group holding every op of `g` (the partitioner's job, done by hand).
+FusionGroup wholeGraphGroup(const ir::Graph& g, GroupKind kind, int rowDims = 0) {
+  FusionGroup fg;
+  fg.kind = kind;
+  fg.rowDims = rowDims;
+  for (const auto& n : g.nodes()) {
+    if (n->category() == ir::OpCategory::kBoundary) continue;
+    fg.nodes.push_back(n.get());
+    if (fg.domain.empty() &&
+        (kind == GroupKind::kPointwise || n->category() == ir::OpCategory::kReduction ||
+         n->category() == ir::OpCategory::kNormalization))
+      fg.domain = kind == GroupKind::kPointwise ? g.outputs()[0]->shape() : n->input(0)->shape();
+  }
+  for (auto* v : g.inputs()) fg.inputs.push_back(v);
+  for (auto* v : g.params()) fg.inputs.push_back(v);
+  for (auto* v : g.outputs()) fg.outputs.push_back(v);
+  return fg;
+}
+
+struct Case {
+  std::unique_ptr<ir::Graph> graph;
+  FusionGroup group;
+};
+
+Case makeCase(std::string_view text, GroupKind kind, int rowDims = 0) {
+  Case c;
+  c.graph = ir::parse(text);
+  c.group = wholeGraphGroup(*c.graph, kind, rowDims);
+  return c;
+}
+
+BucketInfo bucket(std::vector<int64_t> hints, std::vector<int64_t> max = {}) {
+  BucketInfo b;
+  b.symbolHint = std::move(hints);
+  b.symbolMax = std::move(max);
+  return b;
+}
+
+// Emits with the default schedule and compiles for each arch; returns the kernel.
+KernelSource emitAndCompile(const Case& c, const BucketInfo& b, std::vector<std::string> archs,
+                            std::optional<ScheduleParams> params = std::nullopt) {
+  const ScheduleParams p = params ? *params : defaultSchedule(c.group, b);
+  KernelSource ks = emitCuda(*c.graph, c.group, p, b);
+  // KILN_CODEGEN_DUMP=<dir>: write each kernel (for tests/codegen/gpu_smoke harnesses).
+  if (const char* dir = std::getenv("KILN_CODEGEN_DUMP")) {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::ofstream(std::string(dir) + "/" + info->name() + ".cu")
+        << ks.source << "\n#define KILN_SMOKE_KERNEL " << ks.name << "\n";
+  }
+  for (const auto& arch : archs) {
+    try {
+      jit::CompiledKernel ck = jit::compileToCubin(ks, arch);
+      EXPECT_FALSE(ck.cubin.empty());
+      EXPECT_EQ(ck.name, ks.name);
+    } catch (const CompileError& e) {
+      ADD_FAILURE() << "NVRTC failed for " << arch << ":\n" << e.log() << "\n" << e.source();
+    }
+  }
+  return ks;
+}
+
+bool contains(const std::string& s, std::string_view needle) {
+  return s.find(needle) != std::string::npos;
+}
+
+// --- schedules ---
+
+TEST(Schedule, EqualityHashAndText) {
+  PointwiseParams a, b;
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a.hash(), b.hash());
+  b.vectorWidth = 8;
+  EXPECT_NE(a, b);
+  EXPECT_NE(a.hash(), b.hash());
+  EXPECT_EQ(a.toString(), "pointwise{block=256, vec=4, ept=1, one-shot}");
+  ReductionParams r;
+  r.cacheRow = true;
+  r.chunksPerThread = 2;
+  EXPECT_EQ(r.toString(), "row{warp, threads=32, rows=8, vec=4, cached x2, welford}");
+  ReductionParams r2 = r;
+  r2.variance = VarianceAlgo::kTwoPass;
+  EXPECT_NE(hash(ScheduleParams(r)), hash(ScheduleParams(r2)));
+  EXPECT_NE(hash(ScheduleParams(a)), hash(ScheduleParams(r)));
+}
+
+TEST(Schedule, Heuristics) {
+  auto pw = makeCase(R"(graph(%x: f16[s0, 768], %w: f16[768] param) {
+      %0: f16[s0, 768] = mul(%x, %w)
+      return(%0)
+    })",
+                     GroupKind::kPointwise);
+  auto p = std::get<PointwiseParams>(defaultSchedule(pw.group, bucket({64})));
+  EXPECT_EQ(p.vectorWidth, 8);  // 16 bytes of f16
+  EXPECT_FALSE(p.gridStride);
+
+  const char* ln = R"(graph(%x: f32[s0, s1]) {
+      %0: f32[s0, s1] = softmax(%x) {dim = 1}
+      return(%0)
+    })";
+  auto row = makeCase(ln, GroupKind::kRow, 1);
+  auto shortRow = std::get<ReductionParams>(defaultSchedule(row.group, bucket({8, 128})));
+  EXPECT_EQ(shortRow.mapping(), RowMapping::kWarpPerRow);
+  EXPECT_EQ(shortRow.threadsPerRow, 32);
+  EXPECT_EQ(shortRow.vectorWidth, 4);
+  EXPECT_TRUE(shortRow.cacheRow);
+  auto longRow = std::get<ReductionParams>(defaultSchedule(row.group, bucket({8, 4096})));
+  EXPECT_EQ(longRow.mapping(), RowMapping::kBlockPerRow);
+  EXPECT_EQ(longRow.rowsPerBlock, 1);
+  EXPECT_GE(longRow.rowCapacity(), 4096);
+  auto unbounded =
+      std::get<ReductionParams>(defaultSchedule(row.group, bucket({8, 4096}, {-1, -1})));
+  EXPECT_FALSE(unbounded.cacheRow);
+  EXPECT_EQ(unbounded.variance, VarianceAlgo::kWelford);
+
+  auto cands = candidateSchedules(row.group, bucket({8, 4096}));
+  ASSERT_GT(cands.size(), 4u);
+  EXPECT_EQ(cands[0], defaultSchedule(row.group, bucket({8, 4096})));
+  for (size_t i = 0; i < cands.size(); ++i) {
+    EXPECT_EQ(validateSchedule(row.group, cands[i], bucket({8, 4096})), "") << toString(cands[i]);
+    for (size_t j = 0; j < i; ++j) EXPECT_FALSE(cands[i] == cands[j]);
+  }
+  EXPECT_NE(validateSchedule(row.group, PointwiseParams{}, bucket({8, 4096})), "");
+}
+
+// --- ABI host side ---
+
+TEST(KernelAbi, PackArgsVectorFlagAndBroadcast) {
+  auto c = makeCase(R"(graph(%x: f16[s0, 64], %b: f16[64] param) {
+      %0: f16[s0, 64] = add(%x, %b)
+      return(%0)
+    })",
+                    GroupKind::kPointwise);
+  KernelSource ks = emitCuda(*c.graph, c.group, defaultSchedule(c.group, bucket({4})), bucket({4}));
+  ASSERT_EQ(ks.abi.tensors.size(), 3u);
+  EXPECT_EQ(ks.abi.vectorWidth, 8);
+  EXPECT_FALSE(ks.abi.index64);
+  alignas(16) static uint16_t x[4 * 64 + 8], b[64 + 8], y[4 * 64];
+  const int64_t xs[] = {4, 64}, xst[] = {64, 1}, bs[] = {64}, bst[] = {1};
+  std::vector<TensorView> views = {{x, xs, xst}, {b, bs, bst}, {y, xs, xst}};
+  auto dom = domainSizes(ks.abi, std::vector<int64_t>{4});
+  KilnArgs args = packArgs(ks.abi, dom, views);
+  EXPECT_EQ(args.vec, 1);
+  EXPECT_EQ(args.numel, 256);
+  EXPECT_EQ(args.strides[1][0], 0);  // broadcast over rows
+  EXPECT_EQ(args.strides[1][1], 1);
+  // An unaligned input (offset by one element) forces the scalar path.
+  views[0].data = x + 1;
+  EXPECT_EQ(packArgs(ks.abi, dom, views).vec, 0);
+  // So does a transposed (non-unit innermost stride) input.
+  const int64_t tst[] = {1, 4};
+  views[0] = {x, xs, tst};
+  EXPECT_EQ(packArgs(ks.abi, dom, views).vec, 0);
+  // Wrong size names the tensor.
+  const int64_t bad[] = {4, 63};
+  views[0] = {x, bad, xst};
+  EXPECT_THROW(packArgs(ks.abi, dom, views), UserError);
+  LaunchDims ld = launchDims(ks.launch, ks.abi, args, 132);
+  EXPECT_EQ(ld.blockX, 256);
+  EXPECT_EQ(ld.gridX, 1);  // 256 elements, 2048 a block
+  args.numel = 0;
+  EXPECT_EQ(launchDims(ks.launch, ks.abi, args, 132).gridX, 0);
+}
+
+TEST(KernelAbi, IndexWidthFromBucket) {
+  auto c = makeCase(R"(graph(%x: f32[s0, 1024]) {
+      %0: f32[s0, 1024] = relu(%x)
+      return(%0)
+    })",
+                    GroupKind::kPointwise);
+  auto small = emitCuda(*c.graph, c.group, PointwiseParams{}, bucket({1024}));
+  EXPECT_FALSE(small.abi.index64);
+  EXPECT_TRUE(contains(small.source, "const int numel"));
+  auto huge = emitCuda(*c.graph, c.group, PointwiseParams{}, bucket({8}, {1 << 22}));
+  EXPECT_TRUE(huge.abi.index64);
+  EXPECT_TRUE(contains(huge.source, "const long long numel"));
+  // A 32-bit kernel refuses a call that would overflow it.
+  static float dummy[4];
+  const int64_t sz[] = {int64_t{1} << 21, 1024}, st[] = {1024, 1};
+  std::vector<TensorView> views = {{dummy, sz, st}, {dummy, sz, st}};
+  EXPECT_THROW(packArgs(small.abi, std::vector<int64_t>{int64_t{1} << 21, 1024}, views),
+               Unsupported);
+}
+
+// --- emission + NVRTC ---
+
+TEST(EmitCuda, PointwiseBroadcastChainAllFloatTypes) {
+  for (std::string dt : {"f16", "bf16", "f32"}) {
+    std::string text = R"(graph(%x: T[s0, 12, 64], %w: T[64] param, %b: T[12, 1] param) {
+        %c: f32[] = constant() {value = 0.5}
+        %0: T[s0, 12, 64] = mul(%x, %w)
+        %1: T[s0, 12, 64] = add(%0, %b)
+        %2: T[s0, 12, 64] = gelu_tanh(%1)
+        %3: T[s0, 12, 64] = mul(%2, %c)
+        return(%3)
+      })";
+    for (size_t p; (p = text.find('T')) != std::string::npos;) text.replace(p, 1, dt);
+    auto c = makeCase(text, GroupKind::kPointwise);
+    auto ks = emitAndCompile(c, bucket({8}),
+                             dt == "f16" ? std::vector<std::string>{"sm_80", "sm_90"}
+                                         : std::vector<std::string>{"sm_90"});
+    EXPECT_TRUE(contains(ks.source, "kiln_gelu_tanh("));
+    EXPECT_TRUE(contains(ks.source, "0.5f"));  // the constant, inlined
+    EXPECT_EQ(contains(ks.source, "#include <cuda_fp16.h>"), dt == "f16");
+    EXPECT_EQ(contains(ks.source, "#include <cuda_bf16.h>"), dt == "bf16");
+    EXPECT_TRUE(contains(ks.source, "if (args.vec)"));
+  }
+}
+
+TEST(EmitCuda, AddLayerNormGeluCachedAndReloaded) {
+  auto c = makeCase(
+      R"(graph(%x: f16[s0, 768], %r: f16[s0, 768], %w: f16[768] param, %b: f16[768] param) {
+      %0: f16[s0, 768] = add(%x, %r)
+      %1: f16[s0, 768] = layer_norm(%0, %w, %b) {eps = 1e-05, normalized_ndim = 1}
+      %2: f16[s0, 768] = gelu(%1)
+      return(%0, %2)
+    })",
+      GroupKind::kRow, 1);
+  auto ks = emitAndCompile(c, bucket({16}), {"sm_80"});
+  const auto& r = std::get<ReductionParams>(defaultSchedule(c.group, bucket({16})));
+  EXPECT_TRUE(r.cacheRow);
+  EXPECT_TRUE(contains(ks.source, "kiln_gelu("));
+  EXPECT_TRUE(contains(ks.source, "rsqrtf("));
+  EXPECT_EQ(ks.abi.tensors.size(), 6u);
+  EXPECT_EQ(ks.abi.maxRowLength, r.rowCapacity());
+  ReductionParams reload;
+  reload.threadsPerRow = 128;
+  reload.rowsPerBlock = 1;
+  reload.vectorWidth = 8;
+  reload.cacheRow = false;
+  reload.variance = VarianceAlgo::kWelford;
+  auto ks2 = emitAndCompile(c, bucket({16}), {"sm_90"}, reload);
+  EXPECT_TRUE(contains(ks2.source, "kiln_block_welford<128>"));
+  EXPECT_EQ(ks2.abi.maxRowLength, -1);
+}
+
+TEST(EmitCuda, ScaleMaskSoftmaxSymbolicRow) {
+  auto c = makeCase(R"(graph(%x: f16[s0, 12, s1, s1], %m: f16[s0, 1, 1, s1]) {
+      %c: f32[] = constant() {value = 0.125}
+      %0: f16[s0, 12, s1, s1] = mul(%x, %c)
+      %1: f16[s0, 12, s1, s1] = add(%0, %m)
+      %2: f16[s0, 12, s1, s1] = softmax(%1) {dim = 3}
+      return(%2)
+    })",
+                    GroupKind::kRow, 1);
+  auto ks = emitAndCompile(c, bucket({2, 128}, {-1, -1}), {"sm_90"});
+  EXPECT_TRUE(ks.abi.index64);  // unbounded bucket
+  EXPECT_TRUE(contains(ks.source, "expf("));
+  EXPECT_EQ(ks.abi.maxRowLength, -1);
+}
+
+TEST(EmitCuda, LogSoftmaxBf16) {
+  auto c = makeCase(R"(graph(%x: bf16[s0, 1000]) {
+      %0: bf16[s0, 1000] = log_softmax(%x) {dim = 1}
+      return(%0)
+    })",
+                    GroupKind::kRow, 1);
+  auto ks = emitAndCompile(c, bucket({32}), {"sm_80"});
+  EXPECT_TRUE(contains(ks.source, "logf(sm"));
+}
+
+TEST(EmitCuda, RmsNormWrittenOutLongRow) {
+  auto c = makeCase(R"(graph(%x: f16[s0, 4096], %w: f16[4096] param) {
+      %e: f32[] = constant() {value = 1e-06}
+      %0: f16[s0, 4096] = mul(%x, %x)
+      %1: f16[s0, 1] = mean(%0) {dims = [1], keepdim = true}
+      %2: f16[s0, 1] = add(%1, %e)
+      %3: f16[s0, 1] = rsqrt(%2)
+      %4: f16[s0, 4096] = mul(%x, %3)
+      %5: f16[s0, 4096] = mul(%4, %w)
+      return(%5)
+    })",
+                    GroupKind::kRow, 1);
+  auto ks = emitAndCompile(c, bucket({64}), {"sm_90"});
+  EXPECT_TRUE(contains(ks.source, "kiln_block_reduce<KilnSum"));
+  EXPECT_EQ(ks.launch.unitsPerBlock, 1);
+}
+
+TEST(EmitCuda, ReductionsKeepdimAndNot) {
+  auto c = makeCase(R"(graph(%x: f32[s0, 7, 33]) {
+      %0: f32[s0, 7, 1] = sum(%x) {dims = [2], keepdim = true}
+      %1: f32[s0, 7] = mean(%x) {dims = [2], keepdim = false}
+      %2: f32[s0, 7, 1] = amax(%x) {dims = [2], keepdim = true}
+      %3: f32[s0, 7, 1] = amin(%x) {dims = [2], keepdim = true}
+      return(%0, %1, %2, %3)
+    })",
+                    GroupKind::kRow, 1);
+  auto ks = emitAndCompile(c, bucket({5}), {"sm_80"});
+  ASSERT_EQ(ks.abi.tensors.size(), 5u);
+  EXPECT_TRUE(ks.abi.tensors[1].rowConstant);
+  EXPECT_EQ(ks.abi.tensors[2].dimMap, (std::vector<int>{0, 1}));     // keepdim=false
+  EXPECT_EQ(ks.abi.tensors[1].dimMap, (std::vector<int>{0, 1, 2}));  // keepdim=true
+  EXPECT_EQ(ks.abi.vectorWidth, 1);                                  // 33 columns: scalar only
+  EXPECT_FALSE(contains(ks.source, "args.vec"));
+}
+
+TEST(EmitCuda, BoolWhereComparisons) {
+  auto c = makeCase(R"(graph(%x: f32[s0, 128], %y: f32[s0, 128], %k: bool[128] param) {
+      %z: f32[] = constant() {value = 0.0}
+      %0: bool[s0, 128] = gt(%x, %z)
+      %1: f32[s0, 128] = where(%0, %x, %y)
+      %2: bool[s0, 128] = eq(%x, %y)
+      %3: f32[s0, 128] = where(%k, %1, %z)
+      %4: bool[s0, 128] = le(%3, %y)
+      return(%3, %2, %4)
+    })",
+                    GroupKind::kPointwise);
+  auto ks = emitAndCompile(c, bucket({3}), {"sm_90"});
+  EXPECT_TRUE(contains(ks.source, "unsigned char* __restrict__ p"));
+  EXPECT_TRUE(contains(ks.source, " ? "));
+}
+
+TEST(EmitCuda, CastsRoundAndIntegerMath) {
+  auto c = makeCase(R"(graph(%x: f32[s0, 256], %i: i64[s0, 256]) {
+      %0: f16[s0, 256] = cast(%x)
+      %1: f32[s0, 256] = cast(%0)
+      %2: i64[s0, 256] = cast(%x)
+      %3: i64[s0, 256] = add(%2, %i)
+      %4: bf16[s0, 256] = cast(%3)
+      %5: i32[s0, 256] = cast(%1)
+      return(%1, %3, %4, %5)
+    })",
+                    GroupKind::kPointwise);
+  auto ks = emitAndCompile(c, bucket({9}), {"sm_80"});
+  EXPECT_TRUE(contains(ks.source, "kiln_round_f16("));
+  EXPECT_TRUE(contains(ks.source, "kiln_round_bf16("));
+  EXPECT_TRUE(contains(ks.source, "long long"));
+}
+
+TEST(EmitCuda, ManyUnaryOps) {
+  auto c = makeCase(R"(graph(%x: f32[s0, 100]) {
+      %0: f32[s0, 100] = sigmoid(%x)
+      %1: f32[s0, 100] = silu(%0)
+      %2: f32[s0, 100] = erf(%1)
+      %3: f32[s0, 100] = exp(%2)
+      %4: f32[s0, 100] = log(%3)
+      %5: f32[s0, 100] = clamp(%4) {max = 6.0, min = -1.0}
+      %6: f32[s0, 100] = pow_scalar(%5) {exponent = 2.5}
+      %7: f32[s0, 100] = tanh(%6)
+      %8: f32[s0, 100] = abs(%7)
+      %9: f32[s0, 100] = maximum(%8, %x)
+      %10: f32[s0, 100] = pow(%9, %x)
+      %11: f32[s0, 100] = neg(%10)
+      %12: f32[s0, 100] = sqrt(%11)
+      return(%12)
+    })",
+                    GroupKind::kPointwise);
+  auto ks = emitAndCompile(c, bucket({2}), {"sm_90"});
+  EXPECT_TRUE(contains(ks.source, "kiln_clamp_max(kiln_clamp_min("));
+  EXPECT_TRUE(contains(ks.source, "powf("));
+}
+
+TEST(EmitCuda, DeterministicAndNamedByContent) {
+  const char* text = R"(graph(%x: f16[s0, 512]) {
+      %0: f16[s0, 512] = softmax(%x) {dim = 1}
+      return(%0)
+    })";
+  auto a = makeCase(text, GroupKind::kRow, 1);
+  auto b = makeCase(text, GroupKind::kRow, 1);  // a separate graph: same text expected
+  auto s = defaultSchedule(a.group, bucket({4}));
+  auto k1 = emitCuda(*a.graph, a.group, s, bucket({4}));
+  auto k2 = emitCuda(*b.graph, b.group, s, bucket({4}));
+  EXPECT_EQ(k1.source, k2.source);
+  EXPECT_EQ(k1.name, k2.name);
+  EXPECT_TRUE(k1.name.rfind("kiln_row_", 0) == 0);
+  auto other = std::get<ReductionParams>(s);
+  other.threadsPerRow = 16;
+  other.rowsPerBlock = 16;
+  other.chunksPerThread = 4;
+  auto k3 = emitCuda(*a.graph, a.group, other, bucket({4}));
+  EXPECT_NE(k3.name, k1.name);
+}
+
+TEST(EmitCuda, UnsupportedPatternsThrow) {
+  auto c = makeCase(R"(graph(%x: f32[s0, 64]) {
+      %0: f32[s0, 64] = softmax(%x) {dim = 0}
+      return(%0)
+    })",
+                    GroupKind::kRow, 1);
+  EXPECT_THROW(emitCuda(*c.graph, c.group, defaultSchedule(c.group, bucket({4})), bucket({4})),
+               Unsupported);
+  auto pw = makeCase(R"(graph(%x: f32[s0, 64]) {
+      %0: f32[s0, 64] = relu(%x)
+      return(%0)
+    })",
+                     GroupKind::kPointwise);
+  ReductionParams wrong;
+  EXPECT_THROW(emitCuda(*pw.graph, pw.group, wrong, bucket({4})), Unsupported);
+}
+
+// Golden files: exact text. KILN_REGEN_GOLDEN=1 rewrites them (review the diff before committing).
+void checkGolden(const std::string& file, const std::string& actual) {
+  const std::string path = std::string(KILN_SOURCE_DIR) + "/tests/codegen/golden/" + file;
+  if (const char* regen = std::getenv("KILN_REGEN_GOLDEN"); regen && std::string(regen) == "1") {
+    std::ofstream(path, std::ios::binary) << actual;
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in.good()) << "missing golden " << path << " (run with KILN_REGEN_GOLDEN=1)";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), actual) << "golden " << file << " differs; KILN_REGEN_GOLDEN=1 regenerates";
+}
+
+TEST(EmitCuda, GoldenPointwise) {
+  auto c = makeCase(R"(graph(%x: f16[s0, 256], %b: f16[256] param) {
+      %0: f16[s0, 256] = add(%x, %b)
+      %1: f16[s0, 256] = silu(%0)
+      return(%1)
+    })",
+                    GroupKind::kPointwise);
+  checkGolden(
+      "pointwise_add_silu.cu",
+      emitCuda(*c.graph, c.group, defaultSchedule(c.group, bucket({8})), bucket({8})).source);
+}
+
+TEST(EmitCuda, GoldenLayerNorm) {
+  auto c = makeCase(R"(graph(%x: f32[s0, 256], %w: f32[256] param, %b: f32[256] param) {
+      %0: f32[s0, 256] = layer_norm(%x, %w, %b) {eps = 1e-05, normalized_ndim = 1}
+      return(%0)
+    })",
+                    GroupKind::kRow, 1);
+  checkGolden(
+      "row_layer_norm.cu",
+      emitCuda(*c.graph, c.group, defaultSchedule(c.group, bucket({8})), bucket({8})).source);
+}
+
+// --- NVRTC ---
+
+TEST(Nvrtc, CompileErrorCarriesLogSourceAndOptions) {
+  const std::string bad = "extern \"C\" __global__ void broken() { undeclared_thing = 1; }\n";
+  try {
+    jit::compileToCubin(bad, "broken", "sm_90");
+    FAIL() << "expected CompileError";
+  } catch (const CompileError& e) {
+    EXPECT_TRUE(contains(e.log(), "undeclared_thing")) << e.log();
+    EXPECT_EQ(e.source(), bad);
+    EXPECT_EQ(e.options().front(), "--gpu-architecture=sm_90");
+  }
+  EXPECT_THROW(jit::nvrtcOptions("compute_90"), UserError);
+  EXPECT_GE(jit::nvrtcVersion(), 11000);
+}
+
+}  // namespace
+}  // namespace kiln::codegen

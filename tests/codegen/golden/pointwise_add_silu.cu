@@ -1,0 +1,182 @@
+// kiln generated kernel (codegen v1)
+// domain [s0, 256]; schedule pointwise{block=256, vec=8, ept=1, one-shot}; 32-bit indexing
+//   arg 0: in  f16[s0, 256]
+//   arg 1: in  f16[256]
+//   arg 2: out f16[s0, 256]
+//   v0 = add(in0, in1)
+//   v1 = silu(v0)
+#include <cuda_fp16.h>
+// kiln device runtime: the kernel argument (device mirror of codegen/kernel_abi.h, Note [Kernel ABI]).
+// Generated kernels are compiled by NVRTC as one self-contained string: this file and the other
+// helpers are prepended to every kernel, so they include nothing but cuda_fp16.h/cuda_bf16.h.
+#define KILN_MAX_TENSORS 24
+#define KILN_MAX_RANK 8
+
+struct KilnArgs {
+  void* ptr[KILN_MAX_TENSORS];
+  long long sizes[KILN_MAX_RANK];
+  long long strides[KILN_MAX_TENSORS][KILN_MAX_RANK];
+  long long numel;
+  int vec;
+  int reserved;
+};
+static_assert(sizeof(KilnArgs) == 1808, "KilnArgs layout is shared with codegen/kernel_abi.h");
+// kiln device runtime: scalar math in the kernels' compute types (float for f16/bf16/f32).
+// NaN handling follows ATen: maximum/minimum/relu/clamp propagate NaN.
+__device__ __forceinline__ float kiln_inf() { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ float kiln_nan() { return __int_as_float(0x7fffffff); }
+
+__device__ __forceinline__ float kiln_max(float a, float b) { return (a != a || a > b) ? a : b; }
+__device__ __forceinline__ float kiln_min(float a, float b) { return (a != a || a < b) ? a : b; }
+__device__ __forceinline__ int kiln_max(int a, int b) { return a > b ? a : b; }
+__device__ __forceinline__ int kiln_min(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ long long kiln_max(long long a, long long b) { return a > b ? a : b; }
+__device__ __forceinline__ long long kiln_min(long long a, long long b) { return a < b ? a : b; }
+__device__ __forceinline__ bool kiln_max(bool a, bool b) { return a || b; }
+__device__ __forceinline__ bool kiln_min(bool a, bool b) { return a && b; }
+
+// clamp(a, lo, hi) with either bound optional: comparisons are false for NaN, so NaN passes through.
+__device__ __forceinline__ float kiln_clamp_min(float a, float lo) { return a < lo ? lo : a; }
+__device__ __forceinline__ float kiln_clamp_max(float a, float hi) { return a > hi ? hi : a; }
+__device__ __forceinline__ int kiln_clamp_min(int a, int lo) { return a < lo ? lo : a; }
+__device__ __forceinline__ int kiln_clamp_max(int a, int hi) { return a > hi ? hi : a; }
+__device__ __forceinline__ long long kiln_clamp_min(long long a, long long lo) { return a < lo ? lo : a; }
+__device__ __forceinline__ long long kiln_clamp_max(long long a, long long hi) { return a > hi ? hi : a; }
+
+__device__ __forceinline__ float kiln_relu(float a) { return (a != a || a > 0.0f) ? a : 0.0f; }
+__device__ __forceinline__ int kiln_relu(int a) { return a > 0 ? a : 0; }
+__device__ __forceinline__ long long kiln_relu(long long a) { return a > 0 ? a : 0; }
+__device__ __forceinline__ int kiln_abs(int a) { return a < 0 ? -a : a; }
+__device__ __forceinline__ long long kiln_abs(long long a) { return a < 0 ? -a : a; }
+__device__ __forceinline__ float kiln_abs(float a) { return fabsf(a); }
+
+__device__ __forceinline__ float kiln_sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
+__device__ __forceinline__ float kiln_silu(float a) { return a / (1.0f + expf(-a)); }
+// gelu, erf form: x * Phi(x).
+__device__ __forceinline__ float kiln_gelu(float a) {
+  return 0.5f * a * (1.0f + erff(a * 0.70710678118654752f));
+}
+// gelu, tanh approximation (approximate="tanh").
+__device__ __forceinline__ float kiln_gelu_tanh(float a) {
+  const float inner = 0.79788456080286536f * (a + 0.044715f * a * a * a);
+  return 0.5f * a * (1.0f + tanhf(inner));
+}
+// kiln device runtime: float16 storage (loaded into / stored from float).
+__device__ __forceinline__ float kiln_ld(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ void kiln_st(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ float kiln_to_compute(__half v) { return __half2float(v); }
+__device__ __forceinline__ void kiln_from_compute(__half& d, float v) { d = __float2half_rn(v); }
+// Rounds to float16 precision (an explicit cast in the graph), keeping float as compute type.
+__device__ __forceinline__ float kiln_round_f16(float v) { return __half2float(__float2half_rn(v)); }
+// kiln device runtime: loads and stores between storage types and compute types.
+// Storage -> compute: f32/f16/bf16 -> float, bool (one byte) -> bool, i32 -> int, i64 -> long long.
+// Vector accesses (Note [Vector path] in codegen/kernel_abi.h) go through kiln_vec, aligned to
+// min(16, N * sizeof(T)) bytes, so the compiler emits 16-byte (or narrower) loads and stores.
+__device__ __forceinline__ float kiln_ld(const float* p) { return *p; }
+__device__ __forceinline__ bool kiln_ld(const unsigned char* p) { return *p != 0; }
+__device__ __forceinline__ int kiln_ld(const int* p) { return *p; }
+__device__ __forceinline__ long long kiln_ld(const long long* p) { return *p; }
+__device__ __forceinline__ void kiln_st(float* p, float v) { *p = v; }
+__device__ __forceinline__ void kiln_st(unsigned char* p, bool v) { *p = v ? 1 : 0; }
+__device__ __forceinline__ void kiln_st(int* p, int v) { *p = v; }
+__device__ __forceinline__ void kiln_st(long long* p, long long v) { *p = v; }
+
+__device__ __forceinline__ float kiln_to_compute(float v) { return v; }
+__device__ __forceinline__ bool kiln_to_compute(unsigned char v) { return v != 0; }
+__device__ __forceinline__ int kiln_to_compute(int v) { return v; }
+__device__ __forceinline__ long long kiln_to_compute(long long v) { return v; }
+__device__ __forceinline__ void kiln_from_compute(float& d, float v) { d = v; }
+__device__ __forceinline__ void kiln_from_compute(unsigned char& d, bool v) { d = v ? 1 : 0; }
+__device__ __forceinline__ void kiln_from_compute(int& d, int v) { d = v; }
+__device__ __forceinline__ void kiln_from_compute(long long& d, long long v) { d = v; }
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N > 16 ? 16 : sizeof(T) * N) kiln_vec {
+  T v[N];
+};
+
+// Loads N consecutive elements (splat == false) or one element broadcast N times (splat == true).
+template <int N, typename T, typename C>
+__device__ __forceinline__ void kiln_ldv(C (&out)[N], const T* p, bool splat) {
+  if (splat) {
+    const C x = kiln_ld(p);
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = x;
+  } else {
+    const kiln_vec<T, N> v = *reinterpret_cast<const kiln_vec<T, N>*>(p);
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = kiln_to_compute(v.v[j]);
+  }
+}
+
+template <int N, typename T, typename C>
+__device__ __forceinline__ void kiln_stv(T* p, const C (&in)[N]) {
+  kiln_vec<T, N> v;
+#pragma unroll
+  for (int j = 0; j < N; ++j) kiln_from_compute(v.v[j], in[j]);
+  *reinterpret_cast<kiln_vec<T, N>*>(p) = v;
+}
+
+extern "C" __global__ void __launch_bounds__(256) kiln_pw_a1b5d03945bd8098(const KilnArgs args) {
+  const __half* __restrict__ p0 = (const __half*)args.ptr[0];
+  const __half* __restrict__ p1 = (const __half*)args.ptr[1];
+  __half* __restrict__ p2 = (__half*)args.ptr[2];
+  const int n0 = (int)args.sizes[0];  // s0
+  const int n1 = 256;  // 256
+  const int st0_0 = (int)args.strides[0][0];
+  const int st0_1 = (int)args.strides[0][1];
+  const int st1_1 = (int)args.strides[1][1];
+  const int st2_0 = (int)args.strides[2][0];
+  const int st2_1 = (int)args.strides[2][1];
+  const int numel = (int)args.numel;
+  const int kTile = 2048;
+  if (args.vec) {
+    for (int base = (int)blockIdx.x * kTile; base < numel; base += (int)gridDim.x * kTile) {
+#pragma unroll
+      for (int k = 0; k < 1; ++k) {
+        const int i = base + ((int)k * 256 + (int)threadIdx.x) * 8;
+        if (i >= numel) break;
+        int q_ = i;
+        const int c1 = q_ % n1;
+        q_ /= n1;
+        const int c0 = q_;
+        float in0[8];
+        kiln_ldv<8>(in0, p0 + (c0 * st0_0 + c1 * st0_1), st0_1 == 0);
+        float in1[8];
+        kiln_ldv<8>(in1, p1 + (c1 * st1_1), st1_1 == 0);
+        float out2[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float v0 = (in0[j] + in1[j]);
+          const float v1 = kiln_silu(v0);
+          out2[j] = v1;
+        }
+        kiln_stv<8>(p2 + (c0 * st2_0 + c1 * st2_1), out2);
+      }
+    }
+  } else {
+    for (int base = (int)blockIdx.x * kTile; base < numel; base += (int)gridDim.x * kTile) {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int i = base + ((int)k * 256 + (int)threadIdx.x) * 1;
+        if (i >= numel) break;
+        int q_ = i;
+        const int c1 = q_ % n1;
+        q_ /= n1;
+        const int c0 = q_;
+        float in0[1];
+        kiln_ldv<1>(in0, p0 + (c0 * st0_0 + c1 * st0_1), false);
+        float in1[1];
+        kiln_ldv<1>(in1, p1 + (c1 * st1_1), false);
+        float out2[1];
+#pragma unroll
+        for (int j = 0; j < 1; ++j) {
+          const float v0 = (in0[j] + in1[j]);
+          const float v1 = kiln_silu(v0);
+          out2[j] = v1;
+        }
+        kiln_stv<1>(p2 + (c0 * st2_0 + c1 * st2_1), out2);
+      }
+    }
+  }
+}

@@ -1,0 +1,334 @@
+// kiln generated kernel (codegen v1)
+// domain [s0, 256], 1 row dim(s); schedule row{warp, threads=32, rows=8, vec=4, cached x2, two-pass}; 32-bit indexing
+//   arg 0: in  f32[s0, 256]
+//   arg 1: in  f32[256]
+//   arg 2: in  f32[256]
+//   arg 3: out f32[s0, 256]
+//   v0 = layer_norm(in0, in1, in2) {eps = 1e-05, normalized_ndim = 1}
+// kiln device runtime: the kernel argument (device mirror of codegen/kernel_abi.h, Note [Kernel ABI]).
+// Generated kernels are compiled by NVRTC as one self-contained string: this file and the other
+// helpers are prepended to every kernel, so they include nothing but cuda_fp16.h/cuda_bf16.h.
+#define KILN_MAX_TENSORS 24
+#define KILN_MAX_RANK 8
+
+struct KilnArgs {
+  void* ptr[KILN_MAX_TENSORS];
+  long long sizes[KILN_MAX_RANK];
+  long long strides[KILN_MAX_TENSORS][KILN_MAX_RANK];
+  long long numel;
+  int vec;
+  int reserved;
+};
+static_assert(sizeof(KilnArgs) == 1808, "KilnArgs layout is shared with codegen/kernel_abi.h");
+// kiln device runtime: scalar math in the kernels' compute types (float for f16/bf16/f32).
+// NaN handling follows ATen: maximum/minimum/relu/clamp propagate NaN.
+__device__ __forceinline__ float kiln_inf() { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ float kiln_nan() { return __int_as_float(0x7fffffff); }
+
+__device__ __forceinline__ float kiln_max(float a, float b) { return (a != a || a > b) ? a : b; }
+__device__ __forceinline__ float kiln_min(float a, float b) { return (a != a || a < b) ? a : b; }
+__device__ __forceinline__ int kiln_max(int a, int b) { return a > b ? a : b; }
+__device__ __forceinline__ int kiln_min(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ long long kiln_max(long long a, long long b) { return a > b ? a : b; }
+__device__ __forceinline__ long long kiln_min(long long a, long long b) { return a < b ? a : b; }
+__device__ __forceinline__ bool kiln_max(bool a, bool b) { return a || b; }
+__device__ __forceinline__ bool kiln_min(bool a, bool b) { return a && b; }
+
+// clamp(a, lo, hi) with either bound optional: comparisons are false for NaN, so NaN passes through.
+__device__ __forceinline__ float kiln_clamp_min(float a, float lo) { return a < lo ? lo : a; }
+__device__ __forceinline__ float kiln_clamp_max(float a, float hi) { return a > hi ? hi : a; }
+__device__ __forceinline__ int kiln_clamp_min(int a, int lo) { return a < lo ? lo : a; }
+__device__ __forceinline__ int kiln_clamp_max(int a, int hi) { return a > hi ? hi : a; }
+__device__ __forceinline__ long long kiln_clamp_min(long long a, long long lo) { return a < lo ? lo : a; }
+__device__ __forceinline__ long long kiln_clamp_max(long long a, long long hi) { return a > hi ? hi : a; }
+
+__device__ __forceinline__ float kiln_relu(float a) { return (a != a || a > 0.0f) ? a : 0.0f; }
+__device__ __forceinline__ int kiln_relu(int a) { return a > 0 ? a : 0; }
+__device__ __forceinline__ long long kiln_relu(long long a) { return a > 0 ? a : 0; }
+__device__ __forceinline__ int kiln_abs(int a) { return a < 0 ? -a : a; }
+__device__ __forceinline__ long long kiln_abs(long long a) { return a < 0 ? -a : a; }
+__device__ __forceinline__ float kiln_abs(float a) { return fabsf(a); }
+
+__device__ __forceinline__ float kiln_sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
+__device__ __forceinline__ float kiln_silu(float a) { return a / (1.0f + expf(-a)); }
+// gelu, erf form: x * Phi(x).
+__device__ __forceinline__ float kiln_gelu(float a) {
+  return 0.5f * a * (1.0f + erff(a * 0.70710678118654752f));
+}
+// gelu, tanh approximation (approximate="tanh").
+__device__ __forceinline__ float kiln_gelu_tanh(float a) {
+  const float inner = 0.79788456080286536f * (a + 0.044715f * a * a * a);
+  return 0.5f * a * (1.0f + tanhf(inner));
+}
+// kiln device runtime: loads and stores between storage types and compute types.
+// Storage -> compute: f32/f16/bf16 -> float, bool (one byte) -> bool, i32 -> int, i64 -> long long.
+// Vector accesses (Note [Vector path] in codegen/kernel_abi.h) go through kiln_vec, aligned to
+// min(16, N * sizeof(T)) bytes, so the compiler emits 16-byte (or narrower) loads and stores.
+__device__ __forceinline__ float kiln_ld(const float* p) { return *p; }
+__device__ __forceinline__ bool kiln_ld(const unsigned char* p) { return *p != 0; }
+__device__ __forceinline__ int kiln_ld(const int* p) { return *p; }
+__device__ __forceinline__ long long kiln_ld(const long long* p) { return *p; }
+__device__ __forceinline__ void kiln_st(float* p, float v) { *p = v; }
+__device__ __forceinline__ void kiln_st(unsigned char* p, bool v) { *p = v ? 1 : 0; }
+__device__ __forceinline__ void kiln_st(int* p, int v) { *p = v; }
+__device__ __forceinline__ void kiln_st(long long* p, long long v) { *p = v; }
+
+__device__ __forceinline__ float kiln_to_compute(float v) { return v; }
+__device__ __forceinline__ bool kiln_to_compute(unsigned char v) { return v != 0; }
+__device__ __forceinline__ int kiln_to_compute(int v) { return v; }
+__device__ __forceinline__ long long kiln_to_compute(long long v) { return v; }
+__device__ __forceinline__ void kiln_from_compute(float& d, float v) { d = v; }
+__device__ __forceinline__ void kiln_from_compute(unsigned char& d, bool v) { d = v ? 1 : 0; }
+__device__ __forceinline__ void kiln_from_compute(int& d, int v) { d = v; }
+__device__ __forceinline__ void kiln_from_compute(long long& d, long long v) { d = v; }
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N > 16 ? 16 : sizeof(T) * N) kiln_vec {
+  T v[N];
+};
+
+// Loads N consecutive elements (splat == false) or one element broadcast N times (splat == true).
+template <int N, typename T, typename C>
+__device__ __forceinline__ void kiln_ldv(C (&out)[N], const T* p, bool splat) {
+  if (splat) {
+    const C x = kiln_ld(p);
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = x;
+  } else {
+    const kiln_vec<T, N> v = *reinterpret_cast<const kiln_vec<T, N>*>(p);
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = kiln_to_compute(v.v[j]);
+  }
+}
+
+template <int N, typename T, typename C>
+__device__ __forceinline__ void kiln_stv(T* p, const C (&in)[N]) {
+  kiln_vec<T, N> v;
+#pragma unroll
+  for (int j = 0; j < N; ++j) kiln_from_compute(v.v[j], in[j]);
+  *reinterpret_cast<kiln_vec<T, N>*>(p) = v;
+}
+// kiln device runtime: row reductions. Warp-level reductions use xor shuffles over the W lanes of a
+// row (W <= 32, a power of two: lanes of one row are an aligned group); every lane of the warp must
+// call them (rows past the end still participate). Block-level reductions (one row per block of NT
+// threads) combine per-warp results through shared memory; every thread gets the result.
+struct KilnSum {
+  static __device__ __forceinline__ float init() { return 0.0f; }
+  static __device__ __forceinline__ float op(float a, float b) { return a + b; }
+};
+struct KilnMax {
+  static __device__ __forceinline__ float init() { return -kiln_inf(); }
+  static __device__ __forceinline__ float op(float a, float b) { return kiln_max(a, b); }
+};
+struct KilnMin {
+  static __device__ __forceinline__ float init() { return kiln_inf(); }
+  static __device__ __forceinline__ float op(float a, float b) { return kiln_min(a, b); }
+};
+
+template <class Op, int W>
+__device__ __forceinline__ float kiln_warp_reduce(float v) {
+#pragma unroll
+  for (int o = W / 2; o > 0; o >>= 1) v = Op::op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// smem: at least 32 floats of __shared__ memory.
+template <class Op, int NT>
+__device__ __forceinline__ float kiln_block_reduce(float v, float* smem) {
+  v = kiln_warp_reduce<Op, 32>(v);
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  __syncthreads();  // a previous reduction's readers are done with smem
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  v = lane < NT / 32 ? smem[lane] : Op::init();
+  return kiln_warp_reduce<Op, 32>(v);
+}
+
+// Welford's running mean and sum of squared deviations (m2); count as float (exact to 2^24).
+struct KilnWelford {
+  float mean;
+  float m2;
+  float n;
+};
+__device__ __forceinline__ KilnWelford kiln_welford_init() { return KilnWelford{0.0f, 0.0f, 0.0f}; }
+__device__ __forceinline__ void kiln_welford_add(KilnWelford& w, float x) {
+  w.n += 1.0f;
+  const float d = x - w.mean;
+  w.mean += d / w.n;
+  w.m2 += d * (x - w.mean);
+}
+__device__ __forceinline__ KilnWelford kiln_welford_merge(KilnWelford a, KilnWelford b) {
+  const float n = a.n + b.n;
+  if (n == 0.0f) return a;
+  const float d = b.mean - a.mean;
+  const float wb = b.n / n;
+  return KilnWelford{a.mean + d * wb, a.m2 + b.m2 + d * d * a.n * wb, n};
+}
+template <int W>
+__device__ __forceinline__ KilnWelford kiln_warp_welford(KilnWelford w) {
+#pragma unroll
+  for (int o = W / 2; o > 0; o >>= 1) {
+    KilnWelford other;
+    other.mean = __shfl_xor_sync(0xffffffffu, w.mean, o);
+    other.m2 = __shfl_xor_sync(0xffffffffu, w.m2, o);
+    other.n = __shfl_xor_sync(0xffffffffu, w.n, o);
+    w = kiln_welford_merge(w, other);
+  }
+  return w;
+}
+// smem: at least 96 floats of __shared__ memory.
+template <int NT>
+__device__ __forceinline__ KilnWelford kiln_block_welford(KilnWelford w, float* smem) {
+  w = kiln_warp_welford<32>(w);
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) {
+    smem[warp] = w.mean;
+    smem[32 + warp] = w.m2;
+    smem[64 + warp] = w.n;
+  }
+  __syncthreads();
+  w = lane < NT / 32 ? KilnWelford{smem[lane], smem[32 + lane], smem[64 + lane]} : kiln_welford_init();
+  return kiln_warp_welford<32>(w);
+}
+
+extern "C" __global__ void __launch_bounds__(256) kiln_row_f708c1b34ad6f319(const KilnArgs args) {
+  const float* __restrict__ p0 = (const float*)args.ptr[0];
+  const float* __restrict__ p1 = (const float*)args.ptr[1];
+  const float* __restrict__ p2 = (const float*)args.ptr[2];
+  float* __restrict__ p3 = (float*)args.ptr[3];
+  const int n0 = (int)args.sizes[0];  // s0
+  const int n1 = 256;  // 256
+  const int st0_0 = (int)args.strides[0][0];
+  const int st0_1 = (int)args.strides[0][1];
+  const int st1_1 = (int)args.strides[1][1];
+  const int st2_1 = (int)args.strides[2][1];
+  const int st3_0 = (int)args.strides[3][0];
+  const int st3_1 = (int)args.strides[3][1];
+  const int rowLen = n1;
+  const int rows = n0;
+  const int lane = (int)threadIdx.x % 32;
+  const int rsub = (int)threadIdx.x / 32;
+  for (int tile = (int)blockIdx.x * 8; tile < rows; tile += (int)gridDim.x * 8) {
+    const int row = tile + rsub;
+    const bool rowValid = row < rows;
+    const int len = rowValid ? rowLen : 0;
+    int q_ = rowValid ? row : 0;
+    const int c0 = q_;
+    const int base0 = c0 * st0_0;
+    const int base1 = 0;
+    const int base2 = 0;
+    const int base3 = c0 * st3_0;
+    if (args.vec) {
+      float cin0[2][4];
+      float cin1[2][4];
+      float cin2[2][4];
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int e = ((int)k * 32 + lane) * 4;
+        if (e < len) {
+          int q_ = e;
+          const int r1 = q_;
+          kiln_ldv<4>(cin0[k], p0 + base0 + (r1 * st0_1), st0_1 == 0);
+          kiln_ldv<4>(cin1[k], p1 + base1 + (r1 * st1_1), st1_1 == 0);
+          kiln_ldv<4>(cin2[k], p2 + base2 + (r1 * st2_1), st2_1 == 0);
+        }
+      }
+      float accs0 = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int e = ((int)k * 32 + lane) * 4;
+        if (e < len) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            accs0 += cin0[k][j];
+          }
+        }
+      }
+      const float mean0 = kiln_warp_reduce<KilnSum, 32>(accs0) / (float)rowLen;
+      float accv0 = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int e = ((int)k * 32 + lane) * 4;
+        if (e < len) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            { const float d_ = cin0[k][j] - mean0; accv0 += d_ * d_; }
+          }
+        }
+      }
+      const float rstd0 = rsqrtf(kiln_warp_reduce<KilnSum, 32>(accv0) / (float)rowLen + 1e-05f);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int e = ((int)k * 32 + lane) * 4;
+        if (e < len) {
+          int q_ = e;
+          const int r1 = q_;
+          float out3[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float v0 = ((((cin0[k][j] - mean0) * rstd0) * cin1[k][j]) + cin2[k][j]);
+            out3[j] = v0;
+          }
+          kiln_stv<4>(p3 + base3 + (r1 * st3_1), out3);
+        }
+      }
+    } else {
+      float cin0[8][1];
+      float cin1[8][1];
+      float cin2[8][1];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int e = ((int)k * 32 + lane) * 1;
+        if (e < len) {
+          int q_ = e;
+          const int r1 = q_;
+          kiln_ldv<1>(cin0[k], p0 + base0 + (r1 * st0_1), false);
+          kiln_ldv<1>(cin1[k], p1 + base1 + (r1 * st1_1), false);
+          kiln_ldv<1>(cin2[k], p2 + base2 + (r1 * st2_1), false);
+        }
+      }
+      float accs0 = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int e = ((int)k * 32 + lane) * 1;
+        if (e < len) {
+#pragma unroll
+          for (int j = 0; j < 1; ++j) {
+            accs0 += cin0[k][j];
+          }
+        }
+      }
+      const float mean0 = kiln_warp_reduce<KilnSum, 32>(accs0) / (float)rowLen;
+      float accv0 = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int e = ((int)k * 32 + lane) * 1;
+        if (e < len) {
+#pragma unroll
+          for (int j = 0; j < 1; ++j) {
+            { const float d_ = cin0[k][j] - mean0; accv0 += d_ * d_; }
+          }
+        }
+      }
+      const float rstd0 = rsqrtf(kiln_warp_reduce<KilnSum, 32>(accv0) / (float)rowLen + 1e-05f);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int e = ((int)k * 32 + lane) * 1;
+        if (e < len) {
+          int q_ = e;
+          const int r1 = q_;
+          float out3[1];
+#pragma unroll
+          for (int j = 0; j < 1; ++j) {
+            const float v0 = ((((cin0[k][j] - mean0) * rstd0) * cin1[k][j]) + cin2[k][j]);
+            out3[j] = v0;
+          }
+          kiln_stv<1>(p3 + base3 + (r1 * st3_1), out3);
+        }
+      }
+    }
+  }
+}
