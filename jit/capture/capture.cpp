@@ -1,0 +1,203 @@
+// Tracing entry points, eager node execution and the capture report.
+#include "jit/capture/capture.h"
+
+#include <unordered_set>
+
+#include <ATen/ATen.h>
+#include <fmt/ranges.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/nn/module.h>
+
+#include "jit/capture/lower.h"
+#include "src/support/error.h"
+
+namespace kiln::jit {
+
+CapturedGraph::CapturedGraph() = default;
+CapturedGraph::CapturedGraph(CapturedGraph&&) noexcept = default;
+CapturedGraph& CapturedGraph::operator=(CapturedGraph&&) noexcept = default;
+CapturedGraph::~CapturedGraph() = default;
+
+std::string CapturedGraph::report() const {
+  std::string out;
+  size_t nodes = 0;
+  if (graph) {
+    for (const auto& n : graph->nodes()) {
+      auto c = n->category();
+      if (c != ir::OpCategory::kBoundary) ++nodes;
+    }
+  }
+  out += fmt::format("captured {} ops ({} eager), {} inputs, {} params, {} outputs\n", nodes,
+                     eagerNodes.size(), inputNames.size(), params.size(), outputs.count);
+  if (graph && graph->numSymbols() > 0) {
+    std::vector<std::string> syms;
+    for (int s = 0; s < graph->numSymbols(); ++s) {
+      syms.push_back(fmt::format("{}={}", graph->symbolName(s),
+                                 s < static_cast<int>(exampleSymbolValues.size())
+                                     ? exampleSymbolValues[static_cast<size_t>(s)]
+                                     : -1));
+    }
+    out += fmt::format("symbols (example values): {}\n", fmt::join(syms, ", "));
+  }
+  if (unsupportedOps.empty()) {
+    out += "unsupported ops: none\n";
+  } else {
+    out += "unsupported ops (run eagerly):\n";
+    for (const std::string& op : unsupportedOps) {
+      size_t count = 0;
+      for (const auto& call : eagerCalls) count += call->name == op ? 1 : 0;
+      out += fmt::format("  {} x{}\n", op, count);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+struct NamedTensors {
+  std::vector<at::Tensor> tensors;
+  std::vector<std::string> names;
+  std::unordered_set<const c10::TensorImpl*> seen;
+
+  void add(const std::string& name, const at::Tensor& t) {
+    // Tied weights appear under several names; the trace sees one tensor.
+    if (!t.defined() || !seen.insert(t.unsafeGetTensorImpl()).second) return;
+    tensors.push_back(t);
+    names.push_back(name);
+  }
+};
+
+CapturedGraph captureWith(NamedTensors params, const ForwardFn& forward,
+                          const std::vector<c10::IValue>& exampleInputs,
+                          const CaptureOptions& options) {
+  KILN_USER_CHECK(!options.retypeTo || *options.retypeTo == ir::DType::kFloat16 ||
+                      *options.retypeTo == ir::DType::kBFloat16,
+                  "capture: retypeTo must be float16 or bfloat16, got {}",
+                  ir::toString(*options.retypeTo));
+  LowerRequest req;
+  req.options = options;
+  for (size_t k = 0; k < exampleInputs.size(); ++k) {
+    KILN_USER_CHECK(exampleInputs[k].isTensor(), "capture: input {}: expected a tensor, got {}", k,
+                    exampleInputs[k].tagKind());
+    req.inputs.push_back(exampleInputs[k].toTensor());
+  }
+  CapturedGraph result;
+  for (size_t k = 0; k < req.inputs.size(); ++k) {
+    result.inputNames.push_back(k < options.inputNames.size() ? options.inputNames[k]
+                                                              : fmt::format("input{}", k));
+  }
+  req.params = std::move(params.tensors);
+  req.paramNames = std::move(params.names);
+
+  // Params go in as leading trace inputs, so the module's own tensors map to graph inputs
+  // (Note [Params by reference]) instead of being baked in as constants.
+  torch::jit::Stack stack;
+  for (const at::Tensor& p : req.params) stack.emplace_back(p);
+  for (const at::Tensor& x : req.inputs) stack.emplace_back(x);
+  const size_t numParams = req.params.size();
+  std::shared_ptr<torch::jit::tracer::TracingState> state;
+  try {
+    at::NoGradGuard noGrad;
+    // The TorchScript executor's optimizations (decompositions, fusion groups) would change
+    // which ATen ops the tracer sees; run TorchScript modules as written.
+    torch::jit::GraphOptimizerEnabledGuard noOptimize(false);
+    state =
+        torch::jit::tracer::trace(
+            stack,
+            [&](torch::jit::Stack in) -> torch::jit::Stack {
+              std::vector<c10::IValue> args(in.begin() + static_cast<long>(numParams), in.end());
+              return {forward(args)};
+            },
+            [](const at::Tensor&) { return std::string(); }, /*strict=*/false,
+            /*force_outplace=*/true)
+            .first;
+  } catch (const c10::Error& e) {
+    throw UserError(
+        fmt::format("capture: tracing the module failed: {}", e.what_without_backtrace()));
+  }
+  std::shared_ptr<torch::jit::Graph> traced = state->graph;
+  torch::jit::Inline(*traced);
+  torch::jit::EliminateDeadCode(traced);
+  req.traced = traced;
+  result.traced = traced;
+  lowerTrace(req, result);
+  return result;
+}
+
+}  // namespace
+
+CapturedGraph capture(torch::jit::Module& module, const std::vector<c10::IValue>& exampleInputs,
+                      const CaptureOptions& options) {
+  NamedTensors params;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) params.add(p.name, p.value);
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) params.add(b.name, b.value);
+  ForwardFn forward = [&module](const std::vector<c10::IValue>& in) { return module.forward(in); };
+  return captureWith(std::move(params), forward, exampleInputs, options);
+}
+
+CapturedGraph capture(const std::shared_ptr<torch::nn::Module>& module, const ForwardFn& forward,
+                      const std::vector<c10::IValue>& exampleInputs,
+                      const CaptureOptions& options) {
+  NamedTensors params;
+  if (module) {
+    for (const auto& p : module->named_parameters(/*recurse=*/true)) params.add(p.key(), p.value());
+    for (const auto& b : module->named_buffers(/*recurse=*/true)) params.add(b.key(), b.value());
+  }
+  return captureWith(std::move(params), forward, exampleInputs, options);
+}
+
+std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, int64_t eagerId,
+                                     const std::vector<at::Tensor>& inputs) {
+  KILN_CHECK(eagerId >= 0 && eagerId < static_cast<int64_t>(captured.eagerCalls.size()),
+             "eager_id {} out of range ({} eager nodes)", eagerId, captured.eagerCalls.size());
+  const EagerCall& call = *captured.eagerCalls[static_cast<size_t>(eagerId)];
+  torch::jit::Stack stack = call.stackTemplate;
+  auto operand = [&](int i) -> const at::Tensor& {
+    KILN_CHECK(i >= 0 && i < static_cast<int>(inputs.size()), "{}: operand {} of {} missing",
+               call.name, i, inputs.size());
+    return inputs[static_cast<size_t>(i)];
+  };
+  for (const EagerCall::Slot& slot : call.slots) {
+    if (!slot.isList) {
+      stack[slot.stackIndex] = operand(slot.operands.at(0));
+    } else if (slot.optionalElements) {
+      c10::List<std::optional<at::Tensor>> list;
+      for (int i : slot.operands)
+        list.push_back(i < 0 ? std::optional<at::Tensor>() : std::optional<at::Tensor>(operand(i)));
+      stack[slot.stackIndex] = list;
+    } else {
+      c10::List<at::Tensor> list;
+      for (int i : slot.operands) list.push_back(operand(i));
+      stack[slot.stackIndex] = list;
+    }
+  }
+  {
+    at::NoGradGuard noGrad;
+    call.op(stack);
+  }
+  std::vector<at::Tensor> outs;
+  for (const c10::IValue& v : stack) {
+    if (v.isTensor()) {
+      outs.push_back(v.toTensor());
+    } else if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorVector()) outs.push_back(t);
+    }
+  }
+  return outs;
+}
+
+std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::Node& node,
+                                     const std::vector<at::Tensor>& inputs) {
+  KILN_CHECK(node.kind() == ir::OpKind::kEager, "runEagerNode on a {} node",
+             ir::toString(node.kind()));
+  std::vector<at::Tensor> outs = runEagerNode(captured, node.attrs().getInt("eager_id"), inputs);
+  KILN_CHECK(outs.size() == node.outputs().size(), "{}: eager op gave {} tensors, node has {}",
+             node.attrs().getString("schema"), outs.size(), node.outputs().size());
+  return outs;
+}
+
+}  // namespace kiln::jit

@@ -1,0 +1,138 @@
+#pragma once
+// Capture: trace a LibTorch module with example inputs and lower the trace to kiln IR.
+//
+// This is the only part of kiln that sees torch::jit. Everything behind capture() (the tracer, the
+// torch::jit::Graph, the lowering table) may be replaced by a dispatcher-level capture later
+// (TorchScript is deprecated upstream); callers only see CapturedGraph.
+//
+// Note [Tracing records one path]
+// Capture runs the module once on the example inputs and records the ATen ops that ran. Control
+// flow in the module's C++ (or Python, or TorchScript) code that depends on data or on shapes is
+// therefore recorded along the path the examples took: an `if (x.size(1) > 128)` or a loop over a
+// tensor's values is baked in. Guards (a later issue) re-capture when a guarded assumption changes;
+// until then such modules are correct only for inputs that take the same path.
+//
+// Note [Symbolic dims in captured graphs]
+// The caller declares which input dims are dynamic (CaptureOptions::dynamicDims); each becomes a
+// graph symbol (s0, s1, ...) and every shape is expressed over them. The C++ tracer records sizes
+// as literals (x.size(0) is a plain int64_t), so view/reshape/expand targets are recovered from
+// the concrete trace:
+//   - reshape/view: input and output dims are grouped where their concrete products agree; a
+//     group's symbolic product is divided over the output dims (merges and splits, -1 included),
+//     choosing the assignment that keeps single symbols whole.
+//   - expand/slice/eager outputs: a literal equal to the example value of a symbolic dim already
+//     in the graph is taken to be that dim.
+//   - aten::size / aten::Int / int arithmetic, where a trace has them, are followed exactly.
+// A size that cannot be proven symbolic stays concrete. Pick example sizes for dynamic dims that
+// are >= 2 and distinct from each other and from static dims (batch 3, seq 7 rather than 2 and 2),
+// which makes the recovery unambiguous; ambiguous choices are logged. Guards in a later issue
+// re-trace when a concrete assumption changes.
+//
+// Note [Params by reference]
+// Parameters, buffers and tensor constants become kParam nodes. CapturedGraph::params holds the
+// very at::Tensor objects of the module (same TensorImpl, same storage, no copies), so updating
+// a module's weights in place (load_state_dict, optimizer steps, module.to(dtype) which swaps the
+// data of the same tensors) is seen by whoever runs the graph.
+//
+// Note [Tracing in float32]
+// CPU LibTorch lacks many float16 kernels, so on a machine without a GPU a float16 model cannot be
+// traced. CaptureOptions::retypeTo traces in float32 and rewrites every float32 type in the IR to
+// float16/bfloat16 (inputs, params, intermediates, explicit casts to float32 too). The params stay
+// the module's own tensors: convert the module (module->to(kHalf)) before running the graph.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/ivalue.h>
+
+#include "src/ir/graph.h"
+
+namespace torch::jit {
+struct Graph;
+struct Node;
+struct Module;
+}  // namespace torch::jit
+namespace torch::nn {
+class Module;
+}  // namespace torch::nn
+
+namespace kiln::jit {
+
+// A dim of an input to treat as symbolic. `input` is the input's name ("x"; inputs are named
+// by CaptureOptions::inputNames, else "input0", "input1", ...) ; `dim` may be negative. Dims
+// with the same `symbol` share one graph symbol; an empty symbol gets a fresh "s<k>".
+struct DynamicDim {
+  std::string input;
+  int64_t dim = 0;
+  std::string symbol;
+};
+
+struct CaptureOptions {
+  std::vector<DynamicDim> dynamicDims;
+  // Names for the tensor inputs, in order (defaults "input0", ...).
+  std::vector<std::string> inputNames;
+  // Note [Tracing in float32]. Only float16 or bfloat16.
+  std::optional<ir::DType> retypeTo;
+};
+
+// How the module's result maps onto graph outputs.
+struct OutputStructure {
+  enum class Kind { kTensor, kTuple, kList };
+  Kind kind = Kind::kTensor;
+  int count = 1;  // number of graph outputs
+};
+
+// One kEager node's call: the traced op and its non-tensor arguments, fixed at capture time.
+struct EagerCall;
+
+struct CapturedGraph {
+  CapturedGraph();
+  CapturedGraph(CapturedGraph&&) noexcept;
+  CapturedGraph& operator=(CapturedGraph&&) noexcept;
+  ~CapturedGraph();
+
+  std::unique_ptr<ir::Graph> graph;
+  // The (inlined) trace; keeps the nodes that eager steps run alive.
+  std::shared_ptr<torch::jit::Graph> traced;
+  // Bound by reference (Note [Params by reference]); index = position in graph->params().
+  std::vector<at::Tensor> params;
+  std::vector<std::string> paramNames;  // "fc1.weight", "const0", ...
+  // index = eager_id attr of the kEager node.
+  std::vector<torch::jit::Node*> eagerNodes;
+  std::vector<std::unique_ptr<EagerCall>> eagerCalls;  // same index
+  // The capture report: ops that became kEager ("aten::cumsum"), unique, sorted.
+  std::vector<std::string> unsupportedOps;
+  // Concrete values the symbols had in the example inputs (index = symbol id).
+  std::vector<int64_t> exampleSymbolValues;
+  std::vector<std::string> inputNames;
+  OutputStructure outputs;
+
+  // "captured 23 ops (2 eager): aten::cumsum x1; symbols: s0=3, s1=7" style summary.
+  std::string report() const;
+};
+
+// Traces `module.forward(exampleInputs)`. Inputs must be tensors. The module's parameters and
+// buffers (recursively) become kParam; the module is not modified.
+CapturedGraph capture(torch::jit::Module& module, const std::vector<c10::IValue>& exampleInputs,
+                      const CaptureOptions& options = {});
+
+// C++ frontend: traces `forward(exampleInputs)`, which should call the module (e.g.
+// [&](auto in) { return net->forward(in[0].toTensor()); }). The module's parameters and buffers
+// become kParam; other tensors the callable touches become params too (as constants).
+using ForwardFn = std::function<c10::IValue(const std::vector<c10::IValue>&)>;
+CapturedGraph capture(const std::shared_ptr<torch::nn::Module>& module, const ForwardFn& forward,
+                      const std::vector<c10::IValue>& exampleInputs,
+                      const CaptureOptions& options = {});
+
+// Runs one kEager node with ATen: `inputs` are the node's IR operands (tensors, in order); returns
+// one tensor per IR output.
+std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, int64_t eagerId,
+                                     const std::vector<at::Tensor>& inputs);
+// Same, reading eager_id from the node; usable as jit::EagerRunner (jit/eval/aten_eval.h).
+std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::Node& node,
+                                     const std::vector<at::Tensor>& inputs);
+
+}  // namespace kiln::jit
