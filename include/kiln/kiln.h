@@ -3,3 +3,4 @@
 #include "jit/runtime/session.h"
 #include "src/support/error.h"
 #include "src/support/options.h"
+#include "jit/runtime/optimize.h"

@@ -29,6 +29,17 @@ std::optional<std::string> Session::targetArch() const {
   return cuda::targetArch(options_.arch, cudaEnvironment());
 }
 
+cache::KernelCache& Session::kernelCache() const {
+  std::call_once(cacheOnce_, [this] {
+    cache::KernelCacheOptions o;
+    if (!options_.cacheDir.empty()) o.dir = options_.cacheDir;
+    o.diskEnabled = options_.diskCache;
+    o.diskMaxBytes = options_.cacheMaxBytes;
+    cache_ = std::make_unique<cache::KernelCache>(o);
+  });
+  return *cache_;
+}
+
 Session& Session::defaultSession() {
   // Intentionally leaked: a tuner thread may still hold it while static destructors run.
   static Session* session = new Session();

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "cache/kernel_cache.h"
 #include "jit/cuda_api.h"
 #include "src/support/options.h"
 
@@ -28,6 +29,10 @@ class Session {
   // Arch to compile for (Options::arch, else device 0's), or nullopt: capture only, run eagerly.
   std::optional<std::string> targetArch() const;
 
+  // Compiled kernels and tuning records: memory LRU over the disk store (created on first use;
+  // KILN_CACHE_DIR, KILN_DISK_CACHE, KILN_CACHE_MAX_BYTES).
+  cache::KernelCache& kernelCache() const;
+
   // The process-wide session used by optimize() without an explicit one (created on first use,
   // from the environment).
   static Session& defaultSession();
@@ -36,6 +41,8 @@ class Session {
   Options options_;
   mutable std::once_flag probeOnce_;
   mutable cuda::CudaEnvironment cudaEnv_;
+  mutable std::once_flag cacheOnce_;
+  mutable std::unique_ptr<cache::KernelCache> cache_;
 };
 
 }  // namespace kiln

@@ -110,6 +110,7 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_TUNE")) o.tune = parseTuneMode("KILN_TUNE", *v);
   if (auto v = env("KILN_TUNE_THRESHOLD"))
     o.tuneThreshold = static_cast<int>(parseInt("KILN_TUNE_THRESHOLD", *v, 1, 1 << 30));
+  if (auto v = env("KILN_POISON_OUTPUTS")) o.poisonOutputs = parseBool("KILN_POISON_OUTPUTS", *v);
   return o;
 }
 

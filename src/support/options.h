@@ -35,6 +35,9 @@ struct Options {
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
   TuneMode tune = TuneMode::kBackground;
   int tuneThreshold = 200;
+  // KILN_POISON_OUTPUTS=1 (debugging, tests): fill kernel outputs with NaN/0xFF before each launch,
+  // so an element a kernel fails to write cannot pass for a right answer left over in memory.
+  bool poisonOutputs = false;
 };
 
 // Reads a variable; returns nullopt when unset. Tests pass a fake.

@@ -1,0 +1,52 @@
+#pragma once
+// kiln-warmup's command line. Plain C++ so the usage rules are unit-tested without a model.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "integrations/warmup/input_spec.h"
+#include "src/support/error.h"
+
+namespace kiln::warmup {
+
+// Bad usage: the tool prints the one-line message and exits 2.
+class UsageError : public UserError {
+ public:
+  using UserError::UserError;
+};
+
+struct WarmupArgs {
+  std::string model;                       // --model: a TorchScript file
+  std::vector<InputSpec> inputs;           // --input, in order
+  std::vector<Symbol> symbols;             // assignSymbols(inputs)
+  std::optional<std::string> cacheDir;     // --cache-dir; else KILN_CACHE_DIR/XDG/HOME
+  std::optional<std::string> arch;         // --arch sm_XX; else the local GPU's
+  std::optional<std::string> summaryJson;  // --summary-json FILE
+  bool quiet = false;                      // --quiet: only errors and the final summary
+  bool help = false;                       // --help
+};
+
+inline constexpr const char* kWarmupUsage =
+    "usage: kiln-warmup --model MODEL.pt --input NAME:DTYPE:[DIMS] [--input ...]\n"
+    "                   [--cache-dir DIR] [--arch sm_XX] [--summary-json FILE] [--quiet]\n"
+    "Compiles every kernel of MODEL for every shape bucket of the dynamic dims into kiln's\n"
+    "kernel cache, so that a later process compiles nothing.\n"
+    "  --input      one per forward() argument, in order. DTYPE: float16|half|bfloat16|float32|\n"
+    "               float. DIMS: sizes; lo..hi marks a dynamic dim (every power-of-two bucket\n"
+    "               in the range is compiled); name=lo..hi names it so that other dims (written\n"
+    "               name) share it. Unnamed dims at the same index with the same range share one\n"
+    "               symbol. Example: --input x:float16:[b=1..64,128,768] --input "
+    "mask:float16:[b,1,128]\n"
+    "  --cache-dir  the cache root (default $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else\n"
+    "               ~/.cache/kiln)\n"
+    "  --arch       compile for this arch (e.g. sm_90); needs no GPU. Default: the local GPU's\n"
+    "  --summary-json  write {kernels_compiled, kernels_cached, buckets, groups, eager_ops,\n"
+    "               seconds, ...} to FILE\n"
+    "Exit status: 0 done, 1 the model could not be warmed up, 2 bad usage.\n";
+
+// Parses argv[1..]. Throws UsageError naming the bad argument (unknown flag, missing value,
+// malformed spec, dtype typo, missing model file, malformed --arch, ...). Checks that the model
+// file exists; --help skips every other check.
+WarmupArgs parseWarmupArgs(const std::vector<std::string>& args);
+
+}  // namespace kiln::warmup

@@ -1,0 +1,100 @@
+// kiln-warmup: fill kiln's kernel cache for a TorchScript model ahead of time, so that a fresh
+// process's first forward() compiles nothing. See kWarmupUsage (cli_args.h) for the options.
+// Exit status: 0 done, 1 the model could not be warmed up, 2 bad usage.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "integrations/warmup/cli_args.h"
+#include "integrations/warmup/warmup.h"
+
+namespace {
+
+using kiln::warmup::ComboEvent;
+
+// A bar redrawn in place on a terminal; one line per bucket combination otherwise (logs, CI).
+class Progress {
+ public:
+  explicit Progress(bool quiet) : quiet_(quiet), tty_(::isatty(STDERR_FILENO) == 1) {}
+
+  void operator()(const ComboEvent& ev) {
+    if (quiet_) return;
+    if (tty_) {
+      constexpr int kWidth = 30;
+      int done = ev.index + (ev.done ? 1 : 0);
+      int filled = ev.total > 0 ? done * kWidth / ev.total : kWidth;
+      compiled_ += ev.kernelsCompiled;
+      cached_ += ev.kernelsCached;
+      std::string label = ev.label.size() > 40 ? ev.label.substr(0, 37) + "..." : ev.label;
+      fmt::print(stderr, "\r\033[K[{}{}] {}/{} buckets, {} compiled, {} cached  {}",
+                 std::string(static_cast<size_t>(filled), '#'),
+                 std::string(static_cast<size_t>(kWidth - filled), '.'), done, ev.total, compiled_,
+                 cached_, ev.done ? "" : label);
+      if (ev.done && done == ev.total) fmt::print(stderr, "\n");
+      std::fflush(stderr);
+    } else if (ev.done) {
+      fmt::print(stderr, "kiln-warmup: [{}/{}] {}: {} groups, {} compiled, {} cached, {:.2f} s\n",
+                 ev.index + 1, ev.total, ev.label, ev.groups, ev.kernelsCompiled, ev.kernelsCached,
+                 ev.seconds);
+    }
+  }
+
+  void abandon() {
+    if (tty_ && !quiet_) fmt::print(stderr, "\n");
+  }
+
+ private:
+  bool quiet_;
+  bool tty_;
+  int compiled_ = 0;
+  int cached_ = 0;
+};
+
+int usageError(const std::string& message) {
+  fmt::print(stderr, "kiln-warmup: {} (try --help)\n", message);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> argList(argv + 1, argv + argc);
+  kiln::warmup::WarmupArgs args;
+  try {
+    args = kiln::warmup::parseWarmupArgs(argList);
+  } catch (const kiln::UserError& e) {
+    return usageError(e.what());
+  }
+  if (args.help) {
+    fmt::print("{}", kiln::warmup::kWarmupUsage);
+    return 0;
+  }
+  Progress progress(args.quiet);
+  kiln::warmup::WarmupSummary summary;
+  try {
+    summary = kiln::warmup::runWarmup(args, [&](const ComboEvent& ev) { progress(ev); });
+  } catch (const kiln::warmup::UsageError& e) {
+    progress.abandon();
+    return usageError(e.what());
+  } catch (const std::exception& e) {
+    progress.abandon();
+    fmt::print(stderr, "kiln-warmup: error: {}\n", e.what());
+    return 1;
+  }
+  fmt::print(stderr, "{}", kiln::warmup::toText(summary));
+  if (args.summaryJson) {
+    std::ofstream out(*args.summaryJson, std::ios::trunc);
+    out << kiln::warmup::toJson(summary);
+    out.close();
+    if (!out) {
+      fmt::print(stderr, "kiln-warmup: error: cannot write --summary-json {}\n", *args.summaryJson);
+      return 1;
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,54 @@
+#pragma once
+// Loads cubins through the driver table and launches them on LibTorch's current stream.
+//
+// Note [Contexts]
+// LibTorch uses each device's primary context. A thread that calls forward() may never have made
+// a CUDA runtime call, so it may have no current context; ensureContext() retains the device's
+// primary context once and makes it current when it is not, which is one cheap cuCtxGetCurrent on
+// the hot path.
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "codegen/kernel_abi.h"
+#include "jit/cuda_api.h"
+
+namespace kiln::jit {
+
+void ensureContext(const cuda::DriverApi& api, int device);
+
+// A compiled kernel, loaded into each device's context on first use there. Thread-safe.
+class LoadedKernel {
+ public:
+  LoadedKernel(const cuda::DriverApi& api, std::string name, std::string cubin);
+  ~LoadedKernel();
+  LoadedKernel(const LoadedKernel&) = delete;
+  LoadedKernel& operator=(const LoadedKernel&) = delete;
+
+  const std::string& name() const { return name_; }
+  // The function in `device`'s primary context (loads the module there on first use).
+  CUfunction function(int device);
+  int multiprocessors(int device);
+
+  // Launches with args on `stream`. dims.gridX == 0 launches nothing.
+  void launch(int device, const codegen::LaunchDims& dims, codegen::KilnArgs& args,
+              CUstream stream);
+
+ private:
+  struct PerDevice {
+    CUmodule module = nullptr;
+    CUfunction function = nullptr;
+    int multiprocessors = 0;
+  };
+  PerDevice& load(int device);
+
+  const cuda::DriverApi& api_;
+  std::string name_;
+  std::string cubin_;
+  std::mutex mutex_;
+  std::unordered_map<int, PerDevice> devices_;
+};
+
+}  // namespace kiln::jit

@@ -1,0 +1,62 @@
+"""Exports the reference models kiln's demo, integration tests and benchmarks load, as TorchScript.
+
+Run at build time (CMake target `kiln_models`); nothing is downloaded: the architectures are
+PyTorch's own module code (torch.nn.TransformerEncoderLayer, ...), with random weights from a fixed
+seed. Usage: export_models.py OUT_DIR
+"""
+import os
+import sys
+
+import torch
+
+
+class EncoderBlock(torch.nn.Module):
+    """A pre-norm BERT-base-sized encoder layer (hidden 768, 12 heads, 4x MLP, GELU)."""
+
+    def __init__(self, hidden=768, heads=12):
+        super().__init__()
+        self.layer = torch.nn.TransformerEncoderLayer(
+            hidden, heads, dim_feedforward=4 * hidden, dropout=0.1, activation="gelu",
+            batch_first=True, norm_first=True)
+
+    def forward(self, x, mask):
+        # mask: additive float mask [batch, 1, seq, seq] broadcast over heads.
+        b, s, _ = x.shape
+        m = mask.expand(b, self.layer.self_attn.num_heads, s, s).reshape(-1, s, s)
+        return self.layer(x, src_mask=m)
+
+
+class Mlp(torch.nn.Module):
+    """layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024, 4x expansion."""
+
+    def __init__(self, hidden=1024):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(hidden, 4 * hidden)
+        self.fc2 = torch.nn.Linear(4 * hidden, hidden)
+        self.norm = torch.nn.LayerNorm(hidden)
+
+    def forward(self, x):
+        return self.norm(x + self.fc2(torch.nn.functional.gelu(self.fc1(x))))
+
+
+def export(module, example, path):
+    module.eval()
+    # PyTorch's fused "fast path" for encoder layers would trace as one opaque op.
+    torch.backends.mha.set_fastpath_enabled(False)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, example, check_trace=False)
+    traced.save(path)
+    print(f"exported {path}")
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    export(EncoderBlock(), (torch.randn(2, 16, 768), torch.zeros(2, 1, 16, 16)),
+           os.path.join(out, "encoder_block.pt"))
+    export(Mlp(), (torch.randn(2, 16, 1024),), os.path.join(out, "mlp.pt"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+// kiln-warmup end to end on the CPU: the binary warms a cache for --arch sm_90 (NVRTC needs no
+// GPU), a second run and a fresh Session compile nothing, bad usage exits 2, an untraceable model
+// exits 1, and four processes warming one cache at once all succeed with every entry valid.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <kiln/kiln.h>
+
+#include "cache/disk_store.h"
+#include "jit/runtime/session.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int rc = -1;
+  std::string output;  // stdout and stderr
+};
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Starts the binary; finish() collects it. Several can run at once.
+struct Child {
+  FILE* pipe = nullptr;
+  RunResult finish() {
+    RunResult r;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+    int status = ::pclose(pipe);
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return r;
+  }
+};
+
+Child start(const std::vector<std::string>& args, const std::string& envPrefix = "") {
+  // KILN_* from the test's environment must not leak into the tool.
+  std::string cmd =
+      "env -u KILN_ARCH -u KILN_CACHE_DIR -u KILN_LOG " + envPrefix + " " + quote(KILN_WARMUP_BIN);
+  for (const std::string& a : args) cmd += " " + quote(a);
+  cmd += " 2>&1";
+  Child c;
+  c.pipe = ::popen(cmd.c_str(), "r");
+  EXPECT_NE(c.pipe, nullptr) << cmd;
+  return c;
+}
+
+RunResult run(const std::vector<std::string>& args) {
+  return start(args).finish();
+}
+
+int lineCount(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+int64_t jsonInt(const std::string& json, const std::string& key) {
+  std::smatch m;
+  std::regex re("\"" + key + "\": (-?[0-9]+)");
+  if (!std::regex_search(json, m, re)) return -1;
+  return std::stoll(m[1].str());
+}
+
+std::string readFile(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// x*w+b, softmax with an additive mask, layer_norm: hidden 64, batch dynamic in x and mask.
+const char* kModelSource = R"(
+def forward(self, x, mask):
+    h = x * self.w + self.b
+    h = torch.softmax(h + mask, -1)
+    return torch.layer_norm(h, [64], self.g, self.beta, 1e-5, False)
+)";
+
+class Warmup : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/kiln-warmup-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = new fs::path(tmpl);
+    torch::jit::Module m("WarmupTestModel");
+    torch::manual_seed(0);
+    m.register_parameter("w", torch::randn({64}), false);
+    m.register_parameter("b", torch::randn({64}), false);
+    m.register_parameter("g", torch::randn({64}), false);
+    m.register_parameter("beta", torch::randn({64}), false);
+    m.define(kModelSource);
+    m.save((*dir_ / "model.pt").string());
+    std::ofstream(*dir_ / "not_a_model.pt") << "hello";
+  }
+  static void TearDownTestSuite() {
+    // Not fs::remove_all: libtorch.so exports its own std::filesystem::remove_all, which the
+    // dynamic linker binds here and which crashes (a null call) on this toolchain.
+    EXPECT_EQ(std::system(("rm -rf " + quote(dir_->string())).c_str()), 0);
+    delete dir_;
+  }
+  static std::string path(const std::string& name) { return (*dir_ / name).string(); }
+
+  static fs::path* dir_;
+};
+fs::path* Warmup::dir_ = nullptr;
+
+TEST_F(Warmup, BadUsageExitsTwoWithOneLineNamingTheArgument) {
+  const std::string model = path("model.pt");
+  struct Case {
+    std::vector<std::string> args;
+    std::string mentions;
+  };
+  std::vector<Case> cases = {
+      {{"--model", model, "--input", "x:float:[2..4,16,64]", "--frobnicate"}, "--frobnicate"},
+      {{"--model", model, "--input", "x:float:[2..4,16,64", "--input", "mask:float:[2..4,1,64]"},
+       "x:float:[2..4,16,64"},
+      {{"--model", path("missing.pt"), "--input", "x:float:[2,16,64]"}, "missing.pt"},
+      {{"--model", model, "--input", "x:flaot:[2,16,64]", "--input", "mask:float:[2,1,64]"},
+       "flaot"},
+      {{"--model", model, "--input", "x:float:[2,16,64]", "--arch", "sm_90"}, "forward takes 2"},
+  };
+  for (const Case& c : cases) {
+    RunResult r = run(c.args);
+    EXPECT_EQ(r.rc, 2) << r.output;
+    EXPECT_EQ(lineCount(r.output), 1) << r.output;
+    EXPECT_NE(r.output.find(c.mentions), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.rfind("kiln-warmup: ", 0), 0u) << r.output;
+  }
+}
+
+TEST_F(Warmup, HelpExitsZero) {
+  RunResult r = run({"--help"});
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_NE(r.output.find("usage: kiln-warmup"), std::string::npos) << r.output;
+}
+
+TEST_F(Warmup, UntraceableModelExitsOne) {
+  // hidden 32 does not broadcast against the model's 64-wide weights.
+  RunResult r =
+      run({"--model", path("model.pt"), "--input", "x:float:[2..4,16,32]", "--input",
+           "mask:float:[2..4,1,32]", "--arch", "sm_90", "--cache-dir", path("cache-untraceable")});
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_NE(r.output.find("kiln-warmup: error: cannot trace"), std::string::npos) << r.output;
+
+  RunResult junk = run({"--model", path("not_a_model.pt"), "--input", "x:float:[2,16,64]", "--arch",
+                        "sm_90", "--cache-dir", path("cache-untraceable")});
+  EXPECT_EQ(junk.rc, 1) << junk.output;
+  EXPECT_NE(junk.output.find("cannot load"), std::string::npos) << junk.output;
+}
+
+TEST_F(Warmup, NoArchAndNoGpuExitsOne) {
+  kiln::Session probe(kiln::Options{}, [](std::string_view) { return std::nullopt; });
+  if (probe.targetArch()) GTEST_SKIP() << "a GPU is present: kiln-warmup would use it";
+  RunResult r = run({"--model", path("model.pt"), "--input", "x:float:[2,16,64]", "--input",
+                     "mask:float:[2,1,64]", "--cache-dir", path("cache-noarch")});
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_NE(r.output.find("no --arch given and no usable GPU"), std::string::npos) << r.output;
+}
+
+TEST_F(Warmup, SecondRunCompilesNothingAndAFreshSessionHitsTheCache) {
+  const std::string cache = path("cache-twice");
+  std::vector<std::string> args = {"--model",       path("model.pt"),
+                                   "--input",       "x:float:[2..4,16,64]",
+                                   "--input",       "mask:float:[2..4,1,64]",
+                                   "--arch",        "sm_90",
+                                   "--cache-dir",   cache,
+                                   "--summary-json"};
+  RunResult first = start([&] {
+                      auto a = args;
+                      a.push_back(path("first.json"));
+                      return a;
+                    }())
+                        .finish();
+  ASSERT_EQ(first.rc, 0) << first.output;
+  std::string j1 = readFile(path("first.json"));
+  EXPECT_EQ(jsonInt(j1, "buckets"), 2) << j1;  // buckets 2 and 4 of the shared batch symbol
+  EXPECT_GT(jsonInt(j1, "kernels_compiled"), 0) << j1;
+  EXPECT_GT(jsonInt(j1, "groups"), 0) << j1;
+  EXPECT_NE(j1.find("\"eager_ops\": ["), std::string::npos) << j1;
+  EXPECT_NE(j1.find("\"seconds\": "), std::string::npos) << j1;
+
+  args.push_back(path("second.json"));
+  RunResult second = run(args);
+  ASSERT_EQ(second.rc, 0) << second.output;
+  std::string j2 = readFile(path("second.json"));
+  EXPECT_EQ(jsonInt(j2, "kernels_compiled"), 0) << j2;
+  EXPECT_EQ(jsonInt(j2, "kernels_cached"),
+            jsonInt(j1, "kernels_compiled") + jsonInt(j1, "kernels_cached"))
+      << j1 << j2;
+
+  // A fresh session on the same cache, as a new process would make it: optimize() with float32
+  // CPU inputs in a warmed bucket compiles nothing.
+  torch::NoGradGuard ng;
+  kiln::Options o;
+  o.arch = "sm_90";
+  o.cacheDir = cache;
+  kiln::Session session(o, [](std::string_view) { return std::nullopt; });
+  auto module = torch::jit::load(path("model.pt"));
+  module.eval();
+  kiln::jit::Options opt;
+  opt.session = &session;
+  opt.inputNames = {"x", "mask"};
+  opt.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}};
+  auto fast = kiln::jit::optimize(module, opt);
+  torch::Tensor x = torch::randn({3, 16, 64});
+  torch::Tensor mask = torch::randn({3, 1, 64});
+  torch::Tensor got = fast.forward({x, mask}).toTensor();
+  torch::Tensor want = module.forward({x, mask}).toTensor();
+  EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5));
+  kiln::jit::ModuleStats s = fast.stats();
+  EXPECT_EQ(s.kernelsCompiled, 0u) << s.toString();
+  EXPECT_GT(s.kernelsCached, 0u) << s.toString();
+
+  // The same call on an empty cache does compile (so the check above can fail).
+  kiln::Options cold = o;
+  cold.cacheDir = path("cache-cold");
+  kiln::Session coldSession(cold, [](std::string_view) { return std::nullopt; });
+  opt.session = &coldSession;
+  auto coldFast = kiln::jit::optimize(module, opt);
+  coldFast.forward({x, mask});
+  EXPECT_GT(coldFast.stats().kernelsCompiled, 0u) << coldFast.stats().toString();
+}
+
+TEST_F(Warmup, FourProcessesWarmOneCacheAtOnce) {
+  const std::string cache = path("cache-concurrent");
+  std::vector<Child> children;
+  for (int i = 0; i < 4; ++i) {
+    children.push_back(
+        start({"--model", path("model.pt"), "--input", "x:float16:[b=3..4,16,64]", "--input",
+               "mask:float16:[b,1,64]", "--arch", "sm_90", "--cache-dir", cache, "--quiet",
+               "--summary-json", path("p" + std::to_string(i) + ".json")}));
+  }
+  int64_t compiled = 0;
+  int64_t total = -1;
+  for (int i = 0; i < 4; ++i) {
+    RunResult r = children[static_cast<size_t>(i)].finish();
+    EXPECT_EQ(r.rc, 0) << r.output;
+    std::string j = readFile(path("p" + std::to_string(i) + ".json"));
+    int64_t c = jsonInt(j, "kernels_compiled");
+    int64_t k = jsonInt(j, "kernels_cached");
+    ASSERT_GE(c, 0) << j;
+    compiled += c;
+    if (total < 0) total = c + k;
+    EXPECT_EQ(c + k, total) << j;  // every process saw every kernel
+  }
+  EXPECT_GT(total, 0);
+  kiln::cache::DiskStoreOptions so;
+  so.root = cache;
+  so.createIfMissing = false;
+  kiln::cache::DiskStore store(so);
+  ASSERT_EQ(store.mode(), kiln::cache::DiskMode::kReadWrite) << store.modeReason();
+  kiln::cache::VerifyResult v = store.verify();
+  EXPECT_TRUE(v.bad.empty());
+  EXPECT_GT(v.ok, 0u);
+  // Each key compiled once across the four processes (Note [Cross-process compile once]).
+  EXPECT_EQ(static_cast<int64_t>(v.ok), compiled);
+}
+
+}  // namespace
