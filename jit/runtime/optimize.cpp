@@ -82,9 +82,22 @@ struct OptimizedModule::Impl {
     return sig;
   }
 
-  CapturedGraph captureFor(const std::vector<c10::IValue>& inputs) const {
+  CapturedGraph captureFor(const std::vector<c10::IValue>& inputs,
+                           const std::vector<at::Tensor>& tensors) const {
     CaptureOptions copt;
-    copt.dynamicDims = options.dynamicDims;
+    // A dynamic dim of size 0 or 1 is its own bucket (bucketEdge) and is captured as a static dim:
+    // sizes 0 and 1 change broadcasting, so they cannot stand for a symbol.
+    for (const DynamicDim& d : options.dynamicDims) {
+      bool small = false;
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        std::string name = i < options.inputNames.size() ? options.inputNames[i]
+                                                         : fmt::format("input{}", i);
+        int64_t rank = tensors[i].dim();
+        int64_t dim = d.dim < 0 ? d.dim + rank : d.dim;
+        if (name == d.input && dim >= 0 && dim < rank && tensors[i].size(dim) < 2) small = true;
+      }
+      if (!small) copt.dynamicDims.push_back(d);
+    }
     copt.inputNames = options.inputNames;
     if (scripted) {
       torch::jit::Module m = *scripted;  // a handle to the same module object
@@ -125,7 +138,7 @@ struct OptimizedModule::Impl {
     }
     misses.fetch_add(1, std::memory_order_relaxed);
     std::optional<std::string> arch = session->targetArch();
-    std::shared_ptr<Plan> plan = Plan::build(captureFor(ivalues), arch.value_or(""), *session);
+    std::shared_ptr<Plan> plan = Plan::build(captureFor(ivalues, tensors), arch.value_or(""), *session);
     kernelsCompiled.fetch_add(static_cast<uint64_t>(plan->buildInfo().kernelsCompiled));
     kernelsCached.fetch_add(static_cast<uint64_t>(plan->buildInfo().kernelsCached));
     compileMicros.fetch_add(static_cast<uint64_t>(plan->buildInfo().compileSeconds * 1e6));

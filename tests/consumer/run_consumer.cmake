@@ -9,6 +9,6 @@ function(run)
 endfunction()
 run(${CMAKE_COMMAND} --install "${KILN_BINARY_DIR}" --prefix "${work}/prefix")
 run(${CMAKE_COMMAND} -S "${CONSUMER_SOURCE_DIR}" -B "${work}/build" -G "${GENERATOR}"
-    "-DCMAKE_PREFIX_PATH=${work}/prefix;${TORCH_PREFIX}" -DCMAKE_BUILD_TYPE=Release)
+    "-DCMAKE_PREFIX_PATH=${work}/prefix" "-DTorch_DIR=${TORCH_PREFIX}" -DCMAKE_BUILD_TYPE=Release)
 run(${CMAKE_COMMAND} --build "${work}/build")
 run("${work}/build/kiln_consumer")

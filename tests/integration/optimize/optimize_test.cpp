@@ -35,7 +35,8 @@ TEST(Optimize, EncoderBlockModelMatchesEager) {
   kiln::jit::Options opt;
   opt.session = &compileOnlySession();
   opt.inputNames = {"x", "mask"};
-  opt.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}, {"x", 1, "seq"}};
+  opt.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}, {"x", 1, "seq"},
+                     {"mask", 2, "seq"}, {"mask", 3, "seq"}};
   auto fast = kiln::jit::optimize(m, opt);
   for (int64_t batch : {3, 4}) {
     std::vector<torch::IValue> in{torch::randn({batch, 7, 768}), torch::zeros({batch, 1, 7, 7})};
@@ -46,7 +47,11 @@ TEST(Optimize, EncoderBlockModelMatchesEager) {
   EXPECT_EQ(st.planMisses, 1u) << "batch 3 and 4 share the power-of-two bucket";
   EXPECT_GT(st.kernelsCompiled, 0u) << fast.explain();
   std::string explain = fast.explain();
-  EXPECT_NE(explain.find("compiled, but no CUDA driver"), std::string::npos) << explain;
+  // CPU inputs: every group runs through ATen, whether or not this machine has a driver.
+  EXPECT_EQ(st.kernelLaunches, 0u);
+  EXPECT_GT(st.groupFallbacks, 0u);
+  if (kiln::cuda::driver() == nullptr)
+    EXPECT_NE(explain.find("compiled, but no CUDA driver"), std::string::npos) << explain;
 }
 
 TEST(Optimize, MlpModelAndPlanReuse) {
@@ -107,7 +112,7 @@ def forward(self, x):
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
   EXPECT_EQ(fast.stats().calls, 80u);
-  EXPECT_LE(fast.stats().planMisses, 5u) << "batches 1..17 span 5 power-of-two buckets";
+  EXPECT_LE(fast.stats().planMisses, 6u) << "batches 1..17 span 6 buckets (1, 2, 4, 8, 16, 32)";
 }
 
 TEST(Optimize, BadInputsNameTheInput) {
