@@ -168,16 +168,23 @@ class Emitter {
   void emitPointwise(std::string& out) const;
   void emitRow(std::string& out) const;
   void emitPointwisePath(std::string& out, int vec, int perThread, const std::string& ind) const;
-  void emitRowPath(std::string& out, int vec, int chunks, const std::string& ind) const;
+  void emitRowPath(std::string& out, int vec, int chunks, bool cache, const std::string& ind) const;
   void emitCoords(std::string& out, const std::string& ind, const std::string& var, int from,
                   int to, const std::string& prefix) const;
   std::string offsetExpr(int tensor, int from, int to, const std::string& prefix) const;
   std::string splatExpr(int tensor, int vec) const;
   // Elementwise node values needed for `roots` (transitive, stopping at row constants), in
   // graph order, and the elementwise inputs they read.
+  // Values in `stop` are leaves: not expanded, collected into *leaves when given.
   void closure(const std::vector<const Value*>& roots, std::vector<int>& nodes,
-               std::vector<int>& inputs) const;
+               std::vector<int>& inputs, const std::vector<const Value*>& stop = {},
+               std::vector<const Value*>* leaves = nullptr) const;
+  // Input t of a row kernel varies along the row but not across rows (a weight or bias): it is
+  // never cached per row (Note [Row caching]).
+  bool rowInvariant(int t) const;
   std::string reduceCall(std::string_view op, const std::string& acc) const;
+  // "256" or "256, 4": Note [Register budget].
+  std::string launchBounds() const;
 
   const ir::Graph& graph_;
   const partition::FusionGroup& group_;
@@ -202,9 +209,16 @@ class Emitter {
   std::string idx_ = "int";
   bool usesF16_ = false;
   bool usesBf16_ = false;
+  bool fastMath_ = false;  // Note [Fast math for 16-bit outputs] (kiln_math.cuh)
   // Inside the element loop, loaded inputs are "<prefix><t><suffix>".
   mutable std::string inPrefix_ = "in";
   mutable std::string inSuffix_ = "[j]";
+  // Per input tensor: the expression that reads its current element, overriding prefix/suffix.
+  mutable std::map<int, std::string> inputExpr_;
+  // Per value: the expression that holds its current element (row caching), overriding all else.
+  mutable std::map<const Value*, std::string> valueExpr_;
+  // Floats a thread holds across the passes of a cached row (Note [Row caching]).
+  mutable int cachedFloats_ = 0;
 };
 
 const ValueInfo& Emitter::info(const Value* v) const {
@@ -274,6 +288,15 @@ void Emitter::collect() {
     usesF16_ |= v->dtype() == DType::kFloat16;
     usesBf16_ |= v->dtype() == DType::kBFloat16;
   }
+  bool anyFloatOut = false;
+  fastMath_ = true;
+  for (const Value* v : group_.outputs) {
+    const DType d = v->dtype();
+    if (ctypeOf(d) != CType::kFloat) continue;
+    anyFloatOut = true;
+    fastMath_ &= d == DType::kFloat16 || d == DType::kBFloat16;
+  }
+  fastMath_ &= anyFloatOut;
 }
 
 // Row kernels: every reduction/normalization reduces exactly the innermost rowDims dims of a
@@ -481,8 +504,13 @@ std::string Emitter::ref(const Value* v, CType want) const {
       values_.find(v) == values_.end())
     return literal(v->producer()->attrs().getDouble("value"), want);
   const ValueInfo& vi = info(v);
+  if (auto it = valueExpr_.find(v); it != valueExpr_.end()) return convert(it->second, CType::kFloat, want);
   std::string e = vi.name;
-  if (vi.tensor >= 0 && !vi.rowConst) e = fmt::format("{}{}{}", inPrefix_, vi.tensor, inSuffix_);
+  if (vi.tensor >= 0 && !vi.rowConst) {
+    auto it = inputExpr_.find(vi.tensor);
+    e = it != inputExpr_.end() ? it->second
+                               : fmt::format("{}{}{}", inPrefix_, vi.tensor, inSuffix_);
+  }
   return convert(e, vi.ctype, want);
 }
 
@@ -523,7 +551,7 @@ std::string Emitter::nodeExpr(int k) const {
       needArith();
       return fmt::format("kiln_relu({})", a(0, out));
     case OpKind::kExp:
-      return unaryF("expf");
+      return unaryF("kiln_exp");
     case OpKind::kLog:
       return unaryF("logf");
     case OpKind::kSqrt:
@@ -602,6 +630,7 @@ std::string Emitter::nodeExpr(int k) const {
       return fmt::format("({} ? {} : {})", a(0, CType::kBool), a(1, out), a(2, out));
     // Elementwise results of normalizations, from their row statistics (see emitRowPath).
     case OpKind::kSoftmax:
+      if (fastMath_) return fmt::format("(kiln_exp({} - mx{}) * rsm{})", a(0, CType::kFloat), k, k);
       return fmt::format("(expf({} - mx{}) / sm{})", a(0, CType::kFloat), k, k);
     case OpKind::kLogSoftmax:
       return fmt::format("(({} - mx{}) - lsm{})", a(0, CType::kFloat), k, k);
@@ -617,7 +646,8 @@ std::string Emitter::nodeExpr(int k) const {
 }
 
 void Emitter::closure(const std::vector<const Value*>& roots, std::vector<int>& nodes,
-                      std::vector<int>& inputs) const {
+                      std::vector<int>& inputs, const std::vector<const Value*>& stop,
+                      std::vector<const Value*>* leaves) const {
   std::set<int> nodeSet;
   std::set<int> inputSet;
   std::vector<const Value*> stack(roots.begin(), roots.end());
@@ -626,6 +656,11 @@ void Emitter::closure(const std::vector<const Value*>& roots, std::vector<int>& 
     stack.pop_back();
     auto it = values_.find(v);
     if (it == values_.end() || it->second.rowConst) continue;  // constant or row constant
+    if (std::find(stop.begin(), stop.end(), v) != stop.end()) {
+      if (leaves != nullptr && std::find(leaves->begin(), leaves->end(), v) == leaves->end())
+        leaves->push_back(v);
+      continue;
+    }
     if (it->second.tensor >= 0) {
       inputSet.insert(it->second.tensor);
       continue;
@@ -636,6 +671,20 @@ void Emitter::closure(const std::vector<const Value*>& roots, std::vector<int>& 
   }
   nodes.assign(nodeSet.begin(), nodeSet.end());
   inputs.assign(inputSet.begin(), inputSet.end());
+  if (leaves != nullptr) {
+    // Deterministic order (the order of `stop`), whatever the traversal order was.
+    std::vector<const Value*> ordered;
+    for (const Value* v : stop)
+      if (std::find(leaves->begin(), leaves->end(), v) != leaves->end()) ordered.push_back(v);
+    *leaves = std::move(ordered);
+  }
+}
+
+bool Emitter::rowInvariant(int t) const {
+  if (info(group_.inputs[static_cast<size_t>(t)]).rowConst) return false;
+  for (int d = 0; d < outer_; ++d)
+    if (spans(t, d)) return false;
+  return true;
 }
 
 void Emitter::emitCoords(std::string& out, const std::string& ind, const std::string& var, int from,
@@ -660,6 +709,21 @@ std::string Emitter::splatExpr(int tensor, int vec) const {
   if (vec == 1) return "false";
   if (!spans(tensor, rank_ - 1)) return "true";
   return fmt::format("st{}_{} == 0", tensor, rank_ - 1);
+}
+
+// Note [Register budget]
+// Left alone, ptxas spends registers on instruction-level parallelism: fp16 add+layernorm+gelu at
+// 4096 columns took 153 of them, so one 256-thread block fit an SM (12% occupancy) and the kernel
+// ran at a quarter of copy bandwidth. Row kernels therefore ask for enough resident threads to
+// hide memory latency: __launch_bounds__(block, minBlocks) with a budget of 64 registers, or the
+// floats a thread caches plus 32 when that is more (forcing less would spill the cache).
+// Pointwise kernels stay at 32-40 registers on their own.
+std::string Emitter::launchBounds() const {
+  if (!rowKernel_) return fmt::format("{}", launch_.blockSize);
+  const int budget = std::max(64, cachedFloats_ + 32);
+  const int maxBlocks = std::max(1, 2048 / launch_.blockSize);
+  const int minBlocks = std::clamp(65536 / (launch_.blockSize * budget), 1, maxBlocks);
+  return fmt::format("{}, {}", launch_.blockSize, minBlocks);
 }
 
 std::string Emitter::reduceCall(std::string_view op, const std::string& acc) const {
@@ -736,7 +800,8 @@ void Emitter::emitPointwise(std::string& out) const {
 
 // One pass over the row: `body` is emitted inside the per-element loop with inputs loaded as
 // in<t>[j] (reload) or cin<t>[k][j] (cached).
-void Emitter::emitRowPath(std::string& out, int vec, int chunks, const std::string& ind) const {
+void Emitter::emitRowPath(std::string& out, int vec, int chunks, bool cache,
+                          const std::string& ind) const {
   const int tpr = threadsPerRow_;
   const std::string i2 = ind + "  ";
   const std::string i3 = ind + "    ";
@@ -746,41 +811,82 @@ void Emitter::emitRowPath(std::string& out, int vec, int chunks, const std::stri
     std::string inner = offsetExpr(t, outer_, rank_, "r");
     return fmt::format("p{} + base{} + ({})", t, t, inner);
   };
-  // Cached inputs: everything elementwise any pass reads.
+  // Note [Row caching]
+  // With cacheRow each thread keeps its share of the row in registers between passes, so the row
+  // is read from memory once. What it keeps decides register pressure, and with it occupancy:
+  //   operand mode  the row ops' operands (x + r before a layer_norm, x * s + m before a softmax)
+  //                 in float, computed in one prologue pass. Used when every operand can be
+  //                 computed before any row statistic and the outputs need nothing else per row
+  //                 but row-invariant inputs. One float array instead of one per input.
+  //   input mode    otherwise: the row-varying inputs, in float.
+  // Row-invariant inputs (a layer_norm weight or bias: they vary along the row only) are never
+  // cached: every row reads the same values, which stay in L1/L2, so they are loaded where used.
+  // Caching everything made fp16 add+layernorm+gelu at 4096 columns take 180 registers a thread.
+  inputExpr_.clear();
+  valueExpr_.clear();
   std::vector<const Value*> allRoots;
+  std::vector<const Value*> operands;
   for (int k : rowOps_) {
-    const Node* n = nodes_[static_cast<size_t>(k)];
-    allRoots.push_back(n->input(0));
+    const Value* x = nodes_[static_cast<size_t>(k)]->input(0);
+    allRoots.push_back(x);
+    if (std::find(operands.begin(), operands.end(), x) == operands.end()) operands.push_back(x);
   }
   std::vector<const Value*> outRoots;
   for (const Value* v : group_.outputs)
     if (!info(v).rowConst) outRoots.push_back(v);
   allRoots.insert(allRoots.end(), outRoots.begin(), outRoots.end());
-  std::vector<int> dummyNodes, cachedInputs;
-  closure(allRoots, dummyNodes, cachedInputs);
+  std::vector<int> allNodes, allInputs, cachedInputs;
+  closure(allRoots, allNodes, allInputs);
+  bool operandMode = false;
+  std::vector<int> operandNodes, operandInputs;
+  if (cache) {
+    int rowVarying = 0;
+    for (int t : allInputs) rowVarying += rowInvariant(t) ? 0 : 1;
+    closure(operands, operandNodes, operandInputs);
+    operandMode = static_cast<int>(operands.size()) <= rowVarying;
+    for (int k : operandNodes) {  // computable before any row statistic
+      const Node* n = nodes_[static_cast<size_t>(k)];
+      if (isRowOp(n)) operandMode = false;
+      for (const Value* in : n->inputs()) {
+        auto it = values_.find(in);
+        if (it != values_.end() && it->second.rowConst && it->second.node >= 0) operandMode = false;
+      }
+    }
+    if (operandMode) {
+      std::vector<int> nodes, inputs;
+      closure(outRoots, nodes, inputs, operands);
+      for (int t : inputs) operandMode &= rowInvariant(t);
+    }
+    if (!operandMode)
+      for (int t : allInputs)
+        if (!rowInvariant(t)) cachedInputs.push_back(t);
+    const size_t arrays = operandMode ? operands.size() : cachedInputs.size();
+    cachedFloats_ = std::max(cachedFloats_, static_cast<int>(arrays) * chunks * vec);
+  }
+  const std::vector<const Value*> noStop;
+  const std::vector<const Value*>& stop = operandMode ? operands : noStop;
 
-  // Opens a pass over the row's elements (with the reload path's loads of `inputs`).
+  // Opens a pass over the row's elements, loading those of `inputs` that are not cached.
   auto openLoop = [&](const std::vector<int>& inputs, bool needCoords) {
-    if (cacheRow_) {
+    std::vector<int> loads;
+    for (int t : inputs)
+      if (std::find(cachedInputs.begin(), cachedInputs.end(), t) == cachedInputs.end())
+        loads.push_back(t);
+    if (cache) {
       out += fmt::format("#pragma unroll\n{}for (int k = 0; k < {}; ++k) {{\n", ind, chunks);
       out += fmt::format("{}const {} e = (({})k * {} + lane) * {};\n", i2, idx_, idx_, tpr, vec);
       out += fmt::format("{}if (e < len) {{\n", i2);
-      if (needCoords) emitCoords(out, i3, "e", outer_, rank_, "r");
-      inPrefix_ = "cin";
-      inSuffix_ = "[k][j]";
     } else {
       out += fmt::format("{}for ({} e = ({})lane * {}; e < len; e += {}) {{\n", ind, idx_, idx_,
                          vec, tpr * vec);
       out += fmt::format("{}{{\n", i2);
-      if (needCoords || !inputs.empty()) emitCoords(out, i3, "e", outer_, rank_, "r");
-      for (int t : inputs) {
-        const auto& ta = abi_.tensors[static_cast<size_t>(t)];
-        out += fmt::format("{}{} in{}[{}];\n", i3, ctypeName(ctypeOf(ta.dtype)), t, vec);
-        out += fmt::format("{}kiln_ldv<{}>(in{}, {}, {});\n", i3, vec, t, rowOffset(t),
-                           splatExpr(t, vec));
-      }
-      inPrefix_ = "in";
-      inSuffix_ = "[j]";
+    }
+    if (needCoords || !loads.empty()) emitCoords(out, i3, "e", outer_, rank_, "r");
+    for (int t : loads) {
+      const auto& ta = abi_.tensors[static_cast<size_t>(t)];
+      out += fmt::format("{}{} in{}[{}];\n", i3, ctypeName(ctypeOf(ta.dtype)), t, vec);
+      out += fmt::format("{}kiln_ldv<{}>(in{}, {}, {});\n", i3, vec, t, rowOffset(t),
+                         splatExpr(t, vec));
     }
   };
   auto openElem = [&] {
@@ -795,23 +901,36 @@ void Emitter::emitRowPath(std::string& out, int vec, int chunks, const std::stri
                          nodeExpr(k));
   };
 
-  // Load the cached row.
-  if (cacheRow_) {
+  // Fill the cache: one pass over the row.
+  inPrefix_ = "in";
+  inSuffix_ = "[j]";
+  if (operandMode) {
+    for (size_t i = 0; i < operands.size(); ++i)
+      out += fmt::format("{}float cx{}[{}][{}];\n", ind, i, chunks, vec);
+    openLoop(operandInputs, false);
+    openElem();
+    emitNodes(operandNodes);
+    for (size_t i = 0; i < operands.size(); ++i)
+      out += fmt::format("{}cx{}[k][j] = {};\n", i4, i, ref(operands[i], CType::kFloat));
+    closeElem();
+    closeLoop();
+    for (size_t i = 0; i < operands.size(); ++i)
+      valueExpr_[operands[i]] = fmt::format("cx{}[k][j]", i);
+  } else if (!cachedInputs.empty()) {
     for (int t : cachedInputs) {
       const auto& ta = abi_.tensors[static_cast<size_t>(t)];
       out +=
           fmt::format("{}{} cin{}[{}][{}];\n", ind, ctypeName(ctypeOf(ta.dtype)), t, chunks, vec);
     }
-    if (!cachedInputs.empty()) {
-      out += fmt::format("#pragma unroll\n{}for (int k = 0; k < {}; ++k) {{\n", ind, chunks);
-      out += fmt::format("{}const {} e = (({})k * {} + lane) * {};\n", i2, idx_, idx_, tpr, vec);
-      out += fmt::format("{}if (e < len) {{\n", i2);
-      emitCoords(out, i3, "e", outer_, rank_, "r");
-      for (int t : cachedInputs)
-        out += fmt::format("{}kiln_ldv<{}>(cin{}[k], {}, {});\n", i3, vec, t, rowOffset(t),
-                           splatExpr(t, vec));
-      out += fmt::format("{}}}\n{}}}\n", i2, ind);
-    }
+    out += fmt::format("#pragma unroll\n{}for (int k = 0; k < {}; ++k) {{\n", ind, chunks);
+    out += fmt::format("{}const {} e = (({})k * {} + lane) * {};\n", i2, idx_, idx_, tpr, vec);
+    out += fmt::format("{}if (e < len) {{\n", i2);
+    emitCoords(out, i3, "e", outer_, rank_, "r");
+    for (int t : cachedInputs)
+      out += fmt::format("{}kiln_ldv<{}>(cin{}[k], {}, {});\n", i3, vec, t, rowOffset(t),
+                         splatExpr(t, vec));
+    closeLoop();
+    for (int t : cachedInputs) inputExpr_[t] = fmt::format("cin{}[k][j]", t);
   }
 
   // Row constants become available as passes complete; emit each as soon as it can be.
@@ -839,7 +958,7 @@ void Emitter::emitRowPath(std::string& out, int vec, int chunks, const std::stri
   auto pass = [&](int k, const std::string& declare, const std::string& update) {
     const Value* x = nodes_[static_cast<size_t>(k)]->input(0);
     std::vector<int> nodes, inputs;
-    closure({x}, nodes, inputs);
+    closure({x}, nodes, inputs, stop);
     out += fmt::format("{}{}\n", ind, declare);
     openLoop(inputs, false);
     openElem();
@@ -877,9 +996,10 @@ void Emitter::emitRowPath(std::string& out, int vec, int chunks, const std::stri
         out += fmt::format("{}const float mx{} = {};\n", ind, k,
                            reduceCall("KilnMax", fmt::format("accm{}", k)));
         pass(k, fmt::format("float accs{} = 0.0f;", k),
-             fmt::format("accs{0} += expf({{x}} - mx{0});", k));
+             fmt::format("accs{0} += kiln_exp({{x}} - mx{0});", k));
         out += fmt::format("{}const float sm{} = {};\n", ind, k,
                            reduceCall("KilnSum", fmt::format("accs{}", k)));
+        if (fastMath_) out += fmt::format("{0}const float rsm{1} = 1.0f / sm{1};\n", ind, k);
         if (n->kind() == OpKind::kLogSoftmax)
           out += fmt::format("{0}const float lsm{1} = logf(sm{1});\n", ind, k);
         break;
@@ -932,7 +1052,7 @@ void Emitter::emitRowPath(std::string& out, int vec, int chunks, const std::stri
   // Elementwise outputs: a final pass.
   if (!outRoots.empty()) {
     std::vector<int> nodes, inputs;
-    closure(outRoots, nodes, inputs);
+    closure(outRoots, nodes, inputs, stop);
     openLoop(inputs, true);
     for (size_t o = 0; o < group_.outputs.size(); ++o) {
       const Value* v = group_.outputs[o];
@@ -1000,12 +1120,14 @@ void Emitter::emitRow(std::string& out) const {
   }
   if (vec_ > 1) {
     out += "    if (args.vec) {\n";
-    emitRowPath(out, vec_, chunks_, "      ");
+    emitRowPath(out, vec_, chunks_, cacheRow_, "      ");
     out += "    } else {\n";
-    emitRowPath(out, 1, chunks_ * vec_, "      ");
+    // The scalar path (unaligned or strided rows) reloads: caching vec_ times as many scalars,
+    // each with its own address, would set the register budget of the whole kernel.
+    emitRowPath(out, 1, chunks_ * vec_, false, "      ");
     out += "    }\n";
   } else {
-    emitRowPath(out, 1, chunks_, "    ");
+    emitRowPath(out, 1, chunks_, cacheRow_, "    ");
   }
   out += "  }\n";
 }
@@ -1042,6 +1164,7 @@ KernelSource Emitter::run() {
     body += fmt::format("//   v{} = {}({}){}{}\n", k, ir::toString(n->kind()), fmt::join(ins, ", "),
                         attrs.empty() ? "" : " ", attrs);
   }
+  if (fastMath_) body += "#define KILN_FAST_MATH 1\n";
   if (usesF16_) body += "#include <cuda_fp16.h>\n";
   if (usesBf16_) body += "#include <cuda_bf16.h>\n";
   auto helper = [&](std::string_view file) {
@@ -1058,9 +1181,13 @@ KernelSource Emitter::run() {
   helper("kiln_load_store.cuh");
   if (rowKernel_) helper("kiln_reduce.cuh");
 
-  body += fmt::format(
-      "\nextern \"C\" __global__ void __launch_bounds__({}) {}(const KilnArgs args) {{\n",
-      launch_.blockSize, kNamePlaceholder);
+  std::string kernel;
+  if (rowKernel_)
+    emitRow(kernel);
+  else
+    emitPointwise(kernel);
+  body += fmt::format("\nextern \"C\" __global__ void __launch_bounds__({}) {}(const KilnArgs args) {{\n",
+                      launchBounds(), kNamePlaceholder);
   for (size_t t = 0; t < abi_.tensors.size(); ++t) {
     const auto& ta = abi_.tensors[t];
     const bool in = ta.role == TensorArg::Role::kInput;
@@ -1078,10 +1205,7 @@ KernelSource Emitter::run() {
     for (int d = 0; d < rank_; ++d)
       if (spans(static_cast<int>(t), d))
         body += fmt::format("  const {0} st{1}_{2} = ({0})args.strides[{1}][{2}];\n", idx_, t, d);
-  if (rowKernel_)
-    emitRow(body);
-  else
-    emitPointwise(body);
+  body += kernel;
   body += "}\n";
 
   KernelSource ks;
@@ -1093,7 +1217,7 @@ KernelSource Emitter::run() {
   ks.source = std::move(body);
   ks.abi = std::move(abi_);
   ks.launch = launch_;
-  ks.fastMath = false;
+  ks.fastMath = fastMath_;
   return ks;
 }
 

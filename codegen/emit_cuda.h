@@ -25,7 +25,9 @@ struct KernelSource {
   std::string source;  // complete CUDA C++ for NVRTC
   KernelAbi abi;
   LaunchSpec launch;
-  bool fastMath = false;  // whether NVRTC may use --use_fast_math (never, for now)
+  // The kernel uses approximate exp/division (all its float outputs are 16-bit; Note [Fast math
+  // for 16-bit outputs] in runtime/kiln_math.cuh). The choice is in the source, so in the cache key.
+  bool fastMath = false;
   uint64_t hash = 0;      // of `source` (the name embeds it)
 };
 

@@ -27,8 +27,22 @@ __device__ __forceinline__ int kiln_abs(int a) { return a < 0 ? -a : a; }
 __device__ __forceinline__ long long kiln_abs(long long a) { return a < 0 ? -a : a; }
 __device__ __forceinline__ float kiln_abs(float a) { return fabsf(a); }
 
-__device__ __forceinline__ float kiln_sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
-__device__ __forceinline__ float kiln_silu(float a) { return a / (1.0f + expf(-a)); }
+// Note [Fast math for 16-bit outputs]
+// A kernel whose floating outputs are all f16/bf16 defines KILN_FAST_MATH: exp and the divisions
+// inside sigmoid/silu/softmax use the hardware approximations (__expf: a few float ulp; the
+// division: rcp + mul). Their error is far below half an ulp of f16/bf16, and they cut the
+// instruction count of exp-heavy kernels, which are compute-bound in f16. User-written divisions
+// and erf/tanh keep the IEEE versions; f32 outputs never use the approximations.
+#ifdef KILN_FAST_MATH
+__device__ __forceinline__ float kiln_exp(float a) { return __expf(a); }
+__device__ __forceinline__ float kiln_fdiv(float a, float b) { return __fdividef(a, b); }
+#else
+__device__ __forceinline__ float kiln_exp(float a) { return expf(a); }
+__device__ __forceinline__ float kiln_fdiv(float a, float b) { return a / b; }
+#endif
+
+__device__ __forceinline__ float kiln_sigmoid(float a) { return kiln_fdiv(1.0f, 1.0f + kiln_exp(-a)); }
+__device__ __forceinline__ float kiln_silu(float a) { return kiln_fdiv(a, 1.0f + kiln_exp(-a)); }
 // gelu, erf form: x * Phi(x).
 __device__ __forceinline__ float kiln_gelu(float a) {
   return 0.5f * a * (1.0f + erff(a * 0.70710678118654752f));

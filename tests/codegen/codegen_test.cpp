@@ -64,7 +64,7 @@ KernelSource emitAndCompile(const Case& c, const BucketInfo& b, std::vector<std:
   // KILN_CODEGEN_DUMP=<dir>: write each kernel (for tests/codegen/gpu_smoke harnesses).
   if (const char* dir = std::getenv("KILN_CODEGEN_DUMP")) {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::ofstream(std::string(dir) + "/" + info->name() + ".cu")
+    std::ofstream(std::string(dir) + "/" + info->name() + "_" + ks.name + ".cu")
         << ks.source << "\n#define KILN_SMOKE_KERNEL " << ks.name << "\n";
   }
   for (const auto& arch : archs) {
@@ -251,6 +251,50 @@ TEST(EmitCuda, AddLayerNormGeluCachedAndReloaded) {
   auto ks2 = emitAndCompile(c, bucket({16}), {"sm_90"}, reload);
   EXPECT_TRUE(contains(ks2.source, "kiln_block_welford<128>"));
   EXPECT_EQ(ks2.abi.maxRowLength, -1);
+}
+
+// The memory-bound benchmark workloads (bench/workloads.h) at their real row lengths: the default
+// kernels compile for both archs in every float type, the row groups cache their rows, and the
+// row-invariant params (w, b) are not held in registers per row (Note [Row-invariant inputs]).
+TEST(EmitCuda, BenchmarkPatterns) {
+  const std::vector<std::pair<std::string, int>> patterns = {
+      {R"(graph(%x: T[s0, 4096], %w: T[4096] param, %b: T[4096] param) {
+        %0: T[s0, 4096] = mul(%x, %w)
+        %1: T[s0, 4096] = add(%0, %b)
+        %2: T[s0, 4096] = gelu(%1)
+        %3: T[s0, 4096] = sigmoid(%x)
+        %4: T[s0, 4096] = mul(%2, %3)
+        %5: T[s0, 4096] = add(%4, %x)
+        return(%5)
+      })", 0},
+      {R"(graph(%x: T[s0, 4096], %r: T[s0, 4096], %w: T[4096] param, %b: T[4096] param) {
+        %0: T[s0, 4096] = add(%x, %r)
+        %1: T[s0, 4096] = layer_norm(%0, %w, %b) {eps = 1e-05, normalized_ndim = 1}
+        %2: T[s0, 4096] = gelu(%1)
+        return(%2)
+      })", 1},
+      {R"(graph(%x: T[s0, 1024], %m: T[s0, 1024]) {
+        %c: f32[] = constant() {value = 0.125}
+        %0: T[s0, 1024] = mul(%x, %c)
+        %1: T[s0, 1024] = add(%0, %m)
+        %2: T[s0, 1024] = softmax(%1) {dim = 1}
+        return(%2)
+      })", 1}};
+  int index = 0;
+  for (const auto& [pattern, rowDims] : patterns) {
+    for (std::string dt : {"f16", "bf16", "f32"}) {
+      std::string text = pattern;
+      for (size_t p; (p = text.find('T')) != std::string::npos;) text.replace(p, 1, dt);
+      SCOPED_TRACE(::testing::Message() << "pattern " << index << " " << dt);
+      auto c = makeCase(text, rowDims ? GroupKind::kRow : GroupKind::kPointwise, rowDims);
+      const BucketInfo b = bucket({32768}, {32768});
+      auto ks = emitAndCompile(c, b, {"sm_80", "sm_90"});
+      EXPECT_TRUE(contains(ks.source, "if (args.vec)"));
+      EXPECT_EQ(ks.fastMath, dt != "f32");
+      if (rowDims) EXPECT_TRUE(std::get<ReductionParams>(defaultSchedule(c.group, b)).cacheRow);
+    }
+    ++index;
+  }
 }
 
 TEST(EmitCuda, ScaleMaskSoftmaxSymbolicRow) {

@@ -49,8 +49,22 @@ __device__ __forceinline__ int kiln_abs(int a) { return a < 0 ? -a : a; }
 __device__ __forceinline__ long long kiln_abs(long long a) { return a < 0 ? -a : a; }
 __device__ __forceinline__ float kiln_abs(float a) { return fabsf(a); }
 
-__device__ __forceinline__ float kiln_sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
-__device__ __forceinline__ float kiln_silu(float a) { return a / (1.0f + expf(-a)); }
+// Note [Fast math for 16-bit outputs]
+// A kernel whose floating outputs are all f16/bf16 defines KILN_FAST_MATH: exp and the divisions
+// inside sigmoid/silu/softmax use the hardware approximations (__expf: a few float ulp; the
+// division: rcp + mul). Their error is far below half an ulp of f16/bf16, and they cut the
+// instruction count of exp-heavy kernels, which are compute-bound in f16. User-written divisions
+// and erf/tanh keep the IEEE versions; f32 outputs never use the approximations.
+#ifdef KILN_FAST_MATH
+__device__ __forceinline__ float kiln_exp(float a) { return __expf(a); }
+__device__ __forceinline__ float kiln_fdiv(float a, float b) { return __fdividef(a, b); }
+#else
+__device__ __forceinline__ float kiln_exp(float a) { return expf(a); }
+__device__ __forceinline__ float kiln_fdiv(float a, float b) { return a / b; }
+#endif
+
+__device__ __forceinline__ float kiln_sigmoid(float a) { return kiln_fdiv(1.0f, 1.0f + kiln_exp(-a)); }
+__device__ __forceinline__ float kiln_silu(float a) { return kiln_fdiv(a, 1.0f + kiln_exp(-a)); }
 // gelu, erf form: x * Phi(x).
 __device__ __forceinline__ float kiln_gelu(float a) {
   return 0.5f * a * (1.0f + erff(a * 0.70710678118654752f));
@@ -194,7 +208,7 @@ __device__ __forceinline__ KilnWelford kiln_block_welford(KilnWelford w, float* 
   return kiln_warp_welford<32>(w);
 }
 
-extern "C" __global__ void __launch_bounds__(256) kiln_row_f708c1b34ad6f319(const KilnArgs args) {
+extern "C" __global__ void __launch_bounds__(256, 4) kiln_row_67dec5d956c724c6(const KilnArgs args) {
   const float* __restrict__ p0 = (const float*)args.ptr[0];
   const float* __restrict__ p1 = (const float*)args.ptr[1];
   const float* __restrict__ p2 = (const float*)args.ptr[2];
@@ -222,18 +236,19 @@ extern "C" __global__ void __launch_bounds__(256) kiln_row_f708c1b34ad6f319(cons
     const int base2 = 0;
     const int base3 = c0 * st3_0;
     if (args.vec) {
-      float cin0[2][4];
-      float cin1[2][4];
-      float cin2[2][4];
+      float cx0[2][4];
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
         const int e = ((int)k * 32 + lane) * 4;
         if (e < len) {
           int q_ = e;
           const int r1 = q_;
-          kiln_ldv<4>(cin0[k], p0 + base0 + (r1 * st0_1), st0_1 == 0);
-          kiln_ldv<4>(cin1[k], p1 + base1 + (r1 * st1_1), st1_1 == 0);
-          kiln_ldv<4>(cin2[k], p2 + base2 + (r1 * st2_1), st2_1 == 0);
+          float in0[4];
+          kiln_ldv<4>(in0, p0 + base0 + (r1 * st0_1), st0_1 == 0);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            cx0[k][j] = in0[j];
+          }
         }
       }
       float accs0 = 0.0f;
@@ -243,7 +258,7 @@ extern "C" __global__ void __launch_bounds__(256) kiln_row_f708c1b34ad6f319(cons
         if (e < len) {
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            accs0 += cin0[k][j];
+            accs0 += cx0[k][j];
           }
         }
       }
@@ -255,7 +270,7 @@ extern "C" __global__ void __launch_bounds__(256) kiln_row_f708c1b34ad6f319(cons
         if (e < len) {
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            { const float d_ = cin0[k][j] - mean0; accv0 += d_ * d_; }
+            { const float d_ = cx0[k][j] - mean0; accv0 += d_ * d_; }
           }
         }
       }
@@ -266,64 +281,62 @@ extern "C" __global__ void __launch_bounds__(256) kiln_row_f708c1b34ad6f319(cons
         if (e < len) {
           int q_ = e;
           const int r1 = q_;
+          float in1[4];
+          kiln_ldv<4>(in1, p1 + base1 + (r1 * st1_1), st1_1 == 0);
+          float in2[4];
+          kiln_ldv<4>(in2, p2 + base2 + (r1 * st2_1), st2_1 == 0);
           float out3[4];
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            const float v0 = ((((cin0[k][j] - mean0) * rstd0) * cin1[k][j]) + cin2[k][j]);
+            const float v0 = ((((cx0[k][j] - mean0) * rstd0) * in1[j]) + in2[j]);
             out3[j] = v0;
           }
           kiln_stv<4>(p3 + base3 + (r1 * st3_1), out3);
         }
       }
     } else {
-      float cin0[8][1];
-      float cin1[8][1];
-      float cin2[8][1];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int e = ((int)k * 32 + lane) * 1;
-        if (e < len) {
+      float accs0 = 0.0f;
+      for (int e = (int)lane * 1; e < len; e += 32) {
+        {
           int q_ = e;
           const int r1 = q_;
-          kiln_ldv<1>(cin0[k], p0 + base0 + (r1 * st0_1), false);
-          kiln_ldv<1>(cin1[k], p1 + base1 + (r1 * st1_1), false);
-          kiln_ldv<1>(cin2[k], p2 + base2 + (r1 * st2_1), false);
-        }
-      }
-      float accs0 = 0.0f;
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int e = ((int)k * 32 + lane) * 1;
-        if (e < len) {
+          float in0[1];
+          kiln_ldv<1>(in0, p0 + base0 + (r1 * st0_1), false);
 #pragma unroll
           for (int j = 0; j < 1; ++j) {
-            accs0 += cin0[k][j];
+            accs0 += in0[j];
           }
         }
       }
       const float mean0 = kiln_warp_reduce<KilnSum, 32>(accs0) / (float)rowLen;
       float accv0 = 0.0f;
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int e = ((int)k * 32 + lane) * 1;
-        if (e < len) {
+      for (int e = (int)lane * 1; e < len; e += 32) {
+        {
+          int q_ = e;
+          const int r1 = q_;
+          float in0[1];
+          kiln_ldv<1>(in0, p0 + base0 + (r1 * st0_1), false);
 #pragma unroll
           for (int j = 0; j < 1; ++j) {
-            { const float d_ = cin0[k][j] - mean0; accv0 += d_ * d_; }
+            { const float d_ = in0[j] - mean0; accv0 += d_ * d_; }
           }
         }
       }
       const float rstd0 = rsqrtf(kiln_warp_reduce<KilnSum, 32>(accv0) / (float)rowLen + 1e-05f);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int e = ((int)k * 32 + lane) * 1;
-        if (e < len) {
+      for (int e = (int)lane * 1; e < len; e += 32) {
+        {
           int q_ = e;
           const int r1 = q_;
+          float in0[1];
+          kiln_ldv<1>(in0, p0 + base0 + (r1 * st0_1), false);
+          float in1[1];
+          kiln_ldv<1>(in1, p1 + base1 + (r1 * st1_1), false);
+          float in2[1];
+          kiln_ldv<1>(in2, p2 + base2 + (r1 * st2_1), false);
           float out3[1];
 #pragma unroll
           for (int j = 0; j < 1; ++j) {
-            const float v0 = ((((cin0[k][j] - mean0) * rstd0) * cin1[k][j]) + cin2[k][j]);
+            const float v0 = ((((in0[j] - mean0) * rstd0) * in1[j]) + in2[j]);
             out3[j] = v0;
           }
           kiln_stv<1>(p3 + base3 + (r1 * st3_1), out3);
