@@ -1,6 +1,8 @@
 #include "jit/runtime/optimize.h"
 
+#include <algorithm>
 #include <bit>
+#include <chrono>
 #include <list>
 #include <map>
 #include <mutex>
@@ -8,6 +10,7 @@
 #include <shared_mutex>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/nn/module.h>
 
@@ -20,12 +23,47 @@ namespace kiln::jit {
 
 std::string ModuleStats::toString() const {
   return fmt::format(
-      "calls {}, plan hits {}, misses {}, plans alive {} (evicted {}), kernels compiled {} and "
-      "cached {} in {:.2f} s, launches {}, groups run eagerly {}",
-      calls, planHits, planMisses, plansAlive, plansEvicted, kernelsCompiled, kernelsCached,
-      compileSeconds,
-      kernelLaunches, groupFallbacks);
+      "calls {}, plan hits {}, misses {}, captures {}, plans alive {} in {} families (evicted {}), "
+      "kernels compiled {} ({} in the background) and cached {} in {:.2f} s, plans served by "
+      "generic kernels {}, swaps {}, background jobs pending {}, launches {}, groups run "
+      "eagerly {}",
+      calls, planHits, planMisses, captures, plansAlive, familiesAlive, plansEvicted,
+      kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds, plansServedGeneric,
+      swaps, backgroundPending, kernelLaunches, groupFallbacks);
 }
+
+namespace {
+
+// What background jobs of a module share with it (Note [Background compiles] in session.h): they
+// hold this, never the module.
+struct ModuleShared {
+  std::atomic<bool> alive{true};  // false once the module is gone: jobs stop compiling
+  std::atomic<uint64_t> kernelsCompiled{0}, kernelsCached{0}, backgroundCompiles{0}, swaps{0},
+      pending{0}, compileMicros{0};
+  void record(const CompileReport& r, bool background) {
+    kernelsCompiled.fetch_add(static_cast<uint64_t>(r.compiled));
+    kernelsCached.fetch_add(static_cast<uint64_t>(r.cached));
+    if (background) backgroundCompiles.fetch_add(static_cast<uint64_t>(r.compiled));
+    compileMicros.fetch_add(static_cast<uint64_t>(r.seconds * 1e6));
+  }
+};
+
+// Plans of one guard family share its Program (Note [Guards and plans]).
+struct Family {
+  std::shared_ptr<const Program> program;
+  std::vector<std::vector<int64_t>> symbolEdges;  // bucket policy per symbol id (empty: pow2)
+  // Ready generic kernels, or null. Written once (foreground or background), read by later misses.
+  std::atomic<std::shared_ptr<const KernelSet>> generic;
+  std::atomic<bool> genericScheduled{false};
+  int plans = 0;  // plans of this family in the module's map (under the module's mutex)
+};
+
+struct Keys {
+  std::string plan;    // the guard signature
+  std::string family;  // the signature without the buckets of dims >= 2
+};
+
+}  // namespace
 
 struct OptimizedModule::Impl {
   std::optional<torch::jit::Module> scripted;
@@ -33,71 +71,105 @@ struct OptimizedModule::Impl {
   ForwardFn nnForward;
   Options options;
   Session* session = nullptr;
+  std::vector<std::vector<int64_t>> dimEdges;  // bucket policy per options.dynamicDims entry
+  std::shared_ptr<ModuleShared> shared = std::make_shared<ModuleShared>();
 
   struct Entry {
     std::shared_ptr<Plan> plan;
+    std::shared_ptr<Family> family;
     std::list<std::string>::iterator lru;
   };
-  mutable std::shared_mutex mutex;  // guards plans, lru, lastPlan
+  mutable std::shared_mutex mutex;  // guards plans, families, lru, lastPlan
   mutable std::mutex buildMutex;    // one capture+compile at a time per module
   mutable std::map<std::string, Entry> plans;
+  mutable std::map<std::string, std::shared_ptr<Family>> families;
   mutable std::list<std::string> lru;  // front = most recently used
   mutable std::shared_ptr<Plan> lastPlan;
-  mutable std::atomic<uint64_t> calls{0}, hits{0}, misses{0}, evicted{0}, kernelsCompiled{0},
-      kernelsCached{0};
-  mutable std::atomic<uint64_t> compileMicros{0};
-  // Launch/fallback counters of evicted plans, so stats() stays monotonic.
+  mutable std::atomic<uint64_t> calls{0}, hits{0}, misses{0}, captures{0}, evicted{0},
+      servedGeneric{0};
+  // Launch/fallback/swap counters of evicted plans, so stats() stays monotonic.
   mutable std::atomic<uint64_t> retiredLaunches{0}, retiredFallbacks{0};
 
-  std::vector<bool> dynamicMask(size_t input, int64_t rank) const {
-    std::vector<bool> mask(static_cast<size_t>(rank), false);
-    std::string name = input < options.inputNames.size() ? options.inputNames[input]
-                                                         : fmt::format("input{}", input);
-    for (const DynamicDim& d : options.dynamicDims) {
+  ~Impl() { shared->alive.store(false); }
+
+  std::string inputName(size_t i) const {
+    return i < options.inputNames.size() ? options.inputNames[i] : fmt::format("input{}", i);
+  }
+
+  // Per dim of input `input`: the index into options.dynamicDims of the dim's DynamicDim, or -1.
+  std::vector<int> dynamicIndex(size_t input, int64_t rank) const {
+    std::vector<int> index(static_cast<size_t>(rank), -1);
+    std::string name = inputName(input);
+    for (size_t k = 0; k < options.dynamicDims.size(); ++k) {
+      const DynamicDim& d = options.dynamicDims[k];
       if (d.input != name) continue;
       int64_t dim = d.dim < 0 ? d.dim + rank : d.dim;
-      if (dim >= 0 && dim < rank) mask[static_cast<size_t>(dim)] = true;
+      if (dim >= 0 && dim < rank && index[static_cast<size_t>(dim)] < 0)
+        index[static_cast<size_t>(dim)] = static_cast<int>(k);
     }
-    return mask;
+    return index;
   }
 
   // Note [Guards and plans] in optimize.h.
-  std::string signature(const std::vector<at::Tensor>& inputs) const {
-    std::string sig;
-    sig.reserve(inputs.size() * 48);
+  Keys signature(const std::vector<at::Tensor>& inputs) const {
+    Keys keys;
+    keys.plan.reserve(inputs.size() * 48);
+    keys.family.reserve(inputs.size() * 48);
     for (size_t i = 0; i < inputs.size(); ++i) {
       const at::Tensor& t = inputs[i];
-      std::vector<bool> dyn = dynamicMask(i, t.dim());
-      fmt::format_to(std::back_inserter(sig), "{}:{}:{}:{}", static_cast<int>(t.scalar_type()),
-                     static_cast<int>(t.device().type()), t.device().index(), t.dim());
+      std::vector<int> dyn = dynamicIndex(i, t.dim());
+      std::string head = fmt::format("{}:{}:{}:{}", static_cast<int>(t.scalar_type()),
+                                     static_cast<int>(t.device().type()), t.device().index(),
+                                     t.dim());
+      keys.plan += head;
+      keys.family += head;
       for (int64_t d = 0; d < t.dim(); ++d) {
         int64_t size = t.size(d);
-        if (dyn[static_cast<size_t>(d)])
-          fmt::format_to(std::back_inserter(sig), ",b{}", bucketEdge(size));
-        else
-          fmt::format_to(std::back_inserter(sig), ",{}", size);
+        int k = dyn[static_cast<size_t>(d)];
+        if (k < 0) {
+          fmt::format_to(std::back_inserter(keys.plan), ",{}", size);
+          fmt::format_to(std::back_inserter(keys.family), ",{}", size);
+        } else if (size < 2) {  // captured static: its own family
+          fmt::format_to(std::back_inserter(keys.plan), ",={}", size);
+          fmt::format_to(std::back_inserter(keys.family), ",={}", size);
+        } else {
+          int64_t edge = bucketEdge(size, dimEdges[static_cast<size_t>(k)]);
+          if (edge == kOverflowBucket)
+            keys.plan += ",b+";
+          else
+            fmt::format_to(std::back_inserter(keys.plan), ",b{}", edge);
+          keys.family += ",d";
+        }
       }
-      sig.push_back(';');
+      keys.plan.push_back(';');
+      keys.family.push_back(';');
     }
-    return sig;
+    return keys;
+  }
+
+  // Indices of the dynamic dims that capture makes symbolic for these inputs: a dynamic dim of
+  // size 0 or 1 is its own bucket and is captured as a static dim (sizes 0 and 1 change
+  // broadcasting, so they cannot stand for a symbol).
+  std::vector<size_t> symbolicDims(const std::vector<at::Tensor>& tensors) const {
+    std::vector<size_t> out;
+    for (size_t k = 0; k < options.dynamicDims.size(); ++k) {
+      const DynamicDim& d = options.dynamicDims[k];
+      bool small = false;
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        int64_t rank = tensors[i].dim();
+        int64_t dim = d.dim < 0 ? d.dim + rank : d.dim;
+        if (inputName(i) == d.input && dim >= 0 && dim < rank && tensors[i].size(dim) < 2)
+          small = true;
+      }
+      if (!small) out.push_back(k);
+    }
+    return out;
   }
 
   CapturedGraph captureFor(const std::vector<c10::IValue>& inputs,
                            const std::vector<at::Tensor>& tensors) const {
     CaptureOptions copt;
-    // A dynamic dim of size 0 or 1 is its own bucket (bucketEdge) and is captured as a static dim:
-    // sizes 0 and 1 change broadcasting, so they cannot stand for a symbol.
-    for (const DynamicDim& d : options.dynamicDims) {
-      bool small = false;
-      for (size_t i = 0; i < tensors.size(); ++i) {
-        std::string name = i < options.inputNames.size() ? options.inputNames[i]
-                                                         : fmt::format("input{}", i);
-        int64_t rank = tensors[i].dim();
-        int64_t dim = d.dim < 0 ? d.dim + rank : d.dim;
-        if (name == d.input && dim >= 0 && dim < rank && tensors[i].size(dim) < 2) small = true;
-      }
-      if (!small) copt.dynamicDims.push_back(d);
-    }
+    for (size_t k : symbolicDims(tensors)) copt.dynamicDims.push_back(options.dynamicDims[k]);
     copt.inputNames = options.inputNames;
     if (scripted) {
       torch::jit::Module m = *scripted;  // a handle to the same module object
@@ -106,9 +178,136 @@ struct OptimizedModule::Impl {
     return capture(nnModule, nnForward, inputs, copt);
   }
 
+  // The bucket policy of each graph symbol, assigned the way capture assigns symbol ids: one per
+  // symbolic DynamicDim in order, dims naming the same symbol sharing one.
+  std::vector<std::vector<int64_t>> symbolEdgesFor(const std::vector<at::Tensor>& tensors,
+                                                   int numSymbols) const {
+    std::vector<std::vector<int64_t>> edges;
+    std::map<std::string, size_t> byName;
+    for (size_t k : symbolicDims(tensors)) {
+      const DynamicDim& d = options.dynamicDims[k];
+      if (!d.symbol.empty() && byName.count(d.symbol)) continue;
+      if (!d.symbol.empty()) byName[d.symbol] = edges.size();
+      edges.push_back(dimEdges[k]);
+    }
+    if (static_cast<int>(edges.size()) != numSymbols)
+      logOnce(LogLevel::kDebug, "optimize.symbols",
+              fmt::format("kiln: graph has {} symbols for {} dynamic dims; extra symbols use "
+                          "power-of-two buckets",
+                          numSymbols, edges.size()));
+    edges.resize(static_cast<size_t>(numSymbols));
+    return edges;
+  }
+
+  // The family's generic kernels when ready (in memory, or all in the kernel cache), else null.
+  std::shared_ptr<const KernelSet> readyGeneric(Family& fam, const std::string& arch) const {
+    if (auto g = fam.generic.load()) return g;
+    auto set = emitKernels(*fam.program, genericBucket(fam.symbolEdges.size()), arch);
+    if (!loadCachedKernels(*set, arch, *session)) return nullptr;
+    fam.generic.store(set);
+    return set;
+  }
+
+  void scheduleGeneric(const std::shared_ptr<Family>& fam, const std::string& arch) const {
+    // A family without symbols has one bucket: its kernels are already the generic ones.
+    if (!session->options().backgroundCompile || arch.empty() || fam->symbolEdges.empty() ||
+        fam->generic.load() != nullptr)
+      return;
+    if (fam->genericScheduled.exchange(true)) return;
+    std::shared_ptr<ModuleShared> sh = shared;
+    Session* sess = session;
+    sh->pending.fetch_add(1);
+    session->runInBackground([sh, fam, arch, sess] {
+      struct Done {
+        ModuleShared& s;
+        ~Done() { s.pending.fetch_sub(1); }
+      } done{*sh};
+      if (!sh->alive.load()) return;
+      auto set = emitKernels(*fam->program, genericBucket(fam->symbolEdges.size()), arch);
+      loadCachedKernels(*set, arch, *sess);
+      CompileReport r = compileKernels(*set, arch, *sess, /*background=*/true, &sh->alive);
+      sh->record(r, /*background=*/true);
+      if (r.cancelled) {
+        fam->genericScheduled.store(false);
+        return;
+      }
+      fam->generic.store(std::move(set));
+    });
+  }
+
+  void scheduleSpecialization(std::shared_ptr<Plan> plan, std::shared_ptr<KernelSet> spec,
+                              std::shared_ptr<const KernelSet> generic,
+                              const std::string& arch) const {
+    std::shared_ptr<ModuleShared> sh = shared;
+    Session* sess = session;
+    sh->pending.fetch_add(1);
+    session->runInBackground([sh, plan, spec, generic, arch, sess] {
+      struct Done {
+        ModuleShared& s;
+        ~Done() { s.pending.fetch_sub(1); }
+      } done{*sh};
+      if (!sh->alive.load()) return;
+      CompileReport r = compileKernels(*spec, arch, *sess, /*background=*/true, &sh->alive);
+      sh->record(r, /*background=*/true);
+      if (r.cancelled) return;
+      // A kernel that failed to specialize keeps its generic version rather than going eager.
+      for (size_t k = 0; k < spec->kernels.size(); ++k)
+        if (spec->kernels[k].state == KernelState::kFailed &&
+            generic->kernels[k].state == KernelState::kReady)
+          spec->kernels[k] = generic->kernels[k];
+      plan->swapKernels(spec);
+      sh->swaps.fetch_add(1);
+    });
+  }
+
+  // A plan for `bucket` over the family's program (Note [Guards and plans]).
+  std::shared_ptr<Plan> buildPlan(const std::shared_ptr<Family>& fam,
+                                  const codegen::BucketInfo& bucket, const std::string& arch,
+                                  PlanBuildInfo info) const {
+    std::shared_ptr<KernelSet> spec = emitKernels(*fam->program, bucket, arch);
+    std::shared_ptr<const KernelSet> generic = spec->generic ? fam->generic.load() : nullptr;
+    if (spec->generic && generic != nullptr) {  // overflow bucket: the generic kernels themselves
+      return Plan::create(fam->program, generic, info, *session);
+    }
+    const size_t pendingBefore = static_cast<size_t>(std::count_if(
+        spec->kernels.begin(), spec->kernels.end(),
+        [](const KernelStep& k) { return k.state == KernelState::kPending; }));
+    bool allCached = loadCachedKernels(*spec, arch, *session);
+    const size_t cachedNow = pendingBefore - static_cast<size_t>(std::count_if(
+        spec->kernels.begin(), spec->kernels.end(),
+        [](const KernelStep& k) { return k.state == KernelState::kPending; }));
+    info.kernelsCached = static_cast<int>(cachedNow);
+    shared->kernelsCached.fetch_add(cachedNow);
+    if (!allCached && !spec->generic && session->options().backgroundCompile) {
+      generic = readyGeneric(*fam, arch);
+      if (generic != nullptr && generic->covers(*spec)) {
+        info.servedGeneric = true;
+        servedGeneric.fetch_add(1);
+        auto plan = Plan::create(fam->program, generic, info, *session);
+        scheduleSpecialization(plan, spec, generic, arch);
+        KILN_LOG_INFO("kiln: bucket {} served by generic kernels, specializing in the background",
+                      spec->bucket);
+        return plan;
+      }
+    }
+    if (!allCached) {
+      CompileReport r = compileKernels(*spec, arch, *session, /*background=*/false);
+      shared->record(r, /*background=*/false);
+      info.kernelsCompiled = r.compiled;
+      info.kernelsCached += r.cached;
+      info.compileSeconds = r.seconds;
+    }
+    for (const KernelStep& k : spec->kernels)
+      if (k.kernel == nullptr) ++info.groupsWithoutKernel;
+    if (spec->generic && !spec->pending()) fam->generic.store(spec);
+    else scheduleGeneric(fam, arch);
+    return Plan::create(fam->program, spec, info, *session);
+  }
+
   std::shared_ptr<Plan> planFor(const std::vector<c10::IValue>& ivalues,
                                 const std::vector<at::Tensor>& tensors) const {
-    std::string sig = signature(tensors);
+    Keys keys = signature(tensors);
+    const std::string& sig = keys.plan;
     {
       std::shared_lock<std::shared_mutex> lock(mutex);
       auto it = plans.find(sig);
@@ -128,6 +327,7 @@ struct OptimizedModule::Impl {
       }
     }
     std::lock_guard<std::mutex> build(buildMutex);
+    std::shared_ptr<Family> fam;
     {
       std::shared_lock<std::shared_mutex> lock(mutex);
       auto it = plans.find(sig);
@@ -135,25 +335,51 @@ struct OptimizedModule::Impl {
         hits.fetch_add(1, std::memory_order_relaxed);
         return it->second.plan;
       }
+      if (auto f = families.find(keys.family); f != families.end()) fam = f->second;
     }
     misses.fetch_add(1, std::memory_order_relaxed);
+    PlanBuildInfo info;
+    if (fam == nullptr) {
+      captures.fetch_add(1, std::memory_order_relaxed);
+      auto c0 = std::chrono::steady_clock::now();
+      CapturedGraph captured = captureFor(ivalues, tensors);
+      fam = std::make_shared<Family>();
+      fam->program = Program::build(std::move(captured), *session);
+      fam->symbolEdges = symbolEdgesFor(tensors, fam->program->graph().numSymbols());
+      info.captureSeconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+    }
+    // The bucket of each symbol for this call; binding also checks the inputs against the graph.
+    std::vector<int64_t> symbols = bindSymbols(fam->program->graph(), tensors);
+    std::vector<int64_t> edges(symbols.size());
+    for (size_t s = 0; s < symbols.size(); ++s)
+      edges[s] = bucketEdge(symbols[s], fam->symbolEdges[s]);
     std::optional<std::string> arch = session->targetArch();
-    std::shared_ptr<Plan> plan = Plan::build(captureFor(ivalues, tensors), arch.value_or(""), *session);
-    kernelsCompiled.fetch_add(static_cast<uint64_t>(plan->buildInfo().kernelsCompiled));
-    kernelsCached.fetch_add(static_cast<uint64_t>(plan->buildInfo().kernelsCached));
-    compileMicros.fetch_add(static_cast<uint64_t>(plan->buildInfo().compileSeconds * 1e6));
-    KILN_LOG_INFO("kiln: new plan for {}: {} kernels compiled, {} groups without a kernel", sig,
-                  plan->buildInfo().kernelsCompiled, plan->buildInfo().groupsWithoutKernel);
+    std::shared_ptr<Plan> plan = buildPlan(fam, bucketInfoForEdges(edges), arch.value_or(""), info);
+    KILN_LOG_INFO("kiln: new plan for {}: {} kernels compiled, {} cached, {}", sig,
+                  plan->buildInfo().kernelsCompiled, plan->buildInfo().kernelsCached,
+                  plan->buildInfo().servedGeneric ? "served by generic kernels for now"
+                                                  : "bucket kernels");
     std::unique_lock<std::shared_mutex> lock(mutex);
     lru.push_front(sig);
-    plans[sig] = Entry{plan, lru.begin()};
+    plans[sig] = Entry{plan, fam, lru.begin()};
+    families[keys.family] = fam;
+    ++fam->plans;
     lastPlan = plan;
     while (static_cast<int>(plans.size()) > session->options().maxPlans) {
       auto victim = plans.find(lru.back());
       retiredLaunches += victim->second.plan->stats().kernelLaunches.load();
       retiredFallbacks += victim->second.plan->stats().groupFallbacks.load();
+      std::shared_ptr<Family> vf = victim->second.family;
       plans.erase(victim);
       lru.pop_back();
+      if (--vf->plans == 0) {
+        for (auto f = families.begin(); f != families.end(); ++f)
+          if (f->second == vf) {
+            families.erase(f);
+            break;
+          }
+      }
       evicted.fetch_add(1, std::memory_order_relaxed);
     }
     return plan;
@@ -203,29 +429,46 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
 
 std::string OptimizedModule::explain() const {
   std::shared_ptr<Plan> plan;
+  std::string head = stats().toString() + "\n";
   {
     std::shared_lock<std::shared_mutex> lock(impl_->mutex);
     plan = impl_->lastPlan;
+    if (!impl_->lru.empty()) head += "plans (most recent first):\n";
+    for (const std::string& sig : impl_->lru) {
+      const auto& e = impl_->plans.at(sig);
+      std::shared_ptr<const KernelSet> set = e.plan->kernels();
+      std::string state = set->generic ? "generic kernels" : "kernels for " + set->bucket;
+      if (e.plan->buildInfo().servedGeneric)
+        state += e.plan->swaps() > 0 ? " (swapped in from the background)"
+                                     : " (specializing in the background)";
+      head += fmt::format("  {} -> {}, {} calls\n", sig, state, e.plan->stats().calls.load());
+    }
   }
-  std::string head = stats().toString() + "\n";
   if (plan == nullptr) return head + "no plan yet: call forward() first\n";
   return head + plan->explain();
 }
 
 ModuleStats OptimizedModule::stats() const {
   const Impl& impl = *impl_;
+  const ModuleShared& sh = *impl.shared;
   ModuleStats s;
   s.calls = impl.calls.load();
   s.planHits = impl.hits.load();
   s.planMisses = impl.misses.load();
+  s.captures = impl.captures.load();
   s.plansEvicted = impl.evicted.load();
-  s.kernelsCompiled = impl.kernelsCompiled.load();
-  s.kernelsCached = impl.kernelsCached.load();
-  s.compileSeconds = static_cast<double>(impl.compileMicros.load()) / 1e6;
+  s.kernelsCompiled = sh.kernelsCompiled.load();
+  s.backgroundCompiles = sh.backgroundCompiles.load();
+  s.kernelsCached = sh.kernelsCached.load();
+  s.plansServedGeneric = impl.servedGeneric.load();
+  s.swaps = sh.swaps.load();
+  s.backgroundPending = sh.pending.load();
+  s.compileSeconds = static_cast<double>(sh.compileMicros.load()) / 1e6;
   s.kernelLaunches = impl.retiredLaunches.load();
   s.groupFallbacks = impl.retiredFallbacks.load();
   std::shared_lock<std::shared_mutex> lock(impl.mutex);
   s.plansAlive = impl.plans.size();
+  s.familiesAlive = impl.families.size();
   for (const auto& [sig, e] : impl.plans) {
     s.kernelLaunches += e.plan->stats().kernelLaunches.load();
     s.groupFallbacks += e.plan->stats().groupFallbacks.load();
@@ -237,6 +480,40 @@ namespace {
 Session* resolveSession(const Options& options) {
   return options.session != nullptr ? options.session : &Session::defaultSession();
 }
+
+// Bucket edges per options.dynamicDims entry; UserError for a policy naming no dynamic dim, bad
+// edges, or two policies for one symbol that disagree.
+std::vector<std::vector<int64_t>> resolveBucketPolicies(const Options& options) {
+  const auto& dims = options.dynamicDims;
+  std::vector<std::vector<int64_t>> edges(dims.size());
+  std::vector<bool> set(dims.size(), false);
+  for (const BucketPolicy& p : options.buckets) {
+    std::string who = fmt::format("bucket policy for input \"{}\" dim {}", p.input, p.dim);
+    validateBucketEdges(who, p.edges);
+    KILN_USER_CHECK(!p.edges.empty(), "{}: no edges (leave the policy out for powers of two)",
+                    who);
+    auto it = std::find_if(dims.begin(), dims.end(), [&](const DynamicDim& d) {
+      return d.input == p.input && d.dim == p.dim;
+    });
+    if (it == dims.end()) {
+      std::vector<std::string> names;
+      for (const DynamicDim& d : dims) names.push_back(fmt::format("{}:{}", d.input, d.dim));
+      throw UserError(fmt::format("{}: no such dynamic dim; dynamic dims are [{}]", who,
+                                  fmt::join(names, ", ")));
+    }
+    const size_t k = static_cast<size_t>(it - dims.begin());
+    for (size_t j = 0; j < dims.size(); ++j) {
+      bool same = j == k || (!dims[k].symbol.empty() && dims[j].symbol == dims[k].symbol);
+      if (!same) continue;
+      KILN_USER_CHECK(!set[j] || edges[j] == p.edges,
+                      "{}: dims sharing symbol \"{}\" have different bucket policies", who,
+                      dims[k].symbol);
+      edges[j] = p.edges;
+      set[j] = true;
+    }
+  }
+  return edges;
+}
 }  // namespace
 
 OptimizedModule optimize(const torch::jit::Module& module, const Options& options) {
@@ -244,6 +521,7 @@ OptimizedModule optimize(const torch::jit::Module& module, const Options& option
   impl->scripted = module;
   impl->options = options;
   impl->session = resolveSession(options);
+  impl->dimEdges = resolveBucketPolicies(options);
   return OptimizedModule(std::move(impl));
 }
 
@@ -256,6 +534,7 @@ OptimizedModule optimize(std::shared_ptr<torch::nn::Module> module, ForwardFn fo
   impl->nnForward = std::move(forward);
   impl->options = options;
   impl->session = resolveSession(options);
+  impl->dimEdges = resolveBucketPolicies(options);
   return OptimizedModule(std::move(impl));
 }
 

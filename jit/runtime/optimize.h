@@ -4,13 +4,29 @@
 //   auto out  = fast.forward({x, mask});        // same results as module.forward, faster
 //
 // Note [Guards and plans]
-// forward() computes a guard signature of its inputs: per input dtype, device, rank, and every
-// static dim's size; dynamic dims (Options::dynamicDims) contribute their power-of-two bucket. A
-// signature seen before runs its plan: no capture, no compile. A new signature captures (traces the
-// module on these inputs), partitions, compiles every fusion group in parallel, and caches the plan
-// (at most Options::maxPlans per module, least recently used evicted). Kernels take the exact sizes
-// at run time, so every shape inside a bucket shares one plan. Many threads may call forward() on
-// one OptimizedModule at once; a plan is built once even when several threads miss together.
+// forward() computes a guard signature of its inputs: per input dtype, device, rank and every
+// static dim's size; each dynamic dim (Options::dynamicDims) contributes its shape bucket (Note
+// [Buckets] in plan.h: powers of two, or BucketPolicy edges; sizes 0 and 1 are buckets of their
+// own; values above the last explicit edge are the overflow bucket). Contiguity and alignment are
+// not guarded: kernels take strides at run time and packArgs picks the vector path per call.
+//   - A signature seen before runs its plan: no capture, no compile, no lock but a shared one.
+//   - A new signature whose guard family (the signature with the buckets of dims >= 2 left out:
+//     same dtypes, devices, ranks, static sizes and 0/1 dims) is known reuses that family's
+//     captured and partitioned Program: a new bucket never traces again. Anything else (dtype,
+//     device, rank, a static size, a dim becoming 0 or 1) captures again.
+//   - Kernels for the bucket are emitted (codegen only). If the kernel cache has them all, the plan
+//     uses them. Otherwise, if the family's generic kernels (no bucket bounds, 64-bit indexing)
+//     are ready, in memory or in the disk cache, the call is served with them at once and the
+//     specialized kernels compile on the session's background arena and are swapped into the plan
+//     atomically (Plan::swapKernels; a running call keeps the set it started with). Otherwise the
+//     kernels compile now, in parallel across groups, and the family's generic kernels are then
+//     compiled in the background so the next new bucket does not wait. KILN_BACKGROUND_COMPILE=0
+//     turns the background path off. The overflow bucket uses the generic kernels themselves.
+//   - At most kiln::Options::maxPlans (KILN_MAX_PLANS) plans per module (LRU); a family lives while one of its plans does.
+// Many threads may call forward() on one OptimizedModule at once; plans are built one at a time
+// per module (a hit never waits for a build) and a plan is built once even when threads miss
+// together. Background jobs hold shared state only (Note [Background compiles] in session.h), so
+// destroying the module or its Session while they run is safe.
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,9 +46,21 @@ class Session;
 
 namespace kiln::jit {
 
+// Explicit shape buckets for one dynamic dim, named as in its DynamicDim (same input and dim).
+// `edges` strictly increasing, >= 1: a size v >= 2 is in the bucket of the smallest edge >= v;
+// sizes above the last edge run the generic kernels (Note [Buckets] in plan.h). Dims sharing a
+// symbol share the policy. Without a policy a dim uses powers of two.
+struct BucketPolicy {
+  std::string input;
+  int64_t dim = 0;
+  std::vector<int64_t> edges;
+};
+
 struct Options {
   // Input dims that vary between calls (batch, sequence): symbolic in the IR, bucketed in guards.
   std::vector<DynamicDim> dynamicDims;
+  // Bucket edges per dynamic dim (default: powers of two).
+  std::vector<BucketPolicy> buckets;
   // Names of the forward() inputs, in order; used in errors and by dynamicDims.
   std::vector<std::string> inputNames;
   // The session (options, caches, tuner) to use; null: Session::defaultSession().
@@ -42,14 +70,20 @@ struct Options {
 struct ModuleStats {
   uint64_t calls = 0;
   uint64_t planHits = 0;
-  uint64_t planMisses = 0;  // captures + compiles
+  uint64_t planMisses = 0;  // plans built (one per new guard signature)
+  uint64_t captures = 0;    // traces (new guard families); <= planMisses
   uint64_t plansAlive = 0;
+  uint64_t familiesAlive = 0;  // captured programs shared by the plans alive
   uint64_t plansEvicted = 0;
-  uint64_t kernelsCompiled = 0;  // by NVRTC in this process
+  uint64_t kernelsCompiled = 0;  // by NVRTC in this process, foreground and background
+  uint64_t backgroundCompiles = 0;  // the part of kernelsCompiled done in the background
   uint64_t kernelsCached = 0;    // loaded from the kernel cache (memory or disk)
+  uint64_t plansServedGeneric = 0;  // new plans that started on generic kernels
+  uint64_t swaps = 0;               // specialized kernel sets swapped into plans
+  uint64_t backgroundPending = 0;   // background jobs queued or running now
   uint64_t kernelLaunches = 0;
   uint64_t groupFallbacks = 0;  // fusion groups run through ATen
-  double compileSeconds = 0;
+  double compileSeconds = 0;    // wall time of compile phases, foreground and background
   std::string toString() const;
 };
 
@@ -58,7 +92,8 @@ class OptimizedModule {
   // Same calling convention as the module's forward: tensors in, IValue out (a tensor, or a
   // tuple/list of tensors). UserError for non-tensor inputs, naming the input.
   c10::IValue forward(const std::vector<c10::IValue>& inputs) const;
-  // The partition of the most recently used plan: groups, kernels, eager leftovers.
+  // Stats, the plans alive with their buckets and kernel state, and the partition of the most
+  // recently used plan: groups, kernels, eager leftovers.
   std::string explain() const;
   ModuleStats stats() const;
 

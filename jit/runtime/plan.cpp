@@ -1,10 +1,12 @@
 #include "jit/runtime/plan.h"
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -37,13 +39,47 @@ codegen::BucketInfo bucketFor(const std::vector<int64_t>& exampleSymbolValues) {
   // edge), and the BucketInfo is a function of the bucket alone, never of the example that created
   // it. So the kernel text (and its cache key) for a bucket is the same in every process, which is
   // what lets kiln-warmup fill a cache that a later process hits.
+  std::vector<int64_t> edges;
+  for (int64_t v : exampleSymbolValues) edges.push_back(bucketEdge(v));
+  return bucketInfoForEdges(edges);
+}
+
+codegen::BucketInfo bucketInfoForEdges(const std::vector<int64_t>& symbolEdges) {
   codegen::BucketInfo b;
-  for (int64_t v : exampleSymbolValues) {
-    int64_t edge = bucketEdge(v);
+  for (int64_t edge : symbolEdges) {
+    if (edge == kOverflowBucket) return genericBucket(symbolEdges.size());
     b.symbolHint.push_back(edge);
     b.symbolMax.push_back(edge);
   }
   return b;
+}
+
+codegen::BucketInfo genericBucket(size_t numSymbols) {
+  // No hints (heuristics fall back to their defaults) and every bound -1: 64-bit indexing, rows
+  // reloaded unless their length is static. Deterministic, so generic kernels are cacheable.
+  codegen::BucketInfo b;
+  b.symbolMax.assign(numSymbols, -1);
+  return b;
+}
+
+bool isGeneric(const codegen::BucketInfo& bucket) {
+  return bucket.symbolHint.empty() && !bucket.symbolMax.empty() &&
+         std::all_of(bucket.symbolMax.begin(), bucket.symbolMax.end(),
+                     [](int64_t m) { return m < 0; });
+}
+
+std::string bucketLabel(const ir::Graph& graph, const codegen::BucketInfo& bucket) {
+  if (graph.numSymbols() == 0) return "static";
+  if (isGeneric(bucket)) return "generic";
+  std::string out;
+  for (int s = 0; s < graph.numSymbols(); ++s) {
+    if (!out.empty()) out += ", ";
+    const auto& bounds = bucket.symbolMax.empty() ? bucket.symbolHint : bucket.symbolMax;
+    int64_t m = s < static_cast<int>(bounds.size()) ? bounds[static_cast<size_t>(s)] : -1;
+    out += m < 0 ? fmt::format("{} any", graph.symbolName(s))
+                 : fmt::format("{}<={}", graph.symbolName(s), m);
+  }
+  return out;
 }
 
 int64_t bucketEdge(int64_t value) {
@@ -51,16 +87,51 @@ int64_t bucketEdge(int64_t value) {
   return int64_t{1} << std::bit_width(static_cast<uint64_t>(value - 1));
 }
 
-namespace {
+int64_t bucketEdge(int64_t value, std::span<const int64_t> edges) {
+  if (value <= 1 || edges.empty()) return bucketEdge(value);
+  auto it = std::lower_bound(edges.begin(), edges.end(), value);
+  return it == edges.end() ? kOverflowBucket : *it;
+}
 
-}  // namespace
+void validateBucketEdges(std::string_view who, std::span<const int64_t> edges) {
+  for (size_t i = 0; i < edges.size(); ++i) {
+    KILN_USER_CHECK(edges[i] >= 1, "{}: bucket edges must be >= 1, got {} at position {}", who,
+                    edges[i], i);
+    KILN_USER_CHECK(i == 0 || edges[i] > edges[i - 1],
+                    "{}: bucket edges must be strictly increasing, got {} after {}", who, edges[i],
+                    edges[i - 1]);
+  }
+}
 
-std::shared_ptr<Plan> Plan::build(CapturedGraph captured, const std::string& arch,
-                                  const Session& session) {
-  std::shared_ptr<Plan> plan(new Plan());
-  Plan& p = *plan;
+bool KernelSet::covers(const KernelSet& other) const {
+  if (kernels.size() != other.kernels.size()) return false;
+  for (size_t k = 0; k < kernels.size(); ++k)
+    if (other.kernels[k].state != KernelState::kNoKernel && kernels[k].state != KernelState::kReady)
+      return false;
+  return true;
+}
+
+bool KernelSet::pending() const {
+  return std::any_of(kernels.begin(), kernels.end(),
+                     [](const KernelStep& k) { return k.state == KernelState::kPending; });
+}
+
+bool KernelSet::sameKernelsAs(const KernelSet& other) const {
+  if (kernels.size() != other.kernels.size()) return false;
+  for (size_t k = 0; k < kernels.size(); ++k) {
+    const KernelStep& a = kernels[k];
+    const KernelStep& b = other.kernels[k];
+    if ((a.state == KernelState::kNoKernel) != (b.state == KernelState::kNoKernel)) return false;
+    if (a.state != KernelState::kNoKernel && !(a.key == b.key)) return false;
+  }
+  return true;
+}
+
+std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session) {
+  (void)session;
+  std::shared_ptr<Program> program(new Program());
+  Program& p = *program;
   p.captured_ = std::move(captured);
-  p.poisonOutputs_ = session.options().poisonOutputs;
   ir::Graph& graph = *p.captured_.graph;
   passes::runDefaultPasses(graph);
   p.partition_ = partition::partitionGraph(graph);
@@ -94,6 +165,8 @@ std::shared_ptr<Plan> Plan::build(CapturedGraph captured, const std::string& arc
     const partition::Step& step = p.partition_.steps[s];
     StepRuntime& rt = p.runtime_[s];
     if (step.kind == partition::StepKind::kFusion) {
+      rt.kernel = static_cast<int>(p.fusionSteps_.size());
+      p.fusionSteps_.push_back(s);
       for (const ir::Value* v : step.group.inputs) rt.inputIds.push_back(v->id());
       // Constants inside a group are inlined by codegen but the ATen fallback reads them.
       for (const ir::Node* n : step.group.nodes)
@@ -113,92 +186,182 @@ std::shared_ptr<Plan> Plan::build(CapturedGraph captured, const std::string& arc
       p.runtime_[static_cast<size_t>(s)].release.push_back(id);
   }
 
-  // Codegen is cheap and deterministic; compiles are not: run them in parallel on TBB.
-  codegen::BucketInfo bucket = bucketFor(p.captured_.exampleSymbolValues);
-  std::vector<size_t> fusionSteps;
-  for (size_t s = 0; s < p.partition_.steps.size(); ++s)
-    if (p.partition_.steps[s].kind == partition::StepKind::kFusion) fusionSteps.push_back(s);
-  p.kernels_.resize(fusionSteps.size());
-  std::vector<std::string> cubins(fusionSteps.size());
-  for (size_t k = 0; k < fusionSteps.size(); ++k) {
-    const partition::FusionGroup& group = p.partition_.steps[fusionSteps[k]].group;
-    p.runtime_[fusionSteps[k]].kernel = static_cast<int>(k);
-    KernelStep& ks = p.kernels_[k];
-    try {
-      ks.schedule = codegen::defaultSchedule(group, bucket);
-      codegen::KernelSource src = codegen::emitCuda(graph, group, ks.schedule, bucket);
-      ks.name = src.name;
-      ks.abi = src.abi;
-      ks.launch = src.launch;
-      cubins[k] = std::move(src.source);  // compiled below, replaced by the cubin
-    } catch (const Unsupported& e) {
-      ks.fallbackReason = fmt::format("codegen: {}", e.what());
-    }
-  }
-  const cuda::DriverApi* api = session.driver();
-  if (arch.empty()) {
-    for (KernelStep& ks : p.kernels_)
-      if (ks.fallbackReason.empty()) ks.fallbackReason = "no target arch (no GPU, KILN_ARCH unset)";
-  } else {
-    auto t0 = Clock::now();
-    cache::KernelCache& cache = session.kernelCache();
-    // The toolkit include path (-I...) differs between machines but not the binary: the headers
-    // it names ship with NVRTC, whose version is in the key. Leaving it out lets a cache built by
-    // kiln-warmup on one machine serve another.
-    std::vector<std::string> nvrtcOpts;
-    for (std::string& o : nvrtcOptions(arch))
-      if (o.rfind("-I", 0) != 0) nvrtcOpts.push_back(std::move(o));
-    const std::string nvrtcVer = nvrtcVersionString();
-    auto compileOne = [&](size_t k) {
-      KernelStep& ks = p.kernels_[k];
-      if (!ks.fallbackReason.empty()) return;
-      auto c0 = Clock::now();
-      try {
-        // Note [Cache key contents] (cache/cache_key.h): source, options, arch, NVRTC version and
-        // codegen version name the binary; a hit skips NVRTC entirely.
-        cache::CacheKey key = cache::CacheKey::kernel(cubins[k], nvrtcOpts, arch, nvrtcVer,
-                                                      codegen::kCodegenVersion);
-        bool produced = false;
-        std::string bin = cache.getOrCreate(key, [&] {
-          produced = true;
-          CompiledKernel compiled = compileToCubin(cubins[k], ks.name, arch);
-          return std::string(compiled.cubin.begin(), compiled.cubin.end());
-        });
-        ks.fromCache = !produced;
-        cubins[k] = std::move(bin);
-      } catch (const CompileError& e) {
-        ks.fallbackReason = fmt::format("NVRTC: {}", e.what());
-        logOnce(LogLevel::kWarn, "compile." + ks.name,
-                fmt::format("kiln: kernel {} failed to compile, its group runs eagerly: {}\n{}",
-                            ks.name, e.what(), e.log()));
-      }
-      ks.compileSeconds = secondsSince(c0);
-    };
-    int threads = session.options().compileThreads;
-    tbb::task_arena arena(threads > 0 ? threads : tbb::task_arena::automatic);
-    arena.execute([&] {
-      tbb::parallel_for(size_t{0}, p.kernels_.size(), [&](size_t k) { compileOne(k); });
-    });
-    p.info_.compileSeconds = secondsSince(t0);
-    for (size_t k = 0; k < p.kernels_.size(); ++k) {
-      KernelStep& ks = p.kernels_[k];
-      if (!ks.fallbackReason.empty()) continue;
-      ++(ks.fromCache ? p.info_.kernelsCached : p.info_.kernelsCompiled);
-      if (api == nullptr) {
-        ks.fallbackReason = "compiled, but no CUDA driver to run it";
-        continue;
-      }
-      ks.kernel = std::make_shared<LoadedKernel>(*api, ks.name, std::move(cubins[k]));
-    }
-  }
-  for (const KernelStep& ks : p.kernels_)
-    if (ks.kernel == nullptr) ++p.info_.groupsWithoutKernel;
-
   const CapturedGraph* cap = &p.captured_;
   p.eager_ = [cap](const ir::Node& node, const std::vector<at::Tensor>& in) {
     return runEagerNode(*cap, node, in);
   };
+  return program;
+}
+
+namespace {
+
+// The toolkit include path (-I...) differs between machines but not the binary: the headers it
+// names ship with NVRTC, whose version is in the key. Leaving it out lets a cache built by
+// kiln-warmup on one machine serve another.
+std::vector<std::string> keyOptions(const std::string& arch) {
+  std::vector<std::string> out;
+  for (std::string& o : nvrtcOptions(arch))
+    if (o.rfind("-I", 0) != 0) out.push_back(std::move(o));
+  return out;
+}
+
+}  // namespace
+
+std::shared_ptr<KernelSet> emitKernels(const Program& program, const codegen::BucketInfo& bucket,
+                                       const std::string& arch) {
+  auto set = std::make_shared<KernelSet>();
+  set->bucket = bucketLabel(program.graph(), bucket);
+  set->generic = isGeneric(bucket);
+  set->kernels.resize(program.numKernels());
+  std::vector<std::string> opts = arch.empty() ? std::vector<std::string>{} : keyOptions(arch);
+  const std::string nvrtcVer = arch.empty() ? std::string() : nvrtcVersionString();
+  for (size_t k = 0; k < program.numKernels(); ++k) {
+    const partition::FusionGroup& group = program.partition().steps[program.fusionSteps_[k]].group;
+    KernelStep& ks = set->kernels[k];
+    try {
+      ks.schedule = codegen::defaultSchedule(group, bucket);
+      codegen::KernelSource src = codegen::emitCuda(program.graph(), group, ks.schedule, bucket);
+      ks.name = src.name;
+      ks.abi = src.abi;
+      ks.launch = src.launch;
+      if (arch.empty()) {
+        ks.fallbackReason = "no target arch (no GPU, KILN_ARCH unset)";
+        continue;
+      }
+      // Note [Cache key contents] (cache/cache_key.h): source, options, arch, NVRTC version and
+      // codegen version name the binary; a hit skips NVRTC entirely.
+      ks.key = cache::CacheKey::kernel(src.source, opts, arch, nvrtcVer, codegen::kCodegenVersion);
+      ks.source = std::move(src.source);
+      ks.state = KernelState::kPending;
+    } catch (const Unsupported& e) {
+      ks.fallbackReason = fmt::format("codegen: {}", e.what());
+    }
+  }
+  return set;
+}
+
+namespace {
+
+// A ready kernel keeps its binary in the kernel cache; the step keeps only the loaded kernel.
+void markReady(KernelStep& ks, std::string binary, bool fromCache, const Session& session) {
+  ks.state = KernelState::kReady;
+  ks.fromCache = fromCache;
+  ks.source.clear();
+  ks.source.shrink_to_fit();
+  const cuda::DriverApi* api = session.driver();
+  if (api == nullptr) {
+    ks.fallbackReason = "compiled, but no CUDA driver to run it";
+    return;
+  }
+  ks.kernel = std::make_shared<LoadedKernel>(*api, ks.name, std::move(binary));
+}
+
+}  // namespace
+
+bool loadCachedKernels(KernelSet& set, const std::string& arch, const Session& session) {
+  if (arch.empty()) return !set.pending();
+  cache::KernelCache& cache = session.kernelCache();
+  for (KernelStep& ks : set.kernels) {
+    if (ks.state != KernelState::kPending) continue;
+    if (std::optional<std::string> bin = cache.get(ks.key))
+      markReady(ks, std::move(*bin), /*fromCache=*/true, session);
+  }
+  return !set.pending();
+}
+
+CompileReport compileKernels(KernelSet& set, const std::string& arch, const Session& session,
+                             bool background, const std::atomic<bool>* alive) {
+  CompileReport report;
+  if (arch.empty() || !set.pending()) return report;
+  auto t0 = Clock::now();
+  cache::KernelCache& cache = session.kernelCache();
+  std::vector<size_t> todo;
+  for (size_t k = 0; k < set.kernels.size(); ++k)
+    if (set.kernels[k].state == KernelState::kPending) todo.push_back(k);
+  std::vector<std::string> binaries(set.kernels.size());
+  std::vector<char> produced(set.kernels.size(), 0), done(set.kernels.size(), 0);
+  auto compileOne = [&](size_t k) {
+    KernelStep& ks = set.kernels[k];
+    if (background && ((alive != nullptr && !alive->load()) || session.backgroundStopping()))
+      return;
+    auto c0 = Clock::now();
+    try {
+      binaries[k] = cache.getOrCreate(ks.key, [&] {
+        produced[k] = 1;
+        session.notifyCompile(CompileEvent{ks.name, arch, set.bucket, background});
+        struct AfterCompile {  // also when NVRTC throws
+          ~AfterCompile() { Session::afterCompile(); }
+        } after;
+        CompiledKernel compiled = compileToCubin(ks.source, ks.name, arch);
+        return std::string(compiled.cubin.begin(), compiled.cubin.end());
+      });
+      done[k] = 1;
+    } catch (const CompileError& e) {
+      ks.state = KernelState::kFailed;
+      ks.fallbackReason = fmt::format("NVRTC: {}", e.what());
+      logOnce(LogLevel::kWarn, "compile." + ks.name,
+              fmt::format("kiln: kernel {} failed to compile, its group runs eagerly: {}\n{}",
+                          ks.name, e.what(), e.log()));
+    }
+    ks.compileSeconds = secondsSince(c0);
+  };
+  if (background) {
+    // Already on the session's background arena: nest there.
+    tbb::parallel_for(size_t{0}, todo.size(), [&](size_t i) { compileOne(todo[i]); });
+  } else {
+    int threads = session.options().compileThreads;
+    tbb::task_arena arena(threads > 0 ? threads : tbb::task_arena::automatic);
+    arena.execute([&] {
+      tbb::parallel_for(size_t{0}, todo.size(), [&](size_t i) { compileOne(todo[i]); });
+    });
+  }
+  for (size_t k : todo) {
+    if (!done[k]) {
+      if (set.kernels[k].state == KernelState::kPending) report.cancelled = true;
+      continue;
+    }
+    ++(produced[k] ? report.compiled : report.cached);
+    markReady(set.kernels[k], std::move(binaries[k]), !produced[k], session);
+  }
+  report.seconds = secondsSince(t0);
+  return report;
+}
+
+std::shared_ptr<Plan> Plan::create(std::shared_ptr<const Program> program,
+                                   std::shared_ptr<const KernelSet> kernels, PlanBuildInfo info,
+                                   const Session& session) {
+  KILN_CHECK(program != nullptr && kernels != nullptr, "Plan::create without program or kernels");
+  KILN_CHECK(kernels->kernels.size() == program->numKernels(),
+             "kernel set of {} kernels for a program of {} groups", kernels->kernels.size(),
+             program->numKernels());
+  std::shared_ptr<Plan> plan(new Plan());
+  plan->program_ = std::move(program);
+  plan->kernels_.store(std::move(kernels));
+  plan->poisonOutputs_ = session.options().poisonOutputs;
+  plan->info_ = info;
   return plan;
+}
+
+std::shared_ptr<Plan> Plan::build(CapturedGraph captured, const std::string& arch,
+                                  const Session& session) {
+  codegen::BucketInfo bucket = bucketFor(captured.exampleSymbolValues);
+  std::shared_ptr<const Program> program = Program::build(std::move(captured), session);
+  std::shared_ptr<KernelSet> set = emitKernels(*program, bucket, arch);
+  PlanBuildInfo info;
+  CompileReport r = compileKernels(*set, arch, session, /*background=*/false);
+  info.kernelsCompiled = r.compiled;
+  info.kernelsCached = r.cached;
+  info.compileSeconds = r.seconds;
+  for (const KernelStep& ks : set->kernels)
+    if (ks.kernel == nullptr) ++info.groupsWithoutKernel;
+  return create(std::move(program), std::move(set), info, session);
+}
+
+void Plan::swapKernels(std::shared_ptr<const KernelSet> kernels) {
+  KILN_CHECK(kernels != nullptr && kernels->kernels.size() == program_->numKernels(),
+             "swapKernels: kernel set does not match the program");
+  kernels_.store(std::move(kernels));
+  swaps_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Plan::runGroupEagerly(const partition::FusionGroup& group, std::vector<at::Tensor>& values,
@@ -209,7 +372,7 @@ void Plan::runGroupEagerly(const partition::FusionGroup& group, std::vector<at::
     std::vector<at::Tensor> in;
     in.reserve(n->inputs().size());
     for (const ir::Value* v : n->inputs()) in.push_back(values[static_cast<size_t>(v->id())]);
-    std::vector<at::Tensor> out = evalNode(*n, in, symbols, eager_);
+    std::vector<at::Tensor> out = evalNode(*n, in, symbols, program_->eager_);
     for (size_t i = 0; i < out.size(); ++i) {
       int id = n->output(static_cast<int>(i))->id();
       values[static_cast<size_t>(id)] = std::move(out[i]);
@@ -223,7 +386,7 @@ void Plan::runGroupEagerly(const partition::FusionGroup& group, std::vector<at::
   }
 }
 
-bool Plan::runKernel(const KernelStep& k, const StepRuntime& rt, std::vector<at::Tensor>& values,
+bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt, std::vector<at::Tensor>& values,
                      const std::vector<int64_t>& symbols) const {
   const codegen::KernelAbi& abi = k.abi;
   const size_t numInputs = static_cast<size_t>(abi.numInputs);
@@ -276,19 +439,22 @@ bool Plan::runKernel(const KernelStep& k, const StepRuntime& rt, std::vector<at:
 }
 
 std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs) const {
-  const ir::Graph& g = *captured_.graph;
+  const Program& p = *program_;
+  const ir::Graph& g = p.graph();
+  // One set for the whole call, even if a swap lands meanwhile.
+  std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
   std::vector<int64_t> symbols = bindSymbols(g, inputs);
-  std::vector<at::Tensor> values = constantValues_;
+  std::vector<at::Tensor> values = p.constantValues_;
   std::vector<ir::Value*> graphInputs = g.inputs();
   for (size_t i = 0; i < graphInputs.size(); ++i)
     values[static_cast<size_t>(graphInputs[i]->id())] = inputs[i];
 
-  for (size_t s = 0; s < partition_.steps.size(); ++s) {
-    const partition::Step& step = partition_.steps[s];
-    const StepRuntime& rt = runtime_[s];
+  for (size_t s = 0; s < p.partition_.steps.size(); ++s) {
+    const partition::Step& step = p.partition_.steps[s];
+    const Program::StepRuntime& rt = p.runtime_[s];
     if (step.kind == partition::StepKind::kFusion) {
-      const KernelStep& k = kernels_[static_cast<size_t>(rt.kernel)];
+      const KernelStep& k = set->kernels[static_cast<size_t>(rt.kernel)];
       if (k.kernel == nullptr || !runKernel(k, rt, values, symbols)) {
         stats_.groupFallbacks.fetch_add(1, std::memory_order_relaxed);
         runGroupEagerly(step.group, values, symbols);
@@ -297,16 +463,16 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs) const {
       std::vector<at::Tensor> in;
       in.reserve(rt.inputIds.size());
       for (int id : rt.inputIds) in.push_back(values[static_cast<size_t>(id)]);
-      std::vector<at::Tensor> out = evalNode(*step.node, in, symbols, eager_);
+      std::vector<at::Tensor> out = evalNode(*step.node, in, symbols, p.eager_);
       for (size_t i = 0; i < out.size(); ++i)
         values[static_cast<size_t>(rt.outputIds[i])] = std::move(out[i]);
     }
     for (int id : rt.release) values[static_cast<size_t>(id)].reset();
   }
   std::vector<at::Tensor> outputs;
-  outputs.reserve(outputIds_.size());
-  for (size_t i = 0; i < outputIds_.size(); ++i) {
-    at::Tensor t = values[static_cast<size_t>(outputIds_[i])];
+  outputs.reserve(p.outputIds_.size());
+  for (size_t i = 0; i < p.outputIds_.size(); ++i) {
+    at::Tensor t = values[static_cast<size_t>(p.outputIds_[i])];
     // A graph output that is a constant is a wrapped number inside kiln; hand out a real tensor.
     if (isScalarOperand(t))
       t = at::full({}, t.item(), at::TensorOptions().dtype(toAtenDType(g.outputs()[i]->dtype())));
@@ -316,17 +482,20 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs) const {
 }
 
 std::string Plan::explain() const {
-  std::string out = partition::explain(*captured_.graph, partition_);
-  out += "kernels:\n";
-  for (const KernelStep& k : kernels_) {
+  std::shared_ptr<const KernelSet> set = kernels_.load();
+  std::string out = partition::explain(graph(), partition());
+  out += fmt::format("kernels ({}):\n", set->generic ? "generic" : "bucket " + set->bucket);
+  for (const KernelStep& k : set->kernels) {
     if (k.kernel != nullptr)
       out += fmt::format("  {} [{}] {} in {:.1f} ms\n", k.name, codegen::toString(k.schedule),
                          k.fromCache ? "loaded from cache" : "compiled", k.compileSeconds * 1e3);
+    else if (k.state == KernelState::kPending)
+      out += fmt::format("  {} runs eagerly: not compiled yet\n", k.name);
     else
       out += fmt::format("  {} runs eagerly: {}\n", k.name.empty() ? "<group>" : k.name,
                          k.fallbackReason);
   }
-  out += fmt::format("capture: {}\n", captured_.report());
+  out += fmt::format("capture: {}\n", captured().report());
   return out;
 }
 

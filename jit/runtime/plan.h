@@ -3,6 +3,13 @@
 // everything else (jit/eval). It is built once per guard signature and then shared, read-only, by
 // every thread that calls forward() with matching inputs.
 //
+// A Plan is two parts (Note [Programs and kernel sets]):
+//   Program    the captured graph after passes, its partition and the step bookkeeping. Shared by
+//              every bucket of one guard family (same dtypes, devices, ranks, static sizes):
+//              a new bucket needs new kernels, not a new trace.
+//   KernelSet  one kernel per fusion group, emitted for one shape bucket (or for none: the
+//              generic set). A Plan swaps its set atomically when a specialized one is ready.
+//
 // Note [Fallback is per group]
 // A fusion group whose kernel could not be produced (codegen Unsupported, NVRTC CompileError, no
 // target arch, no driver) or cannot serve a particular call (CPU tensors, a 32-bit kernel whose
@@ -12,11 +19,14 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/ATen.h>
 
+#include "cache/cache_key.h"
 #include "codegen/kernel_abi.h"
 #include "codegen/schedule.h"
 #include "jit/capture/capture.h"
@@ -31,22 +41,63 @@ namespace kiln::jit {
 
 class LoadedKernel;
 
-// Shape buckets: a value's bucket is named by its upper edge, the next power of two; 0 and 1 are
-// buckets of their own.
-int64_t bucketEdge(int64_t value);
-// The BucketInfo codegen sees for the buckets of these symbol values (Note [Buckets are
-// deterministic] in plan.cpp).
+// Note [Buckets]
+// A dynamic dim's bucket is named by its upper edge. 0 and 1 are buckets of their own (capture
+// specializes them: they change broadcasting). Other values go to the smallest edge >= value:
+// the next power of two by default, or an explicit edge list (BucketPolicy in optimize.h, e.g.
+// {1, 8, 32, 128, 512, 2048}). A value above the last explicit edge is in the overflow bucket,
+// served by the generic kernels (no bucket bounds, 64-bit indexing): never an error.
+inline constexpr int64_t kOverflowBucket = -1;
+int64_t bucketEdge(int64_t value);  // powers of two
+// `edges` empty: powers of two; else strictly increasing positive edges (validateBucketEdges).
+int64_t bucketEdge(int64_t value, std::span<const int64_t> edges);
+// UserError naming `who` unless edges are strictly increasing and >= 1.
+void validateBucketEdges(std::string_view who, std::span<const int64_t> edges);
+
+// The BucketInfo codegen sees for the power-of-two buckets of these symbol values (Note [Buckets
+// are deterministic] in plan.cpp). kiln-warmup uses it.
 codegen::BucketInfo bucketFor(const std::vector<int64_t>& exampleSymbolValues);
+// The BucketInfo of given bucket edges (index = symbol id); any kOverflowBucket gives the generic
+// bucket: overflow plans run the generic kernels.
+codegen::BucketInfo bucketInfoForEdges(const std::vector<int64_t>& symbolEdges);
+// No bounds and no hints: kernels that serve any size ("generic kernels").
+codegen::BucketInfo genericBucket(size_t numSymbols);
+bool isGeneric(const codegen::BucketInfo& bucket);
+// "s0<=8, seq<=128", "generic", or "static" (no symbols).
+std::string bucketLabel(const ir::Graph& graph, const codegen::BucketInfo& bucket);
+
+enum class KernelState : uint8_t {
+  kNoKernel,  // codegen could not emit one (or no arch): the group always runs through ATen
+  kPending,   // emitted, no binary yet
+  kReady,     // binary available (compiled or from the cache); `kernel` set when a driver exists
+  kFailed,    // NVRTC failed
+};
 
 struct KernelStep {
   std::string name;
   codegen::ScheduleParams schedule;
   codegen::KernelAbi abi;
   codegen::LaunchSpec launch;
+  KernelState state = KernelState::kNoKernel;
+  std::string source;                    // CUDA source while pending (dropped once ready)
+  cache::CacheKey key;                   // valid unless kNoKernel
   std::shared_ptr<LoadedKernel> kernel;  // null: the group runs through ATen
   std::string fallbackReason;            // why kernel is null
   double compileSeconds = 0;
   bool fromCache = false;
+};
+
+// One kernel per fusion group of a Program (index = StepRuntime::kernel), for one bucket.
+struct KernelSet {
+  std::vector<KernelStep> kernels;
+  std::string bucket;  // bucketLabel
+  bool generic = false;
+  // Every kernel that `other` would need (not kNoKernel there) is ready here.
+  bool covers(const KernelSet& other) const;
+  // Some kernel still has no binary.
+  bool pending() const;
+  // Same binaries (cache keys) as `other`: specializing would change nothing.
+  bool sameKernelsAs(const KernelSet& other) const;
 };
 
 struct PlanStats {
@@ -61,47 +112,103 @@ struct PlanBuildInfo {
   int groupsWithoutKernel = 0;
   double captureSeconds = 0;
   double compileSeconds = 0;  // wall time of the (parallel) compile phase
+  bool servedGeneric = false;  // started on generic kernels, specialized in the background
 };
 
-class Plan {
+// Note [Programs and kernel sets]: the shape-independent part of a plan.
+class Program {
  public:
-  // Builds a plan: passes, partition, codegen and compile (in parallel) of every fusion group for
-  // `arch` (empty: no kernels). Params are bound by name to captured.params.
-  static std::shared_ptr<Plan> build(CapturedGraph captured, const std::string& arch,
-                                     const Session& session);
-
-  // Runs the plan. `inputs` in graph input order. Thread-safe.
-  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const;
+  // Passes, partition and step bookkeeping. Params are bound by name to captured.params.
+  static std::shared_ptr<const Program> build(CapturedGraph captured, const Session& session);
 
   const ir::Graph& graph() const { return *captured_.graph; }
   const CapturedGraph& captured() const { return captured_; }
   const partition::Partition& partition() const { return partition_; }
-  const PlanBuildInfo& buildInfo() const { return info_; }
-  const PlanStats& stats() const { return stats_; }
-  std::string explain() const;
+  size_t numKernels() const { return fusionSteps_.size(); }
 
  private:
+  friend class Plan;
+  friend std::shared_ptr<KernelSet> emitKernels(const Program&, const codegen::BucketInfo&,
+                                                const std::string&);
   struct StepRuntime {
     std::vector<int> inputIds;   // value ids read (kFusion: group inputs)
     std::vector<int> outputIds;  // value ids written (kFusion: group outputs)
     std::vector<int> release;    // value ids whose last use is this step
-    int kernel = -1;             // index into kernels_ (kFusion)
+    int kernel = -1;             // index into KernelSet::kernels (kFusion)
   };
-  Plan() = default;
-  void runGroupEagerly(const partition::FusionGroup& group, std::vector<at::Tensor>& values,
-                       const std::vector<int64_t>& symbols) const;
-  bool runKernel(const KernelStep& k, const StepRuntime& rt, std::vector<at::Tensor>& values,
-                 const std::vector<int64_t>& symbols) const;
+  Program() = default;
 
   CapturedGraph captured_;
   partition::Partition partition_;
-  std::vector<KernelStep> kernels_;
   std::vector<StepRuntime> runtime_;
+  std::vector<size_t> fusionSteps_;         // step index of kernel k
   std::vector<at::Tensor> constantValues_;  // by value id; defined for kConstant/kParam values
   std::vector<int> outputIds_;
   int numValues_ = 0;
-  bool poisonOutputs_ = false;
   EagerRunner eager_;
+};
+
+// Codegen (cheap, deterministic, no NVRTC) of every fusion group of `program` for `bucket`.
+// Kernels are kPending, or kNoKernel with the codegen reason. `arch` empty: all kNoKernel.
+std::shared_ptr<KernelSet> emitKernels(const Program& program, const codegen::BucketInfo& bucket,
+                                       const std::string& arch);
+
+// Fills pending kernels from the kernel cache (memory, then disk) without compiling. Returns
+// whether no kernel is left pending.
+bool loadCachedKernels(KernelSet& set, const std::string& arch, const Session& session);
+
+struct CompileReport {
+  int compiled = 0;  // NVRTC runs
+  int cached = 0;    // served by the kernel cache
+  double seconds = 0;
+  bool cancelled = false;
+};
+// Compiles every pending kernel in parallel (TBB) through the kernel cache, calling the session's
+// compile hook before each NVRTC run. Ready kernels are loaded into the driver when there is one.
+// `background`: runs on the session's background arena (nested parallelism stays there), and
+// stops early when the session stops or `alive` (may be null) turns false; kernels not compiled
+// then stay pending and `cancelled` is set.
+CompileReport compileKernels(KernelSet& set, const std::string& arch, const Session& session,
+                             bool background, const std::atomic<bool>* alive = nullptr);
+
+class Plan {
+ public:
+  // Builds a plan in one go: Program::build, then every kernel for the power-of-two bucket of the
+  // captured example, compiled synchronously for `arch` (empty: no kernels).
+  static std::shared_ptr<Plan> build(CapturedGraph captured, const std::string& arch,
+                                     const Session& session);
+  // A plan over a shared program with a kernel set (ready kernels are loaded into the driver).
+  static std::shared_ptr<Plan> create(std::shared_ptr<const Program> program,
+                                      std::shared_ptr<const KernelSet> kernels,
+                                      PlanBuildInfo info, const Session& session);
+
+  // Runs the plan. `inputs` in graph input order. Thread-safe, also against swapKernels.
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const;
+
+  // Replaces the kernel set atomically; calls already running finish with the old one.
+  void swapKernels(std::shared_ptr<const KernelSet> kernels);
+  std::shared_ptr<const KernelSet> kernels() const { return kernels_.load(); }
+
+  const std::shared_ptr<const Program>& program() const { return program_; }
+  const ir::Graph& graph() const { return program_->graph(); }
+  const CapturedGraph& captured() const { return program_->captured(); }
+  const partition::Partition& partition() const { return program_->partition(); }
+  const PlanBuildInfo& buildInfo() const { return info_; }
+  const PlanStats& stats() const { return stats_; }
+  uint64_t swaps() const { return swaps_.load(); }
+  std::string explain() const;
+
+ private:
+  Plan() = default;
+  void runGroupEagerly(const partition::FusionGroup& group, std::vector<at::Tensor>& values,
+                       const std::vector<int64_t>& symbols) const;
+  bool runKernel(const KernelStep& k, const Program::StepRuntime& rt,
+                 std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols) const;
+
+  std::shared_ptr<const Program> program_;
+  std::atomic<std::shared_ptr<const KernelSet>> kernels_;
+  std::atomic<uint64_t> swaps_{0};
+  bool poisonOutputs_ = false;
   PlanBuildInfo info_;
   mutable PlanStats stats_;
 };

@@ -1,13 +1,95 @@
 #include "jit/runtime/session.h"
 
+#include <algorithm>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+
+#include <tbb/global_control.h>
+#include <tbb/task_arena.h>
+
 namespace kiln {
 
-Session::Session(Options options, const EnvLookup& env)
-    : options_(applyEnvironment(std::move(options), env)) {
-  setLogLevel(options_.logLevel);
+// Jobs are enqueued (fire and forget: a TBB worker runs them even when no thread waits); a
+// counter and a condition variable let waitForBackground() and ~Session wait for them.
+struct Session::Background {
+  explicit Background(int threads)
+      : arena(threads > 0 ? threads : tbb::task_arena::automatic, 0,
+              tbb::task_arena::priority::low) {}
+  tbb::task_arena arena;
+  std::mutex mutex;
+  std::condition_variable idle;
+  int64_t pending = 0;
+};
+
+namespace {
+
+// Note [Background jobs at exit]
+// Sessions that are never destroyed (the default one, a test's static one) may still run a
+// background compile when the process exits; static destructors (NVRTC's, LibTorch's, ours) would
+// then run under it. An atexit handler stops every live session: queued jobs are skipped and
+// running ones finish (one NVRTC compile at most) before exit goes on. Handlers run in reverse
+// order of registration, and NVRTC registers its own teardown lazily, during its first compile:
+// so the handler is registered once when the first session is made and once more after the
+// first compile (Session::afterCompile), which puts it ahead of NVRTC's teardown.
+struct LiveSessions {
+  std::mutex mutex;
+  std::vector<Session*> sessions;
+};
+LiveSessions& liveSessions();
+void stopLiveSessions() {
+  std::vector<Session*> sessions;
+  {
+    std::lock_guard<std::mutex> lock(liveSessions().mutex);
+    sessions = liveSessions().sessions;
+  }
+  for (Session* s : sessions) s->stopBackground();
+}
+LiveSessions& liveSessions() {
+  static LiveSessions* live = [] {
+    // NVRTC recurses deeply on large kernels, and compiles run on TBB workers, whose default
+    // stack is small. Leaked: it must stay in force for the life of the process.
+    new tbb::global_control(tbb::global_control::thread_stack_size, size_t{64} << 20);
+    auto* l = new LiveSessions();  // leaked: used by the atexit handler
+    std::atexit(stopLiveSessions);
+    return l;
+  }();
+  return *live;
 }
 
-Session::~Session() = default;
+}  // namespace
+
+Session::Session(Options options, const EnvLookup& env)
+    : options_(applyEnvironment(std::move(options), env)),
+      background_(std::make_unique<Background>(options_.compileThreads)) {
+  setLogLevel(options_.logLevel);
+  LiveSessions& live = liveSessions();
+  std::lock_guard<std::mutex> lock(live.mutex);
+  live.sessions.push_back(this);
+}
+
+Session::~Session() {
+  {
+    LiveSessions& live = liveSessions();
+    std::lock_guard<std::mutex> lock(live.mutex);
+    live.sessions.erase(std::remove(live.sessions.begin(), live.sessions.end(), this),
+                        live.sessions.end());
+  }
+  stopBackground();
+}
+
+void Session::afterCompile() {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(stopLiveSessions); });
+}
+
+void Session::stopBackground() {
+  {
+    std::lock_guard<std::mutex> lock(background_->mutex);
+    stopping_.store(true);
+  }
+  waitForBackground();
+}
 
 const cuda::CudaEnvironment& Session::cudaEnvironment() const {
   std::call_once(probeOnce_, [this] {
@@ -38,6 +120,47 @@ cache::KernelCache& Session::kernelCache() const {
     cache_ = std::make_unique<cache::KernelCache>(o);
   });
   return *cache_;
+}
+
+void Session::setCompileHook(CompileHook hook) {
+  hook_.store(hook ? std::make_shared<const CompileHook>(std::move(hook)) : nullptr);
+}
+
+void Session::notifyCompile(const CompileEvent& event) const {
+  std::shared_ptr<const CompileHook> hook = hook_.load();
+  if (hook) (*hook)(event);
+}
+
+void Session::runInBackground(std::function<void()> job) const {
+  Background& bg = *background_;
+  {
+    std::lock_guard<std::mutex> lock(bg.mutex);
+    if (stopping_.load()) return;
+    ++bg.pending;
+  }
+  // enqueue() wants a const-callable functor; the holder lets the job be released early.
+  auto holder = std::make_shared<std::function<void()>>(std::move(job));
+  bg.arena.enqueue([this, &bg, holder] {
+    if (!stopping_.load()) {
+      try {
+        (*holder)();
+      } catch (const std::exception& e) {
+        logOnce(LogLevel::kWarn, std::string("background.") + e.what(),
+                fmt::format("kiln: a background compile failed: {}", e.what()));
+      } catch (...) {
+        logOnce(LogLevel::kWarn, "background.unknown", "kiln: a background compile failed");
+      }
+    }
+    *holder = nullptr;  // release what the job holds before ~Session may return
+    std::lock_guard<std::mutex> lock(bg.mutex);
+    if (--bg.pending == 0) bg.idle.notify_all();
+  });
+}
+
+void Session::waitForBackground() const {
+  Background& bg = *background_;
+  std::unique_lock<std::mutex> lock(bg.mutex);
+  bg.idle.wait(lock, [&] { return bg.pending == 0; });
 }
 
 Session& Session::defaultSession() {

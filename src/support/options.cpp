@@ -107,6 +107,8 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
     o.compileThreads = static_cast<int>(parseInt("KILN_COMPILE_THREADS", *v, 0, 1024));
   if (auto v = env("KILN_MAX_PLANS"))
     o.maxPlans = static_cast<int>(parseInt("KILN_MAX_PLANS", *v, 1, 1 << 20));
+  if (auto v = env("KILN_BACKGROUND_COMPILE"))
+    o.backgroundCompile = parseBool("KILN_BACKGROUND_COMPILE", *v);
   if (auto v = env("KILN_TUNE")) o.tune = parseTuneMode("KILN_TUNE", *v);
   if (auto v = env("KILN_TUNE_THRESHOLD"))
     o.tuneThreshold = static_cast<int>(parseInt("KILN_TUNE_THRESHOLD", *v, 1, 1 << 30));

@@ -32,6 +32,10 @@ struct Options {
   int compileThreads = 0;
   // KILN_MAX_PLANS: compiled plans kept per optimized module (LRU beyond).
   int maxPlans = 64;
+  // KILN_BACKGROUND_COMPILE=0: a new shape bucket always compiles its kernels before the call
+  // returns. Default: when generic kernels exist, serve the call with them and specialize in the
+  // background (Note [Guards and plans] in jit/runtime/optimize.h).
+  bool backgroundCompile = true;
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
   TuneMode tune = TuneMode::kBackground;
   int tuneThreshold = 200;
