@@ -39,6 +39,28 @@ class Mlp(torch.nn.Module):
         return self.norm(x + self.fc2(torch.nn.functional.gelu(self.fc1(x))))
 
 
+class CnnBlock(torch.nn.Module):
+    """A ResNet basic block (torchvision's BasicBlock layout): conv3x3 + batchnorm + relu, twice,
+    with the identity residual before the last relu. 64 channels."""
+
+    def __init__(self, channels=64):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(channels)
+        self.conv2 = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(channels)
+        for bn in (self.bn1, self.bn2):  # eval-mode statistics that are not the identity
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.2, 0.2)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + x)
+
+
 def export(module, example, path):
     module.eval()
     # PyTorch's fused "fast path" for encoder layers would trace as one opaque op.
@@ -56,6 +78,7 @@ def main():
     export(EncoderBlock(), (torch.randn(2, 16, 768), torch.zeros(2, 1, 16, 16)),
            os.path.join(out, "encoder_block.pt"))
     export(Mlp(), (torch.randn(2, 16, 1024),), os.path.join(out, "mlp.pt"))
+    export(CnnBlock(), (torch.randn(2, 64, 14, 14),), os.path.join(out, "cnn_block.pt"))
 
 
 if __name__ == "__main__":

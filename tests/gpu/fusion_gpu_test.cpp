@@ -262,4 +262,23 @@ TEST(GpuModels, EncoderBlock) {
   }
 }
 
+TEST(GpuModels, CnnBlock) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  for (auto dt : kDtypes) {
+    auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/cnn_block.pt");
+    m.to(torch::kCUDA, dt);
+    m.eval();
+    kiln::jit::Options opt;
+    opt.session = &gpuSession();
+    auto fast = kiln::jit::optimize(m, opt);
+    for (int64_t batch : {1, 3}) {
+      std::vector<torch::IValue> in{rnd({batch, 64, 15, 15}, dt)};
+      expectClose(fast.forward(in).toTensor(), m.forward(in).toTensor(), tolerance(dt, 576) * 4,
+                  std::string("cnn block ") + name(dt) + " batch " + std::to_string(batch));
+    }
+    EXPECT_GT(fast.stats().kernelLaunches, 0u) << fast.explain();
+  }
+}
+
 }  // namespace
