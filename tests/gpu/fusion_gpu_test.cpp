@@ -11,6 +11,8 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <fmt/format.h>
+
 #include <kiln/kiln.h>
 
 namespace {
@@ -279,6 +281,36 @@ TEST(GpuModels, CnnBlock) {
     }
     EXPECT_GT(fast.stats().kernelLaunches, 0u) << fast.explain();
   }
+}
+
+// Masked attention runs the memory-efficient kernel directly (Note [Attention without per-shape
+// plans] in jit/eval/attention.cpp): additive and boolean masks, shared across heads or not,
+// odd sequence lengths, batch 1, against eager.
+TEST(GpuAttention, MaskedSdpaMatchesEager) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  torch::jit::Module m("M");
+  m.define(R"(
+def forward(self, q, k, v, mask):
+    return torch._C._nn.scaled_dot_product_attention(q, k, v, mask)
+)");
+  kiln::jit::Options opt;
+  opt.session = &gpuSession();
+  auto fast = kiln::jit::optimize(m, opt);
+  for (auto dt : kDtypes)
+    for (int64_t seq : {1, 37, 64, 129})
+      for (int64_t batch : {1, 3})
+        for (int kind = 0; kind < 3; ++kind) {
+          auto q = rnd({batch, 4, seq, 64}, dt), k = rnd({batch, 4, seq + 3, 64}, dt),
+               v = rnd({batch, 4, seq + 3, 64}, dt);
+          torch::Tensor mask;
+          if (kind == 0) mask = rnd({batch, 1, seq, seq + 3}, dt);      // shared across heads
+          if (kind == 1) mask = rnd({batch, 4, seq, seq + 3}, dt);      // per head
+          if (kind == 2) mask = rnd({1, 1, seq, seq + 3}, torch::kFloat).gt(-1.0);  // bool
+          std::vector<torch::IValue> in{q, k, v, mask};
+          expectClose(fast.forward(in).toTensor(), m.forward(in).toTensor(), tolerance(dt, seq) * 4,
+                      fmt::format("sdpa {} seq {} batch {} mask kind {}", name(dt), seq, batch, kind));
+        }
 }
 
 }  // namespace
