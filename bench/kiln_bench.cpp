@@ -1,5 +1,5 @@
 // kiln-bench: memory-bound fused workloads, kiln vs eager LibTorch, on one GPU, in one run.
-// Steady-state medians with CUDA events after warm-up, inputs rotated; effective bandwidth counts
+// Steady-state medians with CUDA events after warm-up (10 back-to-back calls a sample), inputs rotated; effective bandwidth counts
 // bytes read + written once against the device-to-device copy bandwidth measured in the same run;
 // host overhead per call (n=128) measured separately as wall time per call of a long loop.
 // Output: one markdown table on stdout (bench/run_gpu.sh puts it into RESULTS.md).
@@ -17,39 +17,15 @@
 
 #include <kiln/kiln.h>
 
+#include "bench/timing.h"
+#include "bench/workloads.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double medianMs(const std::function<void(int)>& fn, int reps) {
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-    start.record();
-    fn(i);
-    stop.record();
-    stop.synchronize();
-    ms.push_back(start.elapsed_time(stop));
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-double copyBandwidthGBs() {
-  auto src = torch::empty({1ll << 29}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kByte));
-  auto dst = torch::empty_like(src);
-  for (int i = 0; i < 3; ++i) dst.copy_(src);
-  double ms = medianMs([&](int) { dst.copy_(src); }, 20);
-  return 2.0 * static_cast<double>(src.numel()) / (ms * 1e-3) / 1e9;
-}
-
-struct Workload {
-  std::string name;
-  std::string source;
-  int64_t cols;
-  int numInputs;                         // x, then extra [n, cols] inputs
-  std::vector<std::string> paramNames;   // [cols] params
-};
+using kiln::bench::copyBandwidthGBs;
+using kiln::bench::medianMs;
 
 const char* dtypeName(torch::ScalarType t) { return t == torch::kHalf ? "fp16" : "fp32"; }
 
@@ -68,27 +44,14 @@ int main(int argc, char** argv) {
   double copyGBs = copyBandwidthGBs();
   std::printf("device-to-device copy: %.0f GB/s\n\n", copyGBs);
 
-  std::vector<Workload> workloads = {
-      {"pointwise gelu(x*w+b)*sigmoid(x)+x", R"(
-def forward(self, x):
-    return torch.gelu(x * self.w + self.b) * torch.sigmoid(x) + x
-)", 4096, 1, {"w", "b"}},
-      {"add+layernorm+gelu", R"(
-def forward(self, x, r):
-    return torch.gelu(torch.layer_norm(x + r, [4096], self.w, self.b, 1e-5))
-)", 4096, 2, {"w", "b"}},
-      {"masked softmax", R"(
-def forward(self, x, m):
-    return torch.softmax(x * 0.125 + m, -1)
-)", 1024, 2, {}},
-  };
+  const std::vector<kiln::bench::Workload> workloads = kiln::bench::memoryBoundWorkloads();
   std::vector<int64_t> sizes = {128, 4096, 32768};
   if (argc > 1 && std::string(argv[1]) == "--quick") sizes = {128, 4096};
 
   std::printf("| workload | dtype | n | eager ms | kiln ms | speedup | kiln GB/s | %% of copy | "
               "max err | host us/call (eager / kiln) |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const Workload& w : workloads)
+  for (const kiln::bench::Workload& w : workloads)
     for (auto dt : {torch::kHalf, torch::kFloat})
       for (int64_t n : sizes) {
         auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dt);
@@ -113,9 +76,9 @@ def forward(self, x, m):
           m.forward(inputs[static_cast<size_t>(i % sets)]);
           fast.forward(inputs[static_cast<size_t>(i % sets)]);
         }
-        int reps = 50;
-        double eagerMs = medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % sets)]); }, reps);
-        double kilnMs = medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % sets)]); }, reps);
+        int reps = 20;
+        double eagerMs = medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
+        double kilnMs = medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
         double bytes = static_cast<double>(n * w.cols * torch::elementSize(dt) * (w.numInputs + 1) +
                                            w.paramNames.size() * w.cols * torch::elementSize(dt));
         double gbs = bytes / (kilnMs * 1e-3) / 1e9;

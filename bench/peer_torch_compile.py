@@ -10,15 +10,17 @@ import torch
 import torch.nn.functional as F
 
 
-def median_ms(fn, reps=50):
+def median_ms(fn, reps=20, batch=10):
+    """Median per-call time of `batch` back-to-back calls between CUDA events (as kiln-bench)."""
     times = []
     for i in range(reps):
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         s.record()
-        fn(i)
+        for b in range(batch):
+            fn(i * batch + b)
         e.record()
         e.synchronize()
-        times.append(s.elapsed_time(e))
+        times.append(s.elapsed_time(e) / batch)
     times.sort()
     return times[len(times) // 2]
 

@@ -16,4 +16,6 @@ grep -E "^\s+[0-9]+ - .*(Failed|Exception|Timeout)" "$out/ctest.log" | head -30
 ./build-gpu/integrations/kiln-demo > "$out/demo.log" 2>&1; echo "== demo rc=$?"; tail -8 "$out/demo.log"
 ./build-gpu/bench/kiln-bench "$@" > "$out/bench.md" 2> "$out/bench.err"; echo "== kiln-bench rc=$?"
 python3 bench/peer_torch_compile.py "$@" > "$out/peer.md" 2> "$out/peer.err"; echo "== peer rc=$?"
-cat "$out/bench.md" "$out/peer.md"
+./build-gpu/bench/kiln-mixed-bench "$@" > "$out/mixed.md" 2> "$out/mixed.err"; echo "== kiln-mixed-bench rc=$?"
+python3 bench/peer_mixed_shapes.py "$@" > "$out/peer_mixed.md" 2> "$out/peer_mixed.err"; echo "== peer-mixed rc=$?"
+cat "$out/bench.md" "$out/peer.md" "$out/mixed.md" "$out/peer_mixed.md"
