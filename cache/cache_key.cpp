@@ -128,6 +128,8 @@ std::string_view toString(EntryKind kind) {
       return "kernel";
     case EntryKind::kTuningRecord:
       return "tuning";
+    case EntryKind::kCapture:
+      return "capture";
   }
   return "?";
 }
@@ -152,6 +154,14 @@ CacheKey CacheKey::tuningRecord(std::string_view groupSignature, std::string_vie
   key.sourceHash = hash128(fmt::format("{}:{}{}", groupSignature.size(), groupSignature, bucket));
   key.arch = std::move(arch);
   key.codegenVersion = codegenVersion;
+  return key;
+}
+
+CacheKey CacheKey::capture(std::string_view fingerprint, uint32_t formatVersion) {
+  CacheKey key;
+  key.kind = EntryKind::kCapture;
+  key.sourceHash = hash128(fingerprint);
+  key.codegenVersion = formatVersion;
   return key;
 }
 

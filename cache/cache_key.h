@@ -34,6 +34,7 @@ struct DigestHash {
 enum class EntryKind : uint8_t {
   kKernelBinary = 1,  // a cubin/PTX produced by NVRTC
   kTuningRecord = 2,  // chosen schedule params for (group, bucket)
+  kCapture = 3,       // a captured graph in IR text (jit/runtime/capture_cache.h)
 };
 std::string_view toString(EntryKind kind);
 
@@ -69,6 +70,10 @@ struct CacheKey {
   // NVRTC flags.
   static CacheKey tuningRecord(std::string_view groupSignature, std::string_view bucket,
                                std::string arch, uint32_t codegenVersion);
+
+  // A captured program: `fingerprint` names the module code, its params' names/types and the
+  // guard family; `formatVersion` the payload format.
+  static CacheKey capture(std::string_view fingerprint, uint32_t formatVersion);
 
   std::string keyText() const;
   Digest digest() const { return hash128(keyText()); }

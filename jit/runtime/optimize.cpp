@@ -14,6 +14,7 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/nn/module.h>
 
+#include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
 #include "src/support/error.h"
@@ -23,11 +24,11 @@ namespace kiln::jit {
 
 std::string ModuleStats::toString() const {
   return fmt::format(
-      "calls {}, plan hits {}, misses {}, captures {}, plans alive {} in {} families (evicted {}), "
+      "calls {}, plan hits {}, misses {}, captures {} (+{} from the capture cache), plans alive {} in {} families (evicted {}), "
       "kernels compiled {} ({} in the background) and cached {} in {:.2f} s, plans served by "
       "generic kernels {}, swaps {}, background jobs pending {}, launches {}, groups run "
       "eagerly {}",
-      calls, planHits, planMisses, captures, plansAlive, familiesAlive, plansEvicted,
+      calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive, plansEvicted,
       kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds, plansServedGeneric,
       swaps, backgroundPending, kernelLaunches, groupFallbacks);
 }
@@ -85,8 +86,8 @@ struct OptimizedModule::Impl {
   mutable std::map<std::string, std::shared_ptr<Family>> families;
   mutable std::list<std::string> lru;  // front = most recently used
   mutable std::shared_ptr<Plan> lastPlan;
-  mutable std::atomic<uint64_t> calls{0}, hits{0}, misses{0}, captures{0}, evicted{0},
-      servedGeneric{0};
+  mutable std::atomic<uint64_t> calls{0}, hits{0}, misses{0}, captures{0}, capturesCached{0},
+      evicted{0}, servedGeneric{0};
   // Launch/fallback/swap counters of evicted plans, so stats() stays monotonic.
   mutable std::atomic<uint64_t> retiredLaunches{0}, retiredFallbacks{0};
 
@@ -166,14 +167,18 @@ struct OptimizedModule::Impl {
     return out;
   }
 
+  // TorchScript modules go through the capture cache (Note [Capture cache]).
   CapturedGraph captureFor(const std::vector<c10::IValue>& inputs,
-                           const std::vector<at::Tensor>& tensors) const {
+                           const std::vector<at::Tensor>& tensors, const std::string& family,
+                           bool* fromCache) const {
     CaptureOptions copt;
     for (size_t k : symbolicDims(tensors)) copt.dynamicDims.push_back(options.dynamicDims[k]);
     copt.inputNames = options.inputNames;
+    *fromCache = false;
     if (scripted) {
       torch::jit::Module m = *scripted;  // a handle to the same module object
-      return capture(m, inputs, copt);
+      return cachedCapture(session->kernelCache(), m, family, copt,
+                           [&] { return capture(m, inputs, copt); }, fromCache);
     }
     return capture(nnModule, nnForward, inputs, copt);
   }
@@ -340,9 +345,10 @@ struct OptimizedModule::Impl {
     misses.fetch_add(1, std::memory_order_relaxed);
     PlanBuildInfo info;
     if (fam == nullptr) {
-      captures.fetch_add(1, std::memory_order_relaxed);
       auto c0 = std::chrono::steady_clock::now();
-      CapturedGraph captured = captureFor(ivalues, tensors);
+      bool fromCache = false;
+      CapturedGraph captured = captureFor(ivalues, tensors, keys.family, &fromCache);
+      (fromCache ? capturesCached : captures).fetch_add(1, std::memory_order_relaxed);
       fam = std::make_shared<Family>();
       fam->program = Program::build(std::move(captured), *session);
       fam->symbolEdges = symbolEdgesFor(tensors, fam->program->graph().numSymbols());
@@ -456,6 +462,7 @@ ModuleStats OptimizedModule::stats() const {
   s.planHits = impl.hits.load();
   s.planMisses = impl.misses.load();
   s.captures = impl.captures.load();
+  s.capturesCached = impl.capturesCached.load();
   s.plansEvicted = impl.evicted.load();
   s.kernelsCompiled = sh.kernelsCompiled.load();
   s.backgroundCompiles = sh.backgroundCompiles.load();

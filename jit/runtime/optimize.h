@@ -72,6 +72,7 @@ struct ModuleStats {
   uint64_t planHits = 0;
   uint64_t planMisses = 0;  // plans built (one per new guard signature)
   uint64_t captures = 0;    // traces (new guard families); <= planMisses
+  uint64_t capturesCached = 0;  // new guard families loaded from the capture cache instead
   uint64_t plansAlive = 0;
   uint64_t familiesAlive = 0;  // captured programs shared by the plans alive
   uint64_t plansEvicted = 0;

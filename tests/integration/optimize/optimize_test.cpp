@@ -50,8 +50,9 @@ TEST(Optimize, EncoderBlockModelMatchesEager) {
   // CPU inputs: every group runs through ATen, whether or not this machine has a driver.
   EXPECT_EQ(st.kernelLaunches, 0u);
   EXPECT_GT(st.groupFallbacks, 0u);
-  if (kiln::cuda::driver() == nullptr)
+  if (kiln::cuda::driver() == nullptr) {
     EXPECT_NE(explain.find("compiled, but no CUDA driver"), std::string::npos) << explain;
+  }
 }
 
 TEST(Optimize, MlpModelAndPlanReuse) {

@@ -1,0 +1,164 @@
+// The capture cache (Note [Capture cache] in jit/runtime/capture_cache.h): a second process (here:
+// a second Session over the same cache directory, with a freshly loaded module) builds its plans
+// from the stored capture without tracing, binds the new module's own weights, and matches eager;
+// unusable entries fall back to tracing.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <kiln/kiln.h>
+
+#include "jit/runtime/capture_cache.h"
+
+namespace {
+
+std::string makeTempDir() {
+  char tmpl[] = "/tmp/kiln-capture-cache-test-XXXXXX";
+  const char* made = ::mkdtemp(tmpl);
+  if (made == nullptr) throw std::runtime_error("mkdtemp failed");
+  return made;
+}
+
+std::unique_ptr<kiln::Session> sessionOver(const std::string& dir) {
+  kiln::Options o;
+  o.arch = "sm_90";
+  o.cacheDir = dir;
+  return std::make_unique<kiln::Session>(o, [](std::string_view) { return std::nullopt; });
+}
+
+kiln::jit::Options encoderOptions(kiln::Session& s) {
+  kiln::jit::Options opt;
+  opt.session = &s;
+  opt.inputNames = {"x", "mask"};
+  opt.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}, {"x", 1, "seq"},
+                     {"mask", 2, "seq"}, {"mask", 3, "seq"}};
+  return opt;
+}
+
+torch::jit::Module loadEncoder() {
+  auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/encoder_block.pt");
+  m.eval();
+  return m;
+}
+
+std::vector<torch::IValue> encoderInputs(int64_t batch, int64_t seq) {
+  return {torch::randn({batch, seq, 768}), torch::zeros({batch, 1, seq, seq})};
+}
+
+void expectEager(torch::jit::Module& m, kiln::jit::OptimizedModule& fast,
+                 const std::vector<torch::IValue>& in) {
+  torch::Tensor got = fast.forward(in).toTensor();
+  torch::Tensor want = m.forward(in).toTensor();
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_LE((got - want).abs().max().item<double>(), 1e-4);
+}
+
+TEST(CaptureCache, FreshSessionBuildsPlansWithoutTracing) {
+  torch::NoGradGuard ng;
+  const std::string dir = makeTempDir();
+  {
+    auto s = sessionOver(dir);
+    auto m = loadEncoder();
+    auto fast = kiln::jit::optimize(m, encoderOptions(*s));
+    expectEager(m, fast, encoderInputs(3, 7));
+    EXPECT_EQ(fast.stats().captures, 1u);
+    EXPECT_EQ(fast.stats().capturesCached, 0u);
+    s->waitForBackground();
+  }
+  {
+    // "A new process": new session over the same directory, the model loaded again, and its
+    // weights changed: params are bound by name, so the new values must be used.
+    auto s = sessionOver(dir);
+    auto m = loadEncoder();
+    for (const auto& p : m.parameters()) p.mul_(0.5);
+    auto fast = kiln::jit::optimize(m, encoderOptions(*s));
+    expectEager(m, fast, encoderInputs(4, 8));  // the bucket (4, 8) of the first session
+    s->waitForBackground();
+    auto st = fast.stats();
+    EXPECT_EQ(st.captures, 0u) << st.toString();
+    EXPECT_EQ(st.capturesCached, 1u) << st.toString();
+    EXPECT_EQ(st.kernelsCompiled, 0u) << "every kernel is in the disk cache\n" << fast.explain();
+    EXPECT_GT(st.kernelsCached, 0u) << st.toString();
+  }
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST(CaptureCache, DifferentArchitectureOrGuardFamilyMisses) {
+  torch::NoGradGuard ng;
+  const std::string dir = makeTempDir();
+  auto s = sessionOver(dir);
+  auto enc = loadEncoder();
+  auto a = kiln::jit::optimize(enc, encoderOptions(*s));
+  expectEager(enc, a, encoderInputs(3, 7));
+  // Another dtype is another guard family: traced, not loaded.
+  auto b = kiln::jit::optimize(enc, encoderOptions(*s));
+  std::vector<torch::IValue> dbl{torch::randn({3, 7, 768}).to(torch::kBFloat16),
+                                 torch::zeros({3, 1, 7, 7}).to(torch::kBFloat16)};
+  enc.to(torch::kBFloat16);
+  torch::Tensor got = b.forward(dbl).toTensor();
+  EXPECT_EQ(b.stats().captures, 1u);
+  EXPECT_EQ(got.scalar_type(), torch::kBFloat16);
+  enc.to(torch::kFloat);
+  // Another module of other code: a miss.
+  torch::jit::Module m("M");
+  m.define(R"(
+def forward(self, x, mask):
+    return torch.softmax(x * 0.5, -1)
+)");
+  auto c = kiln::jit::optimize(m, encoderOptions(*s));
+  c.forward(encoderInputs(3, 7));
+  EXPECT_EQ(c.stats().captures, 1u);
+  EXPECT_EQ(c.stats().capturesCached, 0u);
+  s->waitForBackground();
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST(CaptureCache, PayloadRoundTripAndBadPayloads) {
+  torch::NoGradGuard ng;
+  auto m = loadEncoder();
+  kiln::jit::CaptureOptions copt;
+  copt.inputNames = {"x", "mask"};
+  copt.dynamicDims = {{"x", 0, "batch"}, {"x", 1, "seq"}, {"mask", 0, "batch"},
+                      {"mask", 2, "seq"}, {"mask", 3, "seq"}};
+  kiln::jit::CapturedGraph c = kiln::jit::capture(m, encoderInputs(3, 7), copt);
+  std::optional<std::string> payload = kiln::jit::serializeCapture(c, m);
+  ASSERT_TRUE(payload.has_value());
+  std::string why;
+  auto back = kiln::jit::deserializeCapture(*payload, m, &why);
+  ASSERT_TRUE(back.has_value()) << why;
+  EXPECT_EQ(back->paramNames, c.paramNames);
+  EXPECT_EQ(back->exampleSymbolValues, c.exampleSymbolValues);
+  EXPECT_EQ(back->params.size(), c.params.size());
+  for (size_t i = 0; i < c.params.size(); ++i)
+    EXPECT_TRUE(back->params[i].is_same(c.params[i])) << "params bound by reference";
+
+  for (const std::string& bad :
+       {std::string(), std::string("garbage"), payload->substr(0, payload->size() / 2),
+        std::string("kiln-capture 999\n")}) {
+    EXPECT_FALSE(kiln::jit::deserializeCapture(bad, m, &why).has_value());
+    EXPECT_FALSE(why.empty());
+  }
+  // A module without those params cannot take the capture.
+  torch::jit::Module other("Other");
+  other.define("def forward(self, x):\n    return x\n");
+  EXPECT_FALSE(kiln::jit::deserializeCapture(*payload, other, &why).has_value());
+  EXPECT_NE(why.find("is not in the module"), std::string::npos) << why;
+}
+
+TEST(CaptureCache, EagerOpsAreNotStored) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m("M");
+  m.define(R"(
+def forward(self, x):
+    return torch.cumsum(x, 1) * 2.0
+)");
+  kiln::jit::CapturedGraph c = kiln::jit::capture(m, {torch::randn({3, 5})});
+  ASSERT_FALSE(c.eagerNodes.empty()) << c.report();
+  EXPECT_FALSE(kiln::jit::serializeCapture(c, m).has_value());
+}
+
+}  // namespace
