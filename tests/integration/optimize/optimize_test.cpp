@@ -154,4 +154,20 @@ def forward(self, x):
   EXPECT_EQ(fast.stats().planMisses, 0u);
 }
 
+TEST(Optimize, MaskedAttentionIsALibraryStep) {
+  torch::NoGradGuard ng;
+  auto holder = std::make_shared<torch::nn::Module>();
+  auto sdpa = [](const std::vector<torch::IValue>& in) -> torch::IValue {
+    return at::scaled_dot_product_attention(in[0].toTensor(), in[1].toTensor(), in[2].toTensor(),
+                                            in[3].toTensor());
+  };
+  kiln::jit::Options opt;
+  opt.session = &compileOnlySession();
+  auto fast = kiln::jit::optimize(holder, sdpa, opt);
+  std::vector<torch::IValue> in{torch::randn({2, 3, 5, 8}), torch::randn({2, 3, 7, 8}),
+                                torch::randn({2, 3, 7, 8}), torch::randn({2, 1, 5, 7})};
+  expectClose(fast.forward(in).toTensor(), sdpa(in).toTensor(), 1e-5);
+  EXPECT_NE(fast.explain().find("library sdpa"), std::string::npos) << fast.explain();
+}
+
 }  // namespace
