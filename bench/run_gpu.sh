@@ -18,4 +18,20 @@ grep -E "^\s+[0-9]+ - .*(Failed|Exception|Timeout)" "$out/ctest.log" | head -30
 python3 bench/peer_torch_compile.py "$@" > "$out/peer.md" 2> "$out/peer.err"; echo "== peer rc=$?"
 ./build-gpu/bench/kiln-mixed-bench "$@" > "$out/mixed.md" 2> "$out/mixed.err"; echo "== kiln-mixed-bench rc=$?"
 python3 bench/peer_mixed_shapes.py "$@" > "$out/peer_mixed.md" 2> "$out/peer_mixed.err"; echo "== peer-mixed rc=$?"
-cat "$out/bench.md" "$out/peer.md" "$out/mixed.md" "$out/peer_mixed.md"
+# First call, one process each: eager, kiln cold (empty cache), kiln warm (same cache, twice);
+# torch.compile cold and warm over its own cache directory.
+fc="$out/first_call.md"
+echo "| model | contender | ms to model on GPU | first call ms | total ms | notes |" > "$fc"
+echo "|---|---|---|---|---|---|" >> "$fc"
+for model in encoder mlp; do
+  ./build-gpu/bench/kiln-first-call --model $model --mode eager >> "$fc" 2>> "$out/first_call.err"
+  kc=$(mktemp -d); ic=$(mktemp -d)
+  for run in cold warm warm; do
+    KILN_CACHE_DIR=$kc ./build-gpu/bench/kiln-first-call --model $model --mode kiln >> "$fc" 2>> "$out/first_call.err"
+  done
+  for run in cold warm; do
+    TORCHINDUCTOR_CACHE_DIR=$ic python3 bench/peer_first_call.py --model $model >> "$fc" 2>> "$out/first_call.err"
+  done
+done
+echo "== first call done"
+cat "$out/bench.md" "$out/peer.md" "$out/mixed.md" "$out/peer_mixed.md" "$fc"
