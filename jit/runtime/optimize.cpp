@@ -343,6 +343,7 @@ struct OptimizedModule::Impl {
       if (auto f = families.find(keys.family); f != families.end()) fam = f->second;
     }
     misses.fetch_add(1, std::memory_order_relaxed);
+    const auto b0 = std::chrono::steady_clock::now();
     PlanBuildInfo info;
     if (fam == nullptr) {
       auto c0 = std::chrono::steady_clock::now();
@@ -362,10 +363,12 @@ struct OptimizedModule::Impl {
       edges[s] = bucketEdge(symbols[s], fam->symbolEdges[s]);
     std::optional<std::string> arch = session->targetArch();
     std::shared_ptr<Plan> plan = buildPlan(fam, bucketInfoForEdges(edges), arch.value_or(""), info);
-    KILN_LOG_INFO("kiln: new plan for {}: {} kernels compiled, {} cached, {}", sig,
-                  plan->buildInfo().kernelsCompiled, plan->buildInfo().kernelsCached,
-                  plan->buildInfo().servedGeneric ? "served by generic kernels for now"
-                                                  : "bucket kernels");
+    KILN_LOG_INFO(
+        "kiln: new plan for {} in {:.1f} ms ({} {:.1f} ms): {} kernels compiled, {} cached, {}",
+        sig, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - b0).count(),
+        info.captureSeconds > 0 ? "capture and passes" : "no capture", info.captureSeconds * 1e3,
+        plan->buildInfo().kernelsCompiled, plan->buildInfo().kernelsCached,
+        plan->buildInfo().servedGeneric ? "served by generic kernels for now" : "bucket kernels");
     std::unique_lock<std::shared_mutex> lock(mutex);
     lru.push_front(sig);
     plans[sig] = Entry{plan, fam, lru.begin()};
