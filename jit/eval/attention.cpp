@@ -3,6 +3,10 @@
 #include <limits>
 #include <tuple>
 
+#include <fmt/format.h>
+
+#include "src/support/log.h"
+
 namespace kiln::jit {
 
 // Note [Attention without per-shape plans]
@@ -66,9 +70,17 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                     at::full({}, -std::numeric_limits<double>::infinity(), q.options()));
     if (efficientAttentionApplies(q, k, v, m)) {
       const std::vector<int64_t> shape = {q.size(0), q.size(1), q.size(2), k.size(2)};
-      return std::get<0>(at::_scaled_dot_product_efficient_attention(
-          q, k, v, alignedMask(m, shape), /*compute_log_sumexp=*/false, /*dropout_p=*/0.0,
-          /*is_causal=*/false, scale));
+      try {
+        return std::get<0>(at::_scaled_dot_product_efficient_attention(
+            q, k, v, alignedMask(m, shape), /*compute_log_sumexp=*/false, /*dropout_p=*/0.0,
+            /*is_causal=*/false, scale));
+      } catch (const c10::Error& e) {
+        // A layout the kernel rejects (an unaligned view, say): the dispatcher decides.
+        logOnce(LogLevel::kInfo, "attention.efficient",
+                fmt::format("kiln: memory-efficient attention declined ({}); using "
+                            "scaled_dot_product_attention",
+                            e.what_without_backtrace()));
+      }
     }
   }
   return at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, causal, scale);
