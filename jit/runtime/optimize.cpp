@@ -207,7 +207,8 @@ struct OptimizedModule::Impl {
   // The family's generic kernels when ready (in memory, or all in the kernel cache), else null.
   std::shared_ptr<const KernelSet> readyGeneric(Family& fam, const std::string& arch) const {
     if (auto g = fam.generic.load()) return g;
-    auto set = emitKernels(*fam.program, genericBucket(fam.symbolEdges.size()), arch);
+    auto set = emitKernels(*fam.program, genericBucket(fam.symbolEdges.size()), arch,
+                           tuningRecords(*session));
     if (!loadCachedKernels(*set, arch, *session)) return nullptr;
     fam.generic.store(set);
     return set;
@@ -228,7 +229,8 @@ struct OptimizedModule::Impl {
         ~Done() { s.pending.fetch_sub(1); }
       } done{*sh};
       if (!sh->alive.load()) return;
-      auto set = emitKernels(*fam->program, genericBucket(fam->symbolEdges.size()), arch);
+      auto set = emitKernels(*fam->program, genericBucket(fam->symbolEdges.size()), arch,
+                             tuningRecords(*sess));
       loadCachedKernels(*set, arch, *sess);
       CompileReport r = compileKernels(*set, arch, *sess, /*background=*/true, &sh->alive);
       sh->record(r, /*background=*/true);
@@ -269,7 +271,8 @@ struct OptimizedModule::Impl {
   std::shared_ptr<Plan> buildPlan(const std::shared_ptr<Family>& fam,
                                   const codegen::BucketInfo& bucket, const std::string& arch,
                                   PlanBuildInfo info) const {
-    std::shared_ptr<KernelSet> spec = emitKernels(*fam->program, bucket, arch);
+    std::shared_ptr<KernelSet> spec =
+        emitKernels(*fam->program, bucket, arch, tuningRecords(*session));
     std::shared_ptr<const KernelSet> generic = spec->generic ? fam->generic.load() : nullptr;
     if (spec->generic && generic != nullptr) {  // overflow bucket: the generic kernels themselves
       return Plan::create(fam->program, generic, info, *session);

@@ -20,6 +20,7 @@
 #include "jit/nvrtc.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/session.h"
+#include "jit/tuner/records.h"
 #include "src/passes/pipeline.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -207,8 +208,12 @@ std::vector<std::string> keyOptions(const std::string& arch) {
 
 }  // namespace
 
+cache::KernelCache* tuningRecords(const Session& session) {
+  return session.options().tune == TuneMode::kOff ? nullptr : &session.kernelCache();
+}
+
 std::shared_ptr<KernelSet> emitKernels(const Program& program, const codegen::BucketInfo& bucket,
-                                       const std::string& arch) {
+                                       const std::string& arch, cache::KernelCache* records) {
   auto set = std::make_shared<KernelSet>();
   set->bucket = bucketLabel(program.graph(), bucket);
   set->generic = isGeneric(bucket);
@@ -220,6 +225,13 @@ std::shared_ptr<KernelSet> emitKernels(const Program& program, const codegen::Bu
     KernelStep& ks = set->kernels[k];
     try {
       ks.schedule = codegen::defaultSchedule(group, bucket);
+      if (records != nullptr && !arch.empty()) {
+        if (auto rec = tuner::loadRecord(*records, program.graph(), group, set->bucket, arch);
+            rec && codegen::validateSchedule(group, rec->schedule, bucket).empty()) {
+          ks.schedule = rec->schedule;
+          ks.tuned = true;
+        }
+      }
       codegen::KernelSource src = codegen::emitCuda(program.graph(), group, ks.schedule, bucket);
       ks.name = src.name;
       ks.abi = src.abi;
@@ -346,7 +358,7 @@ std::shared_ptr<Plan> Plan::build(CapturedGraph captured, const std::string& arc
                                   const Session& session) {
   codegen::BucketInfo bucket = bucketFor(captured.exampleSymbolValues);
   std::shared_ptr<const Program> program = Program::build(std::move(captured), session);
-  std::shared_ptr<KernelSet> set = emitKernels(*program, bucket, arch);
+  std::shared_ptr<KernelSet> set = emitKernels(*program, bucket, arch, tuningRecords(session));
   PlanBuildInfo info;
   CompileReport r = compileKernels(*set, arch, session, /*background=*/false);
   info.kernelsCompiled = r.compiled;
@@ -487,13 +499,18 @@ std::string Plan::explain() const {
   out += fmt::format("kernels ({}):\n", set->generic ? "generic" : "bucket " + set->bucket);
   for (const KernelStep& k : set->kernels) {
     if (k.kernel != nullptr)
-      out += fmt::format("  {} [{}] {} in {:.1f} ms\n", k.name, codegen::toString(k.schedule),
+      out += fmt::format("  {} [{}{}] {} in {:.1f} ms\n", k.name, codegen::toString(k.schedule),
+                         k.tuned ? ", tuned" : "",
                          k.fromCache ? "loaded from cache" : "compiled", k.compileSeconds * 1e3);
     else if (k.state == KernelState::kPending)
-      out += fmt::format("  {} runs eagerly: not compiled yet\n", k.name);
-    else
+      out += fmt::format("  {} [{}{}] runs eagerly: not compiled yet\n", k.name,
+                         codegen::toString(k.schedule), k.tuned ? ", tuned" : "");
+    else if (k.state == KernelState::kNoKernel)
       out += fmt::format("  {} runs eagerly: {}\n", k.name.empty() ? "<group>" : k.name,
                          k.fallbackReason);
+    else
+      out += fmt::format("  {} [{}{}] runs eagerly: {}\n", k.name, codegen::toString(k.schedule),
+                         k.tuned ? ", tuned" : "", k.fallbackReason);
   }
   out += fmt::format("capture: {}\n", captured().report());
   return out;

@@ -41,6 +41,16 @@ namespace kiln::jit {
 
 class LoadedKernel;
 
+}  // namespace kiln::jit
+namespace kiln::cache {
+class KernelCache;
+}  // namespace kiln::cache
+namespace kiln::jit {
+
+// The tuning records a session's kernels may use: its kernel cache, or null with KILN_TUNE=off
+// (Note [Tuning records] in jit/tuner/records.h).
+cache::KernelCache* tuningRecords(const Session& session);
+
 // Note [Buckets]
 // A dynamic dim's bucket is named by its upper edge. 0 and 1 are buckets of their own (capture
 // specializes them: they change broadcasting). Other values go to the smallest edge >= value:
@@ -85,6 +95,7 @@ struct KernelStep {
   std::string fallbackReason;            // why kernel is null
   double compileSeconds = 0;
   bool fromCache = false;
+  bool tuned = false;  // schedule from a tuning record
 };
 
 // One kernel per fusion group of a Program (index = StepRuntime::kernel), for one bucket.
@@ -129,7 +140,7 @@ class Program {
  private:
   friend class Plan;
   friend std::shared_ptr<KernelSet> emitKernels(const Program&, const codegen::BucketInfo&,
-                                                const std::string&);
+                                                const std::string&, cache::KernelCache*);
   struct StepRuntime {
     std::vector<int> inputIds;   // value ids read (kFusion: group inputs)
     std::vector<int> outputIds;  // value ids written (kFusion: group outputs)
@@ -150,8 +161,11 @@ class Program {
 
 // Codegen (cheap, deterministic, no NVRTC) of every fusion group of `program` for `bucket`.
 // Kernels are kPending, or kNoKernel with the codegen reason. `arch` empty: all kNoKernel.
+// Each group uses its tuning record from `records` when there is a valid one (Note [Tuning
+// records] in jit/tuner/records.h), else the default schedule.
 std::shared_ptr<KernelSet> emitKernels(const Program& program, const codegen::BucketInfo& bucket,
-                                       const std::string& arch);
+                                       const std::string& arch,
+                                       cache::KernelCache* records = nullptr);
 
 // Fills pending kernels from the kernel cache (memory, then disk) without compiling. Returns
 // whether no kernel is left pending.

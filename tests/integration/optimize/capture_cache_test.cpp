@@ -12,7 +12,10 @@
 
 #include <kiln/kiln.h>
 
+#include "codegen/schedule.h"
 #include "jit/runtime/capture_cache.h"
+#include "jit/runtime/plan.h"
+#include "jit/tuner/records.h"
 
 namespace {
 
@@ -159,6 +162,64 @@ def forward(self, x):
   kiln::jit::CapturedGraph c = kiln::jit::capture(m, {torch::randn({3, 5})});
   ASSERT_FALSE(c.eagerNodes.empty()) << c.report();
   EXPECT_FALSE(kiln::jit::serializeCapture(c, m).has_value());
+}
+
+// Note [Tuning records]: a schedule recorded for (group, bucket, arch) is what a new session's
+// kernels use; KILN_TUNE=off ignores records.
+TEST(TuningRecords, ARecordedScheduleSteersANewSession) {
+  torch::NoGradGuard ng;
+  const std::string dir = makeTempDir();
+  torch::jit::Module m("M");
+  m.define(R"(
+def forward(self, x, r):
+    return torch.softmax(x * 0.125 + r, -1)
+)");
+  std::vector<torch::IValue> in{torch::randn({6, 1024}), torch::randn({6, 1024})};
+  kiln::jit::CaptureOptions copt;
+  copt.inputNames = {"x", "r"};
+  copt.dynamicDims = {{"x", 0, "n"}, {"r", 0, "n"}};
+  std::string chosen;
+  {
+    auto s = sessionOver(dir);
+    kiln::jit::CapturedGraph c = kiln::jit::capture(m, in, copt);
+    const kiln::codegen::BucketInfo bucket = kiln::jit::bucketFor(c.exampleSymbolValues);
+    auto program = kiln::jit::Program::build(std::move(c), *s);
+    const kiln::partition::FusionGroup* group = nullptr;
+    for (const auto& step : program->partition().steps)
+      if (step.kind == kiln::partition::StepKind::kFusion) group = &step.group;
+    ASSERT_NE(group, nullptr);
+    auto candidates = kiln::codegen::candidateSchedules(*group, bucket);
+    ASSERT_GT(candidates.size(), 2u);
+    const kiln::codegen::ScheduleParams pick = candidates[candidates.size() / 2];
+    ASSERT_FALSE(pick == kiln::codegen::defaultSchedule(*group, bucket));
+    chosen = kiln::codegen::toString(pick);
+    kiln::tuner::TuningRecord rec{pick, 1.2, static_cast<int>(candidates.size())};
+    EXPECT_TRUE(kiln::tuner::saveRecord(s->kernelCache(), program->graph(), *group,
+                                        kiln::jit::bucketLabel(program->graph(), bucket), "sm_90",
+                                        rec));
+  }
+  auto run = [&](kiln::TuneMode mode) {
+    kiln::Options o;
+    o.arch = "sm_90";
+    o.cacheDir = dir;
+    o.tune = mode;
+    kiln::Session s(o, [](std::string_view) { return std::nullopt; });
+    kiln::jit::Options opt;
+    opt.session = &s;
+    opt.inputNames = copt.inputNames;
+    opt.dynamicDims = copt.dynamicDims;
+    auto fast = kiln::jit::optimize(m, opt);
+    torch::Tensor got = fast.forward(in).toTensor();
+    EXPECT_TRUE(torch::allclose(got, m.forward(in).toTensor(), 1e-5, 1e-5));
+    std::string explain = fast.explain();
+    s.waitForBackground();
+    return explain;
+  };
+  std::string tuned = run(kiln::TuneMode::kBackground);
+  EXPECT_NE(tuned.find(chosen + ", tuned"), std::string::npos) << chosen << "\n" << tuned;
+  std::string off = run(kiln::TuneMode::kOff);
+  EXPECT_EQ(off.find(", tuned"), std::string::npos) << off;
+  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace
