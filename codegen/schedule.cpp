@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <algorithm>
+#include <sstream>
 
 #include "codegen/kernel_abi.h"
 #include "src/support/error.h"
@@ -92,6 +93,47 @@ uint64_t hash(const ScheduleParams& params) {
 
 std::string toString(const ScheduleParams& params) {
   return std::visit([](const auto& p) { return p.toString(); }, params);
+}
+
+std::string encodeSchedule(const ScheduleParams& params) {
+  if (const auto* p = std::get_if<PointwiseParams>(&params))
+    return fmt::format("pw {} {} {} {} {}", p->blockSize, p->vectorWidth, p->elementsPerThread,
+                       p->gridStride ? 1 : 0, p->maxBlocksPerSm);
+  const auto& r = std::get<ReductionParams>(params);
+  return fmt::format("row {} {} {} {} {} {}", r.threadsPerRow, r.rowsPerBlock, r.vectorWidth,
+                     r.cacheRow ? 1 : 0, r.chunksPerThread, static_cast<int>(r.variance));
+}
+
+std::optional<ScheduleParams> decodeSchedule(std::string_view text) {
+  std::istringstream in{std::string(text)};
+  std::string kind;
+  in >> kind;
+  auto flag = [](int v) { return v == 0 || v == 1; };
+  if (kind == "pw") {
+    PointwiseParams p;
+    int gs = -1;
+    if (!(in >> p.blockSize >> p.vectorWidth >> p.elementsPerThread >> gs >> p.maxBlocksPerSm) ||
+        !flag(gs))
+      return std::nullopt;
+    p.gridStride = gs == 1;
+    std::string extra;
+    if (in >> extra) return std::nullopt;
+    return p;
+  }
+  if (kind == "row") {
+    ReductionParams r;
+    int cache = -1, variance = -1;
+    if (!(in >> r.threadsPerRow >> r.rowsPerBlock >> r.vectorWidth >> cache >> r.chunksPerThread >>
+          variance) ||
+        !flag(cache) || !flag(variance))
+      return std::nullopt;
+    r.cacheRow = cache == 1;
+    r.variance = static_cast<VarianceAlgo>(variance);
+    std::string extra;
+    if (in >> extra) return std::nullopt;
+    return r;
+  }
+  return std::nullopt;
 }
 
 std::string validateSchedule(const partition::FusionGroup& group, const ScheduleParams& params,

@@ -16,8 +16,10 @@
 // welford (one pass) or two-pass (mean, then squared deviations; more accurate, free when the row
 // is cached).
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -66,6 +68,10 @@ using ScheduleParams = std::variant<PointwiseParams, ReductionParams>;
 
 uint64_t hash(const ScheduleParams& params);
 std::string toString(const ScheduleParams& params);
+// A stable one-line form for tuning records: "pw 256 4 1 0 4" / "row 32 8 4 1 2 1" (fields in
+// declaration order). decodeSchedule reads exactly that back; nullopt for anything else.
+std::string encodeSchedule(const ScheduleParams& params);
+std::optional<ScheduleParams> decodeSchedule(std::string_view text);
 
 // Empty when the params suit the group's kind and the bucket; else the reason ("cacheRow needs a
 // bounded row length", ...). emitCuda throws Unsupported with this reason.
