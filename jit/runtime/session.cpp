@@ -6,16 +6,25 @@
 #include <exception>
 
 #include <tbb/global_control.h>
+#include <tbb/info.h>
 #include <tbb/task_arena.h>
 
 namespace kiln {
 
 // Jobs are enqueued (fire and forget: a TBB worker runs them even when no thread waits); a
 // counter and a condition variable let waitForBackground() and ~Session wait for them.
+// The background arena has no slot reserved for an application thread (jobs are enqueued, never
+// waited on inside it), so all its concurrency is TBB workers: at most one less than the cores,
+// which leaves a core to the threads calling forward() and keeps TBB from warning that it cannot
+// supply the workers asked for.
+static int backgroundConcurrency(int threads) {
+  if (threads > 0) return threads;
+  return std::max(1, tbb::info::default_concurrency() - 1);
+}
+
 struct Session::Background {
   explicit Background(int threads)
-      : arena(threads > 0 ? threads : tbb::task_arena::automatic, 0,
-              tbb::task_arena::priority::low) {}
+      : arena(backgroundConcurrency(threads), 0, tbb::task_arena::priority::low) {}
   tbb::task_arena arena;
   std::mutex mutex;
   std::condition_variable idle;
