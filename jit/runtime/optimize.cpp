@@ -16,6 +16,7 @@
 
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
+#include "jit/runtime/tuner.h"
 #include "jit/runtime/session.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -27,10 +28,11 @@ std::string ModuleStats::toString() const {
       "calls {}, plan hits {}, misses {}, captures {} (+{} from the capture cache), plans alive {} in {} families (evicted {}), "
       "kernels compiled {} ({} in the background) and cached {} in {:.2f} s, plans served by "
       "generic kernels {}, swaps {}, background jobs pending {}, launches {}, groups run "
-      "eagerly {}",
+      "eagerly {}, tuning jobs {} ({} variants tried, {} kernels replaced)",
       calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive, plansEvicted,
       kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds, plansServedGeneric,
-      swaps, backgroundPending, kernelLaunches, groupFallbacks);
+      swaps, backgroundPending, kernelLaunches, groupFallbacks, tuningJobs, variantsTried,
+      kernelsTuned);
 }
 
 namespace {
@@ -40,7 +42,16 @@ namespace {
 struct ModuleShared {
   std::atomic<bool> alive{true};  // false once the module is gone: jobs stop compiling
   std::atomic<uint64_t> kernelsCompiled{0}, kernelsCached{0}, backgroundCompiles{0}, swaps{0},
-      pending{0}, compileMicros{0};
+      pending{0}, compileMicros{0}, tuningJobs{0}, variantsTried{0}, kernelsTuned{0};
+  std::mutex tuningMutex;
+  std::vector<std::string> tuningLines;  // the tuner's per-kernel outcomes, for explain()
+  void record(const TuneReport& r) {
+    tuningJobs.fetch_add(1);
+    variantsTried.fetch_add(static_cast<uint64_t>(r.variantsTried));
+    kernelsTuned.fetch_add(static_cast<uint64_t>(r.replaced));
+    std::lock_guard<std::mutex> lock(tuningMutex);
+    tuningLines.insert(tuningLines.end(), r.lines.begin(), r.lines.end());
+  }
   void record(const CompileReport& r, bool background) {
     kernelsCompiled.fetch_add(static_cast<uint64_t>(r.compiled));
     kernelsCached.fetch_add(static_cast<uint64_t>(r.cached));
@@ -397,6 +408,41 @@ struct OptimizedModule::Impl {
     return plan;
   }
 
+  // Note [Background tuning] in tuner.h: the first call past the threshold starts the plan's one
+  // tuning job.
+  void maybeTune(const std::shared_ptr<Plan>& plan) const {
+    const kiln::Options& o = session->options();
+    if (o.tune == TuneMode::kOff ||
+        plan->stats().calls.load(std::memory_order_relaxed) < static_cast<uint64_t>(o.tuneThreshold))
+      return;
+    std::shared_ptr<const KernelSet> set = plan->kernels();
+    if (set->generic || set->pending()) return;  // not before its own kernels are in
+    const std::string arch = session->targetArch().value_or("");
+    if (arch.empty() || !plan->claimTuning()) return;
+    std::shared_ptr<ModuleShared> sh = shared;
+    Session* sess = session;
+    auto job = [sh, plan, sess, arch] {
+      std::unique_ptr<TuningLab> lab = sess->makeTuningLab();
+      if (lab == nullptr || !sh->alive.load()) return;
+      TuneReport r = tunePlan(*plan, *lab, *sess, arch, TuneOptions{}, &sh->alive);
+      sh->record(r);
+      KILN_LOG_INFO("kiln: tuned plan ({} kernels, {} variants, {} replaced)", r.kernels,
+                    r.variantsTried, r.replaced);
+    };
+    if (o.tune == TuneMode::kEager) {
+      job();
+      return;
+    }
+    sh->pending.fetch_add(1);
+    session->runInBackground([sh, job] {
+      struct Done {
+        ModuleShared& s;
+        ~Done() { s.pending.fetch_sub(1); }
+      } done{*sh};
+      job();
+    });
+  }
+
   c10::IValue eagerForward(const std::vector<c10::IValue>& inputs) const {
     if (scripted) {
       torch::jit::Module m = *scripted;
@@ -424,6 +470,7 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
   }
   std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors);
   std::vector<at::Tensor> outs = plan->run(tensors);
+  impl.maybeTune(plan);
   const OutputStructure& structure = plan->captured().outputs;
   switch (structure.kind) {
     case OutputStructure::Kind::kTensor:
@@ -456,6 +503,11 @@ std::string OptimizedModule::explain() const {
       head += fmt::format("  {} -> {}, {} calls\n", sig, state, e.plan->stats().calls.load());
     }
   }
+  {
+    std::lock_guard<std::mutex> lock(impl_->shared->tuningMutex);
+    if (!impl_->shared->tuningLines.empty()) head += "tuning:\n";
+    for (const std::string& line : impl_->shared->tuningLines) head += "  " + line + "\n";
+  }
   if (plan == nullptr) return head + "no plan yet: call forward() first\n";
   return head + plan->explain();
 }
@@ -477,6 +529,9 @@ ModuleStats OptimizedModule::stats() const {
   s.swaps = sh.swaps.load();
   s.backgroundPending = sh.pending.load();
   s.compileSeconds = static_cast<double>(sh.compileMicros.load()) / 1e6;
+  s.tuningJobs = sh.tuningJobs.load();
+  s.variantsTried = sh.variantsTried.load();
+  s.kernelsTuned = sh.kernelsTuned.load();
   s.kernelLaunches = impl.retiredLaunches.load();
   s.groupFallbacks = impl.retiredFallbacks.load();
   std::shared_lock<std::shared_mutex> lock(impl.mutex);

@@ -85,6 +85,9 @@ struct ModuleStats {
   uint64_t kernelLaunches = 0;
   uint64_t groupFallbacks = 0;  // fusion groups run through ATen
   double compileSeconds = 0;    // wall time of compile phases, foreground and background
+  uint64_t tuningJobs = 0;      // plans tuned (Note [Background tuning] in tuner.h)
+  uint64_t variantsTried = 0;   // schedule variants compiled and measured
+  uint64_t kernelsTuned = 0;    // incumbents replaced by a faster variant
   std::string toString() const;
 };
 

@@ -212,42 +212,51 @@ cache::KernelCache* tuningRecords(const Session& session) {
   return session.options().tune == TuneMode::kOff ? nullptr : &session.kernelCache();
 }
 
+KernelStep emitVariant(const Program& program, size_t k, const codegen::ScheduleParams& schedule,
+                       const codegen::BucketInfo& bucket, const std::string& arch) {
+  KernelStep ks;
+  ks.schedule = schedule;
+  try {
+    codegen::KernelSource src = codegen::emitCuda(program.graph(), program.group(k), schedule, bucket);
+    ks.name = src.name;
+    ks.abi = src.abi;
+    ks.launch = src.launch;
+    if (arch.empty()) {
+      ks.fallbackReason = "no target arch (no GPU, KILN_ARCH unset)";
+      return ks;
+    }
+    // Note [Cache key contents] (cache/cache_key.h): source, options, arch, NVRTC version and
+    // codegen version name the binary; a hit skips NVRTC entirely.
+    ks.key = cache::CacheKey::kernel(src.source, keyOptions(arch), arch, nvrtcVersionString(),
+                                     codegen::kCodegenVersion);
+    ks.source = std::move(src.source);
+    ks.state = KernelState::kPending;
+  } catch (const Unsupported& e) {
+    ks.fallbackReason = fmt::format("codegen: {}", e.what());
+  }
+  return ks;
+}
+
 std::shared_ptr<KernelSet> emitKernels(const Program& program, const codegen::BucketInfo& bucket,
                                        const std::string& arch, cache::KernelCache* records) {
   auto set = std::make_shared<KernelSet>();
   set->bucket = bucketLabel(program.graph(), bucket);
+  set->bucketInfo = bucket;
   set->generic = isGeneric(bucket);
-  set->kernels.resize(program.numKernels());
-  std::vector<std::string> opts = arch.empty() ? std::vector<std::string>{} : keyOptions(arch);
-  const std::string nvrtcVer = arch.empty() ? std::string() : nvrtcVersionString();
+  set->kernels.reserve(program.numKernels());
   for (size_t k = 0; k < program.numKernels(); ++k) {
-    const partition::FusionGroup& group = program.partition().steps[program.fusionSteps_[k]].group;
-    KernelStep& ks = set->kernels[k];
-    try {
-      ks.schedule = codegen::defaultSchedule(group, bucket);
-      if (records != nullptr && !arch.empty()) {
-        if (auto rec = tuner::loadRecord(*records, program.graph(), group, set->bucket, arch);
-            rec && codegen::validateSchedule(group, rec->schedule, bucket).empty()) {
-          ks.schedule = rec->schedule;
-          ks.tuned = true;
-        }
+    const partition::FusionGroup& group = program.group(k);
+    codegen::ScheduleParams schedule = codegen::defaultSchedule(group, bucket);
+    bool tuned = false;
+    if (records != nullptr && !arch.empty()) {
+      if (auto rec = tuner::loadRecord(*records, program.graph(), group, set->bucket, arch);
+          rec && codegen::validateSchedule(group, rec->schedule, bucket).empty()) {
+        schedule = rec->schedule;
+        tuned = true;
       }
-      codegen::KernelSource src = codegen::emitCuda(program.graph(), group, ks.schedule, bucket);
-      ks.name = src.name;
-      ks.abi = src.abi;
-      ks.launch = src.launch;
-      if (arch.empty()) {
-        ks.fallbackReason = "no target arch (no GPU, KILN_ARCH unset)";
-        continue;
-      }
-      // Note [Cache key contents] (cache/cache_key.h): source, options, arch, NVRTC version and
-      // codegen version name the binary; a hit skips NVRTC entirely.
-      ks.key = cache::CacheKey::kernel(src.source, opts, arch, nvrtcVer, codegen::kCodegenVersion);
-      ks.source = std::move(src.source);
-      ks.state = KernelState::kPending;
-    } catch (const Unsupported& e) {
-      ks.fallbackReason = fmt::format("codegen: {}", e.what());
     }
+    set->kernels.push_back(emitVariant(program, k, schedule, bucket, arch));
+    set->kernels.back().tuned = tuned;
   }
   return set;
 }

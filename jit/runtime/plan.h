@@ -102,6 +102,7 @@ struct KernelStep {
 struct KernelSet {
   std::vector<KernelStep> kernels;
   std::string bucket;  // bucketLabel
+  codegen::BucketInfo bucketInfo;  // what the kernels were emitted for
   bool generic = false;
   // Every kernel that `other` would need (not kNoKernel there) is ready here.
   bool covers(const KernelSet& other) const;
@@ -136,11 +137,13 @@ class Program {
   const CapturedGraph& captured() const { return captured_; }
   const partition::Partition& partition() const { return partition_; }
   size_t numKernels() const { return fusionSteps_.size(); }
+  // The fusion group of kernel k (KernelSet::kernels index).
+  const partition::FusionGroup& group(size_t k) const {
+    return partition_.steps[fusionSteps_[k]].group;
+  }
 
  private:
   friend class Plan;
-  friend std::shared_ptr<KernelSet> emitKernels(const Program&, const codegen::BucketInfo&,
-                                                const std::string&, cache::KernelCache*);
   struct StepRuntime {
     std::vector<int> inputIds;   // value ids read (kFusion: group inputs)
     std::vector<int> outputIds;  // value ids written (kFusion: group outputs)
@@ -166,6 +169,11 @@ class Program {
 std::shared_ptr<KernelSet> emitKernels(const Program& program, const codegen::BucketInfo& bucket,
                                        const std::string& arch,
                                        cache::KernelCache* records = nullptr);
+
+// One group's kernel with an explicit schedule (the tuner's variants): kPending, or kNoKernel
+// with the reason.
+KernelStep emitVariant(const Program& program, size_t k, const codegen::ScheduleParams& schedule,
+                       const codegen::BucketInfo& bucket, const std::string& arch);
 
 // Fills pending kernels from the kernel cache (memory, then disk) without compiling. Returns
 // whether no kernel is left pending.
@@ -210,6 +218,8 @@ class Plan {
   const PlanBuildInfo& buildInfo() const { return info_; }
   const PlanStats& stats() const { return stats_; }
   uint64_t swaps() const { return swaps_.load(); }
+  // True for the first caller only: the plan's one tuning job (Note [Background tuning]).
+  bool claimTuning() const { return !tuningClaimed_.exchange(true); }
   std::string explain() const;
 
  private:
@@ -222,6 +232,7 @@ class Plan {
   std::shared_ptr<const Program> program_;
   std::atomic<std::shared_ptr<const KernelSet>> kernels_;
   std::atomic<uint64_t> swaps_{0};
+  mutable std::atomic<bool> tuningClaimed_{false};
   bool poisonOutputs_ = false;
   PlanBuildInfo info_;
   mutable PlanStats stats_;

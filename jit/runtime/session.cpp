@@ -1,5 +1,7 @@
 #include "jit/runtime/session.h"
 
+#include "jit/runtime/tuner.h"
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
@@ -133,6 +135,15 @@ cache::KernelCache& Session::kernelCache() const {
 
 void Session::setCompileHook(CompileHook hook) {
   hook_.store(hook ? std::make_shared<const CompileHook>(std::move(hook)) : nullptr);
+}
+
+void Session::setTuningLabFactory(TuningLabFactory factory) {
+  labFactory_.store(factory ? std::make_shared<const TuningLabFactory>(std::move(factory)) : nullptr);
+}
+
+std::unique_ptr<jit::TuningLab> Session::makeTuningLab() const {
+  if (std::shared_ptr<const TuningLabFactory> f = labFactory_.load()) return (*f)();
+  return jit::makeCudaLab(*this);
 }
 
 void Session::notifyCompile(const CompileEvent& event) const {

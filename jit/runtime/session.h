@@ -33,6 +33,15 @@ struct CompileEvent {
 };
 using CompileHook = std::function<void(const CompileEvent&)>;
 
+}  // namespace kiln
+namespace kiln::jit {
+class TuningLab;
+}  // namespace kiln::jit
+namespace kiln {
+
+// Makes the lab a tuning job measures with (jit/runtime/tuner.h); null: no tuning.
+using TuningLabFactory = std::function<std::unique_ptr<jit::TuningLab>()>;
+
 class Session {
  public:
   // `options` are the caller's; KILN_* variables from `env` override them (parsed once, here).
@@ -57,6 +66,9 @@ class Session {
   // runs, foreground or background; it may block. Null removes it. Thread-safe.
   void setCompileHook(CompileHook hook);
   void notifyCompile(const CompileEvent& event) const;
+  // Test seam: the lab tuning jobs use (default: the CUDA lab, when there is a driver).
+  void setTuningLabFactory(TuningLabFactory factory);
+  std::unique_ptr<jit::TuningLab> makeTuningLab() const;
 
   // Note [Background compiles]. Queues `job` on the background arena; returns at once. Exceptions
   // a job throws are logged, never propagated.
@@ -82,6 +94,7 @@ class Session {
   mutable std::once_flag cacheOnce_;
   mutable std::unique_ptr<cache::KernelCache> cache_;
   std::atomic<std::shared_ptr<const CompileHook>> hook_;
+  std::atomic<std::shared_ptr<const TuningLabFactory>> labFactory_;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<Background> background_;
 };

@@ -37,7 +37,9 @@ struct Options {
   // background (Note [Guards and plans] in jit/runtime/optimize.h).
   bool backgroundCompile = true;
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
-  TuneMode tune = TuneMode::kBackground;
+  // Off by default until the tuner's device measurements have been validated on a GPU (the
+  // search, decisions, swap and records are tested on the CPU with a fake lab).
+  TuneMode tune = TuneMode::kOff;
   int tuneThreshold = 200;
   // KILN_POISON_OUTPUTS=1 (debugging, tests): fill kernel outputs with NaN/0xFF before each launch,
   // so an element a kernel fails to write cannot pass for a right answer left over in memory.

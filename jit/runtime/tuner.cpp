@@ -1,0 +1,235 @@
+#include "jit/runtime/tuner.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <fmt/format.h>
+
+#include "jit/eval/aten_eval.h"
+#include "jit/runtime/kernel_launcher.h"
+#include "jit/runtime/session.h"
+#include "jit/tuner/records.h"
+#include "src/support/error.h"
+#include "src/support/log.h"
+
+namespace kiln::jit {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Note [Tuning runs]
+// Inputs are random tensors of the bucket's representative sizes (its upper edges), as many
+// copies as fit in 256 MB up to 4, launched in rotation so that small buckets are not timed out
+// of L2 alone. A sample is 5 back-to-back launches between two CUDA events on a pool stream, 9
+// samples after 3 warm-up launches. Outputs of the first copy are compared with the incumbent's
+// (tolerance by dtype; NaN equal to NaN).
+class CudaLab final : public TuningLab {
+ public:
+  bool prepare(const Program& program, size_t k, const KernelStep& incumbent,
+               const std::vector<int64_t>& symbols) override {
+    (void)program;
+    (void)k;
+    sets_.clear();
+    reference_.clear();
+    symbols_ = symbols;
+    try {
+      device_ = at::Device(at::kCUDA, c10::cuda::current_device());
+      const codegen::KernelAbi& abi = incumbent.abi;
+      int64_t bytes = 0;
+      for (int i = 0; i < abi.numInputs; ++i) {
+        const codegen::TensorArg& arg = abi.tensors[static_cast<size_t>(i)];
+        int64_t numel = 1;
+        for (int64_t d : concreteShape(arg.shape, symbols_)) numel *= d;
+        bytes += numel * static_cast<int64_t>(ir::byteSize(arg.dtype));
+      }
+      const int copies = static_cast<int>(
+          std::clamp<int64_t>((int64_t{256} << 20) / std::max<int64_t>(bytes, 1), 1, 4));
+      for (int c = 0; c < copies; ++c) {
+        std::vector<at::Tensor> inputs;
+        for (int i = 0; i < abi.numInputs; ++i) {
+          const codegen::TensorArg& arg = abi.tensors[static_cast<size_t>(i)];
+          const auto shape = concreteShape(arg.shape, symbols_);
+          const auto opts = at::TensorOptions().device(device_);
+          const at::ScalarType st = toAtenDType(arg.dtype);
+          at::Tensor t;
+          if (st == at::kBool)
+            t = at::randint(0, 2, shape, opts.dtype(at::kLong)).to(at::kBool);
+          else if (at::isIntegralType(st, /*includeBool=*/false))
+            t = at::randint(-8, 8, shape, opts.dtype(st));
+          else
+            t = at::randn(shape, opts.dtype(at::kFloat)).to(st);
+          inputs.push_back(std::move(t));
+        }
+        sets_.push_back(std::move(inputs));
+      }
+      return true;
+    } catch (const std::exception& e) {
+      logOnce(LogLevel::kInfo, "tune.prepare." + incumbent.name,
+              fmt::format("kiln: cannot tune {}: {}", incumbent.name, e.what()));
+      return false;
+    }
+  }
+
+  std::optional<Result> measure(const KernelStep& step) override {
+    if (step.kernel == nullptr || sets_.empty()) return std::nullopt;
+    try {
+      const codegen::KernelAbi& abi = step.abi;
+      const int ordinal = device_.index();
+      c10::cuda::CUDAGuard guard(device_);
+      c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, ordinal);
+      const std::vector<int64_t> domain = codegen::domainSizes(abi, symbols_);
+      struct Launch {
+        codegen::KilnArgs args;
+        codegen::LaunchDims dims;
+        std::vector<at::Tensor> outputs;
+      };
+      std::vector<Launch> launches;
+      for (const std::vector<at::Tensor>& inputs : sets_) {
+        Launch l;
+        std::vector<codegen::TensorView> views;
+        for (const at::Tensor& t : inputs) views.push_back({t.data_ptr(), t.sizes(), t.strides()});
+        for (size_t i = static_cast<size_t>(abi.numInputs); i < abi.tensors.size(); ++i) {
+          const codegen::TensorArg& arg = abi.tensors[i];
+          l.outputs.push_back(at::empty(concreteShape(arg.shape, symbols_),
+                                        at::TensorOptions().device(device_).dtype(
+                                            toAtenDType(arg.dtype))));
+          const at::Tensor& t = l.outputs.back();
+          views.push_back({t.data_ptr(), t.sizes(), t.strides()});
+        }
+        l.args = codegen::packArgs(abi, domain, views);
+        l.dims = codegen::launchDims(step.launch, abi, l.args, step.kernel->multiprocessors(ordinal));
+        launches.push_back(std::move(l));
+      }
+      auto run = [&](size_t i) {
+        Launch& l = launches[i % launches.size()];
+        step.kernel->launch(ordinal, l.dims, l.args, stream.stream());
+      };
+      for (size_t i = 0; i < 3; ++i) run(i);
+      Result r;
+      constexpr int kSamples = 9, kBatch = 5;
+      for (int s = 0; s < kSamples; ++s) {
+        at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
+        start.record(stream);
+        for (int b = 0; b < kBatch; ++b) run(static_cast<size_t>(s * kBatch + b));
+        stop.record(stream);
+        stop.synchronize();
+        r.timing.ms.push_back(start.elapsed_time(stop) / kBatch);
+      }
+      run(0);
+      stream.synchronize();
+      const std::vector<at::Tensor>& out = launches[0].outputs;
+      if (reference_.empty()) {
+        for (const at::Tensor& t : out) reference_.push_back(t.clone());
+        r.matches = true;
+      } else {
+        r.matches = out.size() == reference_.size();
+        for (size_t i = 0; r.matches && i < out.size(); ++i) r.matches = close(out[i], reference_[i]);
+      }
+      return r;
+    } catch (const std::exception& e) {
+      logOnce(LogLevel::kInfo, "tune.measure." + step.name,
+              fmt::format("kiln: variant {} did not run: {}", step.name, e.what()));
+      return std::nullopt;
+    }
+  }
+
+ private:
+  static bool close(const at::Tensor& a, const at::Tensor& b) {
+    if (!at::isFloatingType(a.scalar_type())) return at::equal(a, b);
+    const double tol = a.scalar_type() == at::kFloat ? 1e-4 : (a.scalar_type() == at::kHalf ? 1e-2 : 5e-2);
+    return at::allclose(a.to(at::kFloat), b.to(at::kFloat), tol, tol, /*equal_nan=*/true);
+  }
+
+  at::Device device_{at::kCUDA, 0};
+  std::vector<int64_t> symbols_;
+  std::vector<std::vector<at::Tensor>> sets_;
+  std::vector<at::Tensor> reference_;
+};
+
+double secondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::unique_ptr<TuningLab> makeCudaLab(const Session& session) {
+  if (session.driver() == nullptr) return nullptr;
+  return std::make_unique<CudaLab>();
+}
+
+TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
+                    const TuneOptions& options, const std::atomic<bool>* alive) {
+  TuneReport report;
+  auto stopped = [&] {
+    return (alive != nullptr && !alive->load()) || session.backgroundStopping();
+  };
+  std::shared_ptr<const KernelSet> current = plan.kernels();
+  if (current == nullptr || current->generic || current->pending() || arch.empty()) return report;
+  const Program& program = *plan.program();
+  const std::vector<int64_t>& symbols = current->bucketInfo.symbolHint;
+  const auto t0 = Clock::now();
+  auto next = std::make_shared<KernelSet>(*current);
+  bool changed = false;
+  for (size_t k = 0; k < current->kernels.size(); ++k) {
+    const KernelStep& incumbent = current->kernels[k];
+    if (incumbent.state != KernelState::kReady) continue;
+    if (stopped()) {
+      report.cancelled = true;
+      break;
+    }
+    if (!lab.prepare(program, k, incumbent, symbols)) continue;
+    std::optional<TuningLab::Result> base = lab.measure(incumbent);
+    if (!base) continue;
+    ++report.kernels;
+    std::vector<KernelStep> variants;
+    std::vector<tuner::Candidate> measured;
+    for (const codegen::ScheduleParams& p :
+         codegen::candidateSchedules(program.group(k), current->bucketInfo)) {
+      if (p == incumbent.schedule) continue;
+      if (static_cast<int>(variants.size()) >= options.maxVariants ||
+          secondsSince(t0) > options.maxSeconds)
+        break;
+      if (stopped()) {
+        report.cancelled = true;
+        break;
+      }
+      KernelSet one;
+      one.bucket = current->bucket;
+      one.bucketInfo = current->bucketInfo;
+      one.kernels.push_back(emitVariant(program, k, p, current->bucketInfo, arch));
+      if (one.kernels[0].state != KernelState::kPending) continue;
+      compileKernels(one, arch, session, /*background=*/true, alive);
+      if (one.kernels[0].state != KernelState::kReady) continue;
+      std::optional<TuningLab::Result> r = lab.measure(one.kernels[0]);
+      ++report.variantsTried;
+      if (!r) continue;
+      variants.push_back(std::move(one.kernels[0]));
+      measured.push_back({r->timing, r->matches});
+    }
+    const int best = tuner::pickBest(base->timing, measured, options.decision);
+    if (best < 0) {
+      report.lines.push_back(fmt::format("{} [{}]: kept after {} variants", incumbent.name,
+                                         codegen::toString(incumbent.schedule), variants.size()));
+      continue;
+    }
+    const tuner::Decision d = tuner::decide(base->timing, measured[static_cast<size_t>(best)].timing,
+                                            true, options.decision);
+    KernelStep winner = std::move(variants[static_cast<size_t>(best)]);
+    winner.tuned = true;
+    report.lines.push_back(fmt::format("{} [{}] -> {} [{}]: {}", incumbent.name,
+                                       codegen::toString(incumbent.schedule), winner.name,
+                                       codegen::toString(winner.schedule), d.reason));
+    tuner::saveRecord(session.kernelCache(), program.graph(), program.group(k), current->bucket,
+                      arch, {winner.schedule, d.speedup, static_cast<int>(variants.size())});
+    next->kernels[k] = std::move(winner);
+    changed = true;
+    ++report.replaced;
+  }
+  if (changed && !stopped()) plan.swapKernels(next);
+  return report;
+}
+
+}  // namespace kiln::jit
