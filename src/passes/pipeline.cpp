@@ -5,6 +5,7 @@
 #include "src/passes/eliminate_common_subexpressions.h"
 #include "src/passes/eliminate_dead_code.h"
 #include "src/passes/fold_constants.h"
+#include "src/passes/fuse_attention.h"
 #include "src/passes/normalize_broadcasts.h"
 #include "src/support/log.h"
 
@@ -17,6 +18,7 @@ int runDefaultPasses(ir::Graph& graph) {
     changed = canonicalize(graph) || changed;
     changed = foldConstants(graph) || changed;
     changed = normalizeBroadcasts(graph) || changed;
+    changed = fuseAttention(graph) || changed;
     changed = eliminateCommonSubexpressions(graph) || changed;
     changed = eliminateDeadCode(graph) || changed;
     if (!changed) break;

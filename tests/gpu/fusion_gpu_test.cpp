@@ -371,4 +371,29 @@ def forward(self, x, r):
   EXPECT_EQ(st.groupFallbacks, 0u) << fast.explain();
 }
 
+// Issue 9's attention rewrite (src/passes/fuse_attention.h) on the GPU: the explicit form
+// (BERT-style, scale by division, additive mask) against eager, odd lengths, batch 1.
+TEST(GpuAttention, ExplicitAttentionRewriteMatchesEager) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  torch::jit::Module m("M");
+  m.define(R"(
+def forward(self, q, k, v, mask):
+    scores = torch.matmul(q, k.transpose(-1, -2)) / 8.0 + mask
+    return torch.matmul(torch.softmax(scores, -1), v)
+)");
+  kiln::jit::Options opt;
+  opt.session = &gpuSession();
+  auto fast = kiln::jit::optimize(m, opt);
+  for (auto dt : kDtypes)
+    for (int64_t seq : {1, 37, 128})
+      for (int64_t batch : {1, 2}) {
+        std::vector<torch::IValue> in{rnd({batch, 12, seq, 64}, dt), rnd({batch, 12, seq, 64}, dt),
+                                      rnd({batch, 12, seq, 64}, dt), rnd({batch, 1, 1, seq}, dt)};
+        expectClose(fast.forward(in).toTensor(), m.forward(in).toTensor(), tolerance(dt, seq) * 4,
+                    fmt::format("explicit attention {} seq {} batch {}", name(dt), seq, batch));
+      }
+  EXPECT_NE(fast.explain().find("library sdpa"), std::string::npos) << fast.explain();
+}
+
 }  // namespace

@@ -170,4 +170,33 @@ TEST(Optimize, MaskedAttentionIsALibraryStep) {
   EXPECT_NE(fast.explain().find("library sdpa"), std::string::npos) << fast.explain();
 }
 
+TEST(Optimize, ExplicitAttentionBecomesSdpa) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m("M");
+  m.define(R"(
+def forward(self, q, k, v, mask):
+    scores = torch.matmul(q, k.transpose(-1, -2)) / 8.0 + mask
+    return torch.matmul(torch.softmax(scores, -1), v)
+)");
+  kiln::jit::Options opt;
+  opt.session = &compileOnlySession();
+  auto fast = kiln::jit::optimize(m, opt);
+  std::vector<torch::IValue> in{torch::randn({2, 4, 9, 64}), torch::randn({2, 4, 11, 64}),
+                                torch::randn({2, 4, 11, 64}), torch::randn({2, 1, 1, 11})};
+  expectClose(fast.forward(in).toTensor(), m.forward(in).toTensor(), 1e-5);
+  EXPECT_NE(fast.explain().find("library sdpa"), std::string::npos) << fast.explain();
+  // Softmax over another dim is not attention: left as it was, still right.
+  torch::jit::Module n("N");
+  n.define(R"(
+def forward(self, q, k, v, mask):
+    scores = torch.matmul(q, k.transpose(-1, -2)) / 8.0 + mask
+    return torch.matmul(torch.softmax(scores, -2), v)
+)");
+  auto fastN = kiln::jit::optimize(n, opt);
+  std::vector<torch::IValue> sq{torch::randn({2, 4, 11, 64}), torch::randn({2, 4, 11, 64}),
+                                torch::randn({2, 4, 11, 64}), torch::randn({2, 1, 1, 11})};
+  expectClose(fastN.forward(sq).toTensor(), n.forward(sq).toTensor(), 1e-5);
+  EXPECT_EQ(fastN.explain().find("library sdpa"), std::string::npos) << fastN.explain();
+}
+
 }  // namespace

@@ -1,0 +1,109 @@
+// fuseAttention on graphs written as text: the explicit attention forms become one sdpa node
+// (dead code removed afterwards), near misses are left alone.
+#include <gtest/gtest.h>
+
+#include "src/ir/parser.h"
+#include "src/ir/printer.h"
+#include "src/ir/verifier.h"
+#include "src/passes/eliminate_dead_code.h"
+#include "src/passes/fuse_attention.h"
+
+namespace kiln::passes {
+namespace {
+
+void expectFused(const std::string& input, const std::string& expected, bool changed = true) {
+  auto g = ir::parse(input);
+  EXPECT_EQ(fuseAttention(*g), changed);
+  eliminateDeadCode(*g);
+  ir::verify(*g);
+  EXPECT_EQ(ir::print(*g), ir::print(*ir::parse(expected)));
+}
+
+TEST(FuseAttention, ScaleAfterMatmulWithMask) {
+  expectFused(R"(graph(%q: f16[s0, 12, s1, 64], %k: f16[s0, 12, s1, 64], %v: f16[s0, 12, s1, 64], %m: f16[s0, 1, 1, s1]) {
+  %c: f32[] = constant() {value = 8.0}
+  %0 = permute(%k) {perm = [0, 1, 3, 2]}
+  %1 = matmul(%q, %0)
+  %2 = div(%1, %c)
+  %3 = add(%2, %m)
+  %4 = softmax(%3) {dim = 3}
+  %5 = matmul(%4, %v)
+  return(%5)
+})",
+              R"(graph(%q: f16[s0, 12, s1, 64], %k: f16[s0, 12, s1, 64], %v: f16[s0, 12, s1, 64], %m: f16[s0, 1, 1, s1]) {
+  %5 = sdpa(%q, %k, %v, %m) {is_causal = false, scale = 0.125}
+  return(%5)
+})");
+}
+
+TEST(FuseAttention, ScaleOnQueryMaskFirstNoMask) {
+  // Mask as the first operand of the add, scale on q.
+  expectFused(R"(graph(%q: f32[2, 5, 16], %k: f32[2, 7, 16], %v: f32[2, 7, 8], %m: f32[5, 7]) {
+  %c: f32[] = constant() {value = 0.25}
+  %0 = mul(%q, %c)
+  %1 = permute(%k) {perm = [0, 2, 1]}
+  %2 = matmul(%0, %1)
+  %3 = add(%m, %2)
+  %4 = softmax(%3) {dim = 2}
+  %5 = matmul(%4, %v)
+  return(%5)
+})",
+              R"(graph(%q: f32[2, 5, 16], %k: f32[2, 7, 16], %v: f32[2, 7, 8], %m: f32[5, 7]) {
+  %5 = sdpa(%q, %k, %v, %m) {is_causal = false, scale = 0.25}
+  return(%5)
+})");
+  // No scale, no mask.
+  expectFused(R"(graph(%q: bf16[3, 4, 9, 32], %k: bf16[3, 4, 9, 32], %v: bf16[3, 4, 9, 32]) {
+  %0 = permute(%k) {perm = [0, 1, 3, 2]}
+  %1 = matmul(%q, %0)
+  %2 = softmax(%1) {dim = 3}
+  %3 = matmul(%2, %v)
+  return(%3)
+})",
+              R"(graph(%q: bf16[3, 4, 9, 32], %k: bf16[3, 4, 9, 32], %v: bf16[3, 4, 9, 32]) {
+  %3 = sdpa(%q, %k, %v) {is_causal = false, scale = 1.0}
+  return(%3)
+})");
+}
+
+TEST(FuseAttention, NearMissesAreLeftAlone) {
+  const std::string wrongDim = R"(graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
+  %0 = permute(%k) {perm = [0, 1, 3, 2]}
+  %1 = matmul(%q, %0)
+  %2 = softmax(%1) {dim = 2}
+  %3 = matmul(%2, %v)
+  return(%3)
+})";
+  expectFused(wrongDim, wrongDim, false);
+  // The scores are also an output: fusing would lose them.
+  const std::string scoresUsed = R"(graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
+  %0 = permute(%k) {perm = [0, 1, 3, 2]}
+  %1 = matmul(%q, %0)
+  %2 = softmax(%1) {dim = 3}
+  %3 = matmul(%2, %v)
+  return(%3, %2)
+})";
+  expectFused(scoresUsed, scoresUsed, false);
+  // k permuted the wrong way (not a transpose of the last two dims).
+  const std::string wrongPerm = R"(graph(%q: f32[2, 8, 4, 8], %k: f32[2, 8, 8, 8], %v: f32[2, 8, 8, 8]) {
+  %0 = permute(%k) {perm = [0, 2, 1, 3]}
+  %1 = matmul(%q, %0)
+  %2 = softmax(%1) {dim = 3}
+  %3 = matmul(%2, %v)
+  return(%3)
+})";
+  expectFused(wrongPerm, wrongPerm, false);
+  // A mask that changes the scores' shape (it broadcasts them up) is not a mask.
+  const std::string growing = R"(graph(%q: f32[1, 4, 8, 16], %k: f32[1, 4, 8, 16], %v: f32[1, 4, 8, 16], %m: f32[3, 4, 8, 8]) {
+  %0 = permute(%k) {perm = [0, 1, 3, 2]}
+  %1 = matmul(%q, %0)
+  %2 = add(%1, %m)
+  %3 = softmax(%2) {dim = 3}
+  %4 = matmul(%3, %v)
+  return(%4)
+})";
+  expectFused(growing, growing, false);
+}
+
+}  // namespace
+}  // namespace kiln::passes
