@@ -1,0 +1,73 @@
+"""Plots kiln's speedup per workload and size from the newest section of bench/RESULTS.md.
+
+Reads the "kiln vs eager LibTorch" table (kiln ms, eager ms) and the torch.compile table of the
+same section, and writes a PNG with two panels: kiln vs eager LibTorch and kiln vs torch.compile,
+one bar per (workload, dtype, n). Only measured figures are plotted (the tables are the source).
+Usage: plot_speedup.py [RESULTS.md] [OUT.png]   (needs matplotlib: pip install matplotlib)
+"""
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def tables(section):
+    """Markdown tables of a section: list of (header cells, rows of cells)."""
+    out, cur = [], None
+    for line in section.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cur is None:
+                cur = (cells, [])
+            elif not set(line.replace("|", "").strip()) <= set("-: "):
+                cur[1].append(cells)
+        elif cur is not None:
+            out.append(cur)
+            cur = None
+    if cur is not None:
+        out.append(cur)
+    return out
+
+
+def main():
+    src = sys.argv[1] if len(sys.argv) > 1 else "bench/RESULTS.md"
+    dst = sys.argv[2] if len(sys.argv) > 2 else "bench/speedup.png"
+    text = open(src).read()
+    sections = re.split(r"\n## ", text)
+    section = sections[1]  # the newest dated section
+    title = section.splitlines()[0]
+    kiln, peer = {}, {}
+    for header, rows in tables(section):
+        if "kiln ms" in header and "eager ms" in header:
+            i = {h: n for n, h in enumerate(header)}
+            for r in rows:
+                kiln[(r[0], r[1], r[2])] = (float(r[i["eager ms"]]), float(r[i["kiln ms"]]))
+        if "torch.compile ms" in header:
+            i = {h: n for n, h in enumerate(header)}
+            for r in rows:
+                peer[(r[0], r[1], r[2])] = float(r[i["torch.compile ms"]])
+    keys = [k for k in kiln if k in peer]
+    labels = [f"{w.split(' ')[0]} {d} n={n}" for w, d, n in keys]
+    vs_eager = [kiln[k][0] / kiln[k][1] for k in keys]
+    vs_peer = [peer[k] / kiln[k][1] for k in keys]
+    fig, axes = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
+    for ax, values, name in ((axes[0], vs_eager, "eager LibTorch"),
+                             (axes[1], vs_peer, "torch.compile")):
+        ax.bar(range(len(values)), values, color=["#2a7" if v >= 1 else "#c44" for v in values])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_ylabel(f"kiln speedup vs {name}")
+        for x, v in enumerate(values):
+            ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    axes[1].set_xticks(range(len(labels)))
+    axes[1].set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(dst, dpi=120)
+    print(f"wrote {dst} ({len(keys)} bars)")
+
+
+if __name__ == "__main__":
+    main()
