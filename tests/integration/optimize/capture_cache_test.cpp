@@ -12,6 +12,8 @@
 
 #include <kiln/kiln.h>
 
+#include "tests/support/temp_dir.h"
+
 #include "codegen/schedule.h"
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
@@ -19,12 +21,6 @@
 
 namespace {
 
-std::string makeTempDir() {
-  char tmpl[] = "/tmp/kiln-capture-cache-test-XXXXXX";
-  const char* made = ::mkdtemp(tmpl);
-  if (made == nullptr) throw std::runtime_error("mkdtemp failed");
-  return made;
-}
 
 std::unique_ptr<kiln::Session> sessionOver(const std::string& dir) {
   kiln::Options o;
@@ -62,7 +58,8 @@ void expectEager(torch::jit::Module& m, kiln::jit::OptimizedModule& fast,
 
 TEST(CaptureCache, FreshSessionBuildsPlansWithoutTracing) {
   torch::NoGradGuard ng;
-  const std::string dir = makeTempDir();
+  const kiln::testing::ScratchDir scratch("kiln-capture-cache-test");
+  const std::string& dir = scratch.path();
   {
     auto s = sessionOver(dir);
     auto m = loadEncoder();
@@ -87,12 +84,12 @@ TEST(CaptureCache, FreshSessionBuildsPlansWithoutTracing) {
     EXPECT_EQ(st.kernelsCompiled, 0u) << "every kernel is in the disk cache\n" << fast.explain();
     EXPECT_GT(st.kernelsCached, 0u) << st.toString();
   }
-  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(CaptureCache, DifferentArchitectureOrGuardFamilyMisses) {
   torch::NoGradGuard ng;
-  const std::string dir = makeTempDir();
+  const kiln::testing::ScratchDir scratch("kiln-capture-cache-test");
+  const std::string& dir = scratch.path();
   auto s = sessionOver(dir);
   auto enc = loadEncoder();
   auto a = kiln::jit::optimize(enc, encoderOptions(*s));
@@ -117,7 +114,6 @@ def forward(self, x, mask):
   EXPECT_EQ(c.stats().captures, 1u);
   EXPECT_EQ(c.stats().capturesCached, 0u);
   s->waitForBackground();
-  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(CaptureCache, PayloadRoundTripAndBadPayloads) {
@@ -168,7 +164,8 @@ def forward(self, x):
 // kernels use; KILN_TUNE=off ignores records.
 TEST(TuningRecords, ARecordedScheduleSteersANewSession) {
   torch::NoGradGuard ng;
-  const std::string dir = makeTempDir();
+  const kiln::testing::ScratchDir scratch("kiln-capture-cache-test");
+  const std::string& dir = scratch.path();
   torch::jit::Module m("M");
   m.define(R"(
 def forward(self, x, r):
@@ -219,7 +216,6 @@ def forward(self, x, r):
   EXPECT_NE(tuned.find(chosen + ", tuned"), std::string::npos) << chosen << "\n" << tuned;
   std::string off = run(kiln::TuneMode::kOff);
   EXPECT_EQ(off.find(", tuned"), std::string::npos) << off;
-  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace

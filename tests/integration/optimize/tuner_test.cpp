@@ -15,17 +15,13 @@
 
 #include <kiln/kiln.h>
 
+#include "tests/support/temp_dir.h"
+
 #include "codegen/schedule.h"
 #include "jit/runtime/tuner.h"
 
 namespace {
 
-std::string makeTempDir() {
-  char tmpl[] = "/tmp/kiln-tuner-test-XXXXXX";
-  const char* made = ::mkdtemp(tmpl);
-  if (made == nullptr) throw std::runtime_error("mkdtemp failed");
-  return made;
-}
 
 // Measurement n of a kernel (n = 0 is the incumbent): 1 ms, except variant `wrongAt` (0.3 ms, wrong
 // output) and variant `fastAt` (0.5 ms, right output); the rest 0.99 ms (inside minGain).
@@ -114,7 +110,8 @@ bool matchesEager(torch::jit::Module& m, kiln::jit::OptimizedModule& fast, int64
 
 TEST(Tuner, SwapsInTheFastestCorrectVariantAndPersistsIt) {
   torch::NoGradGuard ng;
-  const std::string dir = makeTempDir();
+  const kiln::testing::ScratchDir scratch("kiln-tuner-test");
+  const std::string& dir = scratch.path();
   auto lab = std::make_shared<FakeLab::Shared>();
   auto m = layerNormGelu();
   {
@@ -143,12 +140,12 @@ TEST(Tuner, SwapsInTheFastestCorrectVariantAndPersistsIt) {
     EXPECT_NE(fast.explain().find(lab->winner + ", tuned"), std::string::npos) << fast.explain();
     s->waitForBackground();
   }
-  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(Tuner, NoWinnerKeepsTheIncumbent) {
   torch::NoGradGuard ng;
-  const std::string dir = makeTempDir();
+  const kiln::testing::ScratchDir scratch("kiln-tuner-test");
+  const std::string& dir = scratch.path();
   auto lab = std::make_shared<FakeLab::Shared>();
   auto s = session(dir, kiln::TuneMode::kEager, 1, nullptr);
   s->setTuningLabFactory([lab] {
@@ -165,12 +162,12 @@ TEST(Tuner, NoWinnerKeepsTheIncumbent) {
   EXPECT_EQ(fast.explain().find(", tuned"), std::string::npos);
   EXPECT_NE(fast.explain().find("kept after"), std::string::npos) << fast.explain();
   s->waitForBackground();
-  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(Tuner, SwapUnderEightConcurrentCallers) {
   torch::NoGradGuard ng;
-  const std::string dir = makeTempDir();
+  const kiln::testing::ScratchDir scratch("kiln-tuner-test");
+  const std::string& dir = scratch.path();
   auto lab = std::make_shared<FakeLab::Shared>();
   auto s = session(dir, kiln::TuneMode::kBackground, 5, lab);
   auto m = layerNormGelu();
@@ -190,12 +187,12 @@ TEST(Tuner, SwapUnderEightConcurrentCallers) {
   EXPECT_EQ(st.tuningJobs, 1u) << st.toString();
   EXPECT_EQ(st.kernelsTuned, 1u) << st.toString();
   ASSERT_TRUE(matchesEager(m, fast, 6));
-  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(Tuner, ShutdownWhileAJobRunsNeitherHangsNorSwaps) {
   torch::NoGradGuard ng;
-  const std::string dir = makeTempDir();
+  const kiln::testing::ScratchDir scratch("kiln-tuner-test");
+  const std::string& dir = scratch.path();
   auto lab = std::make_shared<FakeLab::Shared>();
   lab->gate = true;
   auto m = layerNormGelu();
@@ -218,7 +215,6 @@ TEST(Tuner, ShutdownWhileAJobRunsNeitherHangsNorSwaps) {
   release.join();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(50));
   EXPECT_LE(lab->measured, 2) << "the job must stop instead of measuring the other variants";
-  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace
