@@ -65,9 +65,8 @@ int main(int argc, char** argv) {
   }
   try {
     torch::NoGradGuard ng;
-    torch::jit::Module m =
-        torch::jit::load(std::string(KILN_MODELS_DIR) + (model == "encoder" ? "/encoder_block.pt"
-                                                                            : "/mlp.pt"));
+    torch::jit::Module m = torch::jit::load(std::string(KILN_MODELS_DIR) +
+                                            (model == "encoder" ? "/encoder_block.pt" : "/mlp.pt"));
     m.eval();
     m.to(torch::kCUDA, torch::kHalf);
     auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kHalf);
@@ -76,8 +75,11 @@ int main(int argc, char** argv) {
     if (model == "encoder") {
       in = {torch::randn({batch, seq, 768}, opts), torch::zeros({batch, 1, seq, seq}, opts)};
       o.inputNames = {"x", "mask"};
-      o.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}, {"x", 1, "seq"},
-                       {"mask", 2, "seq"}, {"mask", 3, "seq"}};
+      o.dynamicDims = {{"x", 0, "batch"},
+                       {"mask", 0, "batch"},
+                       {"x", 1, "seq"},
+                       {"mask", 2, "seq"},
+                       {"mask", 3, "seq"}};
     } else {
       in = {torch::randn({batch, seq, 1024}, opts)};
       o.inputNames = {"x"};
@@ -104,8 +106,7 @@ int main(int argc, char** argv) {
     const double firstMs = msSince(t0);
     std::printf("| %s [%lld, %lld] fp16 | %s%s | %.0f | %.1f | %.0f | %s |\n", model.c_str(),
                 static_cast<long long>(batch), static_cast<long long>(seq), mode.c_str(),
-                prime ? " (primed)" : "",
-                loadedMs, firstMs, loadedMs + firstMs, notes.c_str());
+                prime ? " (primed)" : "", loadedMs, firstMs, loadedMs + firstMs, notes.c_str());
     std::fflush(stdout);
     // The default session's background compiles (generic kernels) must not be cut off mid-write;
     // the session's exit handler waits for them.

@@ -161,9 +161,9 @@ int dump(const Args& a) {
         codegen::ScheduleParams p = codegen::defaultSchedule(step.group, bucket);
         codegen::KernelSource ks = codegen::emitCuda(*c.cap.graph, step.group, p, bucket);
         for (bool fm : {false, true}) {
-          std::string stem = fmt::format("{}/{}_{}_g{}{}", a.dumpDir,
-                                         w.name.substr(0, w.name.find(' ')), ir::toString(dt), k,
-                                         fm ? "_fast" : "");
+          std::string stem =
+              fmt::format("{}/{}_{}_g{}{}", a.dumpDir, w.name.substr(0, w.name.find(' ')),
+                          ir::toString(dt), k, fm ? "_fast" : "");
           std::ofstream(stem + ".cu") << ks.source;
           std::vector<char> bin = compile(ks, a.arch, fm);
           std::ofstream(stem + ".cubin", std::ios::binary).write(bin.data(), bin.size());
@@ -193,8 +193,9 @@ int sweep(const Args& a) {
   std::printf("device: %s\n", session.cudaEnvironment().describe().c_str());
   const double copyGBs = copyBandwidthGBs();
   std::printf("device-to-device copy: %.0f GB/s\n\n", copyGBs);
-  std::printf("| workload | dtype | n | schedule | fast math | ms | GB/s | %% of copy | vs default | "
-              "max diff |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| workload | dtype | n | schedule | fast math | ms | GB/s | %% of copy | vs default | "
+      "max diff |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& w : bench::memoryBoundWorkloads()) {
     if (!a.only.empty() && w.name.find(a.only) == std::string::npos) continue;
     for (auto [dt, tdt] : {std::pair{ir::DType::kFloat16, torch::kHalf},
@@ -210,20 +211,24 @@ int sweep(const Args& a) {
           auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(tdt);
           // Group inputs: graph inputs are [n, cols], params [cols]; rotate sets past L2.
           std::map<const ir::Value*, int> inputIndex;
-          for (size_t i = 0; i < g.inputs().size(); ++i) inputIndex[g.inputs()[i]] = static_cast<int>(i);
+          for (size_t i = 0; i < g.inputs().size(); ++i)
+            inputIndex[g.inputs()[i]] = static_cast<int>(i);
           long long bytesPerSet = 0;
           std::vector<const ir::Value*> ins(group.inputs.begin(), group.inputs.end());
           for (const ir::Value* v : ins) {
             long long numel = inputIndex.count(v) ? n * w.cols : w.cols;
             bytesPerSet += numel * ir::byteSize(v->dtype());
           }
-          for (const ir::Value* v : group.outputs) bytesPerSet += n * w.cols * ir::byteSize(v->dtype());
-          const int sets = static_cast<int>(std::clamp<long long>((256ll << 20) / bytesPerSet, 1, 8));
+          for (const ir::Value* v : group.outputs)
+            bytesPerSet += n * w.cols * ir::byteSize(v->dtype());
+          const int sets =
+              static_cast<int>(std::clamp<long long>((256ll << 20) / bytesPerSet, 1, 8));
           std::vector<std::vector<at::Tensor>> tensors(static_cast<size_t>(sets));
           for (auto& set : tensors) {
             for (const ir::Value* v : ins) {
-              at::Tensor t = inputIndex.count(v) ? torch::randn({n, w.cols}, opts.dtype(torch::kFloat))
-                                                 : torch::randn({w.cols}, opts.dtype(torch::kFloat));
+              at::Tensor t = inputIndex.count(v)
+                                 ? torch::randn({n, w.cols}, opts.dtype(torch::kFloat))
+                                 : torch::randn({w.cols}, opts.dtype(torch::kFloat));
               set.push_back(t.to(jit::toAtenDType(v->dtype())));
             }
             for (const ir::Value* v : group.outputs)
@@ -235,8 +240,8 @@ int sweep(const Args& a) {
             std::string sched = codegen::toString(v.params);
             if (!v.error.empty()) {
               std::printf("| %s | %s | %lld | %s | %s | compile failed: %s |\n", w.name.c_str(),
-                          std::string(ir::toString(dt)).c_str(), n, sched.c_str(), v.fastMath ? "yes" : "no",
-                          v.error.substr(0, 80).c_str());
+                          std::string(ir::toString(dt)).c_str(), n, sched.c_str(),
+                          v.fastMath ? "yes" : "no", v.error.substr(0, 80).c_str());
               continue;
             }
             jit::LoadedKernel kernel(*api, v.src.name, v.cubin);
@@ -245,8 +250,10 @@ int sweep(const Args& a) {
             std::vector<codegen::LaunchDims> dims;
             for (auto& set : tensors) {
               std::vector<codegen::TensorView> views;
-              for (const at::Tensor& t : set) views.push_back({t.data_ptr(), t.sizes(), t.strides()});
-              std::vector<int64_t> domain = codegen::domainSizes(v.src.abi, std::vector<int64_t>{n});
+              for (const at::Tensor& t : set)
+                views.push_back({t.data_ptr(), t.sizes(), t.strides()});
+              std::vector<int64_t> domain =
+                  codegen::domainSizes(v.src.abi, std::vector<int64_t>{n});
               packed.push_back(codegen::packArgs(v.src.abi, domain, views));
               dims.push_back(codegen::launchDims(v.src.launch, v.src.abi, packed.back(), sms));
             }

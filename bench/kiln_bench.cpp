@@ -1,9 +1,9 @@
 // kiln-bench: memory-bound fused workloads, kiln vs eager LibTorch, on one GPU, in one run.
-// Steady-state medians with CUDA events after warm-up (10 back-to-back calls a sample), inputs rotated; effective bandwidth counts
-// bytes read + written once against the device-to-device copy bandwidth measured in the same run;
-// host overhead per call (n=128) measured separately as wall time per call of a long loop.
-// Then the GEMM/conv-bound models (MLP, encoder block, CNN block) with TFLOP/s.
-// Output: markdown tables on stdout (bench/run_gpu.sh puts them into RESULTS.md).
+// Steady-state medians with CUDA events after warm-up (10 back-to-back calls a sample), inputs
+// rotated; effective bandwidth counts bytes read + written once against the device-to-device copy
+// bandwidth measured in the same run; host overhead per call (n=128) measured separately as wall
+// time per call of a long loop. Then the GEMM/conv-bound models (MLP, encoder block, CNN block)
+// with TFLOP/s. Output: markdown tables on stdout (bench/run_gpu.sh puts them into RESULTS.md).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,7 +28,9 @@ using Clock = std::chrono::steady_clock;
 using kiln::bench::copyBandwidthGBs;
 using kiln::bench::medianMs;
 
-const char* dtypeName(torch::ScalarType t) { return t == torch::kHalf ? "fp16" : "fp32"; }
+const char* dtypeName(torch::ScalarType t) {
+  return t == torch::kHalf ? "fp16" : "fp32";
+}
 
 // Issue 8 workloads 4-6: models from scripts/export_models.py, GEMM/conv-bound. `n` is tokens
 // (batch x 128) for the MLP and the encoder, images for the CNN block.
@@ -43,28 +45,34 @@ struct ModelWorkload {
 
 std::vector<ModelWorkload> modelWorkloads(bool quick) {
   std::vector<ModelWorkload> out;
-  const std::vector<int64_t> tokens = quick ? std::vector<int64_t>{128, 4096}
-                                            : std::vector<int64_t>{128, 4096, 32768};
-  ModelWorkload mlp{"MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024", "mlp.pt", tokens,
+  const std::vector<int64_t> tokens =
+      quick ? std::vector<int64_t>{128, 4096} : std::vector<int64_t>{128, 4096, 32768};
+  ModelWorkload mlp{"MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024",
+                    "mlp.pt",
+                    tokens,
                     [](int64_t n, torch::TensorOptions o) -> std::vector<torch::IValue> {
                       return {torch::randn({n / 128, 128, 1024}, o)};
                     },
-                    [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; }, {}};
+                    [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; },
+                    {}};
   mlp.options.inputNames = {"x"};
   mlp.options.dynamicDims = {{"x", 0, "batch"}};
   out.push_back(mlp);
-  ModelWorkload enc{"encoder block, hidden 768, 12 heads, seq 128", "encoder_block.pt", tokens,
-                    [](int64_t n, torch::TensorOptions o) -> std::vector<torch::IValue> {
-                      return {torch::randn({n / 128, 128, 768}, o),
-                              torch::zeros({n / 128, 1, 128, 128}, o)};
-                    },
-                    // QKV, output projection and FFN GEMMs, plus QK^T and AV.
-                    [](int64_t n) { return 2.0 * n * 768.0 * 9216.0 + 4.0 * n * 128.0 * 768.0; },
-                    {}};
+  ModelWorkload enc{
+      "encoder block, hidden 768, 12 heads, seq 128",
+      "encoder_block.pt",
+      tokens,
+      [](int64_t n, torch::TensorOptions o) -> std::vector<torch::IValue> {
+        return {torch::randn({n / 128, 128, 768}, o), torch::zeros({n / 128, 1, 128, 128}, o)};
+      },
+      // QKV, output projection and FFN GEMMs, plus QK^T and AV.
+      [](int64_t n) { return 2.0 * n * 768.0 * 9216.0 + 4.0 * n * 128.0 * 768.0; },
+      {}};
   enc.options.inputNames = {"x", "mask"};
   enc.options.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}};
   out.push_back(enc);
-  ModelWorkload cnn{"CNN block (conv3x3+bn+relu x2, residual), 64 ch, 56x56", "cnn_block.pt",
+  ModelWorkload cnn{"CNN block (conv3x3+bn+relu x2, residual), 64 ch, 56x56",
+                    "cnn_block.pt",
                     {1, 32},
                     [](int64_t n, torch::TensorOptions o) -> std::vector<torch::IValue> {
                       return {torch::randn({n, 64, 56, 56}, o)};
@@ -100,10 +108,10 @@ void benchModels(kiln::Session& session, bool quick) {
           fast.forward(inputs[static_cast<size_t>(i % 2)]);
         }
         const int reps = 10;
-        double eagerMs = medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % 2)]); },
-                                  reps, 5);
-        double kilnMs = medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % 2)]); },
-                                 reps, 5);
+        double eagerMs =
+            medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % 2)]); }, reps, 5);
+        double kilnMs =
+            medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % 2)]); }, reps, 5);
         std::printf("| %s | %s | %lld | %.4f | %.4f | %.2fx | %.1f | %.2g |%s\n", w.name.c_str(),
                     dtypeName(dt), static_cast<long long>(n), eagerMs, kilnMs, eagerMs / kilnMs,
                     w.flops(n) / (kilnMs * 1e-3) / 1e12, err,
@@ -160,8 +168,10 @@ int main(int argc, char** argv) {
           fast.forward(inputs[static_cast<size_t>(i % sets)]);
         }
         int reps = 20;
-        double eagerMs = medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
-        double kilnMs = medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
+        double eagerMs =
+            medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
+        double kilnMs =
+            medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
         double bytes = static_cast<double>(n * w.cols * torch::elementSize(dt) * (w.numInputs + 1) +
                                            w.paramNames.size() * w.cols * torch::elementSize(dt));
         double gbs = bytes / (kilnMs * 1e-3) / 1e9;

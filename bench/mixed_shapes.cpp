@@ -22,8 +22,8 @@
 #include <vector>
 
 #include <c10/cuda/CUDAFunctions.h>
-#include <torch/cuda.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <kiln/kiln.h>
@@ -188,9 +188,9 @@ void benchEager(const MixedWorkload& w, const std::vector<Call>& stream) {
     StreamRun run =
         runStream(w, stream, [&](const std::vector<c10::IValue>& in) { return m.forward(in); });
     torch::jit::setGraphExecutorOptimize(before);
-    printRow(w.name, optimize ? "LibTorch (TorchScript executor)" : "eager LibTorch", run, 0.0,
-             "-", optimize ? "module.forward, default graph executor"
-                           : "module.forward, setGraphExecutorOptimize(false)");
+    printRow(w.name, optimize ? "LibTorch (TorchScript executor)" : "eager LibTorch", run, 0.0, "-",
+             optimize ? "module.forward, default graph executor"
+                      : "module.forward, setGraphExecutorOptimize(false)");
   }
 }
 

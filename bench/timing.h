@@ -29,7 +29,8 @@ inline double medianMs(const std::function<void(int)>& fn, int reps, int batch =
 
 // Device-to-device copy of 512 MiB: bytes read + written per second, in GB/s.
 inline double copyBandwidthGBs() {
-  auto src = torch::empty({1ll << 29}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kByte));
+  auto src =
+      torch::empty({1ll << 29}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kByte));
   auto dst = torch::empty_like(src);
   for (int i = 0; i < 3; ++i) dst.copy_(src);
   double ms = medianMs([&](int) { dst.copy_(src); }, 20);

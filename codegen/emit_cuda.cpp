@@ -504,7 +504,8 @@ std::string Emitter::ref(const Value* v, CType want) const {
       values_.find(v) == values_.end())
     return literal(v->producer()->attrs().getDouble("value"), want);
   const ValueInfo& vi = info(v);
-  if (auto it = valueExpr_.find(v); it != valueExpr_.end()) return convert(it->second, CType::kFloat, want);
+  if (auto it = valueExpr_.find(v); it != valueExpr_.end())
+    return convert(it->second, CType::kFloat, want);
   std::string e = vi.name;
   if (vi.tensor >= 0 && !vi.rowConst) {
     auto it = inputExpr_.find(vi.tensor);
@@ -1186,8 +1187,9 @@ KernelSource Emitter::run() {
     emitRow(kernel);
   else
     emitPointwise(kernel);
-  body += fmt::format("\nextern \"C\" __global__ void __launch_bounds__({}) {}(const KilnArgs args) {{\n",
-                      launchBounds(), kNamePlaceholder);
+  body += fmt::format(
+      "\nextern \"C\" __global__ void __launch_bounds__({}) {}(const KilnArgs args) {{\n",
+      launchBounds(), kNamePlaceholder);
   for (size_t t = 0; t < abi_.tensors.size(); ++t) {
     const auto& ta = abi_.tensors[t];
     const bool in = ta.role == TensorArg::Role::kInput;

@@ -26,7 +26,8 @@ struct KernelSource {
   KernelAbi abi;
   LaunchSpec launch;
   // The kernel uses approximate exp/division (all its float outputs are 16-bit; Note [Fast math
-  // for 16-bit outputs] in runtime/kiln_math.cuh). The choice is in the source, so in the cache key.
+  // for 16-bit outputs] in runtime/kiln_math.cuh). The choice is in the source, so in the cache
+  // key.
   bool fastMath = false;
   uint64_t hash = 0;      // of `source` (the name embeds it)
 };

@@ -32,7 +32,9 @@ std::string tensorType(const at::Tensor& t) {
                      c10::DeviceTypeName(t.device().type()), fmt::join(t.sizes(), ","));
 }
 
-bool hasNewline(const std::string& s) { return s.find('\n') != std::string::npos; }
+bool hasNewline(const std::string& s) {
+  return s.find('\n') != std::string::npos;
+}
 
 // Param names of a graph, in graph->params() order.
 std::vector<std::string> paramNamesOf(const ir::Graph& g) {
@@ -125,7 +127,8 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
   // Only what parses back to the same graph is stored.
   try {
     std::unique_ptr<ir::Graph> back = ir::parse(text);
-    if (ir::print(*back) != text || symbolNamesOf(*back) != symbols || paramNamesOf(*back) != params)
+    if (ir::print(*back) != text || symbolNamesOf(*back) != symbols ||
+        paramNamesOf(*back) != params)
       return std::nullopt;
   } catch (const std::exception&) {
     return std::nullopt;
@@ -137,9 +140,9 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
                      captured.outputs.count);
   out += fmt::format("symbols {}\n", symbols.size());
   for (size_t s = 0; s < symbols.size(); ++s)
-    out += fmt::format("{} {}\n", symbols[s],
-                       s < captured.exampleSymbolValues.size() ? captured.exampleSymbolValues[s]
-                                                               : int64_t{-1});
+    out += fmt::format(
+        "{} {}\n", symbols[s],
+        s < captured.exampleSymbolValues.size() ? captured.exampleSymbolValues[s] : int64_t{-1});
   out += "graph\n";
   out += text;
   return out;
@@ -180,7 +183,8 @@ std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
     for (const ir::Value* v : c.graph->params()) {
       const std::string& name = v->producer()->attrs().getString("name");
       auto it = tensors.find(name);
-      if (it == tensors.end()) throw UserError(fmt::format("param '{}' is not in the module", name));
+      if (it == tensors.end())
+        throw UserError(fmt::format("param '{}' is not in the module", name));
       const at::Tensor& t = it->second;
       if (toAtenDType(v->dtype()) != t.scalar_type() ||
           static_cast<size_t>(v->rank()) != static_cast<size_t>(t.dim()))

@@ -50,8 +50,7 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
 // A CapturedGraph from a payload, its params bound to `module`'s tensors by name; nullopt (and a
 // reason in *why) when the payload is malformed or does not fit the module.
 std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
-                                                const torch::jit::Module& module,
-                                                std::string* why);
+                                                const torch::jit::Module& module, std::string* why);
 
 // Looks the capture up in `cache`; on a miss (or an unusable entry) runs `doCapture` and stores
 // its result when it can. *fromCache tells which happened.

@@ -16,8 +16,8 @@
 
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
-#include "jit/runtime/tuner.h"
 #include "jit/runtime/session.h"
+#include "jit/runtime/tuner.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 
@@ -25,14 +25,15 @@ namespace kiln::jit {
 
 std::string ModuleStats::toString() const {
   return fmt::format(
-      "calls {}, plan hits {}, misses {}, captures {} (+{} from the capture cache), plans alive {} in {} families (evicted {}), "
+      "calls {}, plan hits {}, misses {}, captures {} (+{} from the capture cache), plans alive {} "
+      "in {} families (evicted {}), "
       "kernels compiled {} ({} in the background) and cached {} in {:.2f} s, plans served by "
       "generic kernels {}, swaps {}, background jobs pending {}, launches {}, groups run "
       "eagerly {}, tuning jobs {} ({} variants tried, {} kernels replaced)",
-      calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive, plansEvicted,
-      kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds, plansServedGeneric,
-      swaps, backgroundPending, kernelLaunches, groupFallbacks, tuningJobs, variantsTried,
-      kernelsTuned);
+      calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive,
+      plansEvicted, kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds,
+      plansServedGeneric, swaps, backgroundPending, kernelLaunches, groupFallbacks, tuningJobs,
+      variantsTried, kernelsTuned);
 }
 
 namespace {
@@ -130,9 +131,9 @@ struct OptimizedModule::Impl {
     for (size_t i = 0; i < inputs.size(); ++i) {
       const at::Tensor& t = inputs[i];
       std::vector<int> dyn = dynamicIndex(i, t.dim());
-      std::string head = fmt::format("{}:{}:{}:{}", static_cast<int>(t.scalar_type()),
-                                     static_cast<int>(t.device().type()), t.device().index(),
-                                     t.dim());
+      std::string head =
+          fmt::format("{}:{}:{}:{}", static_cast<int>(t.scalar_type()),
+                      static_cast<int>(t.device().type()), t.device().index(), t.dim());
       keys.plan += head;
       keys.family += head;
       for (int64_t d = 0; d < t.dim(); ++d) {
@@ -188,8 +189,9 @@ struct OptimizedModule::Impl {
     *fromCache = false;
     if (scripted) {
       torch::jit::Module m = *scripted;  // a handle to the same module object
-      return cachedCapture(session->kernelCache(), m, family, copt,
-                           [&] { return capture(m, inputs, copt); }, fromCache);
+      return cachedCapture(
+          session->kernelCache(), m, family, copt, [&] { return capture(m, inputs, copt); },
+          fromCache);
     }
     return capture(nnModule, nnForward, inputs, copt);
   }
@@ -288,13 +290,14 @@ struct OptimizedModule::Impl {
     if (spec->generic && generic != nullptr) {  // overflow bucket: the generic kernels themselves
       return Plan::create(fam->program, generic, info, *session);
     }
-    const size_t pendingBefore = static_cast<size_t>(std::count_if(
-        spec->kernels.begin(), spec->kernels.end(),
-        [](const KernelStep& k) { return k.state == KernelState::kPending; }));
+    const size_t pendingBefore = static_cast<size_t>(
+        std::count_if(spec->kernels.begin(), spec->kernels.end(),
+                      [](const KernelStep& k) { return k.state == KernelState::kPending; }));
     bool allCached = loadCachedKernels(*spec, arch, *session);
-    const size_t cachedNow = pendingBefore - static_cast<size_t>(std::count_if(
-        spec->kernels.begin(), spec->kernels.end(),
-        [](const KernelStep& k) { return k.state == KernelState::kPending; }));
+    const size_t cachedNow =
+        pendingBefore - static_cast<size_t>(std::count_if(
+                            spec->kernels.begin(), spec->kernels.end(),
+                            [](const KernelStep& k) { return k.state == KernelState::kPending; }));
     info.kernelsCached = static_cast<int>(cachedNow);
     shared->kernelsCached.fetch_add(cachedNow);
     if (!allCached && !spec->generic && session->options().backgroundCompile) {
@@ -318,8 +321,10 @@ struct OptimizedModule::Impl {
     }
     for (const KernelStep& k : spec->kernels)
       if (k.kernel == nullptr) ++info.groupsWithoutKernel;
-    if (spec->generic && !spec->pending()) fam->generic.store(spec);
-    else scheduleGeneric(fam, arch);
+    if (spec->generic && !spec->pending())
+      fam->generic.store(spec);
+    else
+      scheduleGeneric(fam, arch);
     return Plan::create(fam->program, spec, info, *session);
   }
 
@@ -379,7 +384,8 @@ struct OptimizedModule::Impl {
     std::shared_ptr<Plan> plan = buildPlan(fam, bucketInfoForEdges(edges), arch.value_or(""), info);
     KILN_LOG_INFO(
         "kiln: new plan for {} in {:.1f} ms ({} {:.1f} ms): {} kernels compiled, {} cached, {}",
-        sig, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - b0).count(),
+        sig,
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - b0).count(),
         info.captureSeconds > 0 ? "capture and passes" : "no capture", info.captureSeconds * 1e3,
         plan->buildInfo().kernelsCompiled, plan->buildInfo().kernelsCached,
         plan->buildInfo().servedGeneric ? "served by generic kernels for now" : "bucket kernels");
@@ -412,8 +418,8 @@ struct OptimizedModule::Impl {
   // tuning job.
   void maybeTune(const std::shared_ptr<Plan>& plan) const {
     const kiln::Options& o = session->options();
-    if (o.tune == TuneMode::kOff ||
-        plan->stats().calls.load(std::memory_order_relaxed) < static_cast<uint64_t>(o.tuneThreshold))
+    if (o.tune == TuneMode::kOff || plan->stats().calls.load(std::memory_order_relaxed) <
+                                        static_cast<uint64_t>(o.tuneThreshold))
       return;
     std::shared_ptr<const KernelSet> set = plan->kernels();
     if (set->generic || set->pending()) return;  // not before its own kernels are in
@@ -558,8 +564,7 @@ std::vector<std::vector<int64_t>> resolveBucketPolicies(const Options& options) 
   for (const BucketPolicy& p : options.buckets) {
     std::string who = fmt::format("bucket policy for input \"{}\" dim {}", p.input, p.dim);
     validateBucketEdges(who, p.edges);
-    KILN_USER_CHECK(!p.edges.empty(), "{}: no edges (leave the policy out for powers of two)",
-                    who);
+    KILN_USER_CHECK(!p.edges.empty(), "{}: no edges (leave the policy out for powers of two)", who);
     auto it = std::find_if(dims.begin(), dims.end(), [&](const DynamicDim& d) {
       return d.input == p.input && d.dim == p.dim;
     });

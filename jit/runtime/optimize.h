@@ -22,7 +22,8 @@
 //     kernels compile now, in parallel across groups, and the family's generic kernels are then
 //     compiled in the background so the next new bucket does not wait. KILN_BACKGROUND_COMPILE=0
 //     turns the background path off. The overflow bucket uses the generic kernels themselves.
-//   - At most kiln::Options::maxPlans (KILN_MAX_PLANS) plans per module (LRU); a family lives while one of its plans does.
+//   - At most kiln::Options::maxPlans (KILN_MAX_PLANS) plans per module (LRU); a family lives while
+//   one of its plans does.
 // Many threads may call forward() on one OptimizedModule at once; plans are built one at a time
 // per module (a hit never waits for a build) and a plan is built once even when threads miss
 // together. Background jobs hold shared state only (Note [Background compiles] in session.h), so
@@ -70,13 +71,13 @@ struct Options {
 struct ModuleStats {
   uint64_t calls = 0;
   uint64_t planHits = 0;
-  uint64_t planMisses = 0;  // plans built (one per new guard signature)
-  uint64_t captures = 0;    // traces (new guard families); <= planMisses
+  uint64_t planMisses = 0;      // plans built (one per new guard signature)
+  uint64_t captures = 0;        // traces (new guard families); <= planMisses
   uint64_t capturesCached = 0;  // new guard families loaded from the capture cache instead
   uint64_t plansAlive = 0;
   uint64_t familiesAlive = 0;  // captured programs shared by the plans alive
   uint64_t plansEvicted = 0;
-  uint64_t kernelsCompiled = 0;  // by NVRTC in this process, foreground and background
+  uint64_t kernelsCompiled = 0;     // by NVRTC in this process, foreground and background
   uint64_t backgroundCompiles = 0;  // the part of kernelsCompiled done in the background
   uint64_t kernelsCached = 0;    // loaded from the kernel cache (memory or disk)
   uint64_t plansServedGeneric = 0;  // new plans that started on generic kernels

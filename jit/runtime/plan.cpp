@@ -217,7 +217,8 @@ KernelStep emitVariant(const Program& program, size_t k, const codegen::Schedule
   KernelStep ks;
   ks.schedule = schedule;
   try {
-    codegen::KernelSource src = codegen::emitCuda(program.graph(), program.group(k), schedule, bucket);
+    codegen::KernelSource src =
+        codegen::emitCuda(program.graph(), program.group(k), schedule, bucket);
     ks.name = src.name;
     ks.abi = src.abi;
     ks.launch = src.launch;
@@ -332,9 +333,8 @@ CompileReport compileKernels(KernelSet& set, const std::string& arch, const Sess
   } else {
     int threads = session.options().compileThreads;
     tbb::task_arena arena(threads > 0 ? threads : tbb::task_arena::automatic);
-    arena.execute([&] {
-      tbb::parallel_for(size_t{0}, todo.size(), [&](size_t i) { compileOne(todo[i]); });
-    });
+    arena.execute(
+        [&] { tbb::parallel_for(size_t{0}, todo.size(), [&](size_t i) { compileOne(todo[i]); }); });
   }
   for (size_t k : todo) {
     if (!done[k]) {
@@ -407,8 +407,8 @@ void Plan::runGroupEagerly(const partition::FusionGroup& group, std::vector<at::
   }
 }
 
-bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt, std::vector<at::Tensor>& values,
-                     const std::vector<int64_t>& symbols) const {
+bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
+                     std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols) const {
   const codegen::KernelAbi& abi = k.abi;
   const size_t numInputs = static_cast<size_t>(abi.numInputs);
   KILN_CHECK(abi.tensors.size() == numInputs + rt.outputIds.size(), "ABI of {} disagrees with plan",
@@ -509,8 +509,8 @@ std::string Plan::explain() const {
   for (const KernelStep& k : set->kernels) {
     if (k.kernel != nullptr)
       out += fmt::format("  {} [{}{}] {} in {:.1f} ms\n", k.name, codegen::toString(k.schedule),
-                         k.tuned ? ", tuned" : "",
-                         k.fromCache ? "loaded from cache" : "compiled", k.compileSeconds * 1e3);
+                         k.tuned ? ", tuned" : "", k.fromCache ? "loaded from cache" : "compiled",
+                         k.compileSeconds * 1e3);
     else if (k.state == KernelState::kPending)
       out += fmt::format("  {} [{}{}] runs eagerly: not compiled yet\n", k.name,
                          codegen::toString(k.schedule), k.tuned ? ", tuned" : "");

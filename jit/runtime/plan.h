@@ -101,7 +101,7 @@ struct KernelStep {
 // One kernel per fusion group of a Program (index = StepRuntime::kernel), for one bucket.
 struct KernelSet {
   std::vector<KernelStep> kernels;
-  std::string bucket;  // bucketLabel
+  std::string bucket;              // bucketLabel
   codegen::BucketInfo bucketInfo;  // what the kernels were emitted for
   bool generic = false;
   // Every kernel that `other` would need (not kNoKernel there) is ready here.
@@ -201,8 +201,8 @@ class Plan {
                                      const Session& session);
   // A plan over a shared program with a kernel set (ready kernels are loaded into the driver).
   static std::shared_ptr<Plan> create(std::shared_ptr<const Program> program,
-                                      std::shared_ptr<const KernelSet> kernels,
-                                      PlanBuildInfo info, const Session& session);
+                                      std::shared_ptr<const KernelSet> kernels, PlanBuildInfo info,
+                                      const Session& session);
 
   // Runs the plan. `inputs` in graph input order. Thread-safe, also against swapKernels.
   std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const;

@@ -138,7 +138,8 @@ void Session::setCompileHook(CompileHook hook) {
 }
 
 void Session::setTuningLabFactory(TuningLabFactory factory) {
-  labFactory_.store(factory ? std::make_shared<const TuningLabFactory>(std::move(factory)) : nullptr);
+  labFactory_.store(factory ? std::make_shared<const TuningLabFactory>(std::move(factory))
+                            : nullptr);
 }
 
 std::unique_ptr<jit::TuningLab> Session::makeTuningLab() const {

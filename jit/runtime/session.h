@@ -28,7 +28,7 @@ namespace kiln {
 struct CompileEvent {
   std::string kernel;  // kernel name
   std::string arch;
-  std::string bucket;  // jit::bucketLabel of the kernel set: "s0<=8", "generic", ...
+  std::string bucket;       // jit::bucketLabel of the kernel set: "s0<=8", "generic", ...
   bool background = false;  // on the session's background arena, not in a forward() call
 };
 using CompileHook = std::function<void(const CompileEvent&)>;

@@ -93,14 +93,15 @@ class CudaLab final : public TuningLab {
         for (const at::Tensor& t : inputs) views.push_back({t.data_ptr(), t.sizes(), t.strides()});
         for (size_t i = static_cast<size_t>(abi.numInputs); i < abi.tensors.size(); ++i) {
           const codegen::TensorArg& arg = abi.tensors[i];
-          l.outputs.push_back(at::empty(concreteShape(arg.shape, symbols_),
-                                        at::TensorOptions().device(device_).dtype(
-                                            toAtenDType(arg.dtype))));
+          l.outputs.push_back(
+              at::empty(concreteShape(arg.shape, symbols_),
+                        at::TensorOptions().device(device_).dtype(toAtenDType(arg.dtype))));
           const at::Tensor& t = l.outputs.back();
           views.push_back({t.data_ptr(), t.sizes(), t.strides()});
         }
         l.args = codegen::packArgs(abi, domain, views);
-        l.dims = codegen::launchDims(step.launch, abi, l.args, step.kernel->multiprocessors(ordinal));
+        l.dims =
+            codegen::launchDims(step.launch, abi, l.args, step.kernel->multiprocessors(ordinal));
         launches.push_back(std::move(l));
       }
       auto run = [&](size_t i) {
@@ -126,7 +127,8 @@ class CudaLab final : public TuningLab {
         r.matches = true;
       } else {
         r.matches = out.size() == reference_.size();
-        for (size_t i = 0; r.matches && i < out.size(); ++i) r.matches = close(out[i], reference_[i]);
+        for (size_t i = 0; r.matches && i < out.size(); ++i)
+          r.matches = close(out[i], reference_[i]);
       }
       return r;
     } catch (const std::exception& e) {
@@ -139,7 +141,8 @@ class CudaLab final : public TuningLab {
  private:
   static bool close(const at::Tensor& a, const at::Tensor& b) {
     if (!at::isFloatingType(a.scalar_type())) return at::equal(a, b);
-    const double tol = a.scalar_type() == at::kFloat ? 1e-4 : (a.scalar_type() == at::kHalf ? 1e-2 : 5e-2);
+    const double tol =
+        a.scalar_type() == at::kFloat ? 1e-4 : (a.scalar_type() == at::kHalf ? 1e-2 : 5e-2);
     return at::allclose(a.to(at::kFloat), b.to(at::kFloat), tol, tol, /*equal_nan=*/true);
   }
 
@@ -215,8 +218,8 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
                                          codegen::toString(incumbent.schedule), variants.size()));
       continue;
     }
-    const tuner::Decision d = tuner::decide(base->timing, measured[static_cast<size_t>(best)].timing,
-                                            true, options.decision);
+    const tuner::Decision d = tuner::decide(
+        base->timing, measured[static_cast<size_t>(best)].timing, true, options.decision);
     KernelStep winner = std::move(variants[static_cast<size_t>(best)]);
     winner.tuned = true;
     report.lines.push_back(fmt::format("{} [{}] -> {} [{}]: {}", incumbent.name,

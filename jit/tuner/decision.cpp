@@ -17,7 +17,9 @@ double quantile(std::vector<double> v, double q) {
 
 }  // namespace
 
-double Timing::median() const { return ms.empty() ? 0.0 : quantile(ms, 0.5); }
+double Timing::median() const {
+  return ms.empty() ? 0.0 : quantile(ms, 0.5);
+}
 
 double Timing::spread() const {
   if (ms.size() < 4) return 0.0;

@@ -12,8 +12,8 @@ namespace kiln::tuner {
 
 std::string groupSignature(const ir::Graph& graph, const partition::FusionGroup& group) {
   const ir::ValueNames names(graph);
-  std::string out = fmt::format("kind {} rowDims {} domain [", static_cast<int>(group.kind),
-                                group.rowDims);
+  std::string out =
+      fmt::format("kind {} rowDims {} domain [", static_cast<int>(group.kind), group.rowDims);
   for (const ir::SymDim& d : group.domain) out += ir::printDim(graph, d) + ",";
   out += "]\n";
   for (const ir::Value* v : group.inputs)
@@ -46,15 +46,15 @@ std::optional<TuningRecord> decodeRecord(std::string_view text) {
 bool saveRecord(cache::KernelCache& cache, const ir::Graph& graph,
                 const partition::FusionGroup& group, std::string_view bucket,
                 const std::string& arch, const TuningRecord& record) {
-  return cache.putTuningRecord(groupSignature(graph, group), bucket, arch,
-                               codegen::kCodegenVersion, encodeRecord(record));
+  return cache.putTuningRecord(groupSignature(graph, group), bucket, arch, codegen::kCodegenVersion,
+                               encodeRecord(record));
 }
 
 std::optional<TuningRecord> loadRecord(cache::KernelCache& cache, const ir::Graph& graph,
-                                       const partition::FusionGroup& group,
-                                       std::string_view bucket, const std::string& arch) {
-  std::optional<std::string> text = cache.getTuningRecord(groupSignature(graph, group), bucket,
-                                                          arch, codegen::kCodegenVersion);
+                                       const partition::FusionGroup& group, std::string_view bucket,
+                                       const std::string& arch) {
+  std::optional<std::string> text =
+      cache.getTuningRecord(groupSignature(graph, group), bucket, arch, codegen::kCodegenVersion);
   if (!text) return std::nullopt;
   return decodeRecord(*text);
 }

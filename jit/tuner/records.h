@@ -22,7 +22,7 @@ namespace kiln::tuner {
 
 struct TuningRecord {
   codegen::ScheduleParams schedule;
-  double speedup = 1.0;   // over the default schedule, as measured
+  double speedup = 1.0;  // over the default schedule, as measured
   int variantsTried = 0;
 };
 
@@ -37,7 +37,7 @@ bool saveRecord(cache::KernelCache& cache, const ir::Graph& graph,
                 const partition::FusionGroup& group, std::string_view bucket,
                 const std::string& arch, const TuningRecord& record);
 std::optional<TuningRecord> loadRecord(cache::KernelCache& cache, const ir::Graph& graph,
-                                       const partition::FusionGroup& group,
-                                       std::string_view bucket, const std::string& arch);
+                                       const partition::FusionGroup& group, std::string_view bucket,
+                                       const std::string& arch);
 
 }  // namespace kiln::tuner

@@ -69,7 +69,8 @@ bool matchScores(const ir::Graph& g, Value* scores, Match& m) {
   Value* q = mm->input(0);
   const Node* kt = producer(mm->input(1), OpKind::kPermute);
   if (kt == nullptr || !swapsLastTwo(kt)) return false;
-  if (const Node* qs = producer(q, OpKind::kMul); qs != nullptr && singleUse(g, q) && m.scale == 1.0) {
+  if (const Node* qs = producer(q, OpKind::kMul);
+      qs != nullptr && singleUse(g, q) && m.scale == 1.0) {
     if (auto c = scalarConstant(qs->input(1))) {
       q = qs->input(0);
       m.scale = *c;

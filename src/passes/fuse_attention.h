@@ -11,8 +11,8 @@
 //   T  = QK | mul(QK, c) | div(QK, c)   c: a scalar constant
 //   QK = matmul(Q', permute(K, swap of the last two dims))
 //   Q' = Q | mul(Q, c)                  (scale applied to the query instead)
-// with Q, K, V of one floating dtype and one rank >= 3, Q [.., Sq, D], K [.., Sk, D], V [.., Sk, Dv].
-// The scale becomes the sdpa node's explicit scale attribute (1 when there was none).
+// with Q, K, V of one floating dtype and one rank >= 3, Q [.., Sq, D], K [.., Sk, D], V [.., Sk,
+// Dv]. The scale becomes the sdpa node's explicit scale attribute (1 when there was none).
 //
 // Not exact (unlike canonicalize): the fused kernel accumulates in its own order and precision, as
 // torch.nn.functional.scaled_dot_product_attention would. Near misses (softmax over another dim, a

@@ -266,20 +266,23 @@ TEST(EmitCuda, BenchmarkPatterns) {
         %4: T[s0, 4096] = mul(%2, %3)
         %5: T[s0, 4096] = add(%4, %x)
         return(%5)
-      })", 0},
+      })",
+       0},
       {R"(graph(%x: T[s0, 4096], %r: T[s0, 4096], %w: T[4096] param, %b: T[4096] param) {
         %0: T[s0, 4096] = add(%x, %r)
         %1: T[s0, 4096] = layer_norm(%0, %w, %b) {eps = 1e-05, normalized_ndim = 1}
         %2: T[s0, 4096] = gelu(%1)
         return(%2)
-      })", 1},
+      })",
+       1},
       {R"(graph(%x: T[s0, 1024], %m: T[s0, 1024]) {
         %c: f32[] = constant() {value = 0.125}
         %0: T[s0, 1024] = mul(%x, %c)
         %1: T[s0, 1024] = add(%0, %m)
         %2: T[s0, 1024] = softmax(%1) {dim = 1}
         return(%2)
-      })", 1}};
+      })",
+       1}};
   int index = 0;
   for (const auto& [pattern, rowDims] : patterns) {
     for (std::string dt : {"f16", "bf16", "f32"}) {

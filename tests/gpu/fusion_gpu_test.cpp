@@ -6,8 +6,8 @@
 #include <atomic>
 #include <cmath>
 #include <random>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <c10/cuda/CUDAFunctions.h>
@@ -309,12 +309,13 @@ TEST(GpuAttention, MaskedSdpaMatchesEager) {
           auto q = rnd({batch, 4, seq, 64}, dt), k = rnd({batch, 4, seq + 3, 64}, dt),
                v = rnd({batch, 4, seq + 3, 64}, dt);
           torch::Tensor mask;
-          if (kind == 0) mask = rnd({batch, 1, seq, seq + 3}, dt);      // shared across heads
-          if (kind == 1) mask = rnd({batch, 4, seq, seq + 3}, dt);      // per head
+          if (kind == 0) mask = rnd({batch, 1, seq, seq + 3}, dt);  // shared across heads
+          if (kind == 1) mask = rnd({batch, 4, seq, seq + 3}, dt);  // per head
           if (kind == 2) mask = rnd({1, 1, seq, seq + 3}, torch::kFloat).gt(-1.0);  // bool
           std::vector<torch::IValue> in{q, k, v, mask};
-          expectClose(fast.forward(in).toTensor(), sdpa(in).toTensor(), tolerance(dt, seq) * 4,
-                      fmt::format("sdpa {} seq {} batch {} mask kind {}", name(dt), seq, batch, kind));
+          expectClose(
+              fast.forward(in).toTensor(), sdpa(in).toTensor(), tolerance(dt, seq) * 4,
+              fmt::format("sdpa {} seq {} batch {} mask kind {}", name(dt), seq, batch, kind));
         }
 }
 

@@ -41,17 +41,16 @@ TEST(Options, DefaultsSurviveEmptyEnvironment) {
 }
 
 TEST(Options, EnvironmentOverridesEveryField) {
-  Options o = applyEnvironment(
-      Options{}, fakeEnv({{"KILN_LOG", "debug"},
-                          {"KILN_DISABLE", "yes"},
-                          {"KILN_CACHE_DIR", "/tmp/kc"},
-                          {"KILN_DISK_CACHE", "0"},
-                          {"KILN_CACHE_MAX_BYTES", "512M"},
-                          {"KILN_ARCH", "SM_90"},
-                          {"KILN_COMPILE_THREADS", "3"},
-                          {"KILN_MAX_PLANS", "5"},
-                          {"KILN_TUNE", "eager"},
-                          {"KILN_TUNE_THRESHOLD", "42"}}));
+  Options o = applyEnvironment(Options{}, fakeEnv({{"KILN_LOG", "debug"},
+                                                   {"KILN_DISABLE", "yes"},
+                                                   {"KILN_CACHE_DIR", "/tmp/kc"},
+                                                   {"KILN_DISK_CACHE", "0"},
+                                                   {"KILN_CACHE_MAX_BYTES", "512M"},
+                                                   {"KILN_ARCH", "SM_90"},
+                                                   {"KILN_COMPILE_THREADS", "3"},
+                                                   {"KILN_MAX_PLANS", "5"},
+                                                   {"KILN_TUNE", "eager"},
+                                                   {"KILN_TUNE_THRESHOLD", "42"}}));
   EXPECT_EQ(o.logLevel, LogLevel::kDebug);
   EXPECT_TRUE(o.disable);
   EXPECT_EQ(o.cacheDir, "/tmp/kc");

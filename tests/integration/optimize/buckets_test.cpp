@@ -239,8 +239,8 @@ TEST(Buckets, NewBucketIsServedByGenericKernelsWithoutWaitingForNvrtc) {
   EXPECT_EQ(st.swaps, 0u);
   {
     std::unique_lock<std::mutex> lock(gate->mu);
-    EXPECT_TRUE(gate->foreground.empty()) << "a caller waited on NVRTC for bucket "
-                                          << gate->foreground.front();
+    EXPECT_TRUE(gate->foreground.empty())
+        << "a caller waited on NVRTC for bucket " << gate->foreground.front();
     gate->cv.wait_for(lock, std::chrono::seconds(60), [&] { return gate->blocked > 0; });
     EXPECT_GT(gate->blocked, 0) << "the specialization should be compiling in the background";
   }
@@ -263,8 +263,8 @@ TEST(Buckets, SizesPastTheLastEdgeRunGenericKernels) {
   auto fast = kiln::jit::optimize(m, opt);
   expectEager(m, fast, rows(5));
   expectEager(m, fast, rows(50));
-  expectEager(m, fast, rows(65));   // overflow: the generic kernels, not an error
-  expectEager(m, fast, rows(1000)); // same overflow bucket
+  expectEager(m, fast, rows(65));    // overflow: the generic kernels, not an error
+  expectEager(m, fast, rows(1000));  // same overflow bucket
   s->waitForBackground();
   auto st = fast.stats();
   EXPECT_EQ(st.planMisses, 3u);

@@ -21,7 +21,6 @@
 
 namespace {
 
-
 std::unique_ptr<kiln::Session> sessionOver(const std::string& dir) {
   kiln::Options o;
   o.arch = "sm_90";
@@ -33,8 +32,11 @@ kiln::jit::Options encoderOptions(kiln::Session& s) {
   kiln::jit::Options opt;
   opt.session = &s;
   opt.inputNames = {"x", "mask"};
-  opt.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}, {"x", 1, "seq"},
-                     {"mask", 2, "seq"}, {"mask", 3, "seq"}};
+  opt.dynamicDims = {{"x", 0, "batch"},
+                     {"mask", 0, "batch"},
+                     {"x", 1, "seq"},
+                     {"mask", 2, "seq"},
+                     {"mask", 3, "seq"}};
   return opt;
 }
 
@@ -121,8 +123,11 @@ TEST(CaptureCache, PayloadRoundTripAndBadPayloads) {
   auto m = loadEncoder();
   kiln::jit::CaptureOptions copt;
   copt.inputNames = {"x", "mask"};
-  copt.dynamicDims = {{"x", 0, "batch"}, {"x", 1, "seq"}, {"mask", 0, "batch"},
-                      {"mask", 2, "seq"}, {"mask", 3, "seq"}};
+  copt.dynamicDims = {{"x", 0, "batch"},
+                      {"x", 1, "seq"},
+                      {"mask", 0, "batch"},
+                      {"mask", 2, "seq"},
+                      {"mask", 3, "seq"}};
   kiln::jit::CapturedGraph c = kiln::jit::capture(m, encoderInputs(3, 7), copt);
   std::optional<std::string> payload = kiln::jit::serializeCapture(c, m);
   ASSERT_TRUE(payload.has_value());

@@ -22,17 +22,16 @@
 
 namespace {
 
-
 // Measurement n of a kernel (n = 0 is the incumbent): 1 ms, except variant `wrongAt` (0.3 ms, wrong
 // output) and variant `fastAt` (0.5 ms, right output); the rest 0.99 ms (inside minGain).
 struct FakeLab : kiln::jit::TuningLab {
   struct Shared {
     std::mutex mu;
     std::condition_variable cv;
-    bool gate = false;     // block in measure() until released
+    bool gate = false;  // block in measure() until released
     bool released = false;
     int blocked = 0;
-    std::string winner;    // schedule of the variant made fast
+    std::string winner;  // schedule of the variant made fast
     int measured = 0;
   };
   std::shared_ptr<Shared> sh;
@@ -127,7 +126,8 @@ TEST(Tuner, SwapsInTheFastestCorrectVariantAndPersistsIt) {
     ASSERT_FALSE(lab->winner.empty());
     std::string explain = fast.explain();
     EXPECT_NE(explain.find(lab->winner + ", tuned"), std::string::npos)
-        << "the 0.3 ms variant was wrong; the 0.5 ms one must win\n" << explain;
+        << "the 0.3 ms variant was wrong; the 0.5 ms one must win\n"
+        << explain;
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(matchesEager(m, fast, 5));  // swapped set is right
     EXPECT_EQ(fast.stats().tuningJobs, 1u) << "one job per plan";
     s->waitForBackground();

@@ -20,7 +20,8 @@ void expectFused(const std::string& input, const std::string& expected, bool cha
 }
 
 TEST(FuseAttention, ScaleAfterMatmulWithMask) {
-  expectFused(R"(graph(%q: f16[s0, 12, s1, 64], %k: f16[s0, 12, s1, 64], %v: f16[s0, 12, s1, 64], %m: f16[s0, 1, 1, s1]) {
+  expectFused(
+      R"(graph(%q: f16[s0, 12, s1, 64], %k: f16[s0, 12, s1, 64], %v: f16[s0, 12, s1, 64], %m: f16[s0, 1, 1, s1]) {
   %c: f32[] = constant() {value = 8.0}
   %0 = permute(%k) {perm = [0, 1, 3, 2]}
   %1 = matmul(%q, %0)
@@ -30,7 +31,7 @@ TEST(FuseAttention, ScaleAfterMatmulWithMask) {
   %5 = matmul(%4, %v)
   return(%5)
 })",
-              R"(graph(%q: f16[s0, 12, s1, 64], %k: f16[s0, 12, s1, 64], %v: f16[s0, 12, s1, 64], %m: f16[s0, 1, 1, s1]) {
+      R"(graph(%q: f16[s0, 12, s1, 64], %k: f16[s0, 12, s1, 64], %v: f16[s0, 12, s1, 64], %m: f16[s0, 1, 1, s1]) {
   %5 = sdpa(%q, %k, %v, %m) {is_causal = false, scale = 0.125}
   return(%5)
 })");
@@ -67,7 +68,8 @@ TEST(FuseAttention, ScaleOnQueryMaskFirstNoMask) {
 }
 
 TEST(FuseAttention, NearMissesAreLeftAlone) {
-  const std::string wrongDim = R"(graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
+  const std::string wrongDim =
+      R"(graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
   %0 = permute(%k) {perm = [0, 1, 3, 2]}
   %1 = matmul(%q, %0)
   %2 = softmax(%1) {dim = 2}
@@ -76,7 +78,8 @@ TEST(FuseAttention, NearMissesAreLeftAlone) {
 })";
   expectFused(wrongDim, wrongDim, false);
   // The scores are also an output: fusing would lose them.
-  const std::string scoresUsed = R"(graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
+  const std::string scoresUsed =
+      R"(graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
   %0 = permute(%k) {perm = [0, 1, 3, 2]}
   %1 = matmul(%q, %0)
   %2 = softmax(%1) {dim = 3}
@@ -85,7 +88,8 @@ TEST(FuseAttention, NearMissesAreLeftAlone) {
 })";
   expectFused(scoresUsed, scoresUsed, false);
   // k permuted the wrong way (not a transpose of the last two dims).
-  const std::string wrongPerm = R"(graph(%q: f32[2, 8, 4, 8], %k: f32[2, 8, 8, 8], %v: f32[2, 8, 8, 8]) {
+  const std::string wrongPerm =
+      R"(graph(%q: f32[2, 8, 4, 8], %k: f32[2, 8, 8, 8], %v: f32[2, 8, 8, 8]) {
   %0 = permute(%k) {perm = [0, 2, 1, 3]}
   %1 = matmul(%q, %0)
   %2 = softmax(%1) {dim = 3}
@@ -94,7 +98,8 @@ TEST(FuseAttention, NearMissesAreLeftAlone) {
 })";
   expectFused(wrongPerm, wrongPerm, false);
   // A mask that changes the scores' shape (it broadcasts them up) is not a mask.
-  const std::string growing = R"(graph(%q: f32[1, 4, 8, 16], %k: f32[1, 4, 8, 16], %v: f32[1, 4, 8, 16], %m: f32[3, 4, 8, 8]) {
+  const std::string growing =
+      R"(graph(%q: f32[1, 4, 8, 16], %k: f32[1, 4, 8, 16], %v: f32[1, 4, 8, 16], %m: f32[3, 4, 8, 8]) {
   %0 = permute(%k) {perm = [0, 1, 3, 2]}
   %1 = matmul(%q, %0)
   %2 = add(%1, %m)

@@ -49,8 +49,8 @@ TEST(TunerDecision, FasterButWrongIsRejected) {
 }
 
 TEST(TunerDecision, PickBestTakesTheLargestValidGain) {
-  std::vector<Candidate> c = {{steady(0.9), true}, {steady(0.5), false}, {steady(0.7), true},
-                              {steady(1.0), true}};
+  std::vector<Candidate> c = {
+      {steady(0.9), true}, {steady(0.5), false}, {steady(0.7), true}, {steady(1.0), true}};
   EXPECT_EQ(kiln::tuner::pickBest(steady(1.0), c), 2);
   EXPECT_EQ(kiln::tuner::pickBest(steady(1.0), {{steady(0.99), true}}), -1);
 }
@@ -102,8 +102,8 @@ TEST(TunerSchedules, EveryCandidateEncodesAndDecodes) {
       EXPECT_TRUE(*back == s) << e;
     }
   }
-  for (std::string_view bad : {"", "pw", "pw 1 2 3", "row 32 8 4 2 1 1", "pw 256 4 1 0 4 9",
-                               "fancy 1 2 3 4 5"})
+  for (std::string_view bad :
+       {"", "pw", "pw 1 2 3", "row 32 8 4 2 1 1", "pw 256 4 1 0 4 9", "fancy 1 2 3 4 5"})
     EXPECT_FALSE(kiln::codegen::decodeSchedule(bad).has_value()) << bad;
 }
 
