@@ -71,11 +71,6 @@ struct Family {
   int plans = 0;  // plans of this family in the module's map (under the module's mutex)
 };
 
-struct Keys {
-  std::string plan;    // the guard signature
-  std::string family;  // the signature without the buckets of dims >= 2
-};
-
 }  // namespace
 
 struct OptimizedModule::Impl {
@@ -123,41 +118,38 @@ struct OptimizedModule::Impl {
     return index;
   }
 
-  // Note [Guards and plans] in optimize.h.
-  Keys signature(const std::vector<at::Tensor>& inputs) const {
-    Keys keys;
-    keys.plan.reserve(inputs.size() * 48);
-    keys.family.reserve(inputs.size() * 48);
+  // Note [Guards and plans] in optimize.h. The guard signature of these inputs, or with `family`
+  // their guard family's (the buckets of dims >= 2 left out). Every call computes the first;
+  // the second only a miss needs.
+  std::string signature(const std::vector<at::Tensor>& inputs, bool family = false) const {
+    std::string key;
+    key.reserve(inputs.size() * 48);
+    auto out = std::back_inserter(key);
     for (size_t i = 0; i < inputs.size(); ++i) {
       const at::Tensor& t = inputs[i];
       std::vector<int> dyn = dynamicIndex(i, t.dim());
-      std::string head =
-          fmt::format("{}:{}:{}:{}", static_cast<int>(t.scalar_type()),
-                      static_cast<int>(t.device().type()), t.device().index(), t.dim());
-      keys.plan += head;
-      keys.family += head;
+      fmt::format_to(out, "{}:{}:{}:{}", static_cast<int>(t.scalar_type()),
+                     static_cast<int>(t.device().type()), t.device().index(), t.dim());
       for (int64_t d = 0; d < t.dim(); ++d) {
         int64_t size = t.size(d);
         int k = dyn[static_cast<size_t>(d)];
         if (k < 0) {
-          fmt::format_to(std::back_inserter(keys.plan), ",{}", size);
-          fmt::format_to(std::back_inserter(keys.family), ",{}", size);
+          fmt::format_to(out, ",{}", size);
         } else if (size < 2) {  // captured static: its own family
-          fmt::format_to(std::back_inserter(keys.plan), ",={}", size);
-          fmt::format_to(std::back_inserter(keys.family), ",={}", size);
+          fmt::format_to(out, ",={}", size);
+        } else if (family) {
+          key += ",d";
         } else {
           int64_t edge = bucketEdge(size, dimEdges[static_cast<size_t>(k)]);
           if (edge == kOverflowBucket)
-            keys.plan += ",b+";
+            key += ",b+";
           else
-            fmt::format_to(std::back_inserter(keys.plan), ",b{}", edge);
-          keys.family += ",d";
+            fmt::format_to(out, ",b{}", edge);
         }
       }
-      keys.plan.push_back(';');
-      keys.family.push_back(';');
+      key.push_back(';');
     }
-    return keys;
+    return key;
   }
 
   // Indices of the dynamic dims that capture makes symbolic for these inputs: a dynamic dim of
@@ -222,9 +214,24 @@ struct OptimizedModule::Impl {
     if (auto g = fam.generic.load()) return g;
     auto set = emitKernels(*fam.program, genericBucket(fam.symbolEdges.size()), arch,
                            tuningRecords(*session));
-    if (!loadCachedKernels(*set, arch, *session)) return nullptr;
+    loadCachedKernels(*set, arch, *session);
+    if (set->pending()) return nullptr;
     fam.generic.store(set);
     return set;
+  }
+
+  // Queues `job` on the session's background arena, counted in ModuleStats::backgroundPending
+  // until it ends (Note [Background compiles] in session.h: jobs hold only shared state).
+  void inBackground(std::function<void()> job) const {
+    std::shared_ptr<ModuleShared> sh = shared;
+    sh->pending.fetch_add(1);
+    session->runInBackground([sh, job = std::move(job)] {
+      struct Done {
+        ModuleShared& s;
+        ~Done() { s.pending.fetch_sub(1); }
+      } done{*sh};
+      job();
+    });
   }
 
   void scheduleGeneric(const std::shared_ptr<Family>& fam, const std::string& arch) const {
@@ -235,12 +242,7 @@ struct OptimizedModule::Impl {
     if (fam->genericScheduled.exchange(true)) return;
     std::shared_ptr<ModuleShared> sh = shared;
     Session* sess = session;
-    sh->pending.fetch_add(1);
-    session->runInBackground([sh, fam, arch, sess] {
-      struct Done {
-        ModuleShared& s;
-        ~Done() { s.pending.fetch_sub(1); }
-      } done{*sh};
+    inBackground([sh, fam, arch, sess] {
       if (!sh->alive.load()) return;
       auto set = emitKernels(*fam->program, genericBucket(fam->symbolEdges.size()), arch,
                              tuningRecords(*sess));
@@ -260,12 +262,7 @@ struct OptimizedModule::Impl {
                               const std::string& arch) const {
     std::shared_ptr<ModuleShared> sh = shared;
     Session* sess = session;
-    sh->pending.fetch_add(1);
-    session->runInBackground([sh, plan, spec, generic, arch, sess] {
-      struct Done {
-        ModuleShared& s;
-        ~Done() { s.pending.fetch_sub(1); }
-      } done{*sh};
+    inBackground([sh, plan, spec, generic, arch, sess] {
       if (!sh->alive.load()) return;
       CompileReport r = compileKernels(*spec, arch, *sess, /*background=*/true, &sh->alive);
       sh->record(r, /*background=*/true);
@@ -290,16 +287,10 @@ struct OptimizedModule::Impl {
     if (spec->generic && generic != nullptr) {  // overflow bucket: the generic kernels themselves
       return Plan::create(fam->program, generic, info, *session);
     }
-    const size_t pendingBefore = static_cast<size_t>(
-        std::count_if(spec->kernels.begin(), spec->kernels.end(),
-                      [](const KernelStep& k) { return k.state == KernelState::kPending; }));
-    bool allCached = loadCachedKernels(*spec, arch, *session);
-    const size_t cachedNow =
-        pendingBefore - static_cast<size_t>(std::count_if(
-                            spec->kernels.begin(), spec->kernels.end(),
-                            [](const KernelStep& k) { return k.state == KernelState::kPending; }));
-    info.kernelsCached = static_cast<int>(cachedNow);
-    shared->kernelsCached.fetch_add(cachedNow);
+    const int cachedNow = loadCachedKernels(*spec, arch, *session);
+    const bool allCached = !spec->pending();
+    info.kernelsCached = cachedNow;
+    shared->kernelsCached.fetch_add(static_cast<uint64_t>(cachedNow));
     if (!allCached && !spec->generic && session->options().backgroundCompile) {
       generic = readyGeneric(*fam, arch);
       if (generic != nullptr && generic->covers(*spec)) {
@@ -330,8 +321,7 @@ struct OptimizedModule::Impl {
 
   std::shared_ptr<Plan> planFor(const std::vector<c10::IValue>& ivalues,
                                 const std::vector<at::Tensor>& tensors) const {
-    Keys keys = signature(tensors);
-    const std::string& sig = keys.plan;
+    const std::string sig = signature(tensors);
     {
       std::shared_lock<std::shared_mutex> lock(mutex);
       auto it = plans.find(sig);
@@ -352,6 +342,7 @@ struct OptimizedModule::Impl {
     }
     std::lock_guard<std::mutex> build(buildMutex);
     std::shared_ptr<Family> fam;
+    const std::string familyKey = signature(tensors, /*family=*/true);
     {
       std::shared_lock<std::shared_mutex> lock(mutex);
       auto it = plans.find(sig);
@@ -359,7 +350,7 @@ struct OptimizedModule::Impl {
         hits.fetch_add(1, std::memory_order_relaxed);
         return it->second.plan;
       }
-      if (auto f = families.find(keys.family); f != families.end()) fam = f->second;
+      if (auto f = families.find(familyKey); f != families.end()) fam = f->second;
     }
     misses.fetch_add(1, std::memory_order_relaxed);
     const auto b0 = std::chrono::steady_clock::now();
@@ -367,7 +358,7 @@ struct OptimizedModule::Impl {
     if (fam == nullptr) {
       auto c0 = std::chrono::steady_clock::now();
       bool fromCache = false;
-      CapturedGraph captured = captureFor(ivalues, tensors, keys.family, &fromCache);
+      CapturedGraph captured = captureFor(ivalues, tensors, familyKey, &fromCache);
       (fromCache ? capturesCached : captures).fetch_add(1, std::memory_order_relaxed);
       fam = std::make_shared<Family>();
       fam->program = Program::build(std::move(captured), *session);
@@ -392,7 +383,7 @@ struct OptimizedModule::Impl {
     std::unique_lock<std::shared_mutex> lock(mutex);
     lru.push_front(sig);
     plans[sig] = Entry{plan, fam, lru.begin()};
-    families[keys.family] = fam;
+    families[familyKey] = fam;
     ++fam->plans;
     lastPlan = plan;
     while (static_cast<int>(plans.size()) > session->options().maxPlans) {
@@ -435,18 +426,10 @@ struct OptimizedModule::Impl {
       KILN_LOG_INFO("kiln: tuned plan ({} kernels, {} variants, {} replaced)", r.kernels,
                     r.variantsTried, r.replaced);
     };
-    if (o.tune == TuneMode::kEager) {
+    if (o.tune == TuneMode::kEager)
       job();
-      return;
-    }
-    sh->pending.fetch_add(1);
-    session->runInBackground([sh, job] {
-      struct Done {
-        ModuleShared& s;
-        ~Done() { s.pending.fetch_sub(1); }
-      } done{*sh};
-      job();
-    });
+    else
+      inBackground(job);
   }
 
   c10::IValue eagerForward(const std::vector<c10::IValue>& inputs) const {
@@ -466,12 +449,10 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
   tensors.reserve(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const c10::IValue& v = inputs[i];
-    std::string name = i < impl.options.inputNames.size() ? impl.options.inputNames[i]
-                                                          : fmt::format("input{}", i);
-    KILN_USER_CHECK(v.isTensor(), "input {} (\"{}\"): expected a tensor, got {}", i, name,
-                    v.tagKind());
+    KILN_USER_CHECK(v.isTensor(), "input {} (\"{}\"): expected a tensor, got {}", i,
+                    impl.inputName(i), v.tagKind());
     KILN_USER_CHECK(v.toTensor().defined(), "input {} (\"{}\"): expected a tensor, got an "
-                    "undefined tensor", i, name);
+                    "undefined tensor", i, impl.inputName(i));
     tensors.push_back(v.toTensor());
   }
   std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors);

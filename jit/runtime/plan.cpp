@@ -117,17 +117,6 @@ bool KernelSet::pending() const {
                      [](const KernelStep& k) { return k.state == KernelState::kPending; });
 }
 
-bool KernelSet::sameKernelsAs(const KernelSet& other) const {
-  if (kernels.size() != other.kernels.size()) return false;
-  for (size_t k = 0; k < kernels.size(); ++k) {
-    const KernelStep& a = kernels[k];
-    const KernelStep& b = other.kernels[k];
-    if ((a.state == KernelState::kNoKernel) != (b.state == KernelState::kNoKernel)) return false;
-    if (a.state != KernelState::kNoKernel && !(a.key == b.key)) return false;
-  }
-  return true;
-}
-
 std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session) {
   (void)session;
   std::shared_ptr<Program> program(new Program());
@@ -280,15 +269,18 @@ void markReady(KernelStep& ks, std::string binary, bool fromCache, const Session
 
 }  // namespace
 
-bool loadCachedKernels(KernelSet& set, const std::string& arch, const Session& session) {
-  if (arch.empty()) return !set.pending();
+int loadCachedKernels(KernelSet& set, const std::string& arch, const Session& session) {
+  if (arch.empty()) return 0;
   cache::KernelCache& cache = session.kernelCache();
+  int loaded = 0;
   for (KernelStep& ks : set.kernels) {
     if (ks.state != KernelState::kPending) continue;
-    if (std::optional<std::string> bin = cache.get(ks.key))
+    if (std::optional<std::string> bin = cache.get(ks.key)) {
       markReady(ks, std::move(*bin), /*fromCache=*/true, session);
+      ++loaded;
+    }
   }
-  return !set.pending();
+  return loaded;
 }
 
 CompileReport compileKernels(KernelSet& set, const std::string& arch, const Session& session,

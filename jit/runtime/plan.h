@@ -108,8 +108,6 @@ struct KernelSet {
   bool covers(const KernelSet& other) const;
   // Some kernel still has no binary.
   bool pending() const;
-  // Same binaries (cache keys) as `other`: specializing would change nothing.
-  bool sameKernelsAs(const KernelSet& other) const;
 };
 
 struct PlanStats {
@@ -176,8 +174,8 @@ KernelStep emitVariant(const Program& program, size_t k, const codegen::Schedule
                        const codegen::BucketInfo& bucket, const std::string& arch);
 
 // Fills pending kernels from the kernel cache (memory, then disk) without compiling. Returns
-// whether no kernel is left pending.
-bool loadCachedKernels(KernelSet& set, const std::string& arch, const Session& session);
+// how many it filled; KernelSet::pending() tells whether any is left.
+int loadCachedKernels(KernelSet& set, const std::string& arch, const Session& session);
 
 struct CompileReport {
   int compiled = 0;  // NVRTC runs
