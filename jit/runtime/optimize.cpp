@@ -451,8 +451,10 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
     const c10::IValue& v = inputs[i];
     KILN_USER_CHECK(v.isTensor(), "input {} (\"{}\"): expected a tensor, got {}", i,
                     impl.inputName(i), v.tagKind());
-    KILN_USER_CHECK(v.toTensor().defined(), "input {} (\"{}\"): expected a tensor, got an "
-                    "undefined tensor", i, impl.inputName(i));
+    KILN_USER_CHECK(v.toTensor().defined(),
+                    "input {} (\"{}\"): expected a tensor, got an "
+                    "undefined tensor",
+                    i, impl.inputName(i));
     tensors.push_back(v.toTensor());
   }
   std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors);
