@@ -68,6 +68,9 @@ WarmupArgs parseWarmupArgs(const std::vector<std::string>& args) {
     } else if (flag == "--quiet" || flag == "-q") {
       if (inlineValue) throw UsageError(fmt::format("{} takes no value", flag));
       out.quiet = true;
+    } else if (flag == "--tune") {
+      if (inlineValue) throw UsageError(fmt::format("{} takes no value", flag));
+      out.tune = true;
     } else if (flag.rfind("-", 0) == 0) {
       throw UsageError(fmt::format("unknown flag {}", flag));
     } else {

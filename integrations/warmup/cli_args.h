@@ -23,12 +23,14 @@ struct WarmupArgs {
   std::optional<std::string> arch;         // --arch sm_XX; else the local GPU's
   std::optional<std::string> summaryJson;  // --summary-json FILE
   bool quiet = false;                      // --quiet: only errors and the final summary
+  bool tune = false;                       // --tune: also tune every kernel on the local GPU
   bool help = false;                       // --help
 };
 
 inline constexpr const char* kWarmupUsage =
     "usage: kiln-warmup --model MODEL.pt --input NAME:DTYPE:[DIMS] [--input ...]\n"
     "                   [--cache-dir DIR] [--arch sm_XX] [--summary-json FILE] [--quiet]\n"
+    "                   [--tune]\n"
     "Compiles every kernel of MODEL for every shape bucket of the dynamic dims into kiln's\n"
     "kernel cache, so that a later process compiles nothing.\n"
     "  --input      one per forward() argument, in order. DTYPE: float16|half|bfloat16|float32|\n"
@@ -42,6 +44,9 @@ inline constexpr const char* kWarmupUsage =
     "  --arch       compile for this arch (e.g. sm_90); needs no GPU. Default: the local GPU's\n"
     "  --summary-json  write {kernels_compiled, kernels_cached, buckets, groups, eager_ops,\n"
     "               seconds, ...} to FILE\n"
+    "  --tune       also tune every kernel on this machine's GPU (KILN_TUNE_MAX_VARIANTS,\n"
+    "               KILN_TUNE_SECONDS) and store the winners as tuning records, which later\n"
+    "               processes use unless KILN_TUNE=off. Needs a GPU of the target arch\n"
     "Exit status: 0 done, 1 the model could not be warmed up, 2 bad usage.\n";
 
 // Parses argv[1..]. Throws UsageError naming the bad argument (unknown flag, missing value,

@@ -38,8 +38,11 @@ class Progress {
       if (ev.done && done == ev.total) fmt::print(stderr, "\n");
       std::fflush(stderr);
     } else if (ev.done) {
-      fmt::print(stderr, "kiln-warmup: [{}/{}] {}: {} groups, {} compiled, {} cached, {:.2f} s\n",
+      fmt::print(stderr, "kiln-warmup: [{}/{}] {}: {} groups, {} compiled, {} cached{}, {:.2f} s\n",
                  ev.index + 1, ev.total, ev.label, ev.groups, ev.kernelsCompiled, ev.kernelsCached,
+                 ev.variantsTried > 0 ? fmt::format(", {} variants tried, {} kernels tuned",
+                                                    ev.variantsTried, ev.kernelsTuned)
+                                      : std::string(),
                  ev.seconds);
     }
   }

@@ -14,6 +14,7 @@
 #include "jit/capture/capture.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
+#include "jit/runtime/tuner.h"
 #include "src/support/log.h"
 
 namespace kiln::warmup {
@@ -80,8 +81,10 @@ std::string shortMessage(const std::exception& e) {
 EnvLookup filteredEnv(const EnvLookup& env, const WarmupArgs& args) {
   bool hideCacheDir = args.cacheDir.has_value();
   bool hideArch = args.arch.has_value();
-  return [env, hideCacheDir, hideArch](std::string_view name) -> std::optional<std::string> {
+  bool hideTune = args.tune;
+  return [env, hideCacheDir, hideArch, hideTune](std::string_view name) -> std::optional<std::string> {
     if (name == "KILN_DISK_CACHE" || name == "KILN_DISABLE") return std::nullopt;
+    if (hideTune && name == "KILN_TUNE") return std::nullopt;
     if (hideCacheDir && name == "KILN_CACHE_DIR") return std::nullopt;
     if (hideArch && name == "KILN_ARCH") return std::nullopt;
     return env(name);
@@ -100,9 +103,11 @@ std::string toJson(const WarmupSummary& s) {
   return fmt::format(
       "{{\"kernels_compiled\": {}, \"kernels_cached\": {}, \"buckets\": {}, \"groups\": {}, "
       "\"groups_failed\": {}, \"eager_ops\": {}, \"skipped_buckets\": {}, \"seconds\": {:.3f}, "
-      "\"arch\": {}, \"cache_dir\": {}}}\n",
+      "\"arch\": {}, \"cache_dir\": {}, \"tuned\": {}, \"kernels_tuned\": {}, "
+      "\"variants_tried\": {}}}\n",
       s.kernelsCompiled, s.kernelsCached, s.buckets, s.groups, s.groupsFailed, jsonList(s.eagerOps),
-      jsonList(s.skippedBuckets), s.seconds, jsonString(s.arch), jsonString(s.cacheDir));
+      jsonList(s.skippedBuckets), s.seconds, jsonString(s.arch), jsonString(s.cacheDir),
+      s.tuned ? "true" : "false", s.kernelsTuned, s.variantsTried);
 }
 
 std::string toText(const WarmupSummary& s) {
@@ -111,6 +116,9 @@ std::string toText(const WarmupSummary& s) {
       s.buckets, s.buckets == 1 ? "" : "s", s.groups, s.kernelsCompiled, s.kernelsCached);
   if (s.groupsFailed > 0) out += fmt::format(", {} without a kernel (run eagerly)", s.groupsFailed);
   out += fmt::format(" for {} in {:.1f} s\n  cache: {}\n", s.arch, s.seconds, s.cacheDir);
+  if (s.tuned)
+    out += fmt::format("  tuned: {} variants tried, {} kernels faster than their default\n",
+                       s.variantsTried, s.kernelsTuned);
   if (!s.eagerOps.empty()) out += fmt::format("  eager ops: {}\n", fmt::join(s.eagerOps, ", "));
   if (!s.skippedBuckets.empty())
     out += fmt::format("  skipped (sizes 0 and 1 are never dynamic): {}\n",
@@ -162,6 +170,9 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
   if (args.arch) options.arch = *args.arch;
   if (args.cacheDir) options.cacheDir = *args.cacheDir;
   options.diskCache = true;
+  // --tune: the caller waits, so the lab runs flat out (Note [Tuning beside traffic]), and
+  // records already there are the incumbents to beat.
+  if (args.tune) options.tune = TuneMode::kEager;
   if (args.arch) {
     // Compiling for a named arch needs no GPU; the session's "no GPU, running eagerly" warning
     // would only confuse here (the key is the session's, src in jit/runtime/session.cpp).
@@ -178,6 +189,21 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
     throw WarmupError(fmt::format("no --arch given and no usable GPU ({}); pass --arch sm_XX",
                                   session->cudaEnvironment().describe()));
   summary.arch = *arch;
+  std::unique_ptr<jit::TuningLab> lab;
+  if (args.tune) {
+    const std::optional<std::string> local =
+        cuda::targetArch("", session->cudaEnvironment());
+    if (!local)
+      throw WarmupError(fmt::format("--tune needs a GPU to time kernels on, and there is none ({})",
+                                    session->cudaEnvironment().describe()));
+    if (*local != *arch)
+      throw WarmupError(fmt::format(
+          "--tune times kernels on this machine's GPU ({}), which cannot run --arch {}", *local,
+          *arch));
+    lab = jit::makeCudaLab(*session);
+    if (lab == nullptr) throw WarmupError("--tune: the CUDA driver cannot be used");
+    summary.tuned = true;
+  }
 
   cache::KernelCache& cache = session->kernelCache();
   const cache::DiskStore* disk = cache.disk();
@@ -249,6 +275,17 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
     summary.groups += groups;
     summary.groupsFailed += groups - info.kernelsCompiled - info.kernelsCached;
     ++summary.buckets;
+    if (lab != nullptr) {
+      jit::TuneOptions budget;
+      budget.maxVariants = session->options().tuneMaxVariants;
+      budget.maxSeconds = session->options().tuneSeconds;
+      const jit::TuneReport r = jit::tunePlan(*plan, *lab, *session, *arch, budget);
+      summary.kernelsTuned += r.replaced;
+      summary.variantsTried += r.variantsTried;
+      ev.kernelsTuned = r.replaced;
+      ev.variantsTried = r.variantsTried;
+      for (const std::string& line : r.lines) KILN_LOG_INFO("kiln-warmup: tuned {}", line);
+    }
 
     ev.done = true;
     ev.kernelsCompiled = info.kernelsCompiled;

@@ -418,10 +418,13 @@ struct OptimizedModule::Impl {
     if (arch.empty() || !plan->claimTuning()) return;
     std::shared_ptr<ModuleShared> sh = shared;
     Session* sess = session;
-    auto job = [sh, plan, sess, arch] {
+    TuneOptions budget;
+    budget.maxVariants = o.tuneMaxVariants;
+    budget.maxSeconds = o.tuneSeconds;
+    auto job = [sh, plan, sess, arch, budget] {
       std::unique_ptr<TuningLab> lab = sess->makeTuningLab();
       if (lab == nullptr || !sh->alive.load()) return;
-      TuneReport r = tunePlan(*plan, *lab, *sess, arch, TuneOptions{}, &sh->alive);
+      TuneReport r = tunePlan(*plan, *lab, *sess, arch, budget, &sh->alive);
       sh->record(r);
       KILN_LOG_INFO("kiln: tuned plan ({} kernels, {} variants, {} replaced)", r.kernels,
                     r.variantsTried, r.replaced);

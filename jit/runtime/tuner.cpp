@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
@@ -26,8 +27,18 @@ using Clock = std::chrono::steady_clock;
 // of L2 alone. A sample is 5 back-to-back launches between two CUDA events on a pool stream, 9
 // samples after 3 warm-up launches. Outputs of the first copy are compared with the incumbent's
 // (tolerance by dtype; NaN equal to NaN).
+//
+// Note [Tuning beside traffic]
+// The lab shares the GPU with the requests it must not slow down. A request kernel that arrives
+// while a lab kernel holds the SMs waits for it, so with KILN_TUNE=background the lab keeps its
+// share of GPU time small: after each sample it sleeps until its launches were at most
+// `gpuShare` of the wall time (2%: one request in fifty can meet a lab kernel, so p99 latency is
+// left alone; a kernel of 0.2 ms per launch takes about 0.6 s of wall time per variant). With
+// KILN_TUNE=eager (the caller asked to wait) and in kiln-warmup --tune it runs flat out.
 class CudaLab final : public TuningLab {
  public:
+  explicit CudaLab(double gpuShare) : gpuShare_(gpuShare) {}
+
   bool prepare(const Program& program, size_t k, const KernelStep& incumbent,
                const std::vector<int64_t>& symbols) override {
     (void)program;
@@ -111,13 +122,20 @@ class CudaLab final : public TuningLab {
       for (size_t i = 0; i < 3; ++i) run(i);
       Result r;
       constexpr int kSamples = 9, kBatch = 5;
+      auto pace = [&](double busyMs) {
+        if (gpuShare_ < 1.0)
+          std::this_thread::sleep_for(
+              std::chrono::duration<double, std::milli>(busyMs * (1.0 / gpuShare_ - 1.0)));
+      };
       for (int s = 0; s < kSamples; ++s) {
         at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
         start.record(stream);
         for (int b = 0; b < kBatch; ++b) run(static_cast<size_t>(s * kBatch + b));
         stop.record(stream);
         stop.synchronize();
-        r.timing.ms.push_back(start.elapsed_time(stop) / kBatch);
+        const double ms = start.elapsed_time(stop);
+        r.timing.ms.push_back(ms / kBatch);
+        pace(ms);
       }
       run(0);
       stream.synchronize();
@@ -146,6 +164,7 @@ class CudaLab final : public TuningLab {
     return at::allclose(a.to(at::kFloat), b.to(at::kFloat), tol, tol, /*equal_nan=*/true);
   }
 
+  const double gpuShare_;
   at::Device device_{at::kCUDA, 0};
   std::vector<int64_t> symbols_;
   std::vector<std::vector<at::Tensor>> sets_;
@@ -160,7 +179,8 @@ double secondsSince(Clock::time_point t0) {
 
 std::unique_ptr<TuningLab> makeCudaLab(const Session& session) {
   if (session.driver() == nullptr) return nullptr;
-  return std::make_unique<CudaLab>();
+  // Note [Tuning beside traffic].
+  return std::make_unique<CudaLab>(session.options().tune == TuneMode::kBackground ? 0.02 : 1.0);
 }
 
 TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,

@@ -112,6 +112,10 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_TUNE")) o.tune = parseTuneMode("KILN_TUNE", *v);
   if (auto v = env("KILN_TUNE_THRESHOLD"))
     o.tuneThreshold = static_cast<int>(parseInt("KILN_TUNE_THRESHOLD", *v, 1, 1 << 30));
+  if (auto v = env("KILN_TUNE_MAX_VARIANTS"))
+    o.tuneMaxVariants = static_cast<int>(parseInt("KILN_TUNE_MAX_VARIANTS", *v, 0, 4096));
+  if (auto v = env("KILN_TUNE_SECONDS"))
+    o.tuneSeconds = static_cast<int>(parseInt("KILN_TUNE_SECONDS", *v, 1, 24 * 3600));
   if (auto v = env("KILN_POISON_OUTPUTS")) o.poisonOutputs = parseBool("KILN_POISON_OUTPUTS", *v);
   return o;
 }

@@ -41,6 +41,10 @@ struct Options {
   // search, decisions, swap and records are tested on the CPU with a fake lab).
   TuneMode tune = TuneMode::kOff;
   int tuneThreshold = 200;
+  // KILN_TUNE_MAX_VARIANTS, KILN_TUNE_SECONDS: a tuning job's budget, variants per kernel (the
+  // incumbent not counted) and wall seconds per job.
+  int tuneMaxVariants = 24;
+  int tuneSeconds = 60;
   // KILN_POISON_OUTPUTS=1 (debugging, tests): fill kernel outputs with NaN/0xFF before each launch,
   // so an element a kernel fails to write cannot pass for a right answer left over in memory.
   bool poisonOutputs = false;

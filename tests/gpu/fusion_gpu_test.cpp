@@ -19,6 +19,8 @@
 
 #include <kiln/kiln.h>
 
+#include "tests/support/temp_dir.h"
+
 namespace {
 
 using torch::indexing::None;
@@ -395,6 +397,73 @@ def forward(self, q, k, v, mask):
                     fmt::format("explicit attention {} seq {} batch {}", name(dt), seq, batch));
       }
   EXPECT_NE(fast.explain().find("library sdpa"), std::string::npos) << fast.explain();
+}
+
+// Issue 7 on the GPU: KILN_TUNE=eager runs the device lab (jit/runtime/tuner.cpp) on the plan
+// of a bucket that reached the threshold: variants compile, run on synthetic data on a side
+// stream and are compared with the incumbent; whatever is swapped in must still match eager. A
+// replaced kernel's record is reused by a new session over the same disk cache.
+TEST(GpuTuner, EagerTuningKeepsResultsAndPersistsWinners) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  kiln::testing::ScratchDir dir("kiln-gpu-tune");
+  kiln::Options o;
+  o.poisonOutputs = true;
+  o.cacheDir = dir.path();
+  o.tune = kiln::TuneMode::kEager;
+  o.tuneThreshold = 3;
+  o.tuneMaxVariants = 8;
+  const Case softmax{R"(
+def forward(self, x, m):
+    return torch.softmax(x * 0.125 + m, -1)
+)",
+                     {}};
+  const Case pointwise{R"(
+def forward(self, x):
+    return torch.gelu(x * self.w + self.b) * torch.sigmoid(x) + x
+)",
+                       {{"w", torch::randn({4096})}, {"b", torch::randn({4096})}}};
+  struct Run {
+    const Case* c;
+    std::vector<int64_t> shape;
+    int inputs;
+  };
+  uint64_t replaced = 0;
+  for (const Run& r : {Run{&softmax, {4096, 1024}, 2}, Run{&pointwise, {4096, 4096}, 1}})
+    for (auto dt : {torch::kHalf, torch::kFloat}) {
+      const std::string what = fmt::format("{} {}", r.c->source.substr(1, 40), name(dt));
+      torch::jit::Module m = makeModule(*r.c, dt);
+      std::vector<torch::IValue> in;
+      for (int i = 0; i < r.inputs; ++i) in.push_back(rnd(r.shape, dt));
+      const torch::Tensor want = m.forward(in).toTensor();
+      std::string tunedExplain;
+      {
+        kiln::Session session(o);
+        kiln::jit::Options opt;
+        opt.session = &session;
+        auto fast = kiln::jit::optimize(m, opt);
+        for (int call = 0; call < 5; ++call)  // the third call tunes
+          expectClose(fast.forward(in).toTensor(), want, tolerance(dt, r.shape[1]),
+                      what + " call " + std::to_string(call));
+        auto st = fast.stats();
+        EXPECT_EQ(st.tuningJobs, 1u) << what << " " << st.toString();
+        EXPECT_GT(st.variantsTried, 0u) << what << "\n" << fast.explain();
+        EXPECT_EQ(st.groupFallbacks, 0u) << what << "\n" << fast.explain();
+        std::printf("[tuner] %s: %s\n%s\n", what.c_str(), st.toString().c_str(),
+                    fast.explain().c_str());
+        replaced += st.kernelsTuned;
+        if (st.kernelsTuned == 0) continue;
+      }
+      // A new process (session) over the same cache starts from the winner's record.
+      kiln::Session session(o);
+      kiln::jit::Options opt;
+      opt.session = &session;
+      auto fast = kiln::jit::optimize(m, opt);
+      expectClose(fast.forward(in).toTensor(), want, tolerance(dt, r.shape[1]), what + " reloaded");
+      EXPECT_NE(fast.explain().find(", tuned"), std::string::npos) << what << "\n"
+                                                                   << fast.explain();
+    }
+  std::printf("[tuner] kernels replaced in all: %llu\n", static_cast<unsigned long long>(replaced));
 }
 
 }  // namespace

@@ -50,7 +50,9 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_COMPILE_THREADS", "3"},
                                                    {"KILN_MAX_PLANS", "5"},
                                                    {"KILN_TUNE", "eager"},
-                                                   {"KILN_TUNE_THRESHOLD", "42"}}));
+                                                   {"KILN_TUNE_THRESHOLD", "42"},
+                                                   {"KILN_TUNE_MAX_VARIANTS", "7"},
+                                                   {"KILN_TUNE_SECONDS", "9"}}));
   EXPECT_EQ(o.logLevel, LogLevel::kDebug);
   EXPECT_TRUE(o.disable);
   EXPECT_EQ(o.cacheDir, "/tmp/kc");
@@ -61,6 +63,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_EQ(o.maxPlans, 5);
   EXPECT_EQ(o.tune, TuneMode::kEager);
   EXPECT_EQ(o.tuneThreshold, 42);
+  EXPECT_EQ(o.tuneMaxVariants, 7);
+  EXPECT_EQ(o.tuneSeconds, 9);
 }
 
 TEST(Options, MalformedValuesNameTheVariable) {

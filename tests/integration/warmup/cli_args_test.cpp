@@ -40,7 +40,7 @@ class CliArgs : public ::testing::Test {
 TEST_F(CliArgs, ParsesAFullCommandLine) {
   WarmupArgs a = parseWarmupArgs({"--model", model_, "--input", "x:float16:[1..64,128,768]",
                                   "--input=mask:float16:[1..64,1,128]", "--cache-dir", "/tmp/c",
-                                  "--arch", "sm_90", "--summary-json", "s.json", "--quiet"});
+                                  "--arch", "sm_90", "--summary-json", "s.json", "--quiet", "--tune"});
   EXPECT_EQ(a.model, model_);
   ASSERT_EQ(a.inputs.size(), 2u);
   EXPECT_EQ(a.inputs[1].name, "mask");
@@ -49,6 +49,7 @@ TEST_F(CliArgs, ParsesAFullCommandLine) {
   EXPECT_EQ(a.arch.value_or(""), "sm_90");
   EXPECT_EQ(a.summaryJson.value_or(""), "s.json");
   EXPECT_TRUE(a.quiet);
+  EXPECT_TRUE(a.tune);
   EXPECT_FALSE(a.help);
 }
 
@@ -98,6 +99,7 @@ TEST_F(CliArgs, BadUsage) {
             "--input x: dim 0 (0..1) has no bucket to warm up (dynamic sizes must reach 2; write a "
             "static size instead)");
   EXPECT_EQ(error({"--model", model_, "--input", in, "--quiet=yes"}), "--quiet takes no value");
+  EXPECT_EQ(error({"--model", model_, "--input", in, "--tune=1"}), "--tune takes no value");
 }
 
 }  // namespace

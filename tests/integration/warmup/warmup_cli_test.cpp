@@ -175,6 +175,36 @@ TEST_F(Warmup, NoArchAndNoGpuExitsOne) {
   EXPECT_NE(r.output.find("no --arch given and no usable GPU"), std::string::npos) << r.output;
 }
 
+// --tune times kernels on the local GPU: without one it exits 1 saying so (also with an explicit
+// --arch, which compiles but cannot time); with one it tunes every kernel of every bucket.
+TEST_F(Warmup, TuneNeedsTheLocalGpu) {
+  kiln::Session probe(kiln::Options{}, [](std::string_view) { return std::nullopt; });
+  std::vector<std::string> args = {"--model",     path("model.pt"),
+                                   "--input",     "x:float16:[8..16,16,64]",
+                                   "--input",     "mask:float16:[8..16,1,64]",
+                                   "--cache-dir", path("cache-tune"),
+                                   "--tune",      "--summary-json",
+                                   path("tune.json")};
+  if (!probe.targetArch()) {
+    RunResult r = run(args);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_NE(r.output.find("no --arch given and no usable GPU"), std::string::npos) << r.output;
+    args.insert(args.end(), {"--arch", "sm_90"});
+    r = run(args);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_NE(r.output.find("--tune needs a GPU to time kernels on"), std::string::npos)
+        << r.output;
+    return;
+  }
+  RunResult r = run(args);
+  ASSERT_EQ(r.rc, 0) << r.output;
+  const std::string j = readFile(path("tune.json"));
+  EXPECT_NE(j.find("\"tuned\": true"), std::string::npos) << j;
+  EXPECT_EQ(jsonInt(j, "buckets"), 2) << j;
+  EXPECT_GT(jsonInt(j, "variants_tried"), 0) << j << r.output;
+  EXPECT_GE(jsonInt(j, "kernels_tuned"), 0) << j;
+}
+
 TEST_F(Warmup, SecondRunCompilesNothingAndAFreshSessionHitsTheCache) {
   const std::string cache = path("cache-twice");
   std::vector<std::string> args = {"--model",       path("model.pt"),
