@@ -135,7 +135,15 @@ CapturedGraph capture(torch::jit::Module& module, const std::vector<c10::IValue>
   NamedTensors params;
   for (const auto& p : module.named_parameters(/*recurse=*/true)) params.add(p.name, p.value);
   for (const auto& b : module.named_buffers(/*recurse=*/true)) params.add(b.name, b.value);
-  ForwardFn forward = [&module](const std::vector<c10::IValue>& in) { return module.forward(in); };
+  // Note [Tracing TorchScript modules]
+  // A module that has run before holds its executors' optimized plans, and those are used even
+  // with the optimizer off; on a GPU they contain NNC fusion groups, which run as one opaque op:
+  // the tracer records only the group's output allocation, or bakes its result in as a
+  // constant, and the captured graph would compute with stale data. A clone that shares the
+  // module's tensors (inplace) has fresh executors, which with the optimizer off run the graph
+  // op by op, as written.
+  torch::jit::Module fresh = module.clone(/*inplace=*/true);
+  ForwardFn forward = [&fresh](const std::vector<c10::IValue>& in) { return fresh.forward(in); };
   return captureWith(std::move(params), forward, exampleInputs, options);
 }
 

@@ -2,6 +2,9 @@
 // evaluated with ATen (jit/eval), results are compared with the module itself, which checks the
 // lowering, including symbolic shapes at sizes other than the example.
 #include <gtest/gtest.h>
+#include <torch/csrc/jit/codegen/fuser/interface.h>
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
+#include <torch/csrc/jit/tensorexpr/kernel.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -339,6 +342,37 @@ def forward(self, x, y):
   ASSERT_EQ(got.size(), 2u);
   expectClose(got[0], want->elements()[0].toTensor());
   expectClose(got[1], want->elements()[1].toTensor());
+}
+
+// A TorchScript module the caller already ran eagerly holds an optimized executor plan (on a GPU,
+// with NNC fusion groups) that the tracer cannot see into: a fused group's output would be baked
+// into the graph as a constant, and later inputs would get stale results. Capture traces a fresh
+// clone of the module instead (Note [Tracing TorchScript modules]). NNC is turned on for the CPU
+// here to build that state without a GPU.
+TEST(Capture, ModuleRunEagerlyBeforeIsTracedAsWritten) {
+  torch::jit::overrideCanFuseOnCPU(true);
+  torch::jit::tensorexpr::getTEMustUseLLVMOnCPU() = false;
+  const bool wasEnabled = torch::jit::tensorExprFuserEnabled();
+  torch::jit::setTensorExprFuserEnabled(true);
+  torch::jit::Module m("Net");
+  m.register_parameter("w", torch::randn({16}), false);
+  m.define(R"(
+def forward(self, x, y):
+    return torch.softmax(torch.sigmoid(x * self.w + y) * 2.0 - y, -1)
+)");
+  m.eval();
+  torch::NoGradGuard ng;
+  std::vector<c10::IValue> ins{torch::randn({4, 16}), torch::randn({4, 16})};
+  for (int i = 0; i < 4; ++i) m.forward(ins);  // profiled, then optimized (fused) plans
+  CapturedGraph c = capture(m, ins, CaptureOptions{});
+  torch::jit::overrideCanFuseOnCPU(false);
+  torch::jit::tensorexpr::getTEMustUseLLVMOnCPU() = true;
+  torch::jit::setTensorExprFuserEnabled(wasEnabled);
+  const std::string text = printed(c);
+  EXPECT_NE(text.find("sigmoid("), std::string::npos) << text;
+  ASSERT_EQ(c.params.size(), 1u) << text;  // w; no tensor baked in as a constant
+  std::vector<at::Tensor> in2{torch::randn({4, 16}), torch::randn({4, 16})};
+  expectClose(evalCaptured(c, in2).at(0), m.forward({in2[0], in2[1]}).toTensor());
 }
 
 TEST(Capture, RetypeToHalf) {
