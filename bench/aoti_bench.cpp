@@ -87,44 +87,6 @@ struct Device {
   }
 };
 
-// Issue 8 workloads 4-6 as kiln_bench.cpp's modelWorkloads() (keep them in step): `n` is tokens
-// (batch x 128) for the MLP and the encoder, images for the CNN block.
-struct ModelWorkload {
-  std::string name;
-  std::string file;
-  std::vector<int64_t> sizes;
-  std::function<std::vector<torch::Tensor>(int64_t n, torch::TensorOptions)> inputs;
-  std::function<double(int64_t n)> flops;
-};
-
-std::map<std::string, ModelWorkload> modelWorkloads(bool quick, bool cuda) {
-  const std::vector<int64_t> tokens = !cuda   ? std::vector<int64_t>{128}
-                                      : quick ? std::vector<int64_t>{128, 4096}
-                                              : std::vector<int64_t>{128, 4096, 32768};
-  return {
-      {"mlp",
-       {"MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024", "mlp.pt", tokens,
-        [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
-          return {torch::randn({n / 128, 128, 1024}, o)};
-        },
-        [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; }}},
-      {"encoder_block",
-       {"encoder block, hidden 768, 12 heads, seq 128", "encoder_block.pt", tokens,
-        [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
-          return {torch::randn({n / 128, 128, 768}, o), torch::zeros({n / 128, 1, 128, 128}, o)};
-        },
-        // QKV, output projection and FFN GEMMs, plus QK^T and AV.
-        [](int64_t n) { return 2.0 * n * 768.0 * 9216.0 + 4.0 * n * 128.0 * 768.0; }}},
-      {"cnn_block",
-       {"CNN block (conv3x3+bn+relu x2, residual), 64 ch, 56x56", "cnn_block.pt",
-        cuda ? std::vector<int64_t>{1, 32} : std::vector<int64_t>{1},
-        [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
-          return {torch::randn({n, 64, 56, 56}, o)};
-        },
-        [](int64_t n) { return 2.0 * 2.0 * n * 64.0 * 64.0 * 9.0 * 56.0 * 56.0; }}},
-  };
-}
-
 // peer_aoti.py's names for workloads.h's memory-bound workloads, in its order.
 const std::vector<std::string> kMemoryBoundNames = {"pointwise", "add_layernorm_gelu",
                                                     "masked_softmax"};
@@ -211,7 +173,7 @@ void benchMemoryBound(const Device& d, const Package& p, const std::string& path
 }
 
 void benchModel(const Device& d, const Package& p, const std::string& path,
-                const ModelWorkload& w) {
+                const kiln::bench::ModelWorkload& w) {
   const auto dt = p.dtype == "fp16" ? torch::kHalf : torch::kFloat;
   const auto opts = torch::TensorOptions().device(d.device()).dtype(dt);
   auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/" + w.file);
@@ -303,7 +265,9 @@ int main(int argc, char** argv) {
     for (const Package* p : built(packages, name))
       guarded(*p, [&] { benchMemoryBound(d, *p, dir + "/" + p->file, quick); });
 
-  const auto models = modelWorkloads(quick, cuda);
+  std::map<std::string, kiln::bench::ModelWorkload> models;
+  for (kiln::bench::ModelWorkload& w : kiln::bench::modelWorkloads(quick, /*small=*/!cuda))
+    models.emplace(w.key, std::move(w));
   std::printf(
       "\n| model | dtype | n | eager ms | aoti ms | aoti speedup | aoti TFLOP/s | max err | "
       "load ms | first run ms |\n");

@@ -32,74 +32,26 @@ const char* dtypeName(torch::ScalarType t) {
   return t == torch::kHalf ? "fp16" : "fp32";
 }
 
-// Issue 8 workloads 4-6: models from scripts/export_models.py, GEMM/conv-bound. `n` is tokens
-// (batch x 128) for the MLP and the encoder, images for the CNN block.
-struct ModelWorkload {
-  std::string name;
-  std::string file;
-  std::vector<int64_t> sizes;
-  std::function<std::vector<torch::IValue>(int64_t n, torch::TensorOptions)> inputs;
-  std::function<double(int64_t n)> flops;
-  kiln::jit::Options options;
-};
-
-std::vector<ModelWorkload> modelWorkloads(bool quick) {
-  std::vector<ModelWorkload> out;
-  const std::vector<int64_t> tokens =
-      quick ? std::vector<int64_t>{128, 4096} : std::vector<int64_t>{128, 4096, 32768};
-  ModelWorkload mlp{"MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024",
-                    "mlp.pt",
-                    tokens,
-                    [](int64_t n, torch::TensorOptions o) -> std::vector<torch::IValue> {
-                      return {torch::randn({n / 128, 128, 1024}, o)};
-                    },
-                    [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; },
-                    {}};
-  mlp.options.inputNames = {"x"};
-  mlp.options.dynamicDims = {{"x", 0, "batch"}};
-  out.push_back(mlp);
-  ModelWorkload enc{
-      "encoder block, hidden 768, 12 heads, seq 128",
-      "encoder_block.pt",
-      tokens,
-      [](int64_t n, torch::TensorOptions o) -> std::vector<torch::IValue> {
-        return {torch::randn({n / 128, 128, 768}, o), torch::zeros({n / 128, 1, 128, 128}, o)};
-      },
-      // QKV, output projection and FFN GEMMs, plus QK^T and AV.
-      [](int64_t n) { return 2.0 * n * 768.0 * 9216.0 + 4.0 * n * 128.0 * 768.0; },
-      {}};
-  enc.options.inputNames = {"x", "mask"};
-  enc.options.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}};
-  out.push_back(enc);
-  ModelWorkload cnn{"CNN block (conv3x3+bn+relu x2, residual), 64 ch, 56x56",
-                    "cnn_block.pt",
-                    {1, 32},
-                    [](int64_t n, torch::TensorOptions o) -> std::vector<torch::IValue> {
-                      return {torch::randn({n, 64, 56, 56}, o)};
-                    },
-                    [](int64_t n) { return 2.0 * 2.0 * n * 64.0 * 64.0 * 9.0 * 56.0 * 56.0; },
-                    {}};
-  cnn.options.inputNames = {"x"};
-  cnn.options.dynamicDims = {{"x", 0, "batch"}};
-  out.push_back(cnn);
-  return out;
-}
-
 void benchModels(kiln::Session& session, bool quick) {
   std::printf("\n| model | dtype | n | eager ms | kiln ms | speedup | kiln TFLOP/s | max err |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
-  for (const ModelWorkload& w : modelWorkloads(quick))
+  for (const kiln::bench::ModelWorkload& w : kiln::bench::modelWorkloads(quick))
     for (auto dt : {torch::kHalf, torch::kFloat})
       for (int64_t n : w.sizes) {
         auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/" + w.file);
         m.eval();
         m.to(torch::kCUDA, dt);
-        kiln::jit::Options o = w.options;
+        kiln::jit::Options o;
+        o.inputNames = w.inputNames;
+        for (const std::string& input : w.inputNames) o.dynamicDims.push_back({input, 0, "batch"});
         o.session = &session;
         auto fast = kiln::jit::optimize(m, o);
         auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dt);
         std::vector<std::vector<torch::IValue>> inputs;
-        for (int i = 0; i < 2; ++i) inputs.push_back(w.inputs(n, opts));
+        for (int i = 0; i < 2; ++i) {
+          std::vector<torch::Tensor> in = w.inputs(n, opts);
+          inputs.emplace_back(in.begin(), in.end());
+        }
         auto want = m.forward(inputs[0]).toTensor();
         auto got = fast.forward(inputs[0]).toTensor();
         double err = (got.to(torch::kFloat) - want.to(torch::kFloat)).abs().max().item<double>();

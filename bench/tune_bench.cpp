@@ -7,7 +7,8 @@
 // Reported: before/after medians (CUDA events, 10 calls a sample), effective bandwidth after
 // tuning against the copy bandwidth measured in the same run, the tuning job's wall time,
 // variants tried and kernels replaced, and request latency p50/p99 during tuning and after.
-// Output: markdown on stdout. Usage: kiln-tune-bench [--quick] [--threshold N]
+// fp16 (the memory-bound workloads and the encoder block); --fp32 adds the memory-bound ones in
+// fp32. Output: markdown on stdout. Usage: kiln-tune-bench [--quick] [--fp32] [--threshold N]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -55,11 +56,13 @@ double steadyMs(const kiln::jit::OptimizedModule& fast, const Case& c) {
   return medianMs([&](int i) { fast.forward(c.inputs[static_cast<size_t>(i) % sets]); }, 20, 10);
 }
 
-std::vector<Case> cases(bool quick) {
+std::vector<Case> cases(bool quick, bool fp32) {
   std::vector<Case> out;
   const int64_t n = quick ? 4096 : 32768;
+  std::vector<torch::ScalarType> dtypes = {torch::kHalf};
+  if (fp32) dtypes.push_back(torch::kFloat);
   for (const kiln::bench::Workload& w : kiln::bench::memoryBoundWorkloads())
-    for (auto dt : {torch::kHalf, torch::kFloat}) {
+    for (auto dt : dtypes) {
       auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dt);
       Case c{w.name, dt, n, torch::jit::Module("M"), {}, {}, 0};
       for (const auto& p : w.paramNames)
@@ -101,16 +104,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln-tune-bench: needs a GPU\n");
     return 1;
   }
-  bool quick = false;
+  bool quick = false, fp32 = false;
   int threshold = 100;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
       quick = true;
+    } else if (a == "--fp32") {
+      fp32 = true;
     } else if (a == "--threshold" && i + 1 < argc) {
       threshold = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: kiln-tune-bench [--quick] [--threshold N]\n");
+      std::fprintf(stderr, "usage: kiln-tune-bench [--quick] [--fp32] [--threshold N]\n");
       return 2;
     }
   }
@@ -127,7 +132,7 @@ int main(int argc, char** argv) {
       "| workload | dtype | n | untuned ms | tuned ms | gain | tuned %% of copy | tuning s | "
       "variants | replaced | p50 during | p99 during | p50 after | p99 after | p99 during / p50 "
       "after |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  for (Case& c : cases(quick)) {
+  for (Case& c : cases(quick, fp32)) {
     kiln::jit::Options o = c.options;
     o.session = &untuned;
     const kiln::jit::OptimizedModule untunedModule = kiln::jit::optimize(c.module, o);

@@ -1,8 +1,14 @@
 #pragma once
-// The memory-bound workloads of issue 8 (1-3), shared by kiln-bench and kiln-kernel-sweep: a
-// TorchScript forward, the row length, how many [n, cols] inputs it takes, and its [cols] params.
+// The workloads of issue 8, shared by the benchmarks. Memory-bound (1-3; kiln-bench,
+// kiln-kernel-sweep, kiln-tune-bench, kiln-aoti-bench): a TorchScript forward, the row length, how
+// many [n, cols] inputs it takes, and its [cols] params. Models (4-6; kiln-bench,
+// kiln-aoti-bench): a TorchScript file from scripts/export_models.py, inputs and FLOPs per size.
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include <torch/torch.h>
 
 namespace kiln::bench {
 
@@ -40,6 +46,45 @@ def forward(self, x, m):
        1024,
        2,
        {}},
+  };
+}
+
+// GEMM/conv-bound. `n` is tokens (batch x 128) for the MLP and the encoder, images for the CNN
+// block; every input's dim 0 is the batch.
+struct ModelWorkload {
+  std::string key;   // bench/peer_aoti.py's name
+  std::string name;  // in tables
+  std::string file;  // in KILN_MODELS_DIR
+  std::vector<std::string> inputNames;
+  std::vector<int64_t> sizes;
+  std::function<std::vector<torch::Tensor>(int64_t n, torch::TensorOptions)> inputs;
+  std::function<double(int64_t n)> flops;
+};
+
+// `small`: one small size each (a CPU smoke test).
+inline std::vector<ModelWorkload> modelWorkloads(bool quick, bool small = false) {
+  const std::vector<int64_t> tokens = small   ? std::vector<int64_t>{128}
+                                      : quick ? std::vector<int64_t>{128, 4096}
+                                              : std::vector<int64_t>{128, 4096, 32768};
+  return {
+      {"mlp", "MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024", "mlp.pt", {"x"}, tokens,
+       [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
+         return {torch::randn({n / 128, 128, 1024}, o)};
+       },
+       [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; }},
+      {"encoder_block", "encoder block, hidden 768, 12 heads, seq 128", "encoder_block.pt",
+       {"x", "mask"}, tokens,
+       [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
+         return {torch::randn({n / 128, 128, 768}, o), torch::zeros({n / 128, 1, 128, 128}, o)};
+       },
+       // QKV, output projection and FFN GEMMs, plus QK^T and AV.
+       [](int64_t n) { return 2.0 * n * 768.0 * 9216.0 + 4.0 * n * 128.0 * 768.0; }},
+      {"cnn_block", "CNN block (conv3x3+bn+relu x2, residual), 64 ch, 56x56", "cnn_block.pt",
+       {"x"}, small ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 32},
+       [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
+         return {torch::randn({n, 64, 56, 56}, o)};
+       },
+       [](int64_t n) { return 2.0 * 2.0 * n * 64.0 * 64.0 * 9.0 * 56.0 * 56.0; }},
   };
 }
 
