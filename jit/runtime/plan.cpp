@@ -18,6 +18,7 @@
 #include "cache/kernel_cache.h"
 #include "codegen/emit_cuda.h"
 #include "jit/nvrtc.h"
+#include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/records.h"
@@ -122,6 +123,8 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   std::shared_ptr<Program> program(new Program());
   Program& p = *program;
   p.captured_ = std::move(captured);
+  // Needs the param tensors, so here rather than among the passes; adds params.
+  p.folds_ = foldConvBatchNorm(p.captured_);
   ir::Graph& graph = *p.captured_.graph;
   passes::runDefaultPasses(graph);
   p.partition_ = partition::partitionGraph(graph);
@@ -181,6 +184,10 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
     return runEagerNode(*cap, node, in);
   };
   return program;
+}
+
+bool Program::foldedParamsStale() const {
+  return folds_ != nullptr && folds_->stale();
 }
 
 namespace {
@@ -453,6 +460,7 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
 
 std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs) const {
   const Program& p = *program_;
+  if (p.folds_ != nullptr) p.folds_->refresh();  // Note [Folded params are snapshots]
   const ir::Graph& g = p.graph();
   // One set for the whole call, even if a swap lands meanwhile.
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);

@@ -40,6 +40,7 @@ class Session;
 namespace kiln::jit {
 
 class LoadedKernel;
+class FoldedParams;  // jit/runtime/fold_conv_bn.h
 
 }  // namespace kiln::jit
 namespace kiln::cache {
@@ -139,6 +140,12 @@ class Program {
   const partition::FusionGroup& group(size_t k) const {
     return partition_.steps[fusionSteps_[k]].group;
   }
+  // Batchnorms folded into convolutions (Note [Folding batchnorm into convolutions] in
+  // fold_conv_bn.h), or null. Folded params are snapshots of module tensors bound by reference
+  // (Note [Folded params are snapshots]): stale once a source changed in place, and recomputed by
+  // Plan::run before it uses them.
+  const FoldedParams* foldedParams() const { return folds_.get(); }
+  bool foldedParamsStale() const;
 
  private:
   friend class Plan;
@@ -151,6 +158,7 @@ class Program {
   Program() = default;
 
   CapturedGraph captured_;
+  std::shared_ptr<const FoldedParams> folds_;
   partition::Partition partition_;
   std::vector<StepRuntime> runtime_;
   std::vector<size_t> fusionSteps_;         // step index of kernel k

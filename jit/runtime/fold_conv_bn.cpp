@@ -1,0 +1,361 @@
+#include "jit/runtime/fold_conv_bn.h"
+
+#include <map>
+#include <optional>
+#include <set>
+
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <fmt/format.h>
+
+#include "jit/eval/aten_eval.h"
+#include "src/passes/eliminate_dead_code.h"
+#include "src/support/error.h"
+#include "src/support/log.h"
+
+namespace kiln::jit {
+
+using ir::Node;
+using ir::OpKind;
+using ir::Value;
+
+namespace {
+
+Node* producerOf(const Value* v, OpKind kind) {
+  Node* n = v->producer();
+  return n != nullptr && n->kind() == kind ? n : nullptr;
+}
+
+// The one node reading `v`, when `v` is read once and is not a graph output; else null.
+Node* soleUser(const ir::Graph& g, const Value* v) {
+  if (v->uses().size() != 1 || g.isGraphOutput(v)) return nullptr;
+  return v->uses().front().user;
+}
+
+bool hasType(const Value* v, ir::DType dtype, const ir::Shape& shape) {
+  return v->dtype() == dtype && v->shape() == shape;
+}
+
+// `v` = reshape(%p) from [C] to [C, 1, 1], both of `dtype`, %p a param: the param node, else null.
+Node* perChannelParam(const Value* v, int64_t c, ir::DType dtype) {
+  const Node* r = producerOf(v, OpKind::kReshape);
+  if (r == nullptr || !hasType(v, dtype, {c, 1, 1})) return nullptr;
+  Node* p = producerOf(r->input(0), OpKind::kParam);
+  if (p == nullptr || !hasType(p->output(), dtype, {c})) return nullptr;
+  return p;
+}
+
+// Note [Folding batchnorm into convolutions]: one conv and its decomposed batchnorm.
+struct Match {
+  Node* conv = nullptr;
+  Node* last = nullptr;  // the chain's last op: its output becomes add(conv', shift')
+  Node* convWeight = nullptr;
+  Node* convBias = nullptr;  // params; convBias, bnWeight and bnBias may be null
+  Node* mean = nullptr;
+  Node* var = nullptr;
+  Node* bnWeight = nullptr;
+  Node* bnBias = nullptr;
+  double eps = 0;
+};
+
+std::optional<Match> matchAt(const ir::Graph& g, Node* conv) {
+  Match m;
+  m.conv = conv;
+  const Value* y = conv->output();
+  const ir::DType dt = y->dtype();
+  if (!ir::isFloating(dt) || y->rank() != 4 || !y->shape()[1].isConstant()) return std::nullopt;
+  const int64_t c = y->shape()[1].constant();
+  m.convWeight = producerOf(conv->input(1), OpKind::kParam);
+  if (m.convWeight == nullptr || conv->input(1)->rank() != 4 ||
+      conv->input(1)->shape()[0] != ir::SymDim(c))
+    return std::nullopt;
+  if (conv->inputs().size() == 3) {
+    m.convBias = producerOf(conv->input(2), OpKind::kParam);
+    if (m.convBias == nullptr || !hasType(conv->input(2), dt, {c})) return std::nullopt;
+  }
+  // sub(%y, mean) -> mul(_, rsqrt(add(var, eps)))
+  const Node* sub = soleUser(g, y);
+  if (sub == nullptr || sub->kind() != OpKind::kSub || sub->input(0) != y ||
+      sub->output()->type() != y->type())
+    return std::nullopt;
+  m.mean = perChannelParam(sub->input(1), c, dt);
+  Node* norm = soleUser(g, sub->output());
+  if (m.mean == nullptr || norm == nullptr || norm->kind() != OpKind::kMul ||
+      norm->input(0) != sub->output() || norm->output()->type() != y->type())
+    return std::nullopt;
+  const Node* rsqrt = producerOf(norm->input(1), OpKind::kRsqrt);
+  if (rsqrt == nullptr || !hasType(rsqrt->output(), dt, {c, 1, 1})) return std::nullopt;
+  const Node* addEps = producerOf(rsqrt->input(0), OpKind::kAdd);
+  if (addEps == nullptr || !hasType(addEps->output(), dt, {c, 1, 1})) return std::nullopt;
+  m.var = perChannelParam(addEps->input(0), c, dt);
+  const Node* eps = producerOf(addEps->input(1), OpKind::kConstant);
+  if (m.var == nullptr || eps == nullptr || eps->output()->rank() != 0 ||
+      !ir::isFloating(eps->output()->dtype()))
+    return std::nullopt;
+  m.eps = eps->attrs().getDouble("value");
+  m.last = norm;
+  // Optional: mul(_, weight), then add(_, bias).
+  auto next = [&](OpKind kind, Node*& param) {
+    Node* n = soleUser(g, m.last->output());
+    if (n == nullptr || n->kind() != kind || n->input(0) != m.last->output() ||
+        n->output()->type() != y->type())
+      return;
+    if (Node* p = perChannelParam(n->input(1), c, dt)) {
+      param = p;
+      m.last = n;
+    }
+  };
+  next(OpKind::kMul, m.bnWeight);
+  next(OpKind::kAdd, m.bnBias);
+  return m;
+}
+
+const std::string& paramName(const Node* param) {
+  return param->attrs().getString("name");
+}
+
+// "bn1.running_var" -> "bn1"; a name without the suffix stays whole.
+std::string stripSuffix(const std::string& name, std::string_view suffix) {
+  if (name.size() > suffix.size() && name.ends_with(suffix))
+    return name.substr(0, name.size() - suffix.size());
+  return name;
+}
+
+// A source tensor the fold can read and watch: dense, with a version counter, floating, on
+// `device`, of the IR param's shape.
+bool usableSource(const at::Tensor& t, const Value* param, const at::Device& device) {
+  if (!t.defined() || t.layout() != at::kStrided || t.is_inference() ||
+      !at::isFloatingType(t.scalar_type()) || t.device() != device || t.dim() != param->rank())
+    return false;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const ir::SymDim& s = param->shape()[static_cast<size_t>(d)];
+    if (!s.isConstant() || s.constant() != t.size(d)) return false;
+  }
+  return true;
+}
+
+struct FoldValues {
+  at::Tensor weight, shift;
+};
+
+// W' and shift' from the sources as they are now, in float32, cast to the fold's dtype.
+FoldValues compute(const ConvBnFold& fold) {
+  // Ordinary tensors even under the caller's InferenceMode: a later refresh writes into them.
+  c10::InferenceMode notInference(/*enabled=*/false);
+  c10::NoGradGuard noGrad;
+  auto f32 = [](const at::Tensor& t) { return t.detach().to(at::kFloat); };
+  const int64_t c = fold.convWeight.size(0);
+  at::Tensor scale = at::rsqrt(f32(fold.var) + fold.eps);
+  if (fold.bnWeight.defined()) scale = scale * f32(fold.bnWeight);
+  at::Tensor shift =
+      fold.convBias.defined() ? f32(fold.convBias) - f32(fold.mean) : -f32(fold.mean);
+  shift = shift * scale;
+  if (fold.bnBias.defined()) shift = shift + f32(fold.bnBias);
+  at::Tensor weight = f32(fold.convWeight) * scale.reshape({c, 1, 1, 1});
+  return {weight.to(fold.dtype).contiguous(), shift.reshape({c, 1, 1}).to(fold.dtype).contiguous()};
+}
+
+// Into the same TensorImpl, which every plan of the program binds (Note [Folded params are
+// snapshots]); set_data only when the sources moved to another device.
+void overwrite(const at::Tensor& dst, const at::Tensor& src) {
+  c10::InferenceMode notInference(/*enabled=*/false);
+  c10::NoGradGuard noGrad;
+  if (dst.device() == src.device() && dst.sizes() == src.sizes())
+    dst.copy_(src);
+  else
+    dst.set_data(src);
+}
+
+std::string uniqueName(std::string name, std::set<std::string>& taken) {
+  std::string out = name;
+  for (int k = 2; taken.count(out); ++k) out = fmt::format("{}#{}", name, k);
+  taken.insert(out);
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// FoldedParams
+
+FoldedParams::FoldedParams(std::vector<ConvBnFold> folds) : folds_(std::move(folds)) {
+  for (const ConvBnFold& f : folds_) {
+    firstSource_.push_back(sources_.size());
+    for (const at::Tensor* t :
+         {&f.convWeight, &f.convBias, &f.mean, &f.var, &f.bnWeight, &f.bnBias})
+      if (t->defined()) sources_.push_back(t);
+  }
+  firstSource_.push_back(sources_.size());
+  stamps_ = std::vector<Stamp>(sources_.size());
+  for (size_t f = 0; f < folds_.size(); ++f) {
+    std::vector<Reading> now = read(f);
+    FoldValues v = compute(folds_[f]);
+    folds_[f].weight = std::move(v.weight);
+    folds_[f].shift = std::move(v.shift);
+    publish(f, now);
+  }
+}
+
+std::vector<FoldedParams::Reading> FoldedParams::read(size_t f) const {
+  std::vector<Reading> out;
+  for (size_t i = firstSource_[f]; i < firstSource_[f + 1]; ++i)
+    out.push_back({sources_[i]->_version(), sources_[i]->const_data_ptr()});
+  return out;
+}
+
+void FoldedParams::publish(size_t f, const std::vector<Reading>& readings) const {
+  for (size_t i = firstSource_[f]; i < firstSource_[f + 1]; ++i) {
+    const Reading& r = readings[i - firstSource_[f]];
+    stamps_[i].version.store(r.version, std::memory_order_release);
+    stamps_[i].data.store(r.data, std::memory_order_release);
+  }
+}
+
+bool FoldedParams::foldStale(size_t f) const {
+  for (size_t i = firstSource_[f]; i < firstSource_[f + 1]; ++i) {
+    const at::Tensor& t = *sources_[i];
+    if (t._version() != stamps_[i].version.load(std::memory_order_acquire) ||
+        t.const_data_ptr() != stamps_[i].data.load(std::memory_order_acquire))
+      return true;
+  }
+  return false;
+}
+
+bool FoldedParams::stale() const {
+  for (size_t f = 0; f < folds_.size(); ++f)
+    if (foldStale(f)) return true;
+  return false;
+}
+
+int FoldedParams::refresh() const {
+  if (!stale()) return 0;
+  std::lock_guard<std::mutex> lock(refreshMutex_);
+  int refreshed = 0;
+  for (size_t f = 0; f < folds_.size(); ++f) {
+    if (!foldStale(f)) continue;  // or another thread refreshed it meanwhile
+    const ConvBnFold& fold = folds_[f];
+    const bool cuda = fold.weight.is_cuda() || fold.convWeight.is_cuda();
+    try {
+      // Kernels already queued may read W' (and the sources may have been written on another
+      // stream): let them finish, and publish the new stamps only once the new values landed.
+      if (cuda) c10::cuda::device_synchronize();
+      std::vector<Reading> now = read(f);
+      FoldValues v = compute(fold);
+      overwrite(fold.weight, v.weight);
+      overwrite(fold.shift, v.shift);
+      if (cuda) c10::cuda::device_synchronize();
+      publish(f, now);
+    } catch (const c10::Error& e) {
+      throw UserError(fmt::format(
+          "the batchnorm folded into param '{}' could not be recomputed after its tensors "
+          "changed: {}",
+          fold.weightName, e.what_without_backtrace()));
+    }
+    KILN_LOG_INFO("kiln: params changed in place; recomputed {} and {}", fold.weightName,
+                  fold.shiftName);
+    ++refreshed;
+  }
+  return refreshed;
+}
+
+std::string FoldedParams::toString() const {
+  std::string out;
+  for (const ConvBnFold& f : folds_) {
+    if (!out.empty()) out += ", ";
+    out += fmt::format("{} + {}", f.weightName, f.shiftName);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rewrite
+
+std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured) {
+  KILN_CHECK(captured.graph != nullptr, "foldConvBatchNorm: no graph");
+  ir::Graph& g = *captured.graph;
+  std::map<std::string, size_t> byName;
+  for (size_t i = 0; i < captured.params.size() && i < captured.paramNames.size(); ++i)
+    byName.emplace(captured.paramNames[i], i);
+  auto tensorOf = [&](const Node* param) -> at::Tensor {
+    if (param == nullptr) return {};
+    auto it = byName.find(paramName(param));
+    return it == byName.end() ? at::Tensor() : captured.params[it->second];
+  };
+  std::set<std::string> taken;
+  for (const ir::Value* p : g.params()) taken.insert(p->producer()->attrs().getString("name"));
+  for (const std::string& n : captured.paramNames) taken.insert(n);
+
+  std::vector<Match> matches;
+  std::vector<ConvBnFold> folds;
+  for (const auto& n : g.nodes()) {
+    if (n->kind() != OpKind::kConv2d) continue;
+    std::optional<Match> m = matchAt(g, n.get());
+    if (!m) continue;
+    ConvBnFold f;
+    f.convWeight = tensorOf(m->convWeight);
+    f.convBias = tensorOf(m->convBias);
+    f.mean = tensorOf(m->mean);
+    f.var = tensorOf(m->var);
+    f.bnWeight = tensorOf(m->bnWeight);
+    f.bnBias = tensorOf(m->bnBias);
+    f.eps = m->eps;
+    f.dtype = toAtenDType(m->conv->output()->dtype());
+    const at::Device device = f.convWeight.defined() ? f.convWeight.device() : at::Device(at::kCPU);
+    bool usable = true;
+    for (auto [param, t] : {std::pair{m->convWeight, &f.convWeight},
+                            {m->convBias, &f.convBias},
+                            {m->mean, &f.mean},
+                            {m->var, &f.var},
+                            {m->bnWeight, &f.bnWeight},
+                            {m->bnBias, &f.bnBias}})
+      if (param != nullptr && !usableSource(*t, param->output(), device)) usable = false;
+    const std::string convName = stripSuffix(paramName(m->convWeight), ".weight");
+    const std::string bnName = stripSuffix(paramName(m->var), ".running_var");
+    if (!usable) {
+      KILN_LOG_DEBUG(
+          "kiln: not folding {} into {}: a tensor is not a dense floating tensor with a "
+          "version counter on one device",
+          bnName, convName);
+      continue;
+    }
+    const std::string biasName = m->convBias ? paramName(m->convBias) : convName + ".bias";
+    f.weightName = uniqueName(fmt::format("{}@{}.folded", paramName(m->convWeight), bnName), taken);
+    f.shiftName = uniqueName(fmt::format("{}@{}.folded", biasName, bnName), taken);
+    matches.push_back(*m);
+    folds.push_back(std::move(f));
+  }
+  if (folds.empty()) return nullptr;
+
+  std::shared_ptr<const FoldedParams> result;
+  try {
+    result = std::make_shared<const FoldedParams>(std::move(folds));
+  } catch (const c10::Error& e) {
+    KILN_LOG_WARN("kiln: batchnorm not folded into convolutions: {}", e.what_without_backtrace());
+    return nullptr;
+  }
+  for (size_t i = 0; i < matches.size(); ++i) {
+    const Match& m = matches[i];
+    const ConvBnFold& f = result->folds()[i];
+    const Value* y = m.conv->output();
+    const int64_t c = y->shape()[1].constant();
+    Value* w = g.addParam(f.weightName, m.conv->input(1)->type());
+    Value* shift = g.addParam(f.shiftName, ir::TensorType{y->dtype(), {c, 1, 1}});
+    captured.params.push_back(f.weight);
+    captured.paramNames.push_back(f.weightName);
+    captured.params.push_back(f.shift);
+    captured.paramNames.push_back(f.shiftName);
+    Node* conv = g.insertBefore(m.conv, OpKind::kConv2d, {m.conv->input(0), w}, m.conv->attrs());
+    Node* add = g.insertBefore(m.last, OpKind::kAdd, {conv->output(), shift});
+    KILN_CHECK(
+        conv->output()->type() == y->type() && add->output()->type() == m.last->output()->type(),
+        "folding {}: the rewrite changed the type {} to {}", f.weightName,
+        m.last->output()->type().toString(), add->output()->type().toString());
+    g.replaceAllUsesWith(m.last->output(), add->output());
+    KILN_LOG_DEBUG("kiln: folded batchnorm into {} ({})", paramName(m.convWeight), f.weightName);
+  }
+  passes::eliminateDeadCode(g);  // the old convs and batchnorm chains
+  return result;
+}
+
+}  // namespace kiln::jit
