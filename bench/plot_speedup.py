@@ -1,8 +1,8 @@
 """Plots kiln's speedup per workload and size from the newest section of bench/RESULTS.md.
 
-Reads the "kiln vs eager LibTorch" table (kiln ms, eager ms) and the torch.compile table of the
-same section, and writes a PNG with two panels: kiln vs eager LibTorch and kiln vs torch.compile,
-one bar per (workload, dtype, n). Only measured figures are plotted (the tables are the source).
+Reads the "kiln vs eager LibTorch" tables (kiln ms, eager ms) and the peer's tables of the same
+section (AOTInductor's "aoti ms" where the section has them, else "torch.compile ms"), and writes a
+PNG with two panels: kiln vs eager LibTorch and kiln vs the peer, one bar per (workload, dtype, n). Only measured figures are plotted (the tables are the source).
 Usage: plot_speedup.py [RESULTS.md] [OUT.png]   (needs matplotlib: pip install matplotlib)
 """
 import re
@@ -40,22 +40,26 @@ def main():
     section = sections[1]  # the newest dated section
     title = section.splitlines()[0]
     kiln, peer = {}, {}
-    for header, rows in tables(section):
+    found = tables(section)
+    peer_column = next((c for c in ("aoti ms", "torch.compile ms")
+                        if any(c in header for header, _ in found)), None)
+    peer_name = {"aoti ms": "AOTInductor", "torch.compile ms": "torch.compile"}.get(peer_column)
+    for header, rows in found:
         if "kiln ms" in header and "eager ms" in header:
             i = {h: n for n, h in enumerate(header)}
             for r in rows:
                 kiln[(r[0], r[1], r[2])] = (float(r[i["eager ms"]]), float(r[i["kiln ms"]]))
-        if "torch.compile ms" in header:
+        if peer_column in header:
             i = {h: n for n, h in enumerate(header)}
             for r in rows:
-                peer[(r[0], r[1], r[2])] = float(r[i["torch.compile ms"]])
+                peer[(r[0], r[1], r[2])] = float(r[i[peer_column]])
     keys = [k for k in kiln if k in peer]
     labels = [f"{w.split(' ')[0]} {d} n={n}" for w, d, n in keys]
     vs_eager = [kiln[k][0] / kiln[k][1] for k in keys]
     vs_peer = [peer[k] / kiln[k][1] for k in keys]
     fig, axes = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
     for ax, values, name in ((axes[0], vs_eager, "eager LibTorch"),
-                             (axes[1], vs_peer, "torch.compile")):
+                             (axes[1], vs_peer, peer_name)):
         ax.bar(range(len(values)), values, color=["#2a7" if v >= 1 else "#c44" for v in values])
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_ylabel(f"kiln speedup vs {name}")
