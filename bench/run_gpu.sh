@@ -4,7 +4,9 @@
 #   source .device/gpu-env.sh && bash bench/run_gpu.sh [--quick]
 # STAGES picks a subset (the device tool allows 10 minutes a call), default all, in this order:
 #   STAGES="tests demo bench peer aoti mixed first tune"
-# The build always runs first.
+# The build always runs first. At the end it writes $OUT/RESULTS.md: bench/RESULTS.md with a new
+# dated section on top (card, driver, command, every table of this run), and $OUT/speedup.png from
+# it (bench/plot_speedup.py, where matplotlib is installed); copy both into bench/.
 set -uo pipefail
 out="${OUT:-/tmp/kiln-out}"
 mkdir -p "$out"
@@ -64,6 +66,21 @@ fi
 if want tune; then
   ./build-gpu/bench/kiln-tune-bench "$@" > "$out/tune.md" 2> "$out/tune.err"; echo "== kiln-tune-bench rc=$?"
 fi
-for f in bench.md peer.md aoti_compile.md aoti.md mixed.md peer_mixed.md first_call.md tune.md; do
-  [ -f "$out/$f" ] && cat "$out/$f"
-done
+section="$out/section.md"
+{
+  IFS=, read -r card driver memory < "$out/card.txt"
+  echo "## $(date +%F), ${card} (driver${driver}), LibTorch $(python3 -c 'import torch; print(torch.__version__)')"
+  echo
+  echo "Command (device tool, carry \`.device\`): \`source .device/gpu-env.sh && STAGES=\"$(echo $stages)\" bash bench/run_gpu.sh $*\`."
+  echo
+  for f in bench.md peer.md aoti.md aoti_compile.md mixed.md peer_mixed.md first_call.md tune.md; do
+    [ -f "$out/$f" ] || continue
+    echo "### ${f%.md}"
+    echo
+    cat "$out/$f"
+    echo
+  done
+} > "$section"
+{ head -n 2 bench/RESULTS.md; cat "$section"; tail -n +3 bench/RESULTS.md; } > "$out/RESULTS.md"
+python3 bench/plot_speedup.py "$out/RESULTS.md" "$out/speedup.png" || echo "== no plot (matplotlib?)"
+cat "$section"
