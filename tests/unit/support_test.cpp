@@ -35,7 +35,7 @@ TEST(Options, DefaultsSurviveEmptyEnvironment) {
   base.maxPlans = 7;
   Options o = applyEnvironment(base, fakeEnv({}));
   EXPECT_EQ(o.maxPlans, 7);
-  EXPECT_EQ(o.tune, TuneMode::kOff);  // Note in options.h: off until validated on a GPU
+  EXPECT_EQ(o.tune, TuneMode::kBackground);
   EXPECT_TRUE(o.diskCache);
   EXPECT_EQ(o.logLevel, LogLevel::kWarn);
 }
