@@ -17,6 +17,8 @@
 
 #include <kiln/kiln.h>
 
+#include "tests/support/sessions.h"
+
 #include "jit/runtime/plan.h"
 
 namespace {
@@ -26,11 +28,9 @@ using kiln::jit::bucketEdge;
 using kiln::jit::kOverflowBucket;
 
 std::unique_ptr<kiln::Session> compileOnlySession(int maxPlans = 64) {
-  kiln::Options o;
-  o.arch = "sm_90";
-  o.diskCache = false;
+  kiln::Options o = kiln::testing::compileOnlyOptions();
   o.maxPlans = maxPlans;
-  return std::make_unique<kiln::Session>(o, [](std::string_view) { return std::nullopt; });
+  return std::make_unique<kiln::Session>(o, kiln::testing::noEnvironment());
 }
 
 // Scale + mask + softmax with a dynamic row length n: its row kernels differ per bucket (how

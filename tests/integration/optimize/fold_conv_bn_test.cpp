@@ -14,6 +14,8 @@
 
 #include <kiln/kiln.h>
 
+#include "tests/support/sessions.h"
+
 #include "tests/support/file_check.h"
 
 #include "jit/capture/capture.h"
@@ -27,21 +29,8 @@ namespace {
 
 using kiln::testing::matchesFileCheck;
 
-kiln::Session& compileOnlySession() {
-  static kiln::Session* s = [] {
-    kiln::Options o;
-    o.arch = "sm_90";  // compile every kernel for real, even without a GPU
-    o.diskCache = false;
-    return new kiln::Session(o, [](std::string_view) { return std::nullopt; });
-  }();
-  return *s;
-}
-
-void expectClose(const torch::Tensor& got, const torch::Tensor& want, double tol) {
-  ASSERT_EQ(got.sizes(), want.sizes());
-  ASSERT_EQ(got.scalar_type(), want.scalar_type());
-  EXPECT_LE((got.to(torch::kFloat) - want.to(torch::kFloat)).abs().max().item<double>(), tol);
-}
+using kiln::testing::compileOnlySession;
+using kiln::testing::expectClose;
 
 // ---------------------------------------------------------------------------------------------
 // The rewrite on graphs written as text

@@ -10,23 +10,12 @@
 
 #include <kiln/kiln.h>
 
+#include "tests/support/sessions.h"
+
 namespace {
 
-kiln::Session& compileOnlySession() {
-  static kiln::Session* s = [] {
-    kiln::Options o;
-    o.arch = "sm_90";  // compile every kernel for real, even without a GPU
-    o.diskCache = false;
-    return new kiln::Session(o, [](std::string_view) { return std::nullopt; });
-  }();
-  return *s;
-}
-
-void expectClose(const torch::Tensor& got, const torch::Tensor& want, double tol) {
-  ASSERT_EQ(got.sizes(), want.sizes());
-  ASSERT_EQ(got.scalar_type(), want.scalar_type());
-  EXPECT_LE((got - want).abs().max().item<double>(), tol);
-}
+using kiln::testing::compileOnlySession;
+using kiln::testing::expectClose;
 
 TEST(Optimize, EncoderBlockModelMatchesEager) {
   torch::NoGradGuard ng;
