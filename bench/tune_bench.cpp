@@ -39,9 +39,9 @@ struct Case {
   torch::ScalarType dtype;
   int64_t n;
   torch::jit::Module module;
-  kiln::jit::Options options;               // session set per run
+  kiln::jit::Options options;                      // session set per run
   std::vector<std::vector<torch::IValue>> inputs;  // rotated
-  double bytes = 0;                         // read + written once per call (0: not memory-bound)
+  double bytes = 0;  // read + written once per call (0: not memory-bound)
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -91,8 +91,8 @@ std::vector<Case> cases(bool quick, bool fp32) {
   enc.options.inputNames = {"x", "mask"};
   enc.options.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}};
   for (int i = 0; i < 2; ++i)
-    enc.inputs.push_back({torch::randn({n / 128, 128, 768}, opts),
-                          torch::zeros({n / 128, 1, 128, 128}, opts)});
+    enc.inputs.push_back(
+        {torch::randn({n / 128, 128, 768}, opts), torch::zeros({n / 128, 1, 128, 128}, opts)});
   out.push_back(std::move(enc));
   return out;
 }
@@ -176,23 +176,25 @@ int main(int argc, char** argv) {
       tunedMs.push_back(steadyMs(fast, c));
     }
     const double before = percentile(untunedMs, 0.5), tuned = percentile(tunedMs, 0.5);
-    const double tuneSeconds =
-        tuneEnd == Clock::time_point{} ? -1 : std::chrono::duration<double>(tuneEnd - tuneStart).count();
+    const double tuneSeconds = tuneEnd == Clock::time_point{}
+                                   ? -1
+                                   : std::chrono::duration<double>(tuneEnd - tuneStart).count();
     const std::string pct =
-        c.bytes > 0 ? fmt::format("{:.0f}%", 100.0 * c.bytes / (tuned * 1e-3) / 1e9 / copyGBs) : "-";
+        c.bytes > 0 ? fmt::format("{:.0f}%", 100.0 * c.bytes / (tuned * 1e-3) / 1e9 / copyGBs)
+                    : "-";
     const double p50After = percentile(after, 0.5);
-    std::printf("| %s | %s | %lld | %.4f | %.4f | %.2fx | %s | %.1f | %llu | %llu | %.3f | %.3f | "
-                "%.3f | %.3f | %.2fx |\n",
-                c.name.c_str(), c.dtype == torch::kHalf ? "fp16" : "fp32",
-                static_cast<long long>(c.n), before, tuned, before / tuned, pct.c_str(),
-                tuneSeconds, static_cast<unsigned long long>(st.variantsTried),
-                static_cast<unsigned long long>(st.kernelsTuned), percentile(during, 0.5),
-                percentile(during, 0.99), p50After, percentile(after, 0.99),
-                p50After > 0 ? percentile(during, 0.99) / p50After : 0.0);
+    std::printf(
+        "| %s | %s | %lld | %.4f | %.4f | %.2fx | %s | %.1f | %llu | %llu | %.3f | %.3f | "
+        "%.3f | %.3f | %.2fx |\n",
+        c.name.c_str(), c.dtype == torch::kHalf ? "fp16" : "fp32", static_cast<long long>(c.n),
+        before, tuned, before / tuned, pct.c_str(), tuneSeconds,
+        static_cast<unsigned long long>(st.variantsTried),
+        static_cast<unsigned long long>(st.kernelsTuned), percentile(during, 0.5),
+        percentile(during, 0.99), p50After, percentile(after, 0.99),
+        p50After > 0 ? percentile(during, 0.99) / p50After : 0.0);
     std::fflush(stdout);
     std::fprintf(stderr, "== %s %s: %zu requests during tuning\n%s\n", c.name.c_str(),
-                 c.dtype == torch::kHalf ? "fp16" : "fp32", during.size(),
-                 fast.explain().c_str());
+                 c.dtype == torch::kHalf ? "fp16" : "fp32", during.size(), fast.explain().c_str());
   }
   return 0;
 }

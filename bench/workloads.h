@@ -67,20 +67,30 @@ inline std::vector<ModelWorkload> modelWorkloads(bool quick, bool small = false)
                                       : quick ? std::vector<int64_t>{128, 4096}
                                               : std::vector<int64_t>{128, 4096, 32768};
   return {
-      {"mlp", "MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024", "mlp.pt", {"x"}, tokens,
+      {"mlp",
+       "MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024",
+       "mlp.pt",
+       {"x"},
+       tokens,
        [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
          return {torch::randn({n / 128, 128, 1024}, o)};
        },
        [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; }},
-      {"encoder_block", "encoder block, hidden 768, 12 heads, seq 128", "encoder_block.pt",
-       {"x", "mask"}, tokens,
+      {"encoder_block",
+       "encoder block, hidden 768, 12 heads, seq 128",
+       "encoder_block.pt",
+       {"x", "mask"},
+       tokens,
        [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
          return {torch::randn({n / 128, 128, 768}, o), torch::zeros({n / 128, 1, 128, 128}, o)};
        },
        // QKV, output projection and FFN GEMMs, plus QK^T and AV.
        [](int64_t n) { return 2.0 * n * 768.0 * 9216.0 + 4.0 * n * 128.0 * 768.0; }},
-      {"cnn_block", "CNN block (conv3x3+bn+relu x2, residual), 64 ch, 56x56", "cnn_block.pt",
-       {"x"}, small ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 32},
+      {"cnn_block",
+       "CNN block (conv3x3+bn+relu x2, residual), 64 ch, 56x56",
+       "cnn_block.pt",
+       {"x"},
+       small ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 32},
        [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
          return {torch::randn({n, 64, 56, 56}, o)};
        },

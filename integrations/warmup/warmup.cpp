@@ -82,13 +82,14 @@ EnvLookup filteredEnv(const EnvLookup& env, const WarmupArgs& args) {
   bool hideCacheDir = args.cacheDir.has_value();
   bool hideArch = args.arch.has_value();
   bool hideTune = args.tune;
-  return [env, hideCacheDir, hideArch, hideTune](std::string_view name) -> std::optional<std::string> {
-    if (name == "KILN_DISK_CACHE" || name == "KILN_DISABLE") return std::nullopt;
-    if (hideTune && name == "KILN_TUNE") return std::nullopt;
-    if (hideCacheDir && name == "KILN_CACHE_DIR") return std::nullopt;
-    if (hideArch && name == "KILN_ARCH") return std::nullopt;
-    return env(name);
-  };
+  return
+      [env, hideCacheDir, hideArch, hideTune](std::string_view name) -> std::optional<std::string> {
+        if (name == "KILN_DISK_CACHE" || name == "KILN_DISABLE") return std::nullopt;
+        if (hideTune && name == "KILN_TUNE") return std::nullopt;
+        if (hideCacheDir && name == "KILN_CACHE_DIR") return std::nullopt;
+        if (hideArch && name == "KILN_ARCH") return std::nullopt;
+        return env(name);
+      };
 }
 
 at::ScalarType atenType(ir::DType dtype) {
@@ -191,15 +192,14 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
   summary.arch = *arch;
   std::unique_ptr<jit::TuningLab> lab;
   if (args.tune) {
-    const std::optional<std::string> local =
-        cuda::targetArch("", session->cudaEnvironment());
+    const std::optional<std::string> local = cuda::targetArch("", session->cudaEnvironment());
     if (!local)
       throw WarmupError(fmt::format("--tune needs a GPU to time kernels on, and there is none ({})",
                                     session->cudaEnvironment().describe()));
     if (*local != *arch)
-      throw WarmupError(fmt::format(
-          "--tune times kernels on this machine's GPU ({}), which cannot run --arch {}", *local,
-          *arch));
+      throw WarmupError(
+          fmt::format("--tune times kernels on this machine's GPU ({}), which cannot run --arch {}",
+                      *local, *arch));
     lab = jit::makeCudaLab(*session);
     if (lab == nullptr) throw WarmupError("--tune: the CUDA driver cannot be used");
     summary.tuned = true;

@@ -26,9 +26,9 @@ struct WarmupSummary {
   int buckets = 0;       // bucket combinations built
   int groups = 0;        // fusion groups, summed over the combinations
   int groupsFailed = 0;  // groups without a kernel (codegen Unsupported or NVRTC error)
-  bool tuned = false;     // --tune ran
-  int kernelsTuned = 0;   // --tune: kernels whose default schedule lost to a faster variant
-  int variantsTried = 0;  // --tune: variants compiled and timed
+  bool tuned = false;    // --tune ran
+  int kernelsTuned = 0;  // --tune: kernels whose default schedule lost to a faster variant
+  int variantsTried = 0;                    // --tune: variants compiled and timed
   std::vector<std::string> eagerOps;        // ops capture left to ATen, unique, sorted
   std::vector<std::string> skippedBuckets;  // "s0:1": buckets 0/1 in a range (never dynamic)
   double seconds = 0;

@@ -139,8 +139,8 @@ class CudaLab final : public TuningLab {
       // Warm-up, one launch at a time beside traffic; the last one sizes the samples.
       double probe = 0;
       for (int i = 0; i < 3; ++i) pace(probe = timed(i, 1));
-      const int batch = gpuShare_ < 1.0 ? std::clamp(static_cast<int>(0.1 / std::max(probe, 1e-3)), 1, 10)
-                                        : 5;
+      const int batch =
+          gpuShare_ < 1.0 ? std::clamp(static_cast<int>(0.1 / std::max(probe, 1e-3)), 1, 10) : 5;
       Result r;
       constexpr int kSamples = 9;
       for (int s = 0; s < kSamples; ++s) {

@@ -459,7 +459,8 @@ TEST(GpuModels, CnnBlockFoldsBatchNormIntoConvs) {
     // Note [Folded params are snapshots]: recomputed on the next call.
     update(m);
     update(m64);
-    for (int64_t batch : {1, 3, 32}) checkCnnBlock(fast, m, m64, dt, batch, "after in-place updates");
+    for (int64_t batch : {1, 3, 32})
+      checkCnnBlock(fast, m, m64, dt, batch, "after in-place updates");
     auto st = fast.stats();
     EXPECT_GT(st.kernelLaunches, 0u) << fast.explain();
     EXPECT_EQ(st.groupFallbacks, 0u) << fast.explain();

@@ -38,9 +38,10 @@ class CliArgs : public ::testing::Test {
 };
 
 TEST_F(CliArgs, ParsesAFullCommandLine) {
-  WarmupArgs a = parseWarmupArgs({"--model", model_, "--input", "x:float16:[1..64,128,768]",
-                                  "--input=mask:float16:[1..64,1,128]", "--cache-dir", "/tmp/c",
-                                  "--arch", "sm_90", "--summary-json", "s.json", "--quiet", "--tune"});
+  WarmupArgs a =
+      parseWarmupArgs({"--model", model_, "--input", "x:float16:[1..64,128,768]",
+                       "--input=mask:float16:[1..64,1,128]", "--cache-dir", "/tmp/c", "--arch",
+                       "sm_90", "--summary-json", "s.json", "--quiet", "--tune"});
   EXPECT_EQ(a.model, model_);
   ASSERT_EQ(a.inputs.size(), 2u);
   EXPECT_EQ(a.inputs[1].name, "mask");

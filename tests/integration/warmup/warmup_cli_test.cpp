@@ -179,11 +179,11 @@ TEST_F(Warmup, NoArchAndNoGpuExitsOne) {
 // --arch, which compiles but cannot time); with one it tunes every kernel of every bucket.
 TEST_F(Warmup, TuneNeedsTheLocalGpu) {
   kiln::Session probe(kiln::Options{}, [](std::string_view) { return std::nullopt; });
-  std::vector<std::string> args = {"--model",     path("model.pt"),
-                                   "--input",     "x:float16:[8..16,16,64]",
-                                   "--input",     "mask:float16:[8..16,1,64]",
-                                   "--cache-dir", path("cache-tune"),
-                                   "--tune",      "--summary-json",
+  std::vector<std::string> args = {"--model",        path("model.pt"),
+                                   "--input",        "x:float16:[8..16,16,64]",
+                                   "--input",        "mask:float16:[8..16,1,64]",
+                                   "--cache-dir",    path("cache-tune"),
+                                   "--tune",         "--summary-json",
                                    path("tune.json")};
   if (!probe.targetArch()) {
     RunResult r = run(args);
