@@ -37,11 +37,11 @@ using Clock = std::chrono::steady_clock;
 // 2% the H200 run of kiln-tune-bench (2026-12-02) saw request p99 during tuning at up to 1.34x
 // the p50 after it; at 0.5% fewer than one request in a hundred can meet a lab kernel, so p99 is
 // left alone, and a kernel of 0.2 ms per launch costs about half a second of wall time per
-// variant. With KILN_TUNE=eager (the caller asked to wait) and in kiln-warmup --tune it runs
-// flat out.
+// variant. The pauses are cut short when the session stops. With KILN_TUNE=eager (the caller
+// asked to wait) and in kiln-warmup --tune it runs flat out.
 class CudaLab final : public TuningLab {
  public:
-  explicit CudaLab(double gpuShare) : gpuShare_(gpuShare) {}
+  CudaLab(double gpuShare, const Session& session) : gpuShare_(gpuShare), session_(session) {}
 
   bool prepare(const Program& program, size_t k, const KernelStep& incumbent,
                const std::vector<int64_t>& symbols) override {
@@ -131,14 +131,26 @@ class CudaLab final : public TuningLab {
         stop.synchronize();
         return static_cast<double>(start.elapsed_time(stop));
       };
+      // Sleeps in short slices, so that a session shutting down (which waits for its background
+      // jobs) is not held up by a long pause; false once it is.
       auto pace = [&](double busyMs) {
-        if (gpuShare_ < 1.0)
+        if (gpuShare_ >= 1.0) return !session_.backgroundStopping();
+        const auto until =
+            Clock::now() +
+            std::chrono::duration_cast<Clock::duration>(
+                std::chrono::duration<double, std::milli>(busyMs * (1.0 / gpuShare_ - 1.0)));
+        while (!session_.backgroundStopping()) {
+          const auto now = Clock::now();
+          if (now >= until) return true;
           std::this_thread::sleep_for(
-              std::chrono::duration<double, std::milli>(busyMs * (1.0 / gpuShare_ - 1.0)));
+              std::min<Clock::duration>(until - now, std::chrono::milliseconds(10)));
+        }
+        return false;
       };
       // Warm-up, one launch at a time beside traffic; the last one sizes the samples.
       double probe = 0;
-      for (int i = 0; i < 3; ++i) pace(probe = timed(i, 1));
+      for (int i = 0; i < 3; ++i)
+        if (!pace(probe = timed(i, 1))) return std::nullopt;
       const int batch =
           gpuShare_ < 1.0 ? std::clamp(static_cast<int>(0.1 / std::max(probe, 1e-3)), 1, 10) : 5;
       Result r;
@@ -146,7 +158,7 @@ class CudaLab final : public TuningLab {
       for (int s = 0; s < kSamples; ++s) {
         const double ms = timed(s * batch, batch);
         r.timing.ms.push_back(ms / batch);
-        pace(ms);
+        if (!pace(ms)) return std::nullopt;
       }
       run(0);
       stream.synchronize();
@@ -176,6 +188,7 @@ class CudaLab final : public TuningLab {
   }
 
   const double gpuShare_;
+  const Session& session_;  // outlives its background jobs, and so this lab
   at::Device device_{at::kCUDA, 0};
   std::vector<int64_t> symbols_;
   std::vector<std::vector<at::Tensor>> sets_;
@@ -191,7 +204,8 @@ double secondsSince(Clock::time_point t0) {
 std::unique_ptr<TuningLab> makeCudaLab(const Session& session) {
   if (session.driver() == nullptr) return nullptr;
   // Note [Tuning beside traffic].
-  return std::make_unique<CudaLab>(session.options().tune == TuneMode::kBackground ? 0.005 : 1.0);
+  return std::make_unique<CudaLab>(session.options().tune == TuneMode::kBackground ? 0.005 : 1.0,
+                                   session);
 }
 
 TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
