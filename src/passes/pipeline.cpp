@@ -2,6 +2,7 @@
 
 #include "src/ir/verifier.h"
 #include "src/passes/canonicalize.h"
+#include "src/passes/commute_permute_linear.h"
 #include "src/passes/eliminate_common_subexpressions.h"
 #include "src/passes/eliminate_dead_code.h"
 #include "src/passes/fold_constants.h"
@@ -19,6 +20,7 @@ int runDefaultPasses(ir::Graph& graph) {
     changed = foldConstants(graph) || changed;
     changed = normalizeBroadcasts(graph) || changed;
     changed = fuseAttention(graph) || changed;
+    changed = commutePermuteLinear(graph) || changed;
     changed = eliminateCommonSubexpressions(graph) || changed;
     changed = eliminateDeadCode(graph) || changed;
     if (!changed) break;

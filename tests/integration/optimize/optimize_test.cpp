@@ -2,6 +2,8 @@
 // sm_90 (no GPU needed to compile) and run through the plan's ATen path, against eager.
 #include <gtest/gtest.h>
 
+#include <regex>
+
 #include <atomic>
 #include <thread>
 
@@ -42,6 +44,15 @@ TEST(Optimize, EncoderBlockModelMatchesEager) {
   if (kiln::cuda::driver() == nullptr) {
     EXPECT_NE(explain.find("compiled, but no CUDA driver"), std::string::npos) << explain;
   }
+  // Note [Linear after a permute]: the QKV projection reads norm1's output itself, not the
+  // [seq, batch, hidden] permute of it.
+  std::smatch proj;
+  ASSERT_TRUE(std::regex_search(explain, proj,
+                                std::regex(R"(= linear\((%[0-9]+), %layer\.self_attn\.in_proj)")))
+      << explain;
+  EXPECT_TRUE(std::regex_search(
+      explain, std::regex("  " + proj[1].str() + ": [^\n]* = layer_norm\\(%x, %layer\\.norm1")))
+      << explain;
 }
 
 TEST(Optimize, MlpModelAndPlanReuse) {
