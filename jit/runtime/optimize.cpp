@@ -44,7 +44,7 @@ struct ModuleShared {
   std::atomic<bool> alive{true};  // false once the module is gone: jobs stop compiling
   std::atomic<uint64_t> kernelsCompiled{0}, kernelsCached{0}, backgroundCompiles{0}, swaps{0},
       pending{0}, compileMicros{0}, tuningJobs{0}, variantsTried{0}, kernelsTuned{0};
-  std::mutex tuningMutex;
+  mutable std::mutex tuningMutex;
   std::vector<std::string> tuningLines;  // the tuner's per-kernel outcomes, for explain()
   void record(const TuneReport& r) {
     tuningJobs.fetch_add(1);
@@ -524,6 +524,10 @@ ModuleStats OptimizedModule::stats() const {
   s.tuningJobs = sh.tuningJobs.load();
   s.variantsTried = sh.variantsTried.load();
   s.kernelsTuned = sh.kernelsTuned.load();
+  {
+    std::lock_guard<std::mutex> tuningLock(sh.tuningMutex);
+    s.tuning = sh.tuningLines;
+  }
   s.kernelLaunches = impl.retiredLaunches.load();
   s.groupFallbacks = impl.retiredFallbacks.load();
   std::shared_lock<std::shared_mutex> lock(impl.mutex);

@@ -89,6 +89,9 @@ struct ModuleStats {
   uint64_t tuningJobs = 0;      // plans tuned (Note [Background tuning] in tuner.h)
   uint64_t variantsTried = 0;   // schedule variants compiled and measured
   uint64_t kernelsTuned = 0;    // incumbents replaced by a faster variant
+  // One line per kernel a tuning job measured: its bucket, the incumbent's schedule, the winner's
+  // and its speedup (or "kept"), and the variants tried.
+  std::vector<std::string> tuning;
   std::string toString() const;
 };
 

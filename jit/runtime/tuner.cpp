@@ -8,6 +8,7 @@
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/kernel_launcher.h"
@@ -218,6 +219,9 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
   if (current == nullptr || current->generic || current->pending() || arch.empty()) return report;
   const Program& program = *plan.program();
   const std::vector<int64_t>& symbols = current->bucketInfo.symbolHint;
+  const std::string bucket =
+      symbols.empty() ? std::string()
+                      : fmt::format("bucket of [{}]: ", fmt::join(symbols, ", "));
   const auto t0 = Clock::now();
   auto next = std::make_shared<KernelSet>(*current);
   bool changed = false;
@@ -259,17 +263,19 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
     }
     const int best = tuner::pickBest(base->timing, measured, options.decision);
     if (best < 0) {
-      report.lines.push_back(fmt::format("{} [{}]: kept after {} variants", incumbent.name,
-                                         codegen::toString(incumbent.schedule), variants.size()));
+      report.lines.push_back(fmt::format("{}{} [{}]: kept after {} variants", bucket,
+                                         incumbent.name, codegen::toString(incumbent.schedule),
+                                         variants.size()));
       continue;
     }
     const tuner::Decision d = tuner::decide(
         base->timing, measured[static_cast<size_t>(best)].timing, true, options.decision);
     KernelStep winner = std::move(variants[static_cast<size_t>(best)]);
     winner.tuned = true;
-    report.lines.push_back(fmt::format("{} [{}] -> {} [{}]: {}", incumbent.name,
-                                       codegen::toString(incumbent.schedule), winner.name,
-                                       codegen::toString(winner.schedule), d.reason));
+    report.lines.push_back(fmt::format("{}{} [{}] -> {} [{}]: {}, {} variants", bucket,
+                                       incumbent.name, codegen::toString(incumbent.schedule),
+                                       winner.name, codegen::toString(winner.schedule), d.reason,
+                                       variants.size()));
     tuner::saveRecord(session.kernelCache(), program.graph(), program.group(k), current->bucket,
                       arch, {winner.schedule, d.speedup, static_cast<int>(variants.size())});
     next->kernels[k] = std::move(winner);

@@ -124,6 +124,10 @@ TEST(Tuner, SwapsInTheFastestCorrectVariantAndPersistsIt) {
     EXPECT_GT(st.variantsTried, 2u);
     EXPECT_EQ(st.kernelsTuned, 1u) << fast.explain();
     ASSERT_FALSE(lab->winner.empty());
+    ASSERT_EQ(st.tuning.size(), 1u);
+    EXPECT_GT(st.tuning[0].find(lab->winner), st.tuning[0].find(" -> ")) << st.tuning[0];
+    EXPECT_NE(st.tuning[0].find(lab->winner), std::string::npos) << st.tuning[0];
+    EXPECT_NE(st.tuning[0].find("bucket of [8]"), std::string::npos) << st.tuning[0];
     std::string explain = fast.explain();
     EXPECT_NE(explain.find(lab->winner + ", tuned"), std::string::npos)
         << "the 0.3 ms variant was wrong; the 0.5 ms one must win\n"
