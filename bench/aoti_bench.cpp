@@ -122,11 +122,8 @@ void benchMemoryBound(const Device& d, const Package& p, const std::string& path
   if (quick) sizes = {128, 4096};
   if (!d.cuda) sizes = {4};
   for (int64_t n : sizes) {
-    int64_t bytesPerSet = n * w.cols * torch::elementSize(dt) * (w.numInputs + 1);
-    int sets = static_cast<int>(std::clamp<int64_t>((256ll << 20) / bytesPerSet, 1, 8));
-    std::vector<std::vector<torch::Tensor>> inputs(static_cast<size_t>(sets));
-    for (auto& in : inputs)
-      for (int i = 0; i < w.numInputs; ++i) in.push_back(torch::randn({n, w.cols}, opts));
+    const std::vector<std::vector<torch::Tensor>> inputs = w.rotatedInputs(n, opts);
+    const int sets = static_cast<int>(inputs.size());
     Loaded aoti = loadAndRun(d, path, inputs[0]);
     auto& loader = *aoti.loader;
 
@@ -148,8 +145,7 @@ void benchMemoryBound(const Device& d, const Package& p, const std::string& path
     double eagerMs = d.medianMs([&](int i) { eager(static_cast<size_t>(i % sets)); }, reps, 10);
     double aotiMs =
         d.medianMs([&](int i) { loader.run(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
-    double bytes = static_cast<double>(bytesPerSet + static_cast<int64_t>(w.paramNames.size()) *
-                                                         w.cols * torch::elementSize(dt));
+    const double bytes = w.bytesPerCall(n, dt);
     std::string host;
     if (n == sizes.front()) {
       auto hostUs = [&](const std::function<void()>& f) {

@@ -87,10 +87,7 @@ struct Captured {
 };
 
 Captured captureWorkload(const bench::Workload& w, ir::DType dtype) {
-  torch::jit::Module m("M");
-  for (const auto& p : w.paramNames) m.register_parameter(p, torch::randn({w.cols}), false);
-  m.define(w.source);
-  m.eval();
+  torch::jit::Module m = w.module(torch::TensorOptions());
   std::vector<c10::IValue> example;
   jit::CaptureOptions opt;
   for (int i = 0; i < w.numInputs; ++i) {
@@ -221,8 +218,7 @@ int sweep(const Args& a) {
           }
           for (const ir::Value* v : group.outputs)
             bytesPerSet += n * w.cols * ir::byteSize(v->dtype());
-          const int sets =
-              static_cast<int>(std::clamp<long long>((256ll << 20) / bytesPerSet, 1, 8));
+          const int sets = bench::rotationSets(bytesPerSet);
           std::vector<std::vector<at::Tensor>> tensors(static_cast<size_t>(sets));
           for (auto& set : tensors) {
             for (const ir::Value* v : ins) {

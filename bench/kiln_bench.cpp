@@ -98,20 +98,13 @@ int main(int argc, char** argv) {
     for (auto dt : {torch::kHalf, torch::kFloat})
       for (int64_t n : sizes) {
         auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dt);
-        torch::jit::Module m("M");
-        for (const auto& p : w.paramNames)
-          m.register_parameter(p, torch::randn({w.cols}, opts), false);
-        m.define(w.source);
-        m.eval();
+        torch::jit::Module m = w.module(opts);
         kiln::jit::Options o;
         o.session = &session;
         auto fast = kiln::jit::optimize(m, o);
-        // Rotate input sets so consecutive calls do not hit in L2 (>= 256 MB in flight).
-        int64_t bytesPerSet = n * w.cols * torch::elementSize(dt) * (w.numInputs + 1);
-        int sets = static_cast<int>(std::clamp<int64_t>((256ll << 20) / bytesPerSet, 1, 8));
-        std::vector<std::vector<torch::IValue>> inputs(static_cast<size_t>(sets));
-        for (auto& in : inputs)
-          for (int i = 0; i < w.numInputs; ++i) in.push_back(torch::randn({n, w.cols}, opts));
+        std::vector<std::vector<torch::IValue>> inputs;
+        for (const auto& set : w.rotatedInputs(n, opts)) inputs.emplace_back(set.begin(), set.end());
+        const int sets = static_cast<int>(inputs.size());
         auto want = m.forward(inputs[0]).toTensor();
         auto got = fast.forward(inputs[0]).toTensor();
         double err = (got.to(torch::kFloat) - want.to(torch::kFloat)).abs().max().item<double>();
@@ -124,9 +117,7 @@ int main(int argc, char** argv) {
             medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
         double kilnMs =
             medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
-        double bytes = static_cast<double>(n * w.cols * torch::elementSize(dt) * (w.numInputs + 1) +
-                                           w.paramNames.size() * w.cols * torch::elementSize(dt));
-        double gbs = bytes / (kilnMs * 1e-3) / 1e9;
+        double gbs = w.bytesPerCall(n, dt) / (kilnMs * 1e-3) / 1e9;
         std::string host = "";
         if (n == 128) {
           auto hostUs = [&](const std::function<void()>& f) {

@@ -64,18 +64,8 @@ std::vector<Case> cases(bool quick, bool fp32) {
   for (const kiln::bench::Workload& w : kiln::bench::memoryBoundWorkloads())
     for (auto dt : dtypes) {
       auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dt);
-      Case c{w.name, dt, n, torch::jit::Module("M"), {}, {}, 0};
-      for (const auto& p : w.paramNames)
-        c.module.register_parameter(p, torch::randn({w.cols}, opts), false);
-      c.module.define(w.source);
-      c.module.eval();
-      const int64_t perSet = n * w.cols * torch::elementSize(dt) * (w.numInputs + 1);
-      const int sets = static_cast<int>(std::clamp<int64_t>((256ll << 20) / perSet, 1, 8));
-      c.inputs.resize(static_cast<size_t>(sets));
-      for (auto& in : c.inputs)
-        for (int i = 0; i < w.numInputs; ++i) in.push_back(torch::randn({n, w.cols}, opts));
-      c.bytes = static_cast<double>(perSet + static_cast<int64_t>(w.paramNames.size()) * w.cols *
-                                                 torch::elementSize(dt));
+      Case c{w.name, dt, n, w.module(opts), {}, {}, w.bytesPerCall(n, dt)};
+      for (const auto& set : w.rotatedInputs(n, opts)) c.inputs.emplace_back(set.begin(), set.end());
       out.push_back(std::move(c));
     }
   auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kHalf);

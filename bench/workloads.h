@@ -3,14 +3,22 @@
 // kiln-kernel-sweep, kiln-tune-bench, kiln-aoti-bench): a TorchScript forward, the row length, how
 // many [n, cols] inputs it takes, and its [cols] params. Models (4-6; kiln-bench,
 // kiln-aoti-bench): a TorchScript file from scripts/export_models.py, inputs and FLOPs per size.
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include <torch/script.h>
 #include <torch/torch.h>
 
 namespace kiln::bench {
+
+// How many copies of a call's buffers to rotate through so that consecutive calls do not hit in
+// L2: at least 256 MB in flight, 1 to 8 copies.
+inline int rotationSets(int64_t bytesPerSet) {
+  return static_cast<int>(std::clamp<int64_t>((int64_t{256} << 20) / bytesPerSet, 1, 8));
+}
 
 struct Workload {
   std::string name;
@@ -18,6 +26,33 @@ struct Workload {
   long long cols;
   int numInputs;                        // x, then extra [n, cols] inputs
   std::vector<std::string> paramNames;  // [cols] params
+
+  // Bytes of the [n, cols] inputs and the output, read or written once per call.
+  int64_t rowBytes(int64_t n, torch::ScalarType dt) const {
+    return n * cols * static_cast<int64_t>(torch::elementSize(dt)) * (numInputs + 1);
+  }
+  // All bytes a call reads and writes once: rowBytes and the params.
+  double bytesPerCall(int64_t n, torch::ScalarType dt) const {
+    return static_cast<double>(rowBytes(n, dt) + static_cast<int64_t>(paramNames.size()) * cols *
+                                                     static_cast<int64_t>(torch::elementSize(dt)));
+  }
+  // The TorchScript module, with random params of `opts`, in eval mode.
+  torch::jit::Module module(const torch::TensorOptions& opts) const {
+    torch::jit::Module m("M");
+    for (const std::string& p : paramNames) m.register_parameter(p, torch::randn({cols}, opts), false);
+    m.define(source);
+    m.eval();
+    return m;
+  }
+  // rotationSets(rowBytes) sets of random [n, cols] inputs.
+  std::vector<std::vector<torch::Tensor>> rotatedInputs(int64_t n,
+                                                        const torch::TensorOptions& opts) const {
+    std::vector<std::vector<torch::Tensor>> sets(
+        static_cast<size_t>(rotationSets(rowBytes(n, torch::typeMetaToScalarType(opts.dtype())))));
+    for (auto& in : sets)
+      for (int i = 0; i < numInputs; ++i) in.push_back(torch::randn({n, cols}, opts));
+    return sets;
+  }
 };
 
 inline std::vector<Workload> memoryBoundWorkloads() {
