@@ -276,10 +276,8 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
     summary.groupsFailed += groups - info.kernelsCompiled - info.kernelsCached;
     ++summary.buckets;
     if (lab != nullptr) {
-      jit::TuneOptions budget;
-      budget.maxVariants = session->options().tuneMaxVariants;
-      budget.maxSeconds = session->options().tuneSeconds;
-      const jit::TuneReport r = jit::tunePlan(*plan, *lab, *session, *arch, budget);
+      const jit::TuneReport r = jit::tunePlan(*plan, *lab, *session, *arch,
+                                              jit::tuneOptionsFor(session->options()));
       summary.kernelsTuned += r.replaced;
       summary.variantsTried += r.variantsTried;
       ev.kernelsTuned = r.replaced;

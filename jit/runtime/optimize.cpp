@@ -418,9 +418,7 @@ struct OptimizedModule::Impl {
     if (arch.empty() || !plan->claimTuning()) return;
     std::shared_ptr<ModuleShared> sh = shared;
     Session* sess = session;
-    TuneOptions budget;
-    budget.maxVariants = o.tuneMaxVariants;
-    budget.maxSeconds = o.tuneSeconds;
+    const TuneOptions budget = tuneOptionsFor(o);
     auto job = [sh, plan, sess, arch, budget] {
       std::unique_ptr<TuningLab> lab = sess->makeTuningLab();
       if (lab == nullptr || !sh->alive.load()) return;

@@ -209,6 +209,13 @@ std::unique_ptr<TuningLab> makeCudaLab(const Session& session) {
                                    session);
 }
 
+TuneOptions tuneOptionsFor(const kiln::Options& options) {
+  TuneOptions t;
+  t.maxVariants = options.tuneMaxVariants;
+  t.maxSeconds = options.tuneSeconds;
+  return t;
+}
+
 TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
                     const TuneOptions& options, const std::atomic<bool>* alive) {
   TuneReport report;

@@ -21,6 +21,7 @@
 
 #include "jit/runtime/plan.h"
 #include "jit/tuner/decision.h"
+#include "src/support/options.h"
 
 namespace kiln::jit {
 
@@ -48,6 +49,8 @@ struct TuneOptions {
   double maxSeconds = 60;  // per job
   tuner::DecisionOptions decision;
 };
+// The budget a session's options set (KILN_TUNE_MAX_VARIANTS, KILN_TUNE_SECONDS).
+TuneOptions tuneOptionsFor(const kiln::Options& options);
 
 struct TuneReport {
   int kernels = 0;        // kernels tuned
