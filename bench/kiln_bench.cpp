@@ -32,7 +32,10 @@ const char* dtypeName(torch::ScalarType t) {
   return t == torch::kHalf ? "fp16" : "fp32";
 }
 
-void benchModels(kiln::Session& session, bool quick) {
+// `profiles`: with --profile, each model's per-step kiln profile at its largest size (printed after
+// the table).
+void benchModels(kiln::Session& session, bool quick, bool profile) {
+  std::string profiles;
   std::printf("\n| model | dtype | n | eager ms | kiln ms | speedup | kiln TFLOP/s | max err |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const kiln::bench::ModelWorkload& w : kiln::bench::modelWorkloads(quick))
@@ -69,12 +72,30 @@ void benchModels(kiln::Session& session, bool quick) {
                     w.flops(n) / (kilnMs * 1e-3) / 1e12, err,
                     fast.stats().groupFallbacks > 0 ? " (some groups ran eagerly)" : "");
         std::fflush(stdout);
+        if (profile && n == w.sizes.back())
+          profiles += "\n" + w.name + ", " + dtypeName(dt) + ", n=" + std::to_string(n) +
+                      ":\n```\n" + fast.profile(inputs[0], 20).toString() + "```\n";
       }
+  if (!profiles.empty()) std::printf("\n### Where kiln's time goes (`kiln-bench --profile`)\n%s", profiles.c_str());
 }
 
 }  // namespace
 
+// kiln-bench [--quick] [--models] [--profile]: --quick drops n=32768, --models skips the
+// memory-bound workloads, --profile adds per-step profiles of the models.
 int main(int argc, char** argv) {
+  bool quick = false, modelsOnly = false, profile = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    else if (a == "--models") modelsOnly = true;
+    else if (a == "--profile") profile = true;
+    else {
+      std::fprintf(stderr, "kiln-bench: unknown argument %s (use --quick, --models, --profile)\n",
+                   a.c_str());
+      return 2;
+    }
+  }
   if (!torch::cuda::is_available()) {
     std::fprintf(stderr, "kiln-bench: needs a GPU\n");
     return 1;
@@ -87,9 +108,10 @@ int main(int argc, char** argv) {
   double copyGBs = copyBandwidthGBs();
   std::printf("device-to-device copy: %.0f GB/s\n\n", copyGBs);
 
-  const std::vector<kiln::bench::Workload> workloads = kiln::bench::memoryBoundWorkloads();
+  std::vector<kiln::bench::Workload> workloads = kiln::bench::memoryBoundWorkloads();
+  if (modelsOnly) workloads.clear();
   std::vector<int64_t> sizes = {128, 4096, 32768};
-  if (argc > 1 && std::string(argv[1]) == "--quick") sizes = {128, 4096};
+  if (quick) sizes = {128, 4096};
 
   std::printf("| workload | dtype | n | eager ms | kiln ms | speedup | kiln GB/s | %% of copy | "
               "max err | host us/call (eager / kiln) |\n");
@@ -142,6 +164,6 @@ int main(int argc, char** argv) {
                     st.groupFallbacks > 0 ? " (some groups ran eagerly)" : "");
         std::fflush(stdout);
       }
-  benchModels(session, argc > 1 && std::string(argv[1]) == "--quick");
+  benchModels(session, quick, profile);
   return 0;
 }

@@ -442,10 +442,10 @@ struct OptimizedModule::Impl {
   }
 };
 
-c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) const {
-  Impl& impl = *impl_;
-  impl.calls.fetch_add(1, std::memory_order_relaxed);
-  if (impl.session->options().disable) return impl.eagerForward(inputs);
+namespace {
+
+std::vector<at::Tensor> inputTensors(const OptimizedModule::Impl& impl,
+                                     const std::vector<c10::IValue>& inputs) {
   std::vector<at::Tensor> tensors;
   tensors.reserve(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -458,6 +458,16 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
                     i, impl.inputName(i));
     tensors.push_back(v.toTensor());
   }
+  return tensors;
+}
+
+}  // namespace
+
+c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) const {
+  Impl& impl = *impl_;
+  impl.calls.fetch_add(1, std::memory_order_relaxed);
+  if (impl.session->options().disable) return impl.eagerForward(inputs);
+  std::vector<at::Tensor> tensors = inputTensors(impl, inputs);
   std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors);
   std::vector<at::Tensor> outs = plan->run(tensors);
   impl.maybeTune(plan);
@@ -474,6 +484,16 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
       return c10::List<at::Tensor>(outs);
   }
   KILN_CHECK(false, "unknown output structure");
+}
+
+PlanProfile OptimizedModule::profile(const std::vector<c10::IValue>& inputs, int reps) const {
+  Impl& impl = *impl_;
+  KILN_USER_CHECK(!impl.session->options().disable,
+                  "profile: kiln is disabled (KILN_DISABLE), so there is no plan to profile");
+  KILN_USER_CHECK(reps >= 1, "profile: reps must be at least 1, got {}", reps);
+  std::vector<at::Tensor> tensors = inputTensors(impl, inputs);
+  std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors);
+  return profilePlan(*plan, tensors, reps);
 }
 
 std::string OptimizedModule::explain() const {

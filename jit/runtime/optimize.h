@@ -36,6 +36,7 @@
 #include <ATen/core/ivalue.h>
 
 #include "jit/capture/capture.h"
+#include "jit/runtime/profile.h"
 
 namespace torch::jit {
 struct Module;
@@ -104,6 +105,10 @@ class OptimizedModule {
   // recently used plan: groups, kernels, eager leftovers.
   std::string explain() const;
   ModuleStats stats() const;
+  // Runs `inputs` through their plan (built as forward() would) once to warm up, then `reps` more
+  // times, timing every step (Note [Profiling steps] in profile.h). UserError when kiln is
+  // disabled (KILN_DISABLE) or reps < 1.
+  PlanProfile profile(const std::vector<c10::IValue>& inputs, int reps = 20) const;
 
   struct Impl;
   explicit OptimizedModule(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}

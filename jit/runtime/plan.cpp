@@ -458,7 +458,8 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
   return true;
 }
 
-std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs) const {
+std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
+                                  const std::function<void(size_t step)>* afterStep) const {
   const Program& p = *program_;
   if (p.folds_ != nullptr) p.folds_->refresh();  // Note [Folded params are snapshots]
   const ir::Graph& g = p.graph();
@@ -489,6 +490,7 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs) const {
         values[static_cast<size_t>(rt.outputIds[i])] = std::move(out[i]);
     }
     for (int id : rt.release) values[static_cast<size_t>(id)].reset();
+    if (afterStep != nullptr) (*afterStep)(s);
   }
   std::vector<at::Tensor> outputs;
   outputs.reserve(p.outputIds_.size());
@@ -500,6 +502,25 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs) const {
     outputs.push_back(std::move(t));
   }
   return outputs;
+}
+
+std::string Plan::stepLabel(size_t s) const {
+  const partition::Step& step = partition().steps.at(s);
+  switch (step.kind) {
+    case partition::StepKind::kFusion: {
+      std::shared_ptr<const KernelSet> set = kernels_.load();
+      const KernelStep& k = set->kernels[static_cast<size_t>(program_->runtime_[s].kernel)];
+      if (k.kernel != nullptr) return "kernel " + k.name;
+      return fmt::format("eager group #{}", step.group.id);
+    }
+    case partition::StepKind::kLibrary:
+      return fmt::format("library {}", ir::toString(step.node->kind()));
+    case partition::StepKind::kView:
+      return fmt::format("view {}", ir::toString(step.node->kind()));
+    case partition::StepKind::kEager:
+      return fmt::format("eager {}", ir::toString(step.node->kind()));
+  }
+  return "?";
 }
 
 std::string Plan::explain() const {

@@ -18,6 +18,7 @@
 // what eager computes, or forward() throws.
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -211,7 +212,13 @@ class Plan {
                                       const Session& session);
 
   // Runs the plan. `inputs` in graph input order. Thread-safe, also against swapKernels.
-  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const;
+  // `afterStep`, when given, is called with each step's index once the step has been issued
+  // (profile.h times steps with it).
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs,
+                              const std::function<void(size_t step)>* afterStep = nullptr) const;
+  // What step s runs, for people: "kernel <name>", "eager group #<id>" (no kernel in the current
+  // set), or the op ("linear", "scaled_dot_product_attention", ...) and its step kind.
+  std::string stepLabel(size_t s) const;
 
   // Replaces the kernel set atomically; calls already running finish with the old one.
   void swapKernels(std::shared_ptr<const KernelSet> kernels);

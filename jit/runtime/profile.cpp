@@ -1,0 +1,91 @@
+#include "jit/runtime/profile.h"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <optional>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <fmt/format.h>
+
+#include "jit/runtime/plan.h"
+#include "src/support/error.h"
+
+namespace kiln::jit {
+
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::optional<at::Device> cudaDeviceOf(const std::vector<at::Tensor>& inputs) {
+  for (const at::Tensor& t : inputs)
+    if (t.defined() && t.is_cuda()) return t.device();
+  return std::nullopt;
+}
+
+}  // namespace
+
+PlanProfile profilePlan(const Plan& plan, const std::vector<at::Tensor>& inputs, int reps) {
+  KILN_USER_CHECK(reps >= 1, "profile: reps must be at least 1, got {}", reps);
+  const size_t numSteps = plan.partition().steps.size();
+  // times[s][r]: step s in repetition r; totals[r]: the whole call.
+  std::vector<std::vector<double>> times(numSteps);
+  std::vector<double> totals;
+  PlanProfile profile;
+  profile.reps = reps;
+  plan.run(inputs);  // warm-up: allocator, cuDNN/cuBLAS heuristics, lazy loads
+  std::optional<at::Device> device = cudaDeviceOf(inputs);
+  profile.device = device.has_value();
+  if (device) {
+    c10::cuda::CUDAGuard guard(*device);
+    at::cuda::CUDAStream stream = at::cuda::getCurrentCUDAStream(device->index());
+    for (int r = 0; r < reps; ++r) {
+      std::vector<at::cuda::CUDAEvent> events;
+      events.reserve(numSteps + 1);
+      for (size_t i = 0; i <= numSteps; ++i) events.emplace_back(cudaEventDefault);
+      events[0].record(stream);
+      std::function<void(size_t)> hook = [&](size_t s) { events[s + 1].record(stream); };
+      plan.run(inputs, &hook);
+      events[numSteps].synchronize();
+      for (size_t s = 0; s < numSteps; ++s)
+        times[s].push_back(static_cast<double>(events[s].elapsed_time(events[s + 1])));
+      totals.push_back(static_cast<double>(events[0].elapsed_time(events[numSteps])));
+    }
+  } else {
+    using Clock = std::chrono::steady_clock;
+    for (int r = 0; r < reps; ++r) {
+      std::vector<Clock::time_point> marks(numSteps + 1);
+      marks[0] = Clock::now();
+      std::function<void(size_t)> hook = [&](size_t s) { marks[s + 1] = Clock::now(); };
+      plan.run(inputs, &hook);
+      for (size_t s = 0; s < numSteps; ++s)
+        times[s].push_back(std::chrono::duration<double, std::milli>(marks[s + 1] - marks[s]).count());
+      totals.push_back(std::chrono::duration<double, std::milli>(marks[numSteps] - marks[0]).count());
+    }
+  }
+  for (size_t s = 0; s < numSteps; ++s)
+    profile.steps.push_back({s, plan.stepLabel(s), median(times[s])});
+  profile.totalMs = median(totals);
+  return profile;
+}
+
+std::string PlanProfile::toString() const {
+  std::string out = fmt::format("profile: {} per call (median of {}, {})\n",
+                                fmt::format("{:.4f} ms", totalMs), reps,
+                                device ? "CUDA events" : "host clock");
+  double sum = 0;
+  for (const StepTime& s : steps) sum += s.ms;
+  for (const StepTime& s : steps) {
+    const double share = sum > 0 ? 100.0 * s.ms / sum : 0.0;
+    out += fmt::format("  step {:>3}  {:>9.4f} ms  {:>5.1f}%  {}\n", s.step, s.ms, share, s.label);
+  }
+  return out;
+}
+
+}  // namespace kiln::jit
