@@ -2,11 +2,11 @@
 
 #include "src/ir/verifier.h"
 #include "src/passes/canonicalize.h"
-#include "src/passes/commute_permute_linear.h"
 #include "src/passes/eliminate_common_subexpressions.h"
 #include "src/passes/eliminate_dead_code.h"
 #include "src/passes/fold_constants.h"
 #include "src/passes/fuse_attention.h"
+#include "src/passes/layout_views.h"
 #include "src/passes/normalize_broadcasts.h"
 #include "src/support/log.h"
 
@@ -20,7 +20,7 @@ int runDefaultPasses(ir::Graph& graph) {
     changed = foldConstants(graph) || changed;
     changed = normalizeBroadcasts(graph) || changed;
     changed = fuseAttention(graph) || changed;
-    changed = commutePermuteLinear(graph) || changed;
+    changed = rewriteLayoutViews(graph) || changed;
     changed = eliminateCommonSubexpressions(graph) || changed;
     changed = eliminateDeadCode(graph) || changed;
     if (!changed) break;

@@ -44,7 +44,7 @@ TEST(Optimize, EncoderBlockModelMatchesEager) {
   if (kiln::cuda::driver() == nullptr) {
     EXPECT_NE(explain.find("compiled, but no CUDA driver"), std::string::npos) << explain;
   }
-  // Note [Linear after a permute]: the QKV projection reads norm1's output itself, not the
+  // Note [Linear rows in source order]: the QKV projection reads norm1's output itself, not the
   // [seq, batch, hidden] permute of it.
   std::smatch proj;
   ASSERT_TRUE(std::regex_search(explain, proj,
@@ -53,6 +53,16 @@ TEST(Optimize, EncoderBlockModelMatchesEager) {
   EXPECT_TRUE(std::regex_search(
       explain, std::regex("  " + proj[1].str() + ": [^\n]* = layer_norm\\(%x, %layer\\.norm1")))
       << explain;
+  // The output projection reads attention's [batch, seq, heads, dim] rows (a view of what the
+  // fused kernels write), and q, k and v are views of the QKV projection: no reshape merges heads
+  // before SDPA (Note [Split before merge]).
+  std::smatch out;
+  ASSERT_TRUE(std::regex_search(
+      explain, out, std::regex(R"(%([0-9]+): f32\[batch, seq, 768\] = reshape\(%([0-9]+)\)\n[^\n]*\n[^\n]* = linear\(%\1, %layer\.self_attn\.out_proj)")))
+      << explain;
+  EXPECT_TRUE(std::regex_search(explain, std::regex("%" + out[2].str() + R"(: f32\[batch, seq, 12, 64\] = permute\(%[0-9]+\) \{perm = \[0, 2, 1, 3\]\})")))
+      << explain;
+  EXPECT_EQ(explain.find("12*batch"), std::string::npos) << explain;
 }
 
 TEST(Optimize, MlpModelAndPlanReuse) {
@@ -71,6 +81,33 @@ TEST(Optimize, MlpModelAndPlanReuse) {
   std::vector<torch::IValue> in2{torch::randn({1, 9, 1024})};
   expectClose(fast.forward(in2).toTensor(), m.forward(in2).toTensor(), 1e-4);
   EXPECT_EQ(fast.stats().planMisses, 2u);
+}
+
+TEST(Optimize, ProfileTimesEveryStepOfThePlan) {
+  torch::NoGradGuard ng;
+  auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/mlp.pt");
+  m.eval();
+  kiln::jit::Options opt;
+  opt.session = &compileOnlySession();
+  auto fast = kiln::jit::optimize(m, opt);
+  std::vector<torch::IValue> in{torch::randn({2, 5, 1024})};
+  kiln::jit::PlanProfile p = fast.profile(in, 3);
+  EXPECT_FALSE(p.device);  // CPU inputs: the host clock
+  EXPECT_EQ(p.reps, 3);
+  // fc1 and fc2 are library steps; every step is listed in plan order, with a time.
+  int linears = 0;
+  for (size_t i = 0; i < p.steps.size(); ++i) {
+    EXPECT_EQ(p.steps[i].step, i);
+    EXPECT_GE(p.steps[i].ms, 0.0);
+    linears += p.steps[i].label == "library linear";
+  }
+  EXPECT_EQ(linears, 2) << p.toString();
+  EXPECT_GT(p.totalMs, 0.0);
+  EXPECT_NE(p.toString().find("library linear"), std::string::npos);
+  // The profiled plan is forward()'s plan: 1 warm-up + 3 timed calls, one plan built.
+  EXPECT_EQ(fast.stats().planMisses, 1u);
+  expectClose(fast.forward(in).toTensor(), m.forward(in).toTensor(), 1e-4);
+  EXPECT_THROW(fast.profile(in, 0), kiln::UserError);
 }
 
 TEST(Optimize, NnModuleHolder) {
