@@ -34,12 +34,13 @@ const char* dtypeName(torch::ScalarType t) {
 
 // `profiles`: with --profile, each model's per-step kiln profile at its largest size (printed after
 // the table).
-void benchModels(kiln::Session& session, bool quick, bool profile) {
+void benchModels(kiln::Session& session, bool quick, bool profile, const std::string& filter) {
   std::string profiles;
   std::printf("\n| model | dtype | n | eager ms | kiln ms | speedup | kiln TFLOP/s | max err |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const kiln::bench::ModelWorkload& w : kiln::bench::modelWorkloads(quick))
     for (auto dt : {torch::kHalf, torch::kFloat})
+      if (w.name.find(filter) != std::string::npos)
       for (int64_t n : w.sizes) {
         auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/" + w.file);
         m.eval();
@@ -81,17 +82,20 @@ void benchModels(kiln::Session& session, bool quick, bool profile) {
 
 }  // namespace
 
-// kiln-bench [--quick] [--models] [--profile]: --quick drops n=32768, --models skips the
-// memory-bound workloads, --profile adds per-step profiles of the models.
+// kiln-bench [--quick] [--models] [--profile] [--filter TEXT]: --quick drops n=32768, --models
+// skips the memory-bound workloads, --profile adds per-step profiles of the models, --filter runs
+// only workloads whose name contains TEXT.
 int main(int argc, char** argv) {
   bool quick = false, modelsOnly = false, profile = false;
+  std::string filter;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
     else if (a == "--models") modelsOnly = true;
     else if (a == "--profile") profile = true;
+    else if (a == "--filter" && i + 1 < argc) filter = argv[++i];
     else {
-      std::fprintf(stderr, "kiln-bench: unknown argument %s (use --quick, --models, --profile)\n",
+      std::fprintf(stderr, "kiln-bench: unknown argument %s (use --quick, --models, --profile, --filter TEXT)\n",
                    a.c_str());
       return 2;
     }
@@ -110,6 +114,9 @@ int main(int argc, char** argv) {
 
   std::vector<kiln::bench::Workload> workloads = kiln::bench::memoryBoundWorkloads();
   if (modelsOnly) workloads.clear();
+  std::erase_if(workloads, [&](const kiln::bench::Workload& w) {
+    return w.name.find(filter) == std::string::npos;
+  });
   std::vector<int64_t> sizes = {128, 4096, 32768};
   if (quick) sizes = {128, 4096};
 
@@ -164,6 +171,6 @@ int main(int argc, char** argv) {
                     st.groupFallbacks > 0 ? " (some groups ran eagerly)" : "");
         std::fflush(stdout);
       }
-  benchModels(session, quick, profile);
+  benchModels(session, quick, profile, filter);
   return 0;
 }
