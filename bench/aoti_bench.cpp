@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
-#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -67,16 +66,21 @@ struct Device {
   void sync() const {
     if (cuda) c10::cuda::device_synchronize();
   }
-  double medianMs(const std::function<void(int)>& fn, int reps, int batch) const {
-    if (cuda) return kiln::bench::medianMs(fn, reps, batch);
-    std::vector<double> ms;
-    for (int i = 0; i < reps; ++i) {
-      auto t0 = Clock::now();
-      for (int b = 0; b < batch; ++b) fn(i * batch + b);
-      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / batch);
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
+  // Medians of eager and AOTInductor, sampled in turns (timing.h's medianMsInTurns).
+  std::vector<double> medianMsInTurns(const std::vector<std::function<void(int)>>& fns, int reps,
+                                      int batch) const {
+    if (cuda) return kiln::bench::medianMsInTurns(fns, reps, batch);
+    std::vector<std::vector<double>> ms(fns.size());
+    for (int i = 0; i < reps; ++i)
+      for (size_t f = 0; f < fns.size(); ++f) {
+        auto t0 = Clock::now();
+        for (int b = 0; b < batch; ++b) fns[f](i * batch + b);
+        ms[f].push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count() /
+                        batch);
+      }
+    std::vector<double> out;
+    for (const std::vector<double>& m : ms) out.push_back(kiln::bench::median(m));
+    return out;
   }
   double wallMs(const std::function<void()>& fn) const {
     sync();
@@ -142,9 +146,11 @@ void benchMemoryBound(const Device& d, const Package& p, const std::string& path
       loader.run(inputs[static_cast<size_t>(i % sets)]);
     }
     const int reps = d.cuda ? 20 : 5;
-    double eagerMs = d.medianMs([&](int i) { eager(static_cast<size_t>(i % sets)); }, reps, 10);
-    double aotiMs =
-        d.medianMs([&](int i) { loader.run(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
+    const std::vector<double> ms = d.medianMsInTurns(
+        {[&](int i) { eager(static_cast<size_t>(i % sets)); },
+         [&](int i) { loader.run(inputs[static_cast<size_t>(i % sets)]); }},
+        reps, 10);
+    const double eagerMs = ms[0], aotiMs = ms[1];
     const double bytes = w.bytesPerCall(n, dt);
     std::string host;
     if (n == sizes.front()) {
@@ -187,9 +193,11 @@ void benchModel(const Device& d, const Package& p, const std::string& path,
       loader.run(inputs[static_cast<size_t>(i % 2)]);
     }
     const int reps = d.cuda ? 10 : 3;
-    double eagerMs = d.medianMs([&](int i) { eager(static_cast<size_t>(i % 2)); }, reps, 5);
-    double aotiMs =
-        d.medianMs([&](int i) { loader.run(inputs[static_cast<size_t>(i % 2)]); }, reps, 5);
+    const std::vector<double> ms = d.medianMsInTurns(
+        {[&](int i) { eager(static_cast<size_t>(i % 2)); },
+         [&](int i) { loader.run(inputs[static_cast<size_t>(i % 2)]); }},
+        reps, 5);
+    const double eagerMs = ms[0], aotiMs = ms[1];
     std::printf("| %s | %s | %lld | %.4f | %.4f | %.2fx | %.1f | %.2g | %.1f | %.2f |\n",
                 w.name.c_str(), p.dtype.c_str(), static_cast<long long>(n), eagerMs, aotiMs,
                 eagerMs / aotiMs, w.flops(n) / (aotiMs * 1e-3) / 1e12, err, aoti.loadMs,
@@ -261,16 +269,13 @@ int main(int argc, char** argv) {
     for (const Package* p : built(packages, name))
       guarded(*p, [&] { benchMemoryBound(d, *p, dir + "/" + p->file, quick); });
 
-  std::map<std::string, kiln::bench::ModelWorkload> models;
-  for (kiln::bench::ModelWorkload& w : kiln::bench::modelWorkloads(quick, /*small=*/!cuda))
-    models.emplace(w.key, std::move(w));
   std::printf(
       "\n| model | dtype | n | eager ms | aoti ms | aoti speedup | aoti TFLOP/s | max err | "
       "load ms | first run ms |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const char* name : {"mlp", "encoder_block", "cnn_block"})
-    for (const Package* p : built(packages, name))
-      guarded(*p, [&] { benchModel(d, *p, dir + "/" + p->file, models.at(name)); });
+  for (const kiln::bench::ModelWorkload& w : kiln::bench::modelWorkloads(quick, /*small=*/!cuda))
+    for (const Package* p : built(packages, w.key))
+      guarded(*p, [&] { benchModel(d, *p, dir + "/" + p->file, w); });
 
   std::printf("\n| package | dtype | export + AOTI compile s (peer_aoti.py) | error |\n");
   std::printf("|---|---|---|---|\n");

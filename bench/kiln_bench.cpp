@@ -1,6 +1,6 @@
 // kiln-bench: memory-bound fused workloads, kiln vs eager LibTorch, on one GPU, in one run.
-// Steady-state medians with CUDA events after warm-up (10 back-to-back calls a sample), inputs
-// rotated; effective bandwidth counts bytes read + written once against the device-to-device copy
+// Steady-state medians with CUDA events after warm-up (10 back-to-back calls a sample, eager and
+// kiln sampled in turns), inputs rotated; effective bandwidth counts bytes read + written once against the device-to-device copy
 // bandwidth measured in the same run; host overhead per call (n=128) measured separately as wall
 // time per call of a long loop. Then the GEMM/conv-bound models (MLP, encoder block, CNN block)
 // with TFLOP/s. Output: markdown tables on stdout (bench/run_gpu.sh puts them into RESULTS.md).
@@ -26,7 +26,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 using kiln::bench::copyBandwidthGBs;
-using kiln::bench::medianMs;
 
 const char* dtypeName(torch::ScalarType t) {
   return t == torch::kHalf ? "fp16" : "fp32";
@@ -64,10 +63,11 @@ void benchModels(kiln::Session& session, bool quick, bool profile, const std::st
           fast.forward(inputs[static_cast<size_t>(i % 2)]);
         }
         const int reps = 10;
-        double eagerMs =
-            medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % 2)]); }, reps, 5);
-        double kilnMs =
-            medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % 2)]); }, reps, 5);
+        const std::vector<double> ms = kiln::bench::medianMsInTurns(
+            {[&](int i) { m.forward(inputs[static_cast<size_t>(i % 2)]); },
+             [&](int i) { fast.forward(inputs[static_cast<size_t>(i % 2)]); }},
+            reps, 5);
+        const double eagerMs = ms[0], kilnMs = ms[1];
         std::printf("| %s | %s | %lld | %.4f | %.4f | %.2fx | %.1f | %.2g |%s\n", w.name.c_str(),
                     dtypeName(dt), static_cast<long long>(n), eagerMs, kilnMs, eagerMs / kilnMs,
                     w.flops(n) / (kilnMs * 1e-3) / 1e12, err,
@@ -142,10 +142,11 @@ int main(int argc, char** argv) {
           fast.forward(inputs[static_cast<size_t>(i % sets)]);
         }
         int reps = 20;
-        double eagerMs =
-            medianMs([&](int i) { m.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
-        double kilnMs =
-            medianMs([&](int i) { fast.forward(inputs[static_cast<size_t>(i % sets)]); }, reps, 10);
+        const std::vector<double> ms = kiln::bench::medianMsInTurns(
+            {[&](int i) { m.forward(inputs[static_cast<size_t>(i % sets)]); },
+             [&](int i) { fast.forward(inputs[static_cast<size_t>(i % sets)]); }},
+            reps, 10);
+        const double eagerMs = ms[0], kilnMs = ms[1];
         double gbs = w.bytesPerCall(n, dt) / (kilnMs * 1e-3) / 1e9;
         std::string host = "";
         if (n == 128) {

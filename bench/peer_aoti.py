@@ -65,6 +65,8 @@ WORKLOADS = {
     "add_layernorm_gelu": (AddLayerNormGelu, None, rows(4096, 2)),
     "masked_softmax": (MaskedSoftmax, None, rows(1024, 2)),
     "mlp": (Mlp, "mlp.pt", lambda dt, dev: (torch.randn(2, 128, 1024, dtype=dt, device=dev),)),
+    "mlp_tanh": (lambda: Mlp(approximate="tanh"), "mlp_tanh.pt",
+                 lambda dt, dev: (torch.randn(2, 128, 1024, dtype=dt, device=dev),)),
     "encoder_block": (EncoderBlock, "encoder_block.pt",
                       lambda dt, dev: (torch.randn(2, 128, 768, dtype=dt, device=dev),
                                        torch.zeros(2, 1, 128, 128, dtype=dt, device=dev))),
@@ -114,9 +116,14 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--only", default="", help="comma-separated workload names (default: all)")
     p.add_argument("--models-dir", default=os.environ.get(
         "KILN_MODELS_DIR", os.path.join(here, "..", "build", "models")))
     args = p.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        p.error(f"--only: unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
     os.makedirs(args.out_dir, exist_ok=True)
     # Cold compiles (a fresh cache, unless one is given), and the cores shared between packages.
     fresh_cache = None
@@ -134,7 +141,7 @@ def main():
                                   max_tasks_per_child=1)
     with pool:
         futures = {pool.submit(build, name, dtype, args.device, args.out_dir, args.models_dir):
-                   (name, dtype) for name in WORKLOADS for dtype in DTYPES}
+                   (name, dtype) for name in names for dtype in DTYPES}
         for fut in cf.as_completed(futures):
             name, dtype = futures[fut]
             try:

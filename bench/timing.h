@@ -13,18 +13,37 @@ namespace kiln::bench {
 // Median over `reps` samples of the time per call of `batch` back-to-back calls between two CUDA
 // events. batch > 1 is steady state, where the host queues work ahead of the GPU; with one call
 // between events the host's launch latency (the GPU idles meanwhile) is counted too.
-inline double medianMs(const std::function<void(int)>& fn, int reps, int batch = 1) {
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-    start.record();
-    for (int b = 0; b < batch; ++b) fn(i * batch + b);
-    stop.record();
-    stop.synchronize();
-    ms.push_back(start.elapsed_time(stop) / batch);
-  }
+inline double sampleMs(const std::function<void(int)>& fn, int i, int batch) {
+  at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
+  start.record();
+  for (int b = 0; b < batch; ++b) fn(i * batch + b);
+  stop.record();
+  stop.synchronize();
+  return start.elapsed_time(stop) / batch;
+}
+
+inline double median(std::vector<double> ms) {
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+inline double medianMs(const std::function<void(int)>& fn, int reps, int batch = 1) {
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) ms.push_back(sampleMs(fn, i, batch));
+  return median(ms);
+}
+
+// medianMs of several contenders measured in turns: sample i of each runs before sample i + 1 of
+// any. Clock and temperature drift during a run (GEMM-bound loops heat the card and lower its
+// clocks over seconds) then falls on all contenders alike, not on whichever was timed last.
+inline std::vector<double> medianMsInTurns(const std::vector<std::function<void(int)>>& fns,
+                                           int reps, int batch = 1) {
+  std::vector<std::vector<double>> ms(fns.size());
+  for (int i = 0; i < reps; ++i)
+    for (size_t f = 0; f < fns.size(); ++f) ms[f].push_back(sampleMs(fns[f], i, batch));
+  std::vector<double> out;
+  for (const std::vector<double>& m : ms) out.push_back(median(m));
+  return out;
 }
 
 // Device-to-device copy of 512 MiB: bytes read + written per second, in GB/s.

@@ -111,6 +111,15 @@ inline std::vector<ModelWorkload> modelWorkloads(bool quick, bool small = false)
          return {torch::randn({n / 128, 128, 1024}, o)};
        },
        [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; }},
+      {"mlp_tanh",
+       "MLP as above with tanh gelu (GPT-2), hidden 1024",
+       "mlp_tanh.pt",
+       {"x"},
+       tokens,
+       [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
+         return {torch::randn({n / 128, 128, 1024}, o)};
+       },
+       [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; }},
       {"encoder_block",
        "encoder block, hidden 768, 12 heads, seq 128",
        "encoder_block.pt",

@@ -27,16 +27,19 @@ class EncoderBlock(torch.nn.Module):
 
 
 class Mlp(torch.nn.Module):
-    """layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024, 4x expansion."""
+    """layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024, 4x expansion. approximate="tanh" is GPT-2's
+    gelu ("gelu_new"), which kiln runs in the GEMM's epilogue."""
 
-    def __init__(self, hidden=1024):
+    def __init__(self, hidden=1024, approximate="none"):
         super().__init__()
+        self.approximate = approximate
         self.fc1 = torch.nn.Linear(hidden, 4 * hidden)
         self.fc2 = torch.nn.Linear(4 * hidden, hidden)
         self.norm = torch.nn.LayerNorm(hidden)
 
     def forward(self, x):
-        return self.norm(x + self.fc2(torch.nn.functional.gelu(self.fc1(x))))
+        return self.norm(
+            x + self.fc2(torch.nn.functional.gelu(self.fc1(x), approximate=self.approximate)))
 
 
 class CnnBlock(torch.nn.Module):
@@ -78,6 +81,7 @@ def main():
     export(EncoderBlock(), (torch.randn(2, 16, 768), torch.zeros(2, 1, 16, 16)),
            os.path.join(out, "encoder_block.pt"))
     export(Mlp(), (torch.randn(2, 16, 1024),), os.path.join(out, "mlp.pt"))
+    export(Mlp(approximate="tanh"), (torch.randn(2, 16, 1024),), os.path.join(out, "mlp_tanh.pt"))
     export(CnnBlock(), (torch.randn(2, 64, 14, 14),), os.path.join(out, "cnn_block.pt"))
 
 

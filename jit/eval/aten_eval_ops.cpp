@@ -63,6 +63,29 @@ std::optional<at::Tensor> optionalInput(const std::vector<at::Tensor>& in, size_
   return std::nullopt;
 }
 
+// Note [Library epilogues]
+// linear {activation = relu | gelu_tanh} (src/passes/fuse_linear_activation.h) on CUDA is one
+// cuBLASLt GEMM whose epilogue adds the bias and applies the activation to the fp32 accumulator
+// before the single rounding to the output dtype: at::_addmm_activation, which falls back to
+// addmm plus the activation by itself where cuBLASLt cannot take the operands. Eager rounds the
+// GEMM's result first and rounds again after the activation: relu gives the same bits either
+// way (rounding is monotonic and keeps the sign), tanh-gelu differs by at most one rounding. On
+// the CPU it is exactly eager's two ops. cuBLASLt's GELU epilogue is the tanh form, so erf gelu
+// (nn.GELU's default) is never fused this way: it stays in a kiln kernel after the GEMM.
+at::Tensor linearWithActivation(const std::vector<at::Tensor>& in, const std::string& activation) {
+  const at::Tensor& x = in.at(0);
+  const at::Tensor& w = in.at(1);
+  const at::Tensor& b = in.at(2);
+  const bool gelu = activation == "gelu_tanh";
+  if (x.is_cuda() && x.numel() > 0 && w.dim() == 2 && b.dim() == 1) {
+    std::vector<int64_t> sizes = x.sizes().vec();
+    sizes.back() = w.size(0);
+    return at::_addmm_activation(b, x.reshape({-1, x.size(-1)}), w.t(), 1, 1, gelu).view(sizes);
+  }
+  at::Tensor y = at::linear(x, w, b);
+  return gelu ? at::gelu(y, "tanh") : at::relu(y);
+}
+
 at::Tensor wrapScalar(const at::Scalar& s, ir::DType dtype) {
   if (dtype == ir::DType::kBool) return makeScalarOperand(s.toBool() ? 1.0 : 0.0, dtype);
   if (ir::isFloating(dtype)) return makeScalarOperand(s.toDouble(), dtype);
@@ -215,6 +238,7 @@ at::Tensor evalOther(const ir::Node& node, const std::vector<at::Tensor>& in,
     case OpKind::kMatMul:
       return at::matmul(in[0], in[1]);
     case OpKind::kLinear:
+      if (attrs.has("activation")) return linearWithActivation(in, attrs.getString("activation"));
       return at::linear(in[0], in[1], optionalInput(in, 2));
     case OpKind::kAddmm:
       return at::addmm(in[0], in[1], in[2], scalarAttrOr(attrs, "beta", 1),

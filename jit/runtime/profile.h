@@ -4,7 +4,9 @@
 // Note [Profiling steps]
 // Each repetition runs the plan once with a hook after every step. On CUDA the hook records a
 // timed event on the current stream, so a step's time is the device time between the end of the
-// step before and its own end: it includes launch gaps, which is what a request pays. On the CPU
+// step before and its own end: it includes launch gaps where the host falls behind the GPU. A
+// ~100 us sleep kernel queued before each call keeps the GPU busy while the host prepares it, so
+// step 0 is not charged the host's latency to its first launch. On the CPU
 // it reads a steady clock (ATen runs synchronously there). Views cost ~0 and are listed anyway so
 // the step numbers match explain(). One warm-up call runs first; figures are medians over `reps`.
 // Profiling changes no plan state beyond the usual call counters.

@@ -44,7 +44,8 @@ enum class OpKind : uint16_t {
 
   // Library ops (ATen: cuBLAS, cuDNN, SDPA).
   kMatMul,   // (a, b) torch.matmul semantics
-  kLinear,   // (x, w, [b]); y = x w^T + b
+  kLinear,   // (x, w, [b]); y = x w^T + b; attr activation (string, optional, needs b): "relu"
+             // or "gelu_tanh" applied in the GEMM's epilogue (Note [Library epilogues])
   kAddmm,    // (bias, a, b); attrs beta, alpha
   kBmm,      // (a, b)
   kBaddbmm,  // (bias, a, b); attrs beta, alpha

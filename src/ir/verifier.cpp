@@ -84,6 +84,14 @@ class Verifier {
                          a.max < 0 ? std::string("n") : std::to_string(a.max), count));
     if (n.kind() != OpKind::kEager && n.outputs().size() != 1)
       bad(n, fmt::format("expected 1 result, got {}", n.outputs().size()));
+    if (n.kind() == OpKind::kLinear) {
+      if (const AttrValue* act = n.attrs().find("activation")) {
+        const auto* name = std::get_if<std::string>(act);
+        if (name == nullptr || (*name != "relu" && *name != "gelu_tanh"))
+          bad(n, "attribute 'activation' must be \"relu\" or \"gelu_tanh\"");
+        if (n.inputs().size() != 3) bad(n, "an activation needs the bias operand");
+      }
+    }
     if (!needsExplicitType(n.kind())) {
       TensorType inferred;
       try {

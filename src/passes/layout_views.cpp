@@ -154,6 +154,17 @@ bool splitBeforeMerge(ir::Graph& graph, Node* r2) {
   return true;
 }
 
+// The order of a's dims in memory, outermost first, as far as the IR can tell: attention's
+// fused kernels write [b, s, h, d] and return the [b, h, s, d] view of it; anything else is
+// taken to be laid out in its logical order.
+std::vector<int> memoryOrder(const Value* a) {
+  std::vector<int> order;
+  for (int d = 0; d < static_cast<int>(a->rank()); ++d) order.push_back(d);
+  if (a->producer() != nullptr && a->producer()->kind() == OpKind::kSdpa && a->rank() == 4)
+    order = {0, 2, 1, 3};
+  return order;
+}
+
 // Note [Linear rows in source order]: linear(reshape?(permute(a))).
 bool linearRowsInSourceOrder(ir::Graph& graph, Node* linear) {
   Value* in = linear->input(0);
@@ -181,10 +192,27 @@ bool linearRowsInSourceOrder(ir::Graph& graph, Node* linear) {
     if (r->ownerB[static_cast<size_t>(f)] != lastDim) rowsSource.push_back(f);
   for (int f = 0; f < numFactors; ++f)
     (r->ownerB[static_cast<size_t>(f)] != lastDim ? rowsNow : cols).push_back(f);
-  if (rowsSource == rowsNow || cols.empty()) return false;
   auto positionIn = [](const std::vector<int>& list, int f) {
     return static_cast<int64_t>(std::find(list.begin(), list.end(), f) - list.begin());
   };
+  if (rowsSource == rowsNow || cols.empty()) return false;
+  // Only when the new input reads a in its memory order (then it is a view of a contiguous a):
+  // moving a copy elsewhere, to a tensor of another size, is no gain.
+  std::vector<int64_t> rank(static_cast<size_t>(a->rank()));
+  const std::vector<int> order = memoryOrder(a);
+  for (size_t k = 0; k < order.size(); ++k)
+    rank[static_cast<size_t>(order[k])] = static_cast<int64_t>(k);
+  int64_t last = -1;
+  for (const std::vector<int>* part : {&rowsSource, &cols})
+    for (int f : *part) {
+      // Memory rank of the factor's dim of a, then its place within that dim.
+      const int64_t key =
+          rank[static_cast<size_t>(perm[static_cast<size_t>(r->ownerA[static_cast<size_t>(f)])])] *
+              (numFactors + 1) +
+          positionIn(sourceOrder, f);
+      if (key < last) return false;
+      last = key;
+    }
   std::vector<int64_t> toRowsFirst;
   for (int f : rowsSource) toRowsFirst.push_back(positionIn(sourceOrder, f));
   for (int f : cols) toRowsFirst.push_back(positionIn(sourceOrder, f));

@@ -26,7 +26,9 @@
 // batch_first inputs), q is the identity: the GEMM reads a itself and takes ATen's fused
 // GEMM+bias path, which needs a contiguous input. When a comes from attention, whose fused kernels
 // write [b, s, h, d] and return the [b, h, s, d] view of it, the head merge before the output
-// projection becomes a view too. Fires only when the row order changes.
+// projection becomes a view too. Fires only when the row order changes and the new input reads a
+// in its memory order (a's logical order, or [b, s, h, d] for attention's output): otherwise the
+// copy would only move, to a tensor of another size.
 #include "src/ir/graph.h"
 
 namespace kiln::passes {

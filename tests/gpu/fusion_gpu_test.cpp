@@ -284,6 +284,34 @@ TEST(GpuModels, EncoderBlock) {
   }
 }
 
+// relu and tanh-gelu after a linear run in cuBLASLt's epilogue (Note [Library epilogues]): the
+// activation applies to the fp32 accumulator before the one rounding, so tanh-gelu may differ
+// from eager's (round, activate, round) by one rounding; relu gives the same bits.
+TEST(GpuEpilogues, LinearReluAndTanhGeluMatchEager) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  for (auto dt : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+    torch::nn::Sequential net(torch::nn::Linear(64, 256), torch::nn::ReLU(),
+                              torch::nn::Linear(256, 128),
+                              torch::nn::GELU(torch::nn::GELUOptions().approximate("tanh")),
+                              torch::nn::Linear(128, 32));
+    net->to(torch::kCUDA, dt);
+    net->eval();
+    kiln::jit::Options opt;
+    opt.session = &gpuSession();
+    opt.dynamicDims = {{"input0", 0, "rows"}};
+    auto fast = kiln::jit::optimize(net, opt);
+    for (int64_t rows : {1, 37, 4096}) {
+      torch::Tensor x = rnd({rows, 64}, dt);
+      expectClose(fast.forward({x}).toTensor(), net->forward(x), tolerance(dt, 256) * 4,
+                  fmt::format("linear epilogues {} rows {}", name(dt), rows));
+    }
+    const std::string explain = fast.explain();
+    EXPECT_NE(explain.find("activation = \"relu\""), std::string::npos) << explain;
+    EXPECT_NE(explain.find("activation = \"gelu_tanh\""), std::string::npos) << explain;
+  }
+}
+
 // The CNN block against eager. Batchnorm is folded into the conv weights (Note [Folding batchnorm
 // into convolutions]), which changes cuDNN's operands: in f32 kiln and eager then differ by the
 // conv algorithm's own rounding (~5e-4 relative on the H200, TF32 off). So f32 results are

@@ -82,11 +82,12 @@ TEST(LayoutViewsEval, SplitBeforeMergeMatchesOnRandomChains) {
 }
 
 TEST(LayoutViewsEval, OutputProjectionRowsInAttentionOrder) {
-  // Attention's fused kernels return [b, h, s, d] as a view of [b, s, h, d] memory.
-  at::Tensor a = at::randn({2, 5, 12, 64}).permute({0, 2, 1, 3});
+  at::Tensor q = at::randn({2, 12, 5, 64}), k = at::randn({2, 12, 5, 64}),
+             v = at::randn({2, 12, 5, 64});
   at::Tensor w = at::randn({768, 768});
   at::Tensor bias = at::randn({768});
-  const std::string text = R"(graph(%a: f32[2, 12, 5, 64], %w: f32[768, 768] param, %b: f32[768] param) {
+  const std::string text = R"(graph(%q: f32[2, 12, 5, 64], %k: f32[2, 12, 5, 64], %v: f32[2, 12, 5, 64], %w: f32[768, 768] param, %b: f32[768] param) {
+  %a = sdpa(%q, %k, %v)
   %0 = permute(%a) {perm = [2, 0, 1, 3]}
   %1: f32[10, 768] = reshape(%0)
   %2 = linear(%1, %w, %b)
@@ -96,9 +97,10 @@ TEST(LayoutViewsEval, OutputProjectionRowsInAttentionOrder) {
 })";
   auto captured = ir::parse(text);
   auto rewritten = ir::parse(text);
+  ASSERT_TRUE(passes::rewriteLayoutViews(*rewritten));
   passes::runDefaultPasses(*rewritten);
-  at::Tensor want = evaluate(*captured, {a}, {w, bias}).out;
-  at::Tensor got = evaluate(*rewritten, {a}, {w, bias}).out;
+  at::Tensor want = evaluate(*captured, {q, k, v}, {w, bias}).out;
+  at::Tensor got = evaluate(*rewritten, {q, k, v}, {w, bias}).out;
   ASSERT_EQ(got.sizes(), want.sizes());
   // Each row is the same dot products; a BLAS may block rows differently, hence no bitwise check.
   EXPECT_LE((got - want).abs().max().item<double>(), 1e-4);

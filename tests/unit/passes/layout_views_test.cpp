@@ -128,7 +128,8 @@ TEST(LayoutViews, SplitBeforeMergeKeepsTheMergesTheResultNeeds) {
 TEST(LayoutViews, AttentionOutputProjectionReadsRowsInAttentionOrder) {
   // [b, h, s, d] -> [s, b, h, d] -> [s*b, h*d] -> out_proj -> [s, b, 768] -> [b, s, 768].
   expectRewrite(
-      R"(graph(%a: f16[s0, 12, s1, 64], %w: f16[768, 768] param, %b: f16[768] param) {
+      R"(graph(%q: f16[s0, 12, s1, 64], %k: f16[s0, 12, s1, 64], %v: f16[s0, 12, s1, 64], %w: f16[768, 768] param, %b: f16[768] param) {
+  %a = sdpa(%q, %k, %v)
   %0 = permute(%a) {perm = [2, 0, 1, 3]}
   %1: f16[s0*s1, 768] = reshape(%0)
   %2 = linear(%1, %w, %b)
@@ -136,13 +137,25 @@ TEST(LayoutViews, AttentionOutputProjectionReadsRowsInAttentionOrder) {
   %4 = permute(%3) {perm = [1, 0, 2]}
   return(%4)
 })",
-      R"(graph(%a: f16[s0, 12, s1, 64], %w: f16[768, 768] param, %b: f16[768] param) {
+      R"(graph(%q: f16[s0, 12, s1, 64], %k: f16[s0, 12, s1, 64], %v: f16[s0, 12, s1, 64], %w: f16[768, 768] param, %b: f16[768] param) {
+  %a = sdpa(%q, %k, %v)
   %5 = permute(%a) {perm = [0, 2, 1, 3]}
   %6: f16[s0, s1, 768] = reshape(%5)
   %7 = linear(%6, %w, %b)
   return(%7)
 })",
       true);
+}
+
+TEST(LayoutViews, LinearRowsStayWhenTheSourceIsNotReadInOrder) {
+  // a [4, 5, 8] -> [8, 4, 5]: the linear maps a's dim 1 (5). In a's order the new input would be
+  // [4, 8, 5] -> still a transposed read of a, so the rows keep their order.
+  const std::string g = R"(graph(%a: f32[4, 5, 8], %w: f32[6, 5] param) {
+  %0 = permute(%a) {perm = [2, 0, 1]}
+  %1 = linear(%0, %w)
+  return(%1)
+})";
+  expectRewrite(g, g, false);
 }
 
 TEST(LayoutViews, ShapesWithoutACommonRefinementAreLeftAlone) {
