@@ -37,6 +37,31 @@ def main():
         print(f"\n### eager {name}, {args.dtype}, n={args.n} (10 calls)\n```")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=90))
         print("```")
+    bare_gemms(args.n, dt)
+
+
+def bare_gemms(n, dt):
+    """The MLP's two GEMMs alone (F.linear with bias), CUDA-event medians of 10 back-to-back
+    calls: what the library steps of kiln-bench --profile and eager's kernels can be held to."""
+    dev = torch.device("cuda")
+    print(f"\n### bare F.linear, {dt}, n={n}\n\n| GEMM | ms |\n|---|---|")
+    for name, (k, m) in {"fc1 1024->4096": (1024, 4096), "fc2 4096->1024": (4096, 1024)}.items():
+        x = torch.randn(n, k, device=dev, dtype=dt)
+        w = torch.randn(m, k, device=dev, dtype=dt)
+        b = torch.randn(m, device=dev, dtype=dt)
+        for _ in range(5):
+            torch.nn.functional.linear(x, w, b)
+        times = []
+        for _ in range(20):
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(10):
+                torch.nn.functional.linear(x, w, b)
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop) / 10)
+        times.sort()
+        print(f"| {name} | {times[len(times) // 2]:.4f} |")
 
 
 if __name__ == "__main__":
