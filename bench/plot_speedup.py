@@ -54,7 +54,8 @@ def main():
             for r in rows:
                 peer[(r[0], r[1], r[2])] = float(r[i[peer_column]])
     keys = [k for k in kiln if k in peer]
-    labels = [f"{w.split(' ')[0]} {d} n={n}" for w, d, n in keys]
+    # The workload's first word, plus what tells the MLP variants apart.
+    labels = [f"{w.split(' ')[0]}{'-tanh' if 'tanh gelu' in w else ''} {d} n={n}" for w, d, n in keys]
     vs_eager = [kiln[k][0] / kiln[k][1] for k in keys]
     vs_peer = [peer[k] / kiln[k][1] for k in keys]
     fig, axes = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
