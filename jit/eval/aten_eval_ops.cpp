@@ -9,6 +9,7 @@
 #include "jit/eval/aten_eval.h"
 #include "jit/eval/attention.h"
 #include "src/support/error.h"
+#include "src/support/log.h"
 
 namespace kiln::jit {
 namespace {
@@ -64,7 +65,7 @@ std::optional<at::Tensor> optionalInput(const std::vector<at::Tensor>& in, size_
 }
 
 // Note [Library epilogues]
-// linear {activation = relu | gelu_tanh} (src/passes/fuse_linear_activation.h) on CUDA is one
+// linear {activation = relu | gelu_tanh} (src/passes/library_epilogues.h) on CUDA is one
 // cuBLASLt GEMM whose epilogue adds the bias and applies the activation to the fp32 accumulator
 // before the single rounding to the output dtype: at::_addmm_activation, which falls back to
 // addmm plus the activation by itself where cuBLASLt cannot take the operands. Eager rounds the
@@ -84,6 +85,34 @@ at::Tensor linearWithActivation(const std::vector<at::Tensor>& in, const std::st
   }
   at::Tensor y = at::linear(x, w, b);
   return gelu ? at::gelu(y, "tanh") : at::relu(y);
+}
+
+// conv2d {activation = relu} (Note [Library epilogues]): relu(conv(x, w) + b [+ z]) as one cuDNN
+// call with the bias, the residual and the relu in its epilogue (at::cudnn_convolution_relu /
+// _add_relu, the ops PyTorch's own inference fusions use). On the CPU, or where cuDNN declines
+// the operands, the same ops one by one.
+at::Tensor convWithRelu(const std::vector<at::Tensor>& in, const std::vector<int64_t>& stride,
+                        const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
+                        int64_t groups) {
+  const at::Tensor& x = in.at(0);
+  const at::Tensor& w = in.at(1);
+  const std::optional<at::Tensor> b = optionalInput(in, 2);
+  const std::optional<at::Tensor> z = optionalInput(in, 3);
+  const auto dt = x.scalar_type();
+  if (x.is_cuda() && at::globalContext().userEnabledCuDNN() &&
+      (dt == at::kHalf || dt == at::kBFloat16 || dt == at::kFloat)) {
+    try {
+      if (z) return at::cudnn_convolution_add_relu(x, w, *z, 1, b, stride, padding, dilation, groups);
+      return at::cudnn_convolution_relu(x, w, b, stride, padding, dilation, groups);
+    } catch (const c10::Error& e) {
+      logOnce(LogLevel::kInfo, "conv.epilogue",
+              fmt::format("kiln: cuDNN declined a fused conv+relu ({}); running it op by op",
+                          e.what_without_backtrace()));
+    }
+  }
+  at::Tensor y = at::conv2d(x, w, b, stride, padding, dilation, groups);
+  if (z) y = y + *z;
+  return at::relu(y);
 }
 
 at::Tensor wrapScalar(const at::Scalar& s, ir::DType dtype) {
@@ -253,10 +282,15 @@ at::Tensor evalOther(const ir::Node& node, const std::vector<at::Tensor>& in,
       return attention(in[0], in[1], in[2], optionalInput(in, 3), causal,
                        attrs.getDoubleOpt("scale"));
     }
-    case OpKind::kConv2d:
-      return at::conv2d(in[0], in[1], optionalInput(in, 2), intsAttrOr(attrs, "stride", {1, 1}),
-                        intsAttrOr(attrs, "padding", {0, 0}), intsAttrOr(attrs, "dilation", {1, 1}),
-                        attrs.has("groups") ? attrs.getInt("groups") : 1);
+    case OpKind::kConv2d: {
+      const std::vector<int64_t> stride = intsAttrOr(attrs, "stride", {1, 1});
+      const std::vector<int64_t> padding = intsAttrOr(attrs, "padding", {0, 0});
+      const std::vector<int64_t> dilation = intsAttrOr(attrs, "dilation", {1, 1});
+      const int64_t groups = attrs.has("groups") ? attrs.getInt("groups") : 1;
+      if (attrs.has("activation"))
+        return convWithRelu(in, stride, padding, dilation, groups);
+      return at::conv2d(in[0], in[1], optionalInput(in, 2), stride, padding, dilation, groups);
+    }
     default:
       break;
   }

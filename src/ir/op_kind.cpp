@@ -71,7 +71,7 @@ constexpr std::array<OpInfo, kNumOpKinds> kOps = {{
     {K::kBmm, "bmm", C::kLibrary, {2, 2}},
     {K::kBaddbmm, "baddbmm", C::kLibrary, {3, 3}},
     {K::kSdpa, "sdpa", C::kLibrary, {3, 4}},
-    {K::kConv2d, "conv2d", C::kLibrary, {2, 3}},
+    {K::kConv2d, "conv2d", C::kLibrary, {2, 4}},
     {K::kEager, "eager", C::kEager, {0, -1}},
 }};
 

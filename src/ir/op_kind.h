@@ -50,7 +50,8 @@ enum class OpKind : uint16_t {
   kBmm,      // (a, b)
   kBaddbmm,  // (bias, a, b); attrs beta, alpha
   kSdpa,     // (q, k, v, [mask]); attrs scale (double, optional), is_causal (bool)
-  kConv2d,   // (x, w, [b]); attrs stride, padding, dilation (ints), groups (int)
+  kConv2d,   // (x, w, [b, [z]]); attrs stride, padding, dilation (ints), groups (int); activation
+             // (string, optional): "relu" of conv + b (+ z, the output's shape) in cuDNN's epilogue
 
   // Anything else; attrs schema (string, e.g. "aten::cumsum"), eager_id (int, capture's handle).
   kEager,

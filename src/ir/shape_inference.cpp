@@ -293,7 +293,7 @@ TensorType inferLibrary(OpKind kind, const std::vector<Value*>& inputs, const At
       if (groups < 1) fail(kind, inputs, fmt::format("groups must be >= 1, got {}", groups));
       checkDimEq(kind, inputs, x[1], w[1] * SymDim(groups),
                  "input channels (weight dim 1 * groups)");
-      if (inputs.size() == 3) {
+      if (inputs.size() >= 3) {
         checkRank(kind, inputs, 2, 1, 1, "bias");
         checkDimEq(kind, inputs, inputs[2]->shape()[0], w[0], "out channels");
       }
@@ -325,6 +325,8 @@ TensorType inferLibrary(OpKind kind, const std::vector<Value*>& inputs, const At
           out.push_back(*q + SymDim(1));
         }
       }
+      if (inputs.size() == 4 && inputs[3]->shape() != out)
+        fail(kind, inputs, "the residual operand must have the output's shape");
       return {inputs[0]->dtype(), out};
     }
     default:

@@ -92,6 +92,15 @@ class Verifier {
         if (n.inputs().size() != 3) bad(n, "an activation needs the bias operand");
       }
     }
+    if (n.kind() == OpKind::kConv2d) {
+      const AttrValue* act = n.attrs().find("activation");
+      if (act != nullptr) {
+        const auto* name = std::get_if<std::string>(act);
+        if (name == nullptr || *name != "relu") bad(n, "attribute 'activation' must be \"relu\"");
+      }
+      if (n.inputs().size() == 4 && act == nullptr)
+        bad(n, "a residual operand needs an activation");
+    }
     if (!needsExplicitType(n.kind())) {
       TensorType inferred;
       try {

@@ -6,7 +6,7 @@
 #include "src/passes/eliminate_dead_code.h"
 #include "src/passes/fold_constants.h"
 #include "src/passes/fuse_attention.h"
-#include "src/passes/fuse_linear_activation.h"
+#include "src/passes/library_epilogues.h"
 #include "src/passes/layout_views.h"
 #include "src/passes/normalize_broadcasts.h"
 #include "src/support/log.h"
@@ -22,7 +22,7 @@ int runDefaultPasses(ir::Graph& graph) {
     changed = normalizeBroadcasts(graph) || changed;
     changed = fuseAttention(graph) || changed;
     changed = rewriteLayoutViews(graph) || changed;
-    changed = fuseLinearActivation(graph) || changed;
+    changed = fuseLibraryEpilogues(graph) || changed;
     changed = eliminateCommonSubexpressions(graph) || changed;
     changed = eliminateDeadCode(graph) || changed;
     if (!changed) break;

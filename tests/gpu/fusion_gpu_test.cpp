@@ -353,7 +353,10 @@ TEST(GpuModels, CnnBlock) {
     opt.session = &gpuSession();
     auto fast = kiln::jit::optimize(m, opt);
     for (int64_t batch : {1, 3}) checkCnnBlock(fast, m, m64, dt, batch, "");
-    EXPECT_GT(fast.stats().kernelLaunches, 0u) << fast.explain();
+    // Both convs take their shift, residual and relu in cuDNN's epilogue (library_epilogues.h):
+    // no kiln kernel is left in this block.
+    const std::string explain = fast.explain();
+    EXPECT_NE(explain.find("{activation = \"relu\""), std::string::npos) << explain;
   }
 }
 
@@ -492,15 +495,13 @@ TEST(GpuModels, CnnBlockFoldsBatchNormIntoConvs) {
     for (int64_t batch : {1, 3, 32}) checkCnnBlock(fast, m, m64, dt, batch, "as loaded");
     const std::string explain = fast.explain();
     EXPECT_EQ(explain.find("rsqrt"), std::string::npos) << explain;
-    EXPECT_NE(explain.find("conv2d(%x, %conv1.weight_bn1.folded)"), std::string::npos) << explain;
+    EXPECT_NE(explain.find("conv2d(%x, %conv1.weight_bn1.folded, %"), std::string::npos) << explain;
     // Note [Folded params are snapshots]: recomputed on the next call.
     update(m);
     update(m64);
     for (int64_t batch : {1, 3, 32})
       checkCnnBlock(fast, m, m64, dt, batch, "after in-place updates");
-    auto st = fast.stats();
-    EXPECT_GT(st.kernelLaunches, 0u) << fast.explain();
-    EXPECT_EQ(st.groupFallbacks, 0u) << fast.explain();
+    EXPECT_EQ(fast.stats().groupFallbacks, 0u) << fast.explain();
   }
 }
 

@@ -1,0 +1,118 @@
+#include "src/passes/library_epilogues.h"
+
+#include <optional>
+#include <vector>
+
+namespace kiln::passes {
+
+using ir::Node;
+using ir::OpKind;
+using ir::Shape;
+using ir::SymDim;
+using ir::Value;
+
+namespace {
+
+bool onlyFeedsNext(const ir::Graph& graph, const Value* v) {
+  return v->uses().size() == 1 && !graph.isGraphOutput(v);
+}
+
+bool fuseLinear(ir::Graph& graph, Node* act) {
+  Node* linear = act->input(0)->producer();
+  if (linear == nullptr || linear->kind() != OpKind::kLinear || linear->inputs().size() != 3 ||
+      linear->attrs().has("activation") || !onlyFeedsNext(graph, linear->output()))
+    return false;
+  ir::Attrs attrs = linear->attrs();
+  attrs.set("activation", std::string(act->kind() == OpKind::kRelu ? "relu" : "gelu_tanh"));
+  Node* fused = graph.insertBefore(act, OpKind::kLinear, linear->inputs(), attrs);
+  graph.replaceAllUsesWith(act->output(), fused->output());
+  return true;
+}
+
+// Whether `v` broadcasts over a conv output [N, C, H, W] as a per-channel term with C channels.
+bool isChannelTerm(const Value* v, const SymDim& channels) {
+  const Shape& s = v->shape();
+  auto one = [](const SymDim& d) { return d.isConstant() && d.constant() == 1; };
+  if (s.size() == 3) return s[0] == channels && one(s[1]) && one(s[2]);
+  if (s.size() == 4) return one(s[0]) && s[1] == channels && one(s[2]) && one(s[3]);
+  return false;
+}
+
+// relu(conv + [c] + [z]) with at most two adds, in any order and nesting.
+bool fuseConv(ir::Graph& graph, Node* relu) {
+  // The terms summed under the relu, through adds whose results feed only the next op.
+  std::vector<Value*> terms;
+  std::vector<Value*> pending = {relu->input(0)};
+  int adds = 0;
+  while (!pending.empty()) {
+    Value* v = pending.back();
+    pending.pop_back();
+    Node* p = v->producer();
+    if (p != nullptr && p->kind() == OpKind::kAdd && onlyFeedsNext(graph, v)) {
+      if (++adds > 2) return false;
+      pending.push_back(p->input(0));
+      pending.push_back(p->input(1));
+    } else {
+      terms.push_back(v);
+    }
+  }
+  Node* conv = nullptr;
+  for (Value* t : terms) {
+    Node* p = t->producer();
+    if (p != nullptr && p->kind() == OpKind::kConv2d && !p->attrs().has("activation") &&
+        onlyFeedsNext(graph, t)) {
+      conv = p;
+      break;
+    }
+  }
+  if (conv == nullptr || conv->inputs().size() > 3) return false;
+  const Value* out = conv->output();
+  Value* channel = nullptr;
+  Value* residual = nullptr;
+  for (Value* t : terms) {
+    if (t == out) continue;
+    if (channel == nullptr && t->dtype() == out->dtype() && isChannelTerm(t, out->shape()[1])) {
+      channel = t;
+    } else if (residual == nullptr && t->type() == out->type()) {
+      residual = t;
+    } else {
+      return false;
+    }
+  }
+  std::vector<Value*> ins = {conv->input(0), conv->input(1)};
+  if (conv->inputs().size() == 3) {
+    if (channel != nullptr) return false;  // two biases: left to the kiln kernel
+    ins.push_back(conv->input(2));
+  } else if (channel != nullptr) {
+    ins.push_back(graph.insertBefore(relu, OpKind::kReshape, {channel}, {},
+                                     ir::TensorType{channel->dtype(), {out->shape()[1]}})
+                      ->output());
+  } else if (residual != nullptr) {
+    return false;  // the residual operand comes after a bias operand
+  }
+  if (residual != nullptr) ins.push_back(residual);
+  ir::Attrs attrs = conv->attrs();
+  attrs.set("activation", std::string("relu"));
+  Node* fused = graph.insertBefore(relu, OpKind::kConv2d, ins, attrs);
+  graph.replaceAllUsesWith(relu->output(), fused->output());
+  return true;
+}
+
+}  // namespace
+
+bool fuseLibraryEpilogues(ir::Graph& graph) {
+  bool changed = false;
+  std::vector<Node*> candidates;
+  for (const auto& n : graph.nodes())
+    if (n->kind() == OpKind::kRelu || n->kind() == OpKind::kGeluTanh) candidates.push_back(n.get());
+  for (Node* act : candidates) {
+    if (fuseLinear(graph, act)) {
+      changed = true;
+    } else if (act->kind() == OpKind::kRelu && fuseConv(graph, act)) {
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+}  // namespace kiln::passes
