@@ -101,25 +101,16 @@ inline std::vector<ModelWorkload> modelWorkloads(bool quick, bool small = false)
   const std::vector<int64_t> tokens = small   ? std::vector<int64_t>{128}
                                       : quick ? std::vector<int64_t>{128, 4096}
                                               : std::vector<int64_t>{128, 4096, 32768};
+  // Both MLPs (erf and tanh gelu) take [n / 128, 128, 1024] and run two GEMMs of n x 1024 x 4096.
+  auto mlpInputs = [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
+    return {torch::randn({n / 128, 128, 1024}, o)};
+  };
+  auto mlpFlops = [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; };
   return {
-      {"mlp",
-       "MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024",
-       "mlp.pt",
-       {"x"},
-       tokens,
-       [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
-         return {torch::randn({n / 128, 128, 1024}, o)};
-       },
-       [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; }},
-      {"mlp_tanh",
-       "MLP as above with tanh gelu (GPT-2), hidden 1024",
-       "mlp_tanh.pt",
-       {"x"},
-       tokens,
-       [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
-         return {torch::randn({n / 128, 128, 1024}, o)};
-       },
-       [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; }},
+      {"mlp", "MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024", "mlp.pt", {"x"}, tokens,
+       mlpInputs, mlpFlops},
+      {"mlp_tanh", "MLP as above with tanh gelu (GPT-2), hidden 1024", "mlp_tanh.pt", {"x"}, tokens,
+       mlpInputs, mlpFlops},
       {"encoder_block",
        "encoder block, hidden 768, 12 heads, seq 128",
        "encoder_block.pt",
