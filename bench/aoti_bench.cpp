@@ -146,10 +146,10 @@ void benchMemoryBound(const Device& d, const Package& p, const std::string& path
       loader.run(inputs[static_cast<size_t>(i % sets)]);
     }
     const int reps = d.cuda ? 20 : 5;
-    const std::vector<double> ms = d.medianMsInTurns(
-        {[&](int i) { eager(static_cast<size_t>(i % sets)); },
-         [&](int i) { loader.run(inputs[static_cast<size_t>(i % sets)]); }},
-        reps, 10);
+    const std::vector<double> ms =
+        d.medianMsInTurns({[&](int i) { eager(static_cast<size_t>(i % sets)); },
+                           [&](int i) { loader.run(inputs[static_cast<size_t>(i % sets)]); }},
+                          reps, 10);
     const double eagerMs = ms[0], aotiMs = ms[1];
     const double bytes = w.bytesPerCall(n, dt);
     std::string host;
@@ -193,10 +193,10 @@ void benchModel(const Device& d, const Package& p, const std::string& path,
       loader.run(inputs[static_cast<size_t>(i % 2)]);
     }
     const int reps = d.cuda ? 10 : 3;
-    const std::vector<double> ms = d.medianMsInTurns(
-        {[&](int i) { eager(static_cast<size_t>(i % 2)); },
-         [&](int i) { loader.run(inputs[static_cast<size_t>(i % 2)]); }},
-        reps, 5);
+    const std::vector<double> ms =
+        d.medianMsInTurns({[&](int i) { eager(static_cast<size_t>(i % 2)); },
+                           [&](int i) { loader.run(inputs[static_cast<size_t>(i % 2)]); }},
+                          reps, 5);
     const double eagerMs = ms[0], aotiMs = ms[1];
     std::printf("| %s | %s | %lld | %.4f | %.4f | %.2fx | %.1f | %.2g | %.1f | %.2f |\n",
                 w.name.c_str(), p.dtype.c_str(), static_cast<long long>(n), eagerMs, aotiMs,

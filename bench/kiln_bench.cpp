@@ -1,9 +1,10 @@
 // kiln-bench: memory-bound fused workloads, kiln vs eager LibTorch, on one GPU, in one run.
 // Steady-state medians with CUDA events after warm-up (10 back-to-back calls a sample, eager and
-// kiln sampled in turns), inputs rotated; effective bandwidth counts bytes read + written once against the device-to-device copy
-// bandwidth measured in the same run; host overhead per call (n=128) measured separately as wall
-// time per call of a long loop. Then the GEMM/conv-bound models (MLP, encoder block, CNN block)
-// with TFLOP/s. Output: markdown tables on stdout (bench/run_gpu.sh puts them into RESULTS.md).
+// kiln sampled in turns), inputs rotated; effective bandwidth counts bytes read + written once
+// against the device-to-device copy bandwidth measured in the same run; host overhead per call
+// (n=128) measured separately as wall time per call of a long loop. Then the GEMM/conv-bound models
+// (MLP, encoder block, CNN block) with TFLOP/s. Output: markdown tables on stdout (bench/run_gpu.sh
+// puts them into RESULTS.md).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,8 +32,8 @@ const char* dtypeName(torch::ScalarType t) {
   return t == torch::kHalf ? "fp16" : "fp32";
 }
 
-// `profiles`: with --profile, each model's per-step kiln profile at its largest size (printed after
-// the table).
+// The models' table. `profile`: after the table, each model's per-step kiln profile at its largest
+// size. `filter`: only models whose name contains it.
 void benchModels(kiln::Session& session, bool quick, bool profile, const std::string& filter) {
   std::string profiles;
   std::printf("\n| model | dtype | n | eager ms | kiln ms | speedup | kiln TFLOP/s | max err |\n");
@@ -40,44 +41,46 @@ void benchModels(kiln::Session& session, bool quick, bool profile, const std::st
   for (const kiln::bench::ModelWorkload& w : kiln::bench::modelWorkloads(quick))
     for (auto dt : {torch::kHalf, torch::kFloat})
       if (w.name.find(filter) != std::string::npos)
-      for (int64_t n : w.sizes) {
-        auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/" + w.file);
-        m.eval();
-        m.to(torch::kCUDA, dt);
-        kiln::jit::Options o;
-        o.inputNames = w.inputNames;
-        for (const std::string& input : w.inputNames) o.dynamicDims.push_back({input, 0, "batch"});
-        o.session = &session;
-        auto fast = kiln::jit::optimize(m, o);
-        auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dt);
-        std::vector<std::vector<torch::IValue>> inputs;
-        for (int i = 0; i < 2; ++i) {
-          std::vector<torch::Tensor> in = w.inputs(n, opts);
-          inputs.emplace_back(in.begin(), in.end());
+        for (int64_t n : w.sizes) {
+          auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/" + w.file);
+          m.eval();
+          m.to(torch::kCUDA, dt);
+          kiln::jit::Options o;
+          o.inputNames = w.inputNames;
+          for (const std::string& input : w.inputNames)
+            o.dynamicDims.push_back({input, 0, "batch"});
+          o.session = &session;
+          auto fast = kiln::jit::optimize(m, o);
+          auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dt);
+          std::vector<std::vector<torch::IValue>> inputs;
+          for (int i = 0; i < 2; ++i) {
+            std::vector<torch::Tensor> in = w.inputs(n, opts);
+            inputs.emplace_back(in.begin(), in.end());
+          }
+          auto want = m.forward(inputs[0]).toTensor();
+          auto got = fast.forward(inputs[0]).toTensor();
+          double err = (got.to(torch::kFloat) - want.to(torch::kFloat)).abs().max().item<double>();
+          for (int i = 0; i < 3; ++i) {
+            m.forward(inputs[static_cast<size_t>(i % 2)]);
+            fast.forward(inputs[static_cast<size_t>(i % 2)]);
+          }
+          const int reps = 10;
+          const std::vector<double> ms = kiln::bench::medianMsInTurns(
+              {[&](int i) { m.forward(inputs[static_cast<size_t>(i % 2)]); },
+               [&](int i) { fast.forward(inputs[static_cast<size_t>(i % 2)]); }},
+              reps, 5);
+          const double eagerMs = ms[0], kilnMs = ms[1];
+          std::printf("| %s | %s | %lld | %.4f | %.4f | %.2fx | %.1f | %.2g |%s\n", w.name.c_str(),
+                      dtypeName(dt), static_cast<long long>(n), eagerMs, kilnMs, eagerMs / kilnMs,
+                      w.flops(n) / (kilnMs * 1e-3) / 1e12, err,
+                      fast.stats().groupFallbacks > 0 ? " (some groups ran eagerly)" : "");
+          std::fflush(stdout);
+          if (profile && n == w.sizes.back())
+            profiles += "\n" + w.name + ", " + dtypeName(dt) + ", n=" + std::to_string(n) +
+                        ":\n```\n" + fast.profile(inputs[0], 20).toString() + "```\n";
         }
-        auto want = m.forward(inputs[0]).toTensor();
-        auto got = fast.forward(inputs[0]).toTensor();
-        double err = (got.to(torch::kFloat) - want.to(torch::kFloat)).abs().max().item<double>();
-        for (int i = 0; i < 3; ++i) {
-          m.forward(inputs[static_cast<size_t>(i % 2)]);
-          fast.forward(inputs[static_cast<size_t>(i % 2)]);
-        }
-        const int reps = 10;
-        const std::vector<double> ms = kiln::bench::medianMsInTurns(
-            {[&](int i) { m.forward(inputs[static_cast<size_t>(i % 2)]); },
-             [&](int i) { fast.forward(inputs[static_cast<size_t>(i % 2)]); }},
-            reps, 5);
-        const double eagerMs = ms[0], kilnMs = ms[1];
-        std::printf("| %s | %s | %lld | %.4f | %.4f | %.2fx | %.1f | %.2g |%s\n", w.name.c_str(),
-                    dtypeName(dt), static_cast<long long>(n), eagerMs, kilnMs, eagerMs / kilnMs,
-                    w.flops(n) / (kilnMs * 1e-3) / 1e12, err,
-                    fast.stats().groupFallbacks > 0 ? " (some groups ran eagerly)" : "");
-        std::fflush(stdout);
-        if (profile && n == w.sizes.back())
-          profiles += "\n" + w.name + ", " + dtypeName(dt) + ", n=" + std::to_string(n) +
-                      ":\n```\n" + fast.profile(inputs[0], 20).toString() + "```\n";
-      }
-  if (!profiles.empty()) std::printf("\n### Where kiln's time goes (`kiln-bench --profile`)\n%s", profiles.c_str());
+  if (!profiles.empty())
+    std::printf("\n### Where kiln's time goes (`kiln-bench --profile`)\n%s", profiles.c_str());
 }
 
 }  // namespace
@@ -90,13 +93,19 @@ int main(int argc, char** argv) {
   std::string filter;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--quick") quick = true;
-    else if (a == "--models") modelsOnly = true;
-    else if (a == "--profile") profile = true;
-    else if (a == "--filter" && i + 1 < argc) filter = argv[++i];
+    if (a == "--quick")
+      quick = true;
+    else if (a == "--models")
+      modelsOnly = true;
+    else if (a == "--profile")
+      profile = true;
+    else if (a == "--filter" && i + 1 < argc)
+      filter = argv[++i];
     else {
-      std::fprintf(stderr, "kiln-bench: unknown argument %s (use --quick, --models, --profile, --filter TEXT)\n",
-                   a.c_str());
+      std::fprintf(
+          stderr,
+          "kiln-bench: unknown argument %s (use --quick, --models, --profile, --filter TEXT)\n",
+          a.c_str());
       return 2;
     }
   }

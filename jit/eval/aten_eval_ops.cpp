@@ -102,7 +102,8 @@ at::Tensor convWithRelu(const std::vector<at::Tensor>& in, const std::vector<int
   if (x.is_cuda() && at::globalContext().userEnabledCuDNN() &&
       (dt == at::kHalf || dt == at::kBFloat16 || dt == at::kFloat)) {
     try {
-      if (z) return at::cudnn_convolution_add_relu(x, w, *z, 1, b, stride, padding, dilation, groups);
+      if (z)
+        return at::cudnn_convolution_add_relu(x, w, *z, 1, b, stride, padding, dilation, groups);
       return at::cudnn_convolution_relu(x, w, b, stride, padding, dilation, groups);
     } catch (const c10::Error& e) {
       logOnce(LogLevel::kInfo, "conv.epilogue",
@@ -287,8 +288,7 @@ at::Tensor evalOther(const ir::Node& node, const std::vector<at::Tensor>& in,
       const std::vector<int64_t> padding = intsAttrOr(attrs, "padding", {0, 0});
       const std::vector<int64_t> dilation = intsAttrOr(attrs, "dilation", {1, 1});
       const int64_t groups = attrs.has("groups") ? attrs.getInt("groups") : 1;
-      if (attrs.has("activation"))
-        return convWithRelu(in, stride, padding, dilation, groups);
+      if (attrs.has("activation")) return convWithRelu(in, stride, padding, dilation, groups);
       return at::conv2d(in[0], in[1], optionalInput(in, 2), stride, padding, dilation, groups);
     }
     default:

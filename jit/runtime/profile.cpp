@@ -72,8 +72,10 @@ PlanProfile profilePlan(const Plan& plan, const std::vector<at::Tensor>& inputs,
       std::function<void(size_t)> hook = [&](size_t s) { marks[s + 1] = Clock::now(); };
       plan.run(inputs, &hook);
       for (size_t s = 0; s < numSteps; ++s)
-        times[s].push_back(std::chrono::duration<double, std::milli>(marks[s + 1] - marks[s]).count());
-      totals.push_back(std::chrono::duration<double, std::milli>(marks[numSteps] - marks[0]).count());
+        times[s].push_back(
+            std::chrono::duration<double, std::milli>(marks[s + 1] - marks[s]).count());
+      totals.push_back(
+          std::chrono::duration<double, std::milli>(marks[numSteps] - marks[0]).count());
     }
   }
   for (size_t s = 0; s < numSteps; ++s)
@@ -83,9 +85,9 @@ PlanProfile profilePlan(const Plan& plan, const std::vector<at::Tensor>& inputs,
 }
 
 std::string PlanProfile::toString() const {
-  std::string out = fmt::format("profile: {} per call (median of {}, {})\n",
-                                fmt::format("{:.4f} ms", totalMs), reps,
-                                device ? "CUDA events" : "host clock");
+  std::string out =
+      fmt::format("profile: {} per call (median of {}, {})\n", fmt::format("{:.4f} ms", totalMs),
+                  reps, device ? "CUDA events" : "host clock");
   double sum = 0;
   for (const StepTime& s : steps) sum += s.ms;
   for (const StepTime& s : steps) {

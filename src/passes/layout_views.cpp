@@ -244,7 +244,8 @@ bool rewriteLayoutViews(ir::Graph& graph) {
   bool changed = false;
   std::vector<Node*> candidates;
   for (const auto& n : graph.nodes())
-    if (n->kind() == OpKind::kReshape || n->kind() == OpKind::kLinear) candidates.push_back(n.get());
+    if (n->kind() == OpKind::kReshape || n->kind() == OpKind::kLinear)
+      candidates.push_back(n.get());
   for (Node* n : candidates) {
     if (n->output()->uses().empty() && !graph.isGraphOutput(n->output())) continue;  // dead
     changed |= n->kind() == OpKind::kReshape ? splitBeforeMerge(graph, n)

@@ -84,8 +84,9 @@ bool fuseConv(ir::Graph& graph, Node* relu) {
     if (channel != nullptr) return false;  // two biases: left to the kiln kernel
     ins.push_back(conv->input(2));
   } else if (channel != nullptr) {
-    ins.push_back(graph.insertBefore(relu, OpKind::kReshape, {channel}, {},
-                                     ir::TensorType{channel->dtype(), {out->shape()[1]}})
+    ins.push_back(graph
+                      .insertBefore(relu, OpKind::kReshape, {channel}, {},
+                                    ir::TensorType{channel->dtype(), {out->shape()[1]}})
                       ->output());
   } else if (residual != nullptr) {
     return false;  // the residual operand comes after a bias operand

@@ -6,8 +6,8 @@
 #include "src/passes/eliminate_dead_code.h"
 #include "src/passes/fold_constants.h"
 #include "src/passes/fuse_attention.h"
-#include "src/passes/library_epilogues.h"
 #include "src/passes/layout_views.h"
+#include "src/passes/library_epilogues.h"
 #include "src/passes/normalize_broadcasts.h"
 #include "src/support/log.h"
 

@@ -270,8 +270,11 @@ TEST(GpuModels, EncoderBlock) {
     kiln::jit::Options opt;
     opt.session = &gpuSession();
     opt.inputNames = {"x", "mask"};
-    opt.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}, {"x", 1, "seq"},
-                       {"mask", 2, "seq"}, {"mask", 3, "seq"}};
+    opt.dynamicDims = {{"x", 0, "batch"},
+                       {"mask", 0, "batch"},
+                       {"x", 1, "seq"},
+                       {"mask", 2, "seq"},
+                       {"mask", 3, "seq"}};
     auto fast = kiln::jit::optimize(m, opt);
     for (auto [batch, seq] : {std::pair<int64_t, int64_t>{3, 37}, {1, 16}, {5, 128}}) {
       torch::Tensor mask = rnd({batch, 1, seq, seq}, dt);
@@ -291,10 +294,9 @@ TEST(GpuEpilogues, LinearReluAndTanhGeluMatchEager) {
   REQUIRE_GPU();
   torch::NoGradGuard ng;
   for (auto dt : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
-    torch::nn::Sequential net(torch::nn::Linear(64, 256), torch::nn::ReLU(),
-                              torch::nn::Linear(256, 128),
-                              torch::nn::GELU(torch::nn::GELUOptions().approximate("tanh")),
-                              torch::nn::Linear(128, 32));
+    torch::nn::Sequential net(
+        torch::nn::Linear(64, 256), torch::nn::ReLU(), torch::nn::Linear(256, 128),
+        torch::nn::GELU(torch::nn::GELUOptions().approximate("tanh")), torch::nn::Linear(128, 32));
     net->to(torch::kCUDA, dt);
     net->eval();
     kiln::jit::Options opt;

@@ -21,7 +21,7 @@ struct ChainResult {
 };
 
 ChainResult evaluate(const ir::Graph& g, const std::vector<at::Tensor>& inputs,
-             const std::vector<at::Tensor>& params = {}) {
+                     const std::vector<at::Tensor>& params = {}) {
   at::Tensor out = evalGraph(g, inputs, params).at(0);
   return {out, out.is_alias_of(inputs.at(0))};
 }
@@ -52,19 +52,25 @@ TEST(LayoutViewsEval, QueryIsAViewOfTheProjection) {
   EXPECT_FALSE(before.aliasesInput0) << "the captured chain copies (b and heads merge)";
   EXPECT_TRUE(after.aliasesInput0) << "rewritten: a strided view of the projection";
   // The same values as slicing the projection directly.
-  EXPECT_TRUE(at::equal(after.out, p.narrow(2, 0, 768).reshape({2, 5, 12, 64}).permute({0, 2, 1, 3})));
+  EXPECT_TRUE(
+      at::equal(after.out, p.narrow(2, 0, 768).reshape({2, 5, 12, 64}).permute({0, 2, 1, 3})));
 }
 
 TEST(LayoutViewsEval, SplitBeforeMergeMatchesOnRandomChains) {
   // reshape -> permute -> reshape chains over [4, 6, 10] with merges and splits of every kind the
   // refinement allows; values must be identical after the pipeline.
   const std::vector<std::string> chains = {
-      "%0: f32[24, 10] = reshape(%x)\n  %1 = permute(%0) {perm = [1, 0]}\n  %2: f32[10, 4, 6] = reshape(%1)",
-      "%0: f32[4, 60] = reshape(%x)\n  %1 = permute(%0) {perm = [1, 0]}\n  %2: f32[6, 10, 2, 2] = reshape(%1)",
-      "%0: f32[4, 6, 2, 5] = reshape(%x)\n  %1 = permute(%0) {perm = [3, 1, 0, 2]}\n  %2: f32[5, 24, 2] = reshape(%1)",
-      "%0: f32[2, 12, 10] = reshape(%x)\n  %1 = permute(%0) {perm = [2, 0, 1]}\n  %2: f32[10, 4, 6] = reshape(%1)",
+      "%0: f32[24, 10] = reshape(%x)\n  %1 = permute(%0) {perm = [1, 0]}\n  %2: f32[10, 4, 6] = "
+      "reshape(%1)",
+      "%0: f32[4, 60] = reshape(%x)\n  %1 = permute(%0) {perm = [1, 0]}\n  %2: f32[6, 10, 2, 2] = "
+      "reshape(%1)",
+      "%0: f32[4, 6, 2, 5] = reshape(%x)\n  %1 = permute(%0) {perm = [3, 1, 0, 2]}\n  %2: f32[5, "
+      "24, 2] = reshape(%1)",
+      "%0: f32[2, 12, 10] = reshape(%x)\n  %1 = permute(%0) {perm = [2, 0, 1]}\n  %2: f32[10, 4, "
+      "6] = reshape(%1)",
       // 12 = 2 x 6 in x but 3 x 4 in the result: no common refinement, left alone.
-      "%0: f32[2, 12, 10] = reshape(%x)\n  %1 = permute(%0) {perm = [2, 0, 1]}\n  %2: f32[10, 2, 3, 4] = reshape(%1)",
+      "%0: f32[2, 12, 10] = reshape(%x)\n  %1 = permute(%0) {perm = [2, 0, 1]}\n  %2: f32[10, 2, "
+      "3, 4] = reshape(%1)",
       "%0: f32[240] = reshape(%x)\n  %1 = permute(%0) {perm = [0]}\n  %2: f32[4, 60] = reshape(%1)",
   };
   // The inner reshape merges (and a refinement exists): rewritten.
@@ -86,7 +92,8 @@ TEST(LayoutViewsEval, OutputProjectionRowsInAttentionOrder) {
              v = at::randn({2, 12, 5, 64});
   at::Tensor w = at::randn({768, 768});
   at::Tensor bias = at::randn({768});
-  const std::string text = R"(graph(%q: f32[2, 12, 5, 64], %k: f32[2, 12, 5, 64], %v: f32[2, 12, 5, 64], %w: f32[768, 768] param, %b: f32[768] param) {
+  const std::string text =
+      R"(graph(%q: f32[2, 12, 5, 64], %k: f32[2, 12, 5, 64], %v: f32[2, 12, 5, 64], %w: f32[768, 768] param, %b: f32[768] param) {
   %a = sdpa(%q, %k, %v)
   %0 = permute(%a) {perm = [2, 0, 1, 3]}
   %1: f32[10, 768] = reshape(%0)

@@ -16,7 +16,8 @@ namespace kiln::jit {
 namespace {
 
 TEST(LibraryEpilogueEval, FusedActivationsMatchEagerOnTheCpu) {
-  const std::string text = R"(graph(%x: f32[s0, 64], %w1: f32[256, 64] param, %b1: f32[256] param, %w2: f32[64, 256] param, %b2: f32[64] param) {
+  const std::string text =
+      R"(graph(%x: f32[s0, 64], %w1: f32[256, 64] param, %b1: f32[256] param, %w2: f32[64, 256] param, %b2: f32[64] param) {
   %0 = linear(%x, %w1, %b1)
   %1 = relu(%0)
   %2 = linear(%1, %w2, %b2)

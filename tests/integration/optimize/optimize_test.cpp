@@ -58,9 +58,14 @@ TEST(Optimize, EncoderBlockModelMatchesEager) {
   // before SDPA (Note [Split before merge]).
   std::smatch out;
   ASSERT_TRUE(std::regex_search(
-      explain, out, std::regex(R"(%([0-9]+): f32\[batch, seq, 768\] = reshape\(%([0-9]+)\)\n[^\n]*\n[^\n]* = linear\(%\1, %layer\.self_attn\.out_proj)")))
+      explain, out,
+      std::regex(
+          R"(%([0-9]+): f32\[batch, seq, 768\] = reshape\(%([0-9]+)\)\n[^\n]*\n[^\n]* = linear\(%\1, %layer\.self_attn\.out_proj)")))
       << explain;
-  EXPECT_TRUE(std::regex_search(explain, std::regex("%" + out[2].str() + R"(: f32\[batch, seq, 12, 64\] = permute\(%[0-9]+\) \{perm = \[0, 2, 1, 3\]\})")))
+  EXPECT_TRUE(std::regex_search(
+      explain,
+      std::regex("%" + out[2].str() +
+                 R"(: f32\[batch, seq, 12, 64\] = permute\(%[0-9]+\) \{perm = \[0, 2, 1, 3\]\})")))
       << explain;
   EXPECT_EQ(explain.find("12*batch"), std::string::npos) << explain;
 }

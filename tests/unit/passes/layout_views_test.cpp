@@ -73,9 +73,9 @@ TEST(LayoutViews, LinearPermutesThatKeepTheRowOrderAreLeftAlone) {
   expectRewrite(noPermute, noPermute, false);
 }
 
-
 TEST(LayoutViews, AttentionHeadsSplitBeforeTheyMerge) {
-  // nn.MultiheadAttention: q [seq, b, 768] -> [seq, 12*b, 64] -> [12*b, seq, 64] -> [b, 12, seq, 64].
+  // nn.MultiheadAttention: q [seq, b, 768] -> [seq, 12*b, 64] -> [12*b, seq, 64] -> [b, 12, seq,
+  // 64].
   expectRewrite(
       R"(graph(%q: f16[s0, s1, 768]) {
   %0: f16[s0, 12*s1, 64] = reshape(%q)

@@ -61,11 +61,12 @@ TEST(LibraryEpilogues, ErfGeluNoBiasAndSharedOutputsStay) {
 }
 
 TEST(LibraryEpilogues, VerifierRejectsUnknownActivations) {
-  EXPECT_THROW(ir::verify(*ir::parse(R"(graph(%x: f32[4, 8], %w: f32[6, 8] param, %b: f32[6] param) {
+  EXPECT_THROW(
+      ir::verify(*ir::parse(R"(graph(%x: f32[4, 8], %w: f32[6, 8] param, %b: f32[6] param) {
   %0 = linear(%x, %w, %b) {activation = "silu"}
   return(%0)
 })")),
-               UserError);
+      UserError);
 }
 
 TEST(LibraryEpilogues, FoldedResNetBlockBecomesTwoFusedConvs) {
@@ -94,7 +95,8 @@ TEST(LibraryEpilogues, FoldedResNetBlockBecomesTwoFusedConvs) {
 
 TEST(LibraryEpilogues, ConvNearMissesStay) {
   // The conv's output has another reader.
-  const std::string shared = R"(graph(%x: f32[2, 4, 5, 5], %w: f32[4, 4, 1, 1] param, %b: f32[4] param) {
+  const std::string shared =
+      R"(graph(%x: f32[2, 4, 5, 5], %w: f32[4, 4, 1, 1] param, %b: f32[4] param) {
   %0 = conv2d(%x, %w, %b)
   %1 = relu(%0)
   %2 = add(%0, %1)
@@ -102,7 +104,8 @@ TEST(LibraryEpilogues, ConvNearMissesStay) {
 })";
   expectRewrite(shared, shared, false);
   // A term that is neither per-channel nor the output's shape ([5] broadcasts over the width).
-  const std::string width = R"(graph(%x: f32[2, 4, 5, 5], %w: f32[4, 4, 1, 1] param, %c: f32[5] param) {
+  const std::string width =
+      R"(graph(%x: f32[2, 4, 5, 5], %w: f32[4, 4, 1, 1] param, %c: f32[5] param) {
   %0 = conv2d(%x, %w)
   %1 = add(%0, %c)
   %2 = relu(%1)
