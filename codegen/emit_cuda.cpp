@@ -128,10 +128,6 @@ bool isRowOp(const Node* n) {
   return c == ir::OpCategory::kReduction || c == ir::OpCategory::kNormalization;
 }
 
-bool isStaticOne(const ir::SymDim& d) {
-  return d.isConstant() && d.constant() == 1;
-}
-
 // How a value is referred to inside the kernel.
 struct ValueInfo {
   std::string name;  // "in0", "v3"
@@ -362,7 +358,7 @@ void Emitter::analyzeRows() {
     bool rc = true;
     const int r = static_cast<int>(v->rank());
     for (int k = 0; k < r; ++k)
-      if (rank_ - r + k >= outer_ && !isStaticOne(v->shape()[static_cast<size_t>(k)])) rc = false;
+      if (rank_ - r + k >= outer_ && !v->shape()[static_cast<size_t>(k)].isOne()) rc = false;
     values_.at(v).rowConst = rc;
   }
   for (size_t k = 0; k < nodes_.size(); ++k) {
@@ -432,7 +428,7 @@ void Emitter::buildAbi() {
       bool ok = false;
       if (static_cast<int>(s.size()) == rank_) {
         ok = std::equal(s.begin(), s.begin() + outer_, d.begin()) &&
-             std::all_of(s.begin() + outer_, s.end(), isStaticOne);
+             std::all_of(s.begin() + outer_, s.end(), [](const ir::SymDim& d) { return d.isOne(); });
       } else if (static_cast<int>(s.size()) == outer_) {
         ok = std::equal(s.begin(), s.end(), d.begin());
       }
@@ -495,7 +491,7 @@ void Emitter::buildAbi() {
 bool Emitter::spans(int tensor, int dim) const {
   const TensorArg& t = abi_.tensors[static_cast<size_t>(tensor)];
   for (size_t k = 0; k < t.dimMap.size(); ++k)
-    if (t.dimMap[k] == dim && !isStaticOne(t.shape[k])) return true;
+    if (t.dimMap[k] == dim && !t.shape[k].isOne()) return true;
   return false;
 }
 

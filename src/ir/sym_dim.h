@@ -23,6 +23,8 @@ class SymDim {
   static SymDim symbol(int id);
 
   bool isConstant() const;
+  // The constant 1 (a broadcast or squeezable dim); false for any symbolic dim.
+  bool isOne() const { return isConstant() && constant() == 1; }
   // The constant value; InternalError if symbolic.
   int64_t constant() const;
   // The symbol id if this dim is exactly one symbol with coefficient 1.

@@ -147,10 +147,6 @@ NodeInfo classify(const Node& node) {
   return info;
 }
 
-bool isOne(const SymDim& d) {
-  return d.isConstant() && d.constant() == 1;
-}
-
 // numpy broadcasting of two shapes; nullopt when they do not broadcast (no exception: callers
 // use it to reject a merge, which is not an error).
 std::optional<Shape> tryBroadcast(const Shape& a, const Shape& b) {
@@ -161,8 +157,8 @@ std::optional<Shape> tryBroadcast(const Shape& a, const Shape& b) {
   for (size_t i = 0; i < shorter.size(); ++i) {
     const SymDim& l = longer[offset + i];
     const SymDim& s = shorter[i];
-    if (l == s || isOne(s)) continue;
-    if (isOne(l)) {
+    if (l == s || s.isOne()) continue;
+    if (l.isOne()) {
       out[offset + i] = s;
       continue;
     }
@@ -176,7 +172,7 @@ bool fitsIn(const Shape& from, const Shape& to) {
   if (from.size() > to.size()) return false;
   const size_t offset = to.size() - from.size();
   for (size_t i = 0; i < from.size(); ++i) {
-    if (!(from[i] == to[offset + i] || isOne(from[i]))) return false;
+    if (!(from[i] == to[offset + i] || from[i].isOne())) return false;
   }
   return true;
 }

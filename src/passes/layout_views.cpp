@@ -17,10 +17,6 @@ using ir::Value;
 
 namespace {
 
-bool isOne(const SymDim& d) {
-  return d.isConstant() && d.constant() == 1;
-}
-
 // The common refinement of two shapes with the same number of elements: factors, outer to inner,
 // such that every dim of a and of b other than 1s is a run of consecutive factors (row-major
 // reshape splits a dim into an outer and an inner part, so sizes alone decide it). nullopt when
@@ -39,7 +35,7 @@ std::optional<Refinement> refine(const Shape& a, const Shape& b) {
   int i = static_cast<int>(a.size()) - 1;
   int j = static_cast<int>(b.size()) - 1;
   auto skipOnes = [](const Shape& s, int& k) {
-    while (k >= 0 && isOne(s[static_cast<size_t>(k)])) --k;
+    while (k >= 0 && s[static_cast<size_t>(k)].isOne()) --k;
   };
   skipOnes(a, i);
   skipOnes(b, j);
@@ -65,11 +61,11 @@ std::optional<Refinement> refine(const Shape& a, const Shape& b) {
       push(ra);
       nextA();
       nextB();
-    } else if (std::optional<SymDim> q = ra.divExact(rb); q && !isOne(*q)) {
+    } else if (std::optional<SymDim> q = ra.divExact(rb); q && !q->isOne()) {
       push(rb);  // b's dim is the inner part of a's
       ra = *q;
       nextB();
-    } else if (std::optional<SymDim> q2 = rb.divExact(ra); q2 && !isOne(*q2)) {
+    } else if (std::optional<SymDim> q2 = rb.divExact(ra); q2 && !q2->isOne()) {
       push(ra);
       rb = *q2;
       nextA();

@@ -32,9 +32,8 @@ bool fuseLinear(ir::Graph& graph, Node* act) {
 // Whether `v` broadcasts over a conv output [N, C, H, W] as a per-channel term with C channels.
 bool isChannelTerm(const Value* v, const SymDim& channels) {
   const Shape& s = v->shape();
-  auto one = [](const SymDim& d) { return d.isConstant() && d.constant() == 1; };
-  if (s.size() == 3) return s[0] == channels && one(s[1]) && one(s[2]);
-  if (s.size() == 4) return one(s[0]) && s[1] == channels && one(s[2]) && one(s[3]);
+  if (s.size() == 3) return s[0] == channels && s[1].isOne() && s[2].isOne();
+  if (s.size() == 4) return s[0].isOne() && s[1] == channels && s[2].isOne() && s[3].isOne();
   return false;
 }
 
