@@ -131,9 +131,12 @@ KilnArgs packArgs(const KernelAbi& abi, std::span<const int64_t> domain,
           fmt::format("tensor {} spans {} elements, beyond 32-bit indexing", t, maxOffset + 1));
     if (vec && abi.rank > 0) {
       const int64_t inner = args.strides[t][abi.rank - 1];
+      bool extends = false;  // along the innermost domain dim (Note [Splat loads])
+      for (size_t k = 0; k < ta.dimMap.size(); ++k)
+        extends = extends || (ta.dimMap[k] == abi.rank - 1 && tv.sizes[k] > 1);
       if (ta.rowConstant) {
         // stored one element at a time
-      } else if (inner != 0 && inner != 1) {
+      } else if (inner != 1 && (inner != 0 || extends)) {
         vec = false;
       } else {
         for (int d = 0; d + 1 < abi.rank; ++d)

@@ -163,6 +163,13 @@ TEST(KernelAbi, PackArgsVectorFlagAndBroadcast) {
   EXPECT_EQ(args.numel, 256);
   EXPECT_EQ(args.strides[1][0], 0);  // broadcast over rows
   EXPECT_EQ(args.strides[1][1], 1);
+  // Whether a vector load splats is decided when the kernel is emitted (Note [Splat loads]), so an
+  // expanded input (stride 0 along the innermost dim, size > 1) takes the scalar path.
+  EXPECT_EQ(ks.source.find("== 0)"), std::string::npos) << ks.source;
+  const int64_t expanded[] = {0};
+  views[1] = {b, bs, expanded};
+  EXPECT_EQ(packArgs(ks.abi, dom, views).vec, 0);
+  views[1] = {b, bs, bst};
   // An unaligned input (offset by one element) forces the scalar path.
   views[0].data = x + 1;
   EXPECT_EQ(packArgs(ks.abi, dom, views).vec, 0);

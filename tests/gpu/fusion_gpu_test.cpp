@@ -237,6 +237,18 @@ def forward(self, x, r):
     torch::Tensor transposed = base.t();                       // [65, 1000], strides (1, 65)
     torch::Tensor unaligned = rnd({65, 1001}, dt).index({Slice(), Slice(1, None)});  // offset 1
     checkCase(c, {transposed, unaligned}, dt, 1000, std::string("strided ") + name(dt));
+    // Expanded inputs: stride 0 along a dim of size > 1. Along the innermost dim that is the
+    // scalar path (Note [Splat loads]); along the outer one the vector path still applies.
+    torch::Tensor col = rnd({64, 1}, dt).expand({64, 1024});  // strides (1, 0)
+    torch::Tensor row = rnd({1, 1024}, dt).expand({64, 1024});  // strides (0, 1)
+    checkCase(c, {col, row}, dt, 1024, std::string("expanded ") + name(dt));
+    checkCase(c, {row, col}, dt, 1024, std::string("expanded, swapped ") + name(dt));
+    Case p{R"(
+def forward(self, x, r):
+    return torch.sigmoid(x) * r + x
+)", {}};
+    checkCase(p, {col, row}, dt, 1, std::string("expanded pointwise ") + name(dt));
+    checkCase(p, {row, rnd({64, 1024}, dt)}, dt, 1, std::string("expanded rows ") + name(dt));
   }
 }
 

@@ -167,7 +167,7 @@ __device__ __forceinline__ void kiln_stv(T* p, const C (&in)[N]) {
   *reinterpret_cast<kiln_vec<T, N>*>(p) = v;
 }
 
-extern "C" __global__ void __launch_bounds__(256) kiln_pw_aeadbbe0d128aedd(const KilnArgs args) {
+extern "C" __global__ void __launch_bounds__(256) kiln_pw_f73cf7fcac57ebaa(const KilnArgs args) {
   const __half* __restrict__ p0 = (const __half*)args.ptr[0];
   const __half* __restrict__ p1 = (const __half*)args.ptr[1];
   __half* __restrict__ p2 = (__half*)args.ptr[2];
@@ -191,9 +191,9 @@ extern "C" __global__ void __launch_bounds__(256) kiln_pw_aeadbbe0d128aedd(const
         q_ /= n1;
         const int c0 = q_;
         float in0[8];
-        kiln_ldv<8>(in0, p0 + (c0 * st0_0 + c1 * st0_1), st0_1 == 0);
+        kiln_ldv<8>(in0, p0 + (c0 * st0_0 + c1 * st0_1), false);
         float in1[8];
-        kiln_ldv<8>(in1, p1 + (c1 * st1_1), st1_1 == 0);
+        kiln_ldv<8>(in1, p1 + (c1 * st1_1), false);
         float out2[8];
 #pragma unroll
         for (int j = 0; j < 8; ++j) {

@@ -243,7 +243,7 @@ __device__ __forceinline__ KilnWelford kiln_block_welford(KilnWelford w, float* 
   return kiln_warp_welford<32>(w);
 }
 
-extern "C" __global__ void __launch_bounds__(256, 4) kiln_row_d6ac34ec2722f84f(const KilnArgs args) {
+extern "C" __global__ void __launch_bounds__(256, 4) kiln_row_e8aa7f8aaa5cbb62(const KilnArgs args) {
   const float* __restrict__ p0 = (const float*)args.ptr[0];
   const float* __restrict__ p1 = (const float*)args.ptr[1];
   const float* __restrict__ p2 = (const float*)args.ptr[2];
@@ -279,7 +279,7 @@ extern "C" __global__ void __launch_bounds__(256, 4) kiln_row_d6ac34ec2722f84f(c
           int q_ = e;
           const int r1 = q_;
           float in0[4];
-          kiln_ldv<4>(in0, p0 + base0 + (r1 * st0_1), st0_1 == 0);
+          kiln_ldv<4>(in0, p0 + base0 + (r1 * st0_1), false);
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             cx0[k][j] = in0[j];
@@ -317,9 +317,9 @@ extern "C" __global__ void __launch_bounds__(256, 4) kiln_row_d6ac34ec2722f84f(c
           int q_ = e;
           const int r1 = q_;
           float in1[4];
-          kiln_ldv<4>(in1, p1 + base1 + (r1 * st1_1), st1_1 == 0);
+          kiln_ldv<4>(in1, p1 + base1 + (r1 * st1_1), false);
           float in2[4];
-          kiln_ldv<4>(in2, p2 + base2 + (r1 * st2_1), st2_1 == 0);
+          kiln_ldv<4>(in2, p2 + base2 + (r1 * st2_1), false);
           float out3[4];
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
