@@ -85,11 +85,11 @@ void benchModels(kiln::Session& session, bool quick, bool profile, const std::st
 
 }  // namespace
 
-// kiln-bench [--quick] [--models] [--profile] [--filter TEXT]: --quick drops n=32768, --models
-// skips the memory-bound workloads, --profile adds per-step profiles of the models, --filter runs
-// only workloads whose name contains TEXT.
+// kiln-bench [--quick] [--models | --memory-bound] [--profile] [--filter TEXT]: --quick drops
+// n=32768, --models skips the memory-bound workloads and --memory-bound the models, --profile adds
+// per-step profiles of the models, --filter runs only workloads whose name contains TEXT.
 int main(int argc, char** argv) {
-  bool quick = false, modelsOnly = false, profile = false;
+  bool quick = false, modelsOnly = false, memoryOnly = false, profile = false;
   std::string filter;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -97,6 +97,8 @@ int main(int argc, char** argv) {
       quick = true;
     else if (a == "--models")
       modelsOnly = true;
+    else if (a == "--memory-bound")
+      memoryOnly = true;
     else if (a == "--profile")
       profile = true;
     else if (a == "--filter" && i + 1 < argc)
@@ -104,7 +106,8 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(
           stderr,
-          "kiln-bench: unknown argument %s (use --quick, --models, --profile, --filter TEXT)\n",
+          "kiln-bench: unknown argument %s (use --quick, --models, --memory-bound, --profile, "
+          "--filter TEXT)\n",
           a.c_str());
       return 2;
     }
@@ -181,6 +184,6 @@ int main(int argc, char** argv) {
                     st.groupFallbacks > 0 ? " (some groups ran eagerly)" : "");
         std::fflush(stdout);
       }
-  benchModels(session, quick, profile, filter);
+  if (!memoryOnly) benchModels(session, quick, profile, filter);
   return 0;
 }
