@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-from export_models import CnnBlock, EncoderBlock, Mlp  # noqa: E402
+from export_models import CnnBlock, CnnStage, EncoderBlock, Mlp  # noqa: E402
 
 # Upper bounds of the dynamic dims: the largest sizes kiln-bench times. Inductor picks 32-bit
 # indexing only when every tensor provably fits, so a larger bound could slow the kernels.
@@ -71,6 +71,8 @@ WORKLOADS = {
                       lambda dt, dev: (torch.randn(2, 128, 768, dtype=dt, device=dev),
                                        torch.zeros(2, 1, 128, 128, dtype=dt, device=dev))),
     "cnn_block": (CnnBlock, "cnn_block.pt",
+                  lambda dt, dev: (torch.randn(2, 64, 56, 56, dtype=dt, device=dev),)),
+    "cnn_stage": (CnnStage, "cnn_stage.pt",
                   lambda dt, dev: (torch.randn(2, 64, 56, 56, dtype=dt, device=dev),)),
 }
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}

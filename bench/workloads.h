@@ -106,6 +106,13 @@ inline std::vector<ModelWorkload> modelWorkloads(bool quick, bool small = false)
     return {torch::randn({n / 128, 128, 1024}, o)};
   };
   auto mlpFlops = [](int64_t n) { return 2.0 * 2.0 * n * 1024.0 * 4096.0; };
+  // The CNN block and stage take [n, 64, 56, 56] and run 3x3 convs at 64 channels.
+  auto cnnInputs = [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
+    return {torch::randn({n, 64, 56, 56}, o)};
+  };
+  auto convFlops = [](int convs) {
+    return [convs](int64_t n) { return convs * 2.0 * n * 64.0 * 64.0 * 9.0 * 56.0 * 56.0; };
+  };
   return {
       {"mlp",
        "MLP layer_norm(x + fc2(gelu(fc1(x)))), hidden 1024",
@@ -136,10 +143,15 @@ inline std::vector<ModelWorkload> modelWorkloads(bool quick, bool small = false)
        "cnn_block.pt",
        {"x"},
        small ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 32},
-       [](int64_t n, torch::TensorOptions o) -> std::vector<torch::Tensor> {
-         return {torch::randn({n, 64, 56, 56}, o)};
-       },
-       [](int64_t n) { return 2.0 * 2.0 * n * 64.0 * 64.0 * 9.0 * 56.0 * 56.0; }},
+       cnnInputs,
+       convFlops(2)},
+      {"cnn_stage",
+       "CNN stage (3 CNN blocks, 6 convs), 64 ch, 56x56",
+       "cnn_stage.pt",
+       {"x"},
+       small ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 32},
+       cnnInputs,
+       convFlops(6)},
   };
 }
 

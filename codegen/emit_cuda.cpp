@@ -19,6 +19,7 @@ std::string_view kiln_cuda_helper_load_store(std::string_view name);
 std::string_view kiln_cuda_helper_f16(std::string_view name);
 std::string_view kiln_cuda_helper_bf16(std::string_view name);
 std::string_view kiln_cuda_helper_reduce(std::string_view name);
+std::string_view kiln_cuda_helper_transpose(std::string_view name);
 }  // namespace kiln::embedded
 
 namespace kiln::codegen {
@@ -28,7 +29,8 @@ namespace {
 std::string_view helperText(std::string_view file) {
   for (auto* fn : {&embedded::kiln_cuda_helper_abi, &embedded::kiln_cuda_helper_math,
                    &embedded::kiln_cuda_helper_load_store, &embedded::kiln_cuda_helper_f16,
-                   &embedded::kiln_cuda_helper_bf16, &embedded::kiln_cuda_helper_reduce}) {
+                   &embedded::kiln_cuda_helper_bf16, &embedded::kiln_cuda_helper_reduce,
+                   &embedded::kiln_cuda_helper_transpose}) {
     const std::string_view text = fn(file);
     if (!text.empty()) return text;
   }
@@ -1230,6 +1232,32 @@ KernelSource Emitter::run() {
 KernelSource emitCuda(const ir::Graph& graph, const partition::FusionGroup& group,
                       const ScheduleParams& params, const BucketInfo& bucket) {
   return Emitter(graph, group, params, bucket).run();
+}
+
+KernelSource emitTranspose(ir::DType dtype) {
+  if (dtype != DType::kFloat16 && dtype != DType::kBFloat16 && dtype != DType::kFloat32)
+    throw Unsupported(fmt::format("no layout conversion kernel for {}", ir::toString(dtype)));
+  std::string body = fmt::format("// kiln layout conversion kernel (codegen v{}), {}\n",
+                                 kCodegenVersion, ir::toString(dtype));
+  if (dtype == DType::kFloat16) body += "#include <cuda_fp16.h>\n";
+  if (dtype == DType::kBFloat16) body += "#include <cuda_bf16.h>\n";
+  for (std::string_view file : {"kiln_abi.cuh", "kiln_transpose.cuh"}) {
+    const std::string_view text = helperText(file);
+    KILN_CHECK(!text.empty(), "device helper {} is not embedded", file);
+    body += text;
+    if (text.back() != '\n') body += '\n';
+  }
+  body += fmt::format(
+      "\nextern \"C\" __global__ void __launch_bounds__({}) {}(const KilnArgs args) {{\n"
+      "  kiln_batched_transpose<{}>(args);\n}}\n",
+      kTransposeBlock, kNamePlaceholder, storageType(dtype));
+  KernelSource ks;
+  ks.hash = fnv1a(body);
+  ks.name = fmt::format("kiln_transpose_{}_{:016x}", ir::toString(dtype), ks.hash);
+  const size_t pos = body.find(kNamePlaceholder);
+  body.replace(pos, kNamePlaceholder.size(), ks.name);
+  ks.source = std::move(body);
+  return ks;
 }
 
 }  // namespace kiln::codegen

@@ -64,6 +64,19 @@ class CnnBlock(torch.nn.Module):
         return torch.relu(y + x)
 
 
+class CnnStage(torch.nn.Module):
+    """Three CNN blocks in a row, like the first stage of a ResNet-34 (conv2_x): 6 convs, 64
+    channels. Deep enough that kiln runs its convs channels-last on CUDA (Note [Channels-last
+    convolutions]), where the single block stays NCHW."""
+
+    def __init__(self, blocks=3):
+        super().__init__()
+        self.blocks = torch.nn.Sequential(*[CnnBlock() for _ in range(blocks)])
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
 def export(module, example, path):
     module.eval()
     # PyTorch's fused "fast path" for encoder layers would trace as one opaque op.
@@ -83,6 +96,7 @@ def main():
     export(Mlp(), (torch.randn(2, 16, 1024),), os.path.join(out, "mlp.pt"))
     export(Mlp(approximate="tanh"), (torch.randn(2, 16, 1024),), os.path.join(out, "mlp_tanh.pt"))
     export(CnnBlock(), (torch.randn(2, 64, 14, 14),), os.path.join(out, "cnn_block.pt"))
+    export(CnnStage(), (torch.randn(2, 64, 14, 14),), os.path.join(out, "cnn_stage.pt"))
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ FoldValues compute(const ConvBnFold& fold) {
   shift = shift * scale;
   if (fold.bnBias.defined()) shift = shift + f32(fold.bnBias);
   at::Tensor weight = f32(fold.convWeight) * scale.reshape({c, 1, 1, 1});
-  return {weight.to(fold.dtype).contiguous(), shift.reshape({c, 1, 1}).to(fold.dtype).contiguous()};
+  return {weight.to(fold.dtype).contiguous(fold.weightFormat),
+          shift.reshape({c, 1, 1}).to(fold.dtype).contiguous()};
 }
 
 // Into the same TensorImpl, which every plan of the program binds (Note [Folded params are
@@ -271,7 +272,8 @@ std::string FoldedParams::toString() const {
 // ---------------------------------------------------------------------------------------------
 // The rewrite
 
-std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured) {
+std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured,
+                                                      at::MemoryFormat weightFormat) {
   KILN_CHECK(captured.graph != nullptr, "foldConvBatchNorm: no graph");
   ir::Graph& g = *captured.graph;
   std::map<std::string, size_t> byName;
@@ -300,6 +302,7 @@ std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured) {
     f.bnWeight = tensorOf(m->bnWeight);
     f.bnBias = tensorOf(m->bnBias);
     f.eps = m->eps;
+    f.weightFormat = weightFormat;
     f.dtype = toAtenDType(m->conv->output()->dtype());
     const at::Device device = f.convWeight.defined() ? f.convWeight.device() : at::Device(at::kCPU);
     bool usable = true;

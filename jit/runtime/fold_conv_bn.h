@@ -64,6 +64,8 @@ struct ConvBnFold {
   // kiln's own tensors, bound as the params `weightName` and `shiftName`.
   std::string weightName, shiftName;
   at::ScalarType dtype = at::kFloat;  // of W' and shift' (the IR dtype of the conv and the chain)
+  // W''s layout: channels-last when the program's convs run so (Note [Channels-last convolutions]).
+  at::MemoryFormat weightFormat = at::MemoryFormat::Contiguous;
   at::Tensor weight;                  // W': [C_out, C_in / groups, kh, kw]
   at::Tensor shift;                   // shift': [C, 1, 1]
 };
@@ -105,7 +107,8 @@ class FoldedParams {
 
 // Rewrites `captured.graph` in place (Note [Folding batchnorm into convolutions]), appends the new
 // params to captured.params/paramNames and removes the dead batchnorm ops. Returns the folds
-// made, or null when there were none.
-std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured);
+// made, or null when there were none. W' is stored in `weightFormat`.
+std::shared_ptr<const FoldedParams> foldConvBatchNorm(
+    CapturedGraph& captured, at::MemoryFormat weightFormat = at::MemoryFormat::Contiguous);
 
 }  // namespace kiln::jit

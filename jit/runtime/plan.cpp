@@ -119,14 +119,25 @@ bool KernelSet::pending() const {
 }
 
 std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session) {
-  (void)session;
   std::shared_ptr<Program> program(new Program());
   Program& p = *program;
   p.captured_ = std::move(captured);
+  p.convLayout_ = chooseConvLayout(p.captured_, session.options().convLayout);
   // Needs the param tensors, so here rather than among the passes; adds params.
-  p.folds_ = foldConvBatchNorm(p.captured_);
+  p.folds_ =
+      foldConvBatchNorm(p.captured_, p.convLayout_.channelsLast ? at::MemoryFormat::ChannelsLast
+                                                                : at::MemoryFormat::Contiguous);
   ir::Graph& graph = *p.captured_.graph;
   passes::runDefaultPasses(graph);
+  if (p.convLayout_.channelsLast) {
+    p.convEntryInputs_ = convEntryInputs(graph);
+    for (const auto& n : graph.nodes())
+      if (n->kind() == ir::OpKind::kConv2d) {
+        p.layout_ =
+            std::make_shared<const LayoutConverter>(session, toAtenDType(n->output()->dtype()));
+        break;
+      }
+  }
   p.partition_ = partition::partitionGraph(graph);
 
   // Value table layout and constants/params bound once.
@@ -190,19 +201,15 @@ bool Program::foldedParamsStale() const {
   return folds_ != nullptr && folds_->stale();
 }
 
-namespace {
-
 // The toolkit include path (-I...) differs between machines but not the binary: the headers it
 // names ship with NVRTC, whose version is in the key. Leaving it out lets a cache built by
 // kiln-warmup on one machine serve another.
-std::vector<std::string> keyOptions(const std::string& arch) {
+std::vector<std::string> kernelKeyOptions(const std::string& arch) {
   std::vector<std::string> out;
   for (std::string& o : nvrtcOptions(arch))
     if (o.rfind("-I", 0) != 0) out.push_back(std::move(o));
   return out;
 }
-
-}  // namespace
 
 cache::KernelCache* tuningRecords(const Session& session) {
   return session.options().tune == TuneMode::kOff ? nullptr : &session.kernelCache();
@@ -224,7 +231,7 @@ KernelStep emitVariant(const Program& program, size_t k, const codegen::Schedule
     }
     // Note [Cache key contents] (cache/cache_key.h): source, options, arch, NVRTC version and
     // codegen version name the binary; a hit skips NVRTC entirely.
-    ks.key = cache::CacheKey::kernel(src.source, keyOptions(arch), arch, nvrtcVersionString(),
+    ks.key = cache::CacheKey::kernel(src.source, kernelKeyOptions(arch), arch, nvrtcVersionString(),
                                      codegen::kCodegenVersion);
     ks.source = std::move(src.source);
     ks.state = KernelState::kPending;
@@ -471,6 +478,15 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   std::vector<ir::Value*> graphInputs = g.inputs();
   for (size_t i = 0; i < graphInputs.size(); ++i)
     values[static_cast<size_t>(graphInputs[i]->id())] = inputs[i];
+  // Note [Channels-last convolutions]: convert what convs read at entry, once.
+  bool restoreContiguous = false;
+  for (int id : p.convEntryInputs_) {
+    at::Tensor& t = values[static_cast<size_t>(id)];
+    if (!t.is_cuda() || t.dim() != 4) continue;
+    restoreContiguous = restoreContiguous || t.is_contiguous();
+    t = p.layout_ ? p.layout_->convert(t, at::MemoryFormat::ChannelsLast)
+                  : t.contiguous(at::MemoryFormat::ChannelsLast);
+  }
 
   for (size_t s = 0; s < p.partition_.steps.size(); ++s) {
     const partition::Step& step = p.partition_.steps[s];
@@ -490,7 +506,8 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
         values[static_cast<size_t>(rt.outputIds[i])] = std::move(out[i]);
     }
     for (int id : rt.release) values[static_cast<size_t>(id)].reset();
-    if (afterStep != nullptr) (*afterStep)(s);
+    // The last step's mark comes after the outputs' layout conversion below.
+    if (afterStep != nullptr && s + 1 < p.partition_.steps.size()) (*afterStep)(s);
   }
   std::vector<at::Tensor> outputs;
   outputs.reserve(p.outputIds_.size());
@@ -499,28 +516,43 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
     // A graph output that is a constant is a wrapped number inside kiln; hand out a real tensor.
     if (isScalarOperand(t))
       t = at::full({}, t.item(), at::TensorOptions().dtype(toAtenDType(g.outputs()[i]->dtype())));
+    else if (restoreContiguous && t.dim() == 4 && !t.is_contiguous() &&
+             t.is_contiguous(at::MemoryFormat::ChannelsLast))
+      t = p.layout_ ? p.layout_->convert(t, at::MemoryFormat::Contiguous) : t.contiguous();
     outputs.push_back(std::move(t));
   }
+  if (afterStep != nullptr && !p.partition_.steps.empty())
+    (*afterStep)(p.partition_.steps.size() - 1);
   return outputs;
 }
 
 std::string Plan::stepLabel(size_t s) const {
-  const partition::Step& step = partition().steps.at(s);
-  switch (step.kind) {
-    case partition::StepKind::kFusion: {
-      std::shared_ptr<const KernelSet> set = kernels_.load();
-      const KernelStep& k = set->kernels[static_cast<size_t>(program_->runtime_[s].kernel)];
-      if (k.kernel != nullptr) return "kernel " + k.name;
-      return fmt::format("eager group #{}", step.group.id);
+  auto kindLabel = [&]() -> std::string {
+    const partition::Step& step = partition().steps.at(s);
+    switch (step.kind) {
+      case partition::StepKind::kFusion: {
+        std::shared_ptr<const KernelSet> set = kernels_.load();
+        const KernelStep& k = set->kernels[static_cast<size_t>(program_->runtime_[s].kernel)];
+        if (k.kernel != nullptr) return "kernel " + k.name;
+        return fmt::format("eager group #{}", step.group.id);
+      }
+      case partition::StepKind::kLibrary:
+        return fmt::format("library {}", ir::toString(step.node->kind()));
+      case partition::StepKind::kView:
+        return fmt::format("view {}", ir::toString(step.node->kind()));
+      case partition::StepKind::kEager:
+        return fmt::format("eager {}", ir::toString(step.node->kind()));
     }
-    case partition::StepKind::kLibrary:
-      return fmt::format("library {}", ir::toString(step.node->kind()));
-    case partition::StepKind::kView:
-      return fmt::format("view {}", ir::toString(step.node->kind()));
-    case partition::StepKind::kEager:
-      return fmt::format("eager {}", ir::toString(step.node->kind()));
-  }
-  return "?";
+    return "?";
+  };
+  // Profiles charge the layout conversions at a channels-last program's boundary (Note
+  // [Channels-last convolutions]) to its first and last steps.
+  std::string label = kindLabel();
+  if (s == 0 && !program_->convEntryInputs_.empty())
+    label += fmt::format(" (+ {} input(s) to channels-last)", program_->convEntryInputs_.size());
+  if (s + 1 == partition().steps.size() && program_->convLayout_.channelsLast)
+    label += " (+ outputs back to NCHW)";
+  return label;
 }
 
 std::string Plan::explain() const {
@@ -542,6 +574,8 @@ std::string Plan::explain() const {
       out += fmt::format("  {} [{}{}] runs eagerly: {}\n", k.name, codegen::toString(k.schedule),
                          k.tuned ? ", tuned" : "", k.fallbackReason);
   }
+  if (!program_->convLayout().reason.empty())
+    out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
   out += fmt::format("capture: {}\n", captured().report());
   return out;
 }

@@ -32,6 +32,8 @@
 #include "codegen/schedule.h"
 #include "jit/capture/capture.h"
 #include "jit/eval/aten_eval.h"
+#include "jit/runtime/conv_layout.h"
+#include "jit/runtime/layout_kernels.h"
 #include "src/partition/partition.h"
 
 namespace kiln {
@@ -147,6 +149,8 @@ class Program {
   // Plan::run before it uses them.
   const FoldedParams* foldedParams() const { return folds_.get(); }
   bool foldedParamsStale() const;
+  // Whether the convs run channels-last, and why (Note [Channels-last convolutions]).
+  const ConvLayoutChoice& convLayout() const { return convLayout_; }
 
  private:
   friend class Plan;
@@ -160,6 +164,9 @@ class Program {
 
   CapturedGraph captured_;
   std::shared_ptr<const FoldedParams> folds_;
+  ConvLayoutChoice convLayout_;
+  std::vector<int> convEntryInputs_;  // converted to channels-last at the start of a call
+  std::shared_ptr<const LayoutConverter> layout_;  // when channels-last
   partition::Partition partition_;
   std::vector<StepRuntime> runtime_;
   std::vector<size_t> fusionSteps_;         // step index of kernel k
@@ -168,6 +175,9 @@ class Program {
   int numValues_ = 0;
   EagerRunner eager_;
 };
+
+// NVRTC options as they enter kernel cache keys (without machine-specific include paths).
+std::vector<std::string> kernelKeyOptions(const std::string& arch);
 
 // Codegen (cheap, deterministic, no NVRTC) of every fusion group of `program` for `bucket`.
 // Kernels are kPending, or kNoKernel with the codegen reason. `arch` empty: all kNoKernel.

@@ -31,6 +31,15 @@ std::string_view toString(TuneMode mode) {
   return "?";
 }
 
+std::string_view toString(ConvLayout layout) {
+  switch (layout) {
+    case ConvLayout::kAuto: return "auto";
+    case ConvLayout::kChannelsLast: return "channels_last";
+    case ConvLayout::kContiguous: return "contiguous";
+  }
+  return "?";
+}
+
 EnvLookup processEnvironment() {
   return [](std::string_view name) -> std::optional<std::string> {
     const char* v = std::getenv(std::string(name).c_str());
@@ -88,6 +97,14 @@ TuneMode parseTuneMode(std::string_view what, std::string_view text) {
   throw UserError(fmt::format("{}: expected off, background or eager, got '{}'", what, text));
 }
 
+ConvLayout parseConvLayout(std::string_view what, std::string_view text) {
+  std::string t = lowerTrim(text);
+  for (ConvLayout l : {ConvLayout::kAuto, ConvLayout::kChannelsLast, ConvLayout::kContiguous})
+    if (t == toString(l)) return l;
+  throw UserError(
+      fmt::format("{}: expected auto, channels_last or contiguous, got '{}'", what, text));
+}
+
 Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_LOG")) o.logLevel = parseLogLevel(*v);
   if (auto v = env("KILN_DISABLE")) o.disable = parseBool("KILN_DISABLE", *v);
@@ -116,6 +133,7 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
     o.tuneMaxVariants = static_cast<int>(parseInt("KILN_TUNE_MAX_VARIANTS", *v, 0, 4096));
   if (auto v = env("KILN_TUNE_SECONDS"))
     o.tuneSeconds = static_cast<int>(parseInt("KILN_TUNE_SECONDS", *v, 1, 24 * 3600));
+  if (auto v = env("KILN_CONV_LAYOUT")) o.convLayout = parseConvLayout("KILN_CONV_LAYOUT", *v);
   if (auto v = env("KILN_POISON_OUTPUTS")) o.poisonOutputs = parseBool("KILN_POISON_OUTPUTS", *v);
   return o;
 }

@@ -13,6 +13,10 @@ namespace kiln {
 
 enum class TuneMode : uint8_t { kOff, kBackground, kEager };
 std::string_view toString(TuneMode mode);
+// Memory layout of convolutions on CUDA (Note [Channels-last convolutions] in
+// jit/runtime/conv_layout.h).
+enum class ConvLayout : uint8_t { kAuto, kChannelsLast, kContiguous };
+std::string_view toString(ConvLayout layout);
 
 struct Options {
   // KILN_LOG: off|error|warn|info|debug|trace.
@@ -45,6 +49,9 @@ struct Options {
   // incumbent not counted) and wall seconds per job.
   int tuneMaxVariants = 24;
   int tuneSeconds = 60;
+  // KILN_CONV_LAYOUT: auto|channels_last|contiguous. auto runs a program's convolutions
+  // channels-last on CUDA when it has enough of them to pay for converting at its boundary.
+  ConvLayout convLayout = ConvLayout::kAuto;
   // KILN_POISON_OUTPUTS=1 (debugging, tests): fill kernel outputs with NaN/0xFF before each launch,
   // so an element a kernel fails to write cannot pass for a right answer left over in memory.
   bool poisonOutputs = false;
@@ -65,5 +72,6 @@ bool parseBool(std::string_view what, std::string_view text);
 int64_t parseInt(std::string_view what, std::string_view text, int64_t min, int64_t max);
 uint64_t parseByteSize(std::string_view what, std::string_view text);  // "512M", "2G", "1048576"
 TuneMode parseTuneMode(std::string_view what, std::string_view text);
+ConvLayout parseConvLayout(std::string_view what, std::string_view text);
 
 }  // namespace kiln

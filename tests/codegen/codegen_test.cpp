@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "codegen/emit_cuda.h"
@@ -15,6 +16,7 @@
 namespace kiln::codegen {
 namespace {
 
+using ir::DType;
 using partition::FusionGroup;
 using partition::GroupKind;
 
@@ -473,6 +475,30 @@ void checkGolden(const std::string& file, const std::string& actual) {
   std::stringstream ss;
   ss << in.rdbuf();
   EXPECT_EQ(ss.str(), actual) << "golden " << file << " differs; KILN_REGEN_GOLDEN=1 regenerates";
+}
+
+// Note [Layout conversion kernels]: one transpose kernel per float dtype, compiled by NVRTC for
+// both archs, named by content and deterministic; no kernel for other dtypes.
+TEST(EmitCuda, TransposeKernels) {
+  std::set<std::string> names;
+  for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
+    KernelSource ks = emitTranspose(dt);
+    EXPECT_EQ(ks.source, emitTranspose(dt).source);
+    EXPECT_TRUE(contains(ks.name, std::string("kiln_transpose_") + std::string(ir::toString(dt))))
+        << ks.name;
+    EXPECT_TRUE(contains(ks.source, "kiln_batched_transpose<")) << ks.source;
+    names.insert(ks.name);
+    for (const char* arch : {"sm_80", "sm_90"}) {
+      try {
+        jit::CompiledKernel ck = jit::compileToCubin(ks.source, ks.name, arch);
+        EXPECT_FALSE(ck.cubin.empty());
+      } catch (const CompileError& e) {
+        ADD_FAILURE() << "NVRTC failed for " << arch << ":\n" << e.log() << "\n" << e.source();
+      }
+    }
+  }
+  EXPECT_EQ(names.size(), 3u);
+  EXPECT_THROW(emitTranspose(DType::kInt64), Unsupported);
 }
 
 TEST(EmitCuda, GoldenPointwise) {

@@ -16,9 +16,11 @@
 #include <torch/torch.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <kiln/kiln.h>
 
+#include "jit/runtime/layout_kernels.h"
 #include "tests/support/temp_dir.h"
 
 namespace {
@@ -330,14 +332,19 @@ TEST(GpuEpilogues, LinearReluAndTanhGeluMatchEager) {
 // into convolutions]), which changes cuDNN's operands: in f32 kiln and eager then differ by the
 // conv algorithm's own rounding (~5e-4 relative on the H200, TF32 off). So f32 results are
 // compared with a float64 run of the module, and kiln must be about as close to it as eager is.
+// `vsDouble`: 16-bit results too are held to "about as close to float64 as eager" (deeper stacks
+// of convs, where kiln's and eager's roundings drift apart further than one block's tolerance).
 void checkCnnBlock(const kiln::jit::OptimizedModule& fast, torch::jit::Module& m,
                    torch::jit::Module& m64, torch::ScalarType dt, int64_t batch,
-                   const std::string& what) {
-  std::vector<torch::IValue> in{rnd({batch, 64, 15, 15}, dt)};
+                   const std::string& what, bool vsDouble = false,
+                   torch::MemoryFormat format = torch::MemoryFormat::Contiguous) {
+  std::vector<torch::IValue> in{rnd({batch, 64, 15, 15}, dt).contiguous(format)};
   const torch::Tensor got = fast.forward(in).toTensor();
   const torch::Tensor want = m.forward(in).toTensor();
   const std::string label = fmt::format("cnn block {} batch {} {}", name(dt), batch, what);
-  if (dt != torch::kFloat) {
+  // The strides eager gives (Note [Channels-last convolutions]): callers may .view() the result.
+  EXPECT_EQ(got.strides(), want.strides()) << label;
+  if (dt != torch::kFloat && !vsDouble) {
     expectClose(got, want, tolerance(dt, 576) * 4, label);
     return;
   }
@@ -351,11 +358,105 @@ void checkCnnBlock(const kiln::jit::OptimizedModule& fast, torch::jit::Module& m
       << label << ": max rel error from float64: kiln " << ek << ", eager " << ee;
 }
 
-torch::jit::Module loadCnnBlock(torch::ScalarType dt) {
-  auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/cnn_block.pt");
+torch::jit::Module loadCnnBlock(torch::ScalarType dt, const std::string& file = "cnn_block.pt") {
+  auto m = torch::jit::load(std::string(KILN_MODELS_DIR) + "/" + file);
   m.to(torch::kCUDA, dt);
   m.eval();
   return m;
+}
+
+// Note [Layout conversion kernels]: kiln's transpose kernel against ATen's copy, bit for bit, in
+// both directions, for odd, tile-sized and degenerate shapes and every float dtype.
+TEST(GpuLayout, TransposeKernelMatchesAten) {
+  REQUIRE_GPU();
+  const auto cl = torch::MemoryFormat::ChannelsLast;
+  for (auto dt : kDtypes) {
+    kiln::jit::LayoutConverter converter(gpuSession(), dt);
+    ASSERT_TRUE(converter.hasKernel()) << name(dt);
+    for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{
+             // odd sizes (one element an access), even ones in partial 64 x 64 tiles (pairs of
+             // 16-bit elements), tile-sized, and shapes where both layouts coincide
+             {3, 5, 7, 9},
+             {1, 33, 1, 65},
+             {3, 6, 10, 14},
+             {2, 130, 5, 6},
+             {2, 64, 56, 56},
+             {1, 64, 32, 32},
+             {4, 1, 3, 3},
+             {2, 3, 1, 1}}) {
+      const std::string label = fmt::format("{} {}", name(dt), fmt::join(shape, "x"));
+      const torch::Tensor x = rnd(shape, dt);
+      const torch::Tensor toCl = converter.convert(x, cl);
+      EXPECT_TRUE(toCl.is_contiguous(cl)) << label;
+      EXPECT_EQ(toCl.strides(), x.contiguous(cl).strides()) << label;
+      EXPECT_TRUE(torch::equal(toCl, x)) << label;
+      const torch::Tensor back = converter.convert(toCl, torch::MemoryFormat::Contiguous);
+      EXPECT_TRUE(back.is_contiguous()) << label;
+      EXPECT_TRUE(torch::equal(back, x)) << label;
+    }
+    // Not a dense tensor in the other layout: ATen converts it, with the same result.
+    const torch::Tensor sliced =
+        rnd({2, 8, 9, 9}, dt).index({torch::indexing::Slice(), torch::indexing::Slice(0, 4)});
+    EXPECT_TRUE(torch::equal(converter.convert(sliced, cl), sliced));
+  }
+}
+
+// Note [Channels-last convolutions]: the six convs of the CNN stage run channels-last by default
+// and NCHW when forced; so do the CNN block's two, and a single conv stays NCHW. Both layouts match
+// eager (against float64), give eager's strides for NCHW and channels-last inputs, and see in-place
+// updates of weights folded channels-last.
+TEST(GpuModels, ChannelsLastConvs) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  kiln::Options o = gpuSession().options();
+  o.convLayout = kiln::ConvLayout::kContiguous;
+  kiln::Session nchwSession(o);
+  const auto cl = torch::MemoryFormat::ChannelsLast;
+  for (auto dt : kDtypes) {
+    torch::jit::Module m = loadCnnBlock(dt, "cnn_stage.pt");
+    torch::jit::Module m64 = loadCnnBlock(torch::kDouble, "cnn_stage.pt");
+    kiln::jit::Options opt;
+    opt.session = &gpuSession();
+    opt.inputNames = {"x"};
+    opt.dynamicDims = {{"x", 0, "batch"}};
+    auto fast = kiln::jit::optimize(m, opt);
+    opt.session = &nchwSession;
+    auto nchw = kiln::jit::optimize(m, opt);
+    for (int64_t batch : {1, 3, 32}) {
+      checkCnnBlock(fast, m, m64, dt, batch, "channels-last", true);
+      checkCnnBlock(nchw, m, m64, dt, batch, "forced NCHW", true);
+      checkCnnBlock(fast, m, m64, dt, batch, "channels-last input", true, cl);
+    }
+    EXPECT_NE(fast.explain().find("conv layout: channels-last (6 convs)"), std::string::npos)
+        << fast.explain();
+    EXPECT_NE(nchw.explain().find("conv layout: NCHW (KILN_CONV_LAYOUT=contiguous)"),
+              std::string::npos)
+        << nchw.explain();
+    for (auto* mod : {&m, &m64})
+      for (const auto& p : mod->named_parameters())
+        if (p.name == "blocks.1.conv2.weight") p.value.add_(0.01);
+    for (int64_t batch : {1, 3}) checkCnnBlock(fast, m, m64, dt, batch, "after an update", true);
+    EXPECT_EQ(fast.stats().groupFallbacks, 0u) << fast.explain();
+
+    // Two convs pay for the conversions; one does not.
+    torch::jit::Module block = loadCnnBlock(dt);
+    opt.session = &gpuSession();
+    auto fastBlock = kiln::jit::optimize(block, opt);
+    fastBlock.forward({rnd({2, 64, 15, 15}, dt)});
+    EXPECT_NE(fastBlock.explain().find("conv layout: channels-last (2 convs)"), std::string::npos)
+        << fastBlock.explain();
+    torch::jit::Module single("Single");
+    single.register_parameter("w", rnd({8, 4, 3, 3}, dt), false);
+    single.define(
+        "def forward(self, x):\n    return torch.relu(torch.conv2d(x, self.w, None, 1, 1))\n");
+    auto fastSingle = kiln::jit::optimize(single, opt);
+    const torch::Tensor x = rnd({2, 4, 9, 9}, dt);
+    expectClose(fastSingle.forward({x}).toTensor(), single.forward({x}).toTensor(),
+                tolerance(dt, 36) * 4, fmt::format("single conv {}", name(dt)));
+    EXPECT_NE(fastSingle.explain().find("conv layout: NCHW (1 conv, fewer than the 2"),
+              std::string::npos)
+        << fastSingle.explain();
+  }
 }
 
 TEST(GpuModels, CnnBlock) {

@@ -36,6 +36,7 @@ TEST(Options, DefaultsSurviveEmptyEnvironment) {
   Options o = applyEnvironment(base, fakeEnv({}));
   EXPECT_EQ(o.maxPlans, 7);
   EXPECT_EQ(o.tune, TuneMode::kBackground);
+  EXPECT_EQ(o.convLayout, ConvLayout::kAuto);
   EXPECT_TRUE(o.diskCache);
   EXPECT_EQ(o.logLevel, LogLevel::kWarn);
 }
@@ -52,7 +53,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_TUNE", "eager"},
                                                    {"KILN_TUNE_THRESHOLD", "42"},
                                                    {"KILN_TUNE_MAX_VARIANTS", "7"},
-                                                   {"KILN_TUNE_SECONDS", "9"}}));
+                                                   {"KILN_TUNE_SECONDS", "9"},
+                                                   {"KILN_CONV_LAYOUT", "Channels_Last"}}));
   EXPECT_EQ(o.logLevel, LogLevel::kDebug);
   EXPECT_TRUE(o.disable);
   EXPECT_EQ(o.cacheDir, "/tmp/kc");
@@ -65,11 +67,16 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_EQ(o.tuneThreshold, 42);
   EXPECT_EQ(o.tuneMaxVariants, 7);
   EXPECT_EQ(o.tuneSeconds, 9);
+  EXPECT_EQ(o.convLayout, ConvLayout::kChannelsLast);
 }
 
 TEST(Options, MalformedValuesNameTheVariable) {
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_TUNE", "fast"}})); }),
             "KILN_TUNE: expected off, background or eager, got 'fast'");
+  EXPECT_EQ(errorOf([] {
+              applyEnvironment({}, fakeEnv({{"KILN_CONV_LAYOUT", "nhwc"}}));
+            }),
+            "KILN_CONV_LAYOUT: expected auto, channels_last or contiguous, got 'nhwc'");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_MAX_PLANS", "0"}})); }),
             "KILN_MAX_PLANS: expected a value in [1, 1048576], got 0");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_MAX_PLANS", "12x"}})); }),

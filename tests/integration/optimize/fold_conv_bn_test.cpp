@@ -279,6 +279,51 @@ TEST(FoldConvBn, CnnBlockPlanIsTwoFusedConvs) {
   EXPECT_EQ(convs[1]->input(3), program->graph().inputs().at(0));
 }
 
+// Note [Channels-last convolutions] off the GPU: the layout choice says why it keeps NCHW, the
+// input a conv reads (conv1's input, conv2's residual) is listed once for the entry conversion, and
+// folded weights can be stored channels-last and stay so when a refresh rewrites them.
+TEST(FoldConvBn, ConvLayoutChoiceAndChannelsLastFoldedWeights) {
+  torch::NoGradGuard ng;
+  auto m = cnnBlock();
+  auto program = kiln::jit::Program::build(captureCnnBlock(m, torch::kFloat), compileOnlySession());
+  EXPECT_FALSE(program->convLayout().channelsLast);
+  EXPECT_EQ(program->convLayout().reason, "NCHW (2 convs, weights not on CUDA)");
+  EXPECT_EQ(kiln::jit::convEntryInputs(program->graph()),
+            std::vector<int>{program->graph().inputs().at(0)->id()});
+  for (kiln::ConvLayout forced : {kiln::ConvLayout::kChannelsLast, kiln::ConvLayout::kContiguous}) {
+    kiln::Options o = kiln::testing::compileOnlyOptions();
+    o.convLayout = forced;
+    kiln::Session session(o, kiln::testing::noEnvironment());
+    auto p = kiln::jit::Program::build(captureCnnBlock(m, torch::kFloat), session);
+    EXPECT_FALSE(p->convLayout().channelsLast) << "channels-last is for CUDA only";
+    EXPECT_EQ(p->convLayout().reason, forced == kiln::ConvLayout::kContiguous
+                                          ? "NCHW (KILN_CONV_LAYOUT=contiguous)"
+                                          : "NCHW (2 convs, weights not on CUDA)");
+  }
+  // A program without convs says nothing about layouts.
+  torch::jit::Module plain("P");
+  plain.define("def forward(self, x):\n    return torch.relu(x) + 1.0\n");
+  kiln::jit::CaptureOptions co;
+  auto relu = kiln::jit::Program::build(kiln::jit::capture(plain, {torch::randn({4, 4})}, co),
+                                        compileOnlySession());
+  EXPECT_EQ(relu->convLayout().reason, "");
+
+  kiln::jit::CapturedGraph c = captureCnnBlock(m, torch::kFloat);
+  auto folds = kiln::jit::foldConvBatchNorm(c, at::MemoryFormat::ChannelsLast);
+  ASSERT_NE(folds, nullptr);
+  for (const auto& f : folds->folds()) {
+    EXPECT_TRUE(f.weight.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_FALSE(f.weight.is_contiguous());
+  }
+  const at::Tensor before = folds->folds()[0].weight.clone();
+  namedTensor(m, "conv1.weight").mul_(2);
+  EXPECT_EQ(folds->refresh(), 1);
+  const at::Tensor& after = folds->folds()[0].weight;
+  EXPECT_TRUE(after.is_contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(at::allclose(after, before * 2, 1e-5, 1e-6));
+  namedTensor(m, "conv1.weight").div_(2);
+}
+
 TEST(FoldConvBn, CnnBlockMatchesEager) {
   torch::NoGradGuard ng;
   auto m = cnnBlock();
