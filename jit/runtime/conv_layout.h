@@ -25,9 +25,9 @@
 //   - convs produce channels-last outputs, which the next conv reads as they are;
 //   - kiln kernels read channels-last values through their strides (correct, but not vectorized)
 //     and write contiguous outputs; eager ops take any layout;
-//   - a 4-d output that came out channels-last is made contiguous again when the inputs that
-//     were converted were contiguous (transpose kernel again), so callers get the strides eager
-//     would have given them (a .view() on the result must keep working).
+//   - a 4-d output that came out channels-last is made contiguous again unless the converted
+//     inputs already were channels-last (transpose kernel again), so callers get the strides
+//     eager would have given them (a .view() on the result must keep working).
 // Values never change: the layout is a stride choice, and the GPU tests compare both layouts
 // against eager.
 #include <string>

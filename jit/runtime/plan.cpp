@@ -483,7 +483,10 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   for (int id : p.convEntryInputs_) {
     at::Tensor& t = values[static_cast<size_t>(id)];
     if (!t.is_cuda() || t.dim() != 4) continue;
-    restoreContiguous = restoreContiguous || t.is_contiguous();
+    // Eager's conv output follows its input's suggested layout: NCHW unless that was already
+    // channels-last (a sliced NCHW input too).
+    restoreContiguous =
+        restoreContiguous || t.suggest_memory_format() != at::MemoryFormat::ChannelsLast;
     t = p.layout_ ? p.layout_->convert(t, at::MemoryFormat::ChannelsLast)
                   : t.contiguous(at::MemoryFormat::ChannelsLast);
   }
