@@ -428,10 +428,12 @@ TEST(GpuModels, ChannelsLastConvs) {
       checkCnnBlock(fast, m, m64, dt, batch, "channels-last input", true, cl);
     }
     // A sliced NCHW input (dense in neither layout): eager's output is NCHW, and so is kiln's.
-    const torch::Tensor sliced = rnd({3, 64, 15, 20}, dt).index({Slice(), Slice(), Slice(), Slice(0, 15)});
+    const torch::Tensor sliced =
+        rnd({3, 64, 15, 20}, dt).index({Slice(), Slice(), Slice(), Slice(0, 15)});
     const torch::Tensor fromSliced = fast.forward({sliced}).toTensor();
     EXPECT_EQ(fromSliced.strides(), m.forward({sliced}).toTensor().strides()) << name(dt);
-    expectClose(fromSliced, m.forward({sliced}).toTensor(), 0.05 * fromSliced.abs().max().item<double>(),
+    expectClose(fromSliced, m.forward({sliced}).toTensor(),
+                0.05 * fromSliced.abs().max().item<double>(),
                 fmt::format("sliced input {}", name(dt)));
     EXPECT_NE(fast.explain().find("conv layout: channels-last (6 convs)"), std::string::npos)
         << fast.explain();
