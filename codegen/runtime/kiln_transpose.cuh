@@ -8,22 +8,34 @@
 // banks. NCHW -> NHWC is (B, R, K) = (N, C, H*W); NHWC -> NCHW is (N, H*W, C). Indices are 64-bit:
 // a conversion is memory-bound, and any size is served. The grid is any size (a grid-stride loop
 // over tiles).
+// The [B, R, K] problem cut into size x size tiles.
+struct KilnTiles {
+  long long rows, cols, tilesR, tilesK, count;
+  int size;
+  __device__ KilnTiles(const KilnArgs& args, int tileSize)
+      : rows(args.sizes[1]), cols(args.sizes[2]), tilesR((rows + tileSize - 1) / tileSize),
+        tilesK((cols + tileSize - 1) / tileSize), count(args.sizes[0] * tilesR * tilesK),
+        size(tileSize) {}
+  // Tile t's batch, first row and first column.
+  __device__ void origin(long long t, long long& b, long long& r0, long long& k0) const {
+    b = t / (tilesR * tilesK);
+    const long long rest = t - b * tilesR * tilesK;
+    r0 = (rest / tilesK) * size;
+    k0 = (rest % tilesK) * size;
+  }
+};
+
 template <typename T>
 __device__ __forceinline__ void kiln_transpose_single(const KilnArgs& args, T (*tile)[33]) {
   const T* __restrict__ in = (const T*)args.ptr[0];
   T* __restrict__ out = (T*)args.ptr[1];
-  const long long rows = args.sizes[1];
-  const long long cols = args.sizes[2];
-  const long long tilesR = (rows + 31) / 32;
-  const long long tilesK = (cols + 31) / 32;
-  const long long tiles = args.sizes[0] * tilesR * tilesK;
+  const KilnTiles g(args, 32);
+  const long long rows = g.rows, cols = g.cols;
   const int tx = (int)threadIdx.x & 31;
   const int ty = (int)threadIdx.x >> 5;
-  for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
-    const long long b = t / (tilesR * tilesK);
-    const long long rest = t - b * tilesR * tilesK;
-    const long long r0 = (rest / tilesK) * 32;
-    const long long k0 = (rest % tilesK) * 32;
+  for (long long t = blockIdx.x; t < g.count; t += gridDim.x) {
+    long long b, r0, k0;
+    g.origin(t, b, r0, k0);
     const T* src = in + b * rows * cols;
     T* dst = out + b * rows * cols;
 #pragma unroll
@@ -48,18 +60,13 @@ template <typename T>
 __device__ __forceinline__ void kiln_transpose_pairs(const KilnArgs& args, T (*tile)[66]) {
   const unsigned* __restrict__ in = (const unsigned*)args.ptr[0];
   unsigned* __restrict__ out = (unsigned*)args.ptr[1];
-  const long long rows = args.sizes[1];
-  const long long cols = args.sizes[2];
-  const long long tilesR = (rows + 63) / 64;
-  const long long tilesK = (cols + 63) / 64;
-  const long long tiles = args.sizes[0] * tilesR * tilesK;
+  const KilnTiles g(args, 64);
+  const long long rows = g.rows, cols = g.cols;
   const int tx = (int)threadIdx.x & 31;
   const int ty = (int)threadIdx.x >> 5;
-  for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
-    const long long b = t / (tilesR * tilesK);
-    const long long rest = t - b * tilesR * tilesK;
-    const long long r0 = (rest / tilesK) * 64;
-    const long long k0 = (rest % tilesK) * 64;
+  for (long long t = blockIdx.x; t < g.count; t += gridDim.x) {
+    long long b, r0, k0;
+    g.origin(t, b, r0, k0);
     // In pairs: a row of `in` holds cols / 2 pairs, a row of `out` rows / 2.
     const unsigned* src = in + b * rows * (cols / 2);
     unsigned* dst = out + b * cols * (rows / 2);
