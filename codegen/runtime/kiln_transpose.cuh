@@ -96,9 +96,9 @@ __device__ __forceinline__ void kiln_transpose_pairs(const KilnArgs& args, T (*t
 
 template <typename T>
 __device__ __forceinline__ void kiln_batched_transpose(const KilnArgs& args) {
-  constexpr int kPairs = 64 * 66 * 2;
-  constexpr int kSingle = 32 * 33 * (int)sizeof(T);
-  __shared__ __align__(16) unsigned char smem[kPairs > kSingle ? kPairs : kSingle];
+  // 16-bit types may take either path (the pairs' tile is the larger); others only the single one.
+  constexpr int kBytes = sizeof(T) == 2 ? 64 * 66 * 2 : 32 * 33 * (int)sizeof(T);
+  __shared__ __align__(16) unsigned char smem[kBytes];
   if constexpr (sizeof(T) == 2) {
     if (args.sizes[1] % 2 == 0 && args.sizes[2] % 2 == 0) {
       kiln_transpose_pairs<T>(args, (T(*)[66])smem);
