@@ -25,7 +25,7 @@ namespace kiln::cuda {
   X(cuFuncGetAttribute) X(cuLaunchKernel) X(cuStreamCreate) X(cuStreamDestroy)                 \
   X(cuStreamSynchronize) X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord)                   \
   X(cuEventSynchronize) X(cuEventElapsedTime) X(cuGetErrorName) X(cuGetErrorString)            \
-  X(cuMemGetInfo) X(cuOccupancyMaxActiveBlocksPerMultiprocessor)
+  X(cuMemGetInfo) X(cuOccupancyMaxActiveBlocksPerMultiprocessor) X(cuTensorMapEncodeTiled)
 
 struct DriverApi {
 #define KILN_CUDA_DECLARE_MEMBER(fn) decltype(&::fn) fn = nullptr;

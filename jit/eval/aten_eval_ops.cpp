@@ -72,11 +72,14 @@ std::optional<at::Tensor> optionalInput(const std::vector<at::Tensor>& in, size_
 // GEMM's result first and rounds again after the activation: relu gives the same bits either
 // way (rounding is monotonic and keeps the sign), tanh-gelu differs by at most one rounding. On
 // the CPU it is exactly eager's two ops. cuBLASLt's GELU epilogue is the tanh form, so erf gelu
-// (nn.GELU's default) is never fused this way: it stays in a kiln kernel after the GEMM.
+// (nn.GELU's default) is fused only where kiln's own GEMM runs it (Note [Kiln GEMM] in
+// codegen/emit_gemm.h; the plan calls it); here, where that GEMM cannot serve a call, it is
+// eager's two ops.
 at::Tensor linearWithActivation(const std::vector<at::Tensor>& in, const std::string& activation) {
   const at::Tensor& x = in.at(0);
   const at::Tensor& w = in.at(1);
   const at::Tensor& b = in.at(2);
+  if (activation == "gelu") return at::gelu(at::linear(x, w, b));
   const bool gelu = activation == "gelu_tanh";
   if (x.is_cuda() && x.numel() > 0 && w.dim() == 2 && b.dim() == 1) {
     std::vector<int64_t> sizes = x.sizes().vec();

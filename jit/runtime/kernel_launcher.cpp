@@ -67,15 +67,29 @@ int LoadedKernel::multiprocessors(int device) { return load(device).multiprocess
 
 void LoadedKernel::launch(int device, const codegen::LaunchDims& dims, codegen::KilnArgs& args,
                           CUstream stream) {
-  if (dims.gridX == 0) return;
-  KILN_CHECK(dims.gridX <= 0x7fffffff && dims.blockX > 0, "bad launch dims {}x{} for {}",
-             dims.gridX, dims.blockX, name_);
+  launch(device, dims.gridX, dims.blockX, 0, &args, stream);
+}
+
+void LoadedKernel::launch(int device, int64_t gridX, int blockX, int sharedBytes, void* param,
+                          CUstream stream) {
+  if (gridX == 0) return;
+  KILN_CHECK(gridX <= 0x7fffffff && blockX > 0, "bad launch dims {}x{} for {}", gridX, blockX,
+             name_);
   PerDevice& d = load(device);
   ensureContext(api_, device);
-  void* params[] = {&args};
-  KILN_CU_CHECK(api_, cuLaunchKernel(d.function, static_cast<unsigned>(dims.gridX), 1, 1,
-                                     static_cast<unsigned>(dims.blockX), 1, 1, 0, stream, params,
-                                     nullptr));
+  if (sharedBytes > d.sharedLimit) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (sharedBytes > d.sharedLimit) {
+      KILN_CU_CHECK(api_, cuFuncSetAttribute(d.function,
+                                             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                             sharedBytes));
+      d.sharedLimit.store(sharedBytes);
+    }
+  }
+  void* params[] = {param};
+  KILN_CU_CHECK(api_, cuLaunchKernel(d.function, static_cast<unsigned>(gridX), 1, 1,
+                                     static_cast<unsigned>(blockX), 1, 1,
+                                     static_cast<unsigned>(sharedBytes), stream, params, nullptr));
 }
 
 }  // namespace kiln::jit

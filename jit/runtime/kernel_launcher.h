@@ -6,6 +6,7 @@
 // a CUDA runtime call, so it may have no current context; ensureContext() retains the device's
 // primary context once and makes it current when it is not, which is one cheap cuCtxGetCurrent on
 // the hot path.
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -35,12 +36,17 @@ class LoadedKernel {
   // Launches with args on `stream`. dims.gridX == 0 launches nothing.
   void launch(int device, const codegen::LaunchDims& dims, codegen::KilnArgs& args,
               CUstream stream);
+  // Launches a kernel whose one parameter `param` points at, with `sharedBytes` of dynamic shared
+  // memory (the function's limit is raised past the 48 KiB default on first use). gridX == 0
+  // launches nothing.
+  void launch(int device, int64_t gridX, int blockX, int sharedBytes, void* param, CUstream stream);
 
  private:
   struct PerDevice {
     CUmodule module = nullptr;
     CUfunction function = nullptr;
     int multiprocessors = 0;
+    std::atomic<int> sharedLimit{48 * 1024};  // dynamic shared memory the function may use
   };
   PerDevice& load(int device);
 

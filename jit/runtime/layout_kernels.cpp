@@ -35,17 +35,9 @@ LayoutConverter::LayoutConverter(const Session& session, at::ScalarType dtype) :
       return;
   }
   codegen::KernelSource src = codegen::emitTranspose(irType);
-  const cache::CacheKey key = cache::CacheKey::kernel(
-      src.source, kernelKeyOptions(*arch), *arch, nvrtcVersionString(), codegen::kCodegenVersion);
   try {
-    std::string binary = session.kernelCache().getOrCreate(key, [&] {
-      session.notifyCompile(CompileEvent{src.name, *arch, "layout", /*background=*/false});
-      struct AfterCompile {  // also when NVRTC throws
-        ~AfterCompile() { Session::afterCompile(); }
-      } after;
-      CompiledKernel compiled = compileToCubin(src.source, src.name, *arch);
-      return std::string(compiled.cubin.begin(), compiled.cubin.end());
-    });
+    std::string binary = cubinThroughCache(session, kernelKey(src.source, *arch), src.source,
+                                           src.name, *arch, "layout", /*background=*/false);
     kernel_ = std::make_shared<LoadedKernel>(*api, src.name, std::move(binary));
   } catch (const CompileError& e) {
     logOnce(LogLevel::kWarn, "compile." + src.name,

@@ -128,7 +128,9 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       foldConvBatchNorm(p.captured_, p.convLayout_.channelsLast ? at::MemoryFormat::ChannelsLast
                                                                 : at::MemoryFormat::Contiguous);
   ir::Graph& graph = *p.captured_.graph;
-  passes::runDefaultPasses(graph);
+  passes::PassOptions passOptions;
+  passOptions.geluGemmEpilogue = kilnGemmTarget(session);
+  passes::runDefaultPasses(graph, passOptions);
   if (p.convLayout_.channelsLast) {
     p.convEntryInputs_ = convEntryInputs(graph);
     for (const auto& n : graph.nodes())
@@ -180,6 +182,19 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
     } else {
       for (const ir::Value* v : step.node->inputs()) rt.inputIds.push_back(v->id());
       for (const ir::Value* v : step.node->outputs()) rt.outputIds.push_back(v->id());
+      const ir::Node& node = *step.node;
+      if (node.kind() == ir::OpKind::kLinear && node.attrs().has("activation") &&
+          node.attrs().getString("activation") == "gelu") {
+        codegen::GemmSpec spec;
+        spec.dtype = node.output()->dtype();
+        spec.activation = codegen::GemmActivation::kGeluErf;
+        spec.hasBias = node.inputs().size() == 3;
+        for (const StepRuntime& other : p.runtime_)  // one kernel per spec
+          if (other.gemm != nullptr && other.gemm->spec().dtype == spec.dtype &&
+              other.gemm->spec().hasBias == spec.hasBias)
+            rt.gemm = other.gemm;
+        if (rt.gemm == nullptr) rt.gemm = std::make_shared<const KilnGemm>(session, spec);
+      }
     }
     for (int id : rt.inputIds) lastUse[static_cast<size_t>(id)] = static_cast<int>(s);
   }
@@ -211,6 +226,26 @@ std::vector<std::string> kernelKeyOptions(const std::string& arch) {
   return out;
 }
 
+cache::CacheKey kernelKey(const std::string& source, const std::string& arch) {
+  return cache::CacheKey::kernel(source, kernelKeyOptions(arch), arch, nvrtcVersionString(),
+                                 codegen::kCodegenVersion);
+}
+
+std::string cubinThroughCache(const Session& session, const cache::CacheKey& key,
+                              const std::string& source, const std::string& name,
+                              const std::string& arch, const std::string& bucket, bool background,
+                              bool* compiled) {
+  return session.kernelCache().getOrCreate(key, [&] {
+    if (compiled != nullptr) *compiled = true;
+    session.notifyCompile(CompileEvent{name, arch, bucket, background});
+    struct AfterCompile {  // also when NVRTC throws
+      ~AfterCompile() { Session::afterCompile(); }
+    } after;
+    CompiledKernel kernel = compileToCubin(source, name, arch);
+    return std::string(kernel.cubin.begin(), kernel.cubin.end());
+  });
+}
+
 cache::KernelCache* tuningRecords(const Session& session) {
   return session.options().tune == TuneMode::kOff ? nullptr : &session.kernelCache();
 }
@@ -231,8 +266,7 @@ KernelStep emitVariant(const Program& program, size_t k, const codegen::Schedule
     }
     // Note [Cache key contents] (cache/cache_key.h): source, options, arch, NVRTC version and
     // codegen version name the binary; a hit skips NVRTC entirely.
-    ks.key = cache::CacheKey::kernel(src.source, kernelKeyOptions(arch), arch, nvrtcVersionString(),
-                                     codegen::kCodegenVersion);
+    ks.key = kernelKey(src.source, arch);
     ks.source = std::move(src.source);
     ks.state = KernelState::kPending;
   } catch (const Unsupported& e) {
@@ -302,7 +336,6 @@ CompileReport compileKernels(KernelSet& set, const std::string& arch, const Sess
   CompileReport report;
   if (arch.empty() || !set.pending()) return report;
   auto t0 = Clock::now();
-  cache::KernelCache& cache = session.kernelCache();
   std::vector<size_t> todo;
   for (size_t k = 0; k < set.kernels.size(); ++k)
     if (set.kernels[k].state == KernelState::kPending) todo.push_back(k);
@@ -314,15 +347,10 @@ CompileReport compileKernels(KernelSet& set, const std::string& arch, const Sess
       return;
     auto c0 = Clock::now();
     try {
-      binaries[k] = cache.getOrCreate(ks.key, [&] {
-        produced[k] = 1;
-        session.notifyCompile(CompileEvent{ks.name, arch, set.bucket, background});
-        struct AfterCompile {  // also when NVRTC throws
-          ~AfterCompile() { Session::afterCompile(); }
-        } after;
-        CompiledKernel compiled = compileToCubin(ks.source, ks.name, arch);
-        return std::string(compiled.cubin.begin(), compiled.cubin.end());
-      });
+      bool compiled = false;
+      binaries[k] = cubinThroughCache(session, ks.key, ks.source, ks.name, arch, set.bucket,
+                                      background, &compiled);
+      produced[k] = compiled ? 1 : 0;
       done[k] = 1;
     } catch (const CompileError& e) {
       ks.state = KernelState::kFailed;
@@ -504,7 +532,15 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
       std::vector<at::Tensor> in;
       in.reserve(rt.inputIds.size());
       for (int id : rt.inputIds) in.push_back(values[static_cast<size_t>(id)]);
-      std::vector<at::Tensor> out = evalNode(*step.node, in, symbols, p.eager_);
+      std::vector<at::Tensor> out;
+      if (rt.gemm != nullptr) {
+        if (std::optional<at::Tensor> y =
+                rt.gemm->run(in[0], in[1], in.size() > 2 ? &in[2] : nullptr)) {
+          out.push_back(std::move(*y));
+          stats_.kernelLaunches.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      if (out.empty()) out = evalNode(*step.node, in, symbols, p.eager_);
       for (size_t i = 0; i < out.size(); ++i)
         values[static_cast<size_t>(rt.outputIds[i])] = std::move(out[i]);
     }
@@ -539,8 +575,11 @@ std::string Plan::stepLabel(size_t s) const {
         if (k.kernel != nullptr) return "kernel " + k.name;
         return fmt::format("eager group #{}", step.group.id);
       }
-      case partition::StepKind::kLibrary:
+      case partition::StepKind::kLibrary: {
+        const std::shared_ptr<const KilnGemm>& gemm = program_->runtime_[s].gemm;
+        if (gemm != nullptr && gemm->hasKernel()) return "kernel " + gemm->name();
         return fmt::format("library {}", ir::toString(step.node->kind()));
+      }
       case partition::StepKind::kView:
         return fmt::format("view {}", ir::toString(step.node->kind()));
       case partition::StepKind::kEager:
@@ -577,6 +616,12 @@ std::string Plan::explain() const {
       out += fmt::format("  {} [{}{}] runs eagerly: {}\n", k.name, codegen::toString(k.schedule),
                          k.tuned ? ", tuned" : "", k.fallbackReason);
   }
+  for (size_t s = 0; s < program_->runtime_.size(); ++s)
+    if (const KilnGemm* gemm = program_->runtime_[s].gemm.get())
+      out += gemm->hasKernel()
+                 ? fmt::format("step {}: kiln GEMM {} (bias + {} in its epilogue)\n", s,
+                               gemm->name(), codegen::toString(gemm->spec().activation))
+                 : fmt::format("step {}: linear + gelu through ATen: {}\n", s, gemm->reason());
   if (!program_->convLayout().reason.empty())
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
   out += fmt::format("capture: {}\n", captured().report());

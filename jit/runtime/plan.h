@@ -33,6 +33,7 @@
 #include "jit/capture/capture.h"
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/conv_layout.h"
+#include "jit/runtime/gemm_kernels.h"
 #include "jit/runtime/layout_kernels.h"
 #include "src/partition/partition.h"
 
@@ -159,6 +160,7 @@ class Program {
     std::vector<int> outputIds;  // value ids written (kFusion: group outputs)
     std::vector<int> release;    // value ids whose last use is this step
     int kernel = -1;             // index into KernelSet::kernels (kFusion)
+    std::shared_ptr<const KilnGemm> gemm;  // a linear's kiln GEMM (kLibrary), or null
   };
   Program() = default;
 
@@ -178,6 +180,18 @@ class Program {
 
 // NVRTC options as they enter kernel cache keys (without machine-specific include paths).
 std::vector<std::string> kernelKeyOptions(const std::string& arch);
+
+// The cache key of a kernel's text for `arch` (Note [Cache key contents] in cache/cache_key.h).
+cache::CacheKey kernelKey(const std::string& source, const std::string& arch);
+
+// The cubin under `key` from the session's kernel cache (memory, then disk), else compiled by
+// NVRTC, announced through the session's compile hook (`bucket`, `background`: what it reports),
+// and stored. Throws CompileError when NVRTC rejects the source. `compiled`, when given, is set
+// when NVRTC ran.
+std::string cubinThroughCache(const Session& session, const cache::CacheKey& key,
+                              const std::string& source, const std::string& name,
+                              const std::string& arch, const std::string& bucket, bool background,
+                              bool* compiled = nullptr);
 
 // Codegen (cheap, deterministic, no NVRTC) of every fusion group of `program` for `bucket`.
 // Kernels are kPending, or kNoKernel with the codegen reason. `arch` empty: all kNoKernel.

@@ -45,7 +45,8 @@ enum class OpKind : uint16_t {
   // Library ops (ATen: cuBLAS, cuDNN, SDPA).
   kMatMul,   // (a, b) torch.matmul semantics
   kLinear,   // (x, w, [b]); y = x w^T + b; attr activation (string, optional, needs b): "relu"
-             // or "gelu_tanh" applied in the GEMM's epilogue (Note [Library epilogues])
+             // or "gelu_tanh" applied in the GEMM's epilogue (Note [Library epilogues]); "gelu"
+             // (erf) in kiln's GEMM (Note [Kiln GEMM])
   kAddmm,    // (bias, a, b); attrs beta, alpha
   kBmm,      // (a, b)
   kBaddbmm,  // (bias, a, b); attrs beta, alpha

@@ -87,8 +87,8 @@ class Verifier {
     if (n.kind() == OpKind::kLinear) {
       if (const AttrValue* act = n.attrs().find("activation")) {
         const auto* name = std::get_if<std::string>(act);
-        if (name == nullptr || (*name != "relu" && *name != "gelu_tanh"))
-          bad(n, "attribute 'activation' must be \"relu\" or \"gelu_tanh\"");
+        if (name == nullptr || (*name != "relu" && *name != "gelu_tanh" && *name != "gelu"))
+          bad(n, "attribute 'activation' must be \"relu\", \"gelu_tanh\" or \"gelu\"");
         if (n.inputs().size() != 3) bad(n, "an activation needs the bias operand");
       }
     }

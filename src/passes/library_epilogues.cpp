@@ -17,13 +17,30 @@ bool onlyFeedsNext(const ir::Graph& graph, const Value* v) {
   return v->uses().size() == 1 && !graph.isGraphOutput(v);
 }
 
+// What kiln's GEMM takes (Note [Kiln GEMM]): 16-bit operands, K static and a multiple of 8.
+bool kilnGemmCan(const Node* linear) {
+  const ir::DType dtype = linear->output()->dtype();
+  const Shape& w = linear->input(1)->shape();
+  return (dtype == ir::DType::kFloat16 || dtype == ir::DType::kBFloat16) && w.size() == 2 &&
+         w[1].isConstant() && w[1].constant() % 8 == 0;
+}
+
+std::string activationName(OpKind kind) {
+  switch (kind) {
+    case OpKind::kRelu: return "relu";
+    case OpKind::kGeluTanh: return "gelu_tanh";
+    default: return "gelu";
+  }
+}
+
 bool fuseLinear(ir::Graph& graph, Node* act) {
   Node* linear = act->input(0)->producer();
   if (linear == nullptr || linear->kind() != OpKind::kLinear || linear->inputs().size() != 3 ||
       linear->attrs().has("activation") || !onlyFeedsNext(graph, linear->output()))
     return false;
+  if (act->kind() == OpKind::kGelu && !kilnGemmCan(linear)) return false;
   ir::Attrs attrs = linear->attrs();
-  attrs.set("activation", std::string(act->kind() == OpKind::kRelu ? "relu" : "gelu_tanh"));
+  attrs.set("activation", activationName(act->kind()));
   Node* fused = graph.insertBefore(act, OpKind::kLinear, linear->inputs(), attrs);
   graph.replaceAllUsesWith(act->output(), fused->output());
   return true;
@@ -100,11 +117,13 @@ bool fuseConv(ir::Graph& graph, Node* relu) {
 
 }  // namespace
 
-bool fuseLibraryEpilogues(ir::Graph& graph) {
+bool fuseLibraryEpilogues(ir::Graph& graph, bool geluEpilogue) {
   bool changed = false;
   std::vector<Node*> candidates;
   for (const auto& n : graph.nodes())
-    if (n->kind() == OpKind::kRelu || n->kind() == OpKind::kGeluTanh) candidates.push_back(n.get());
+    if (n->kind() == OpKind::kRelu || n->kind() == OpKind::kGeluTanh ||
+        (geluEpilogue && n->kind() == OpKind::kGelu))
+      candidates.push_back(n.get());
   for (Node* act : candidates) {
     if (fuseLinear(graph, act)) {
       changed = true;

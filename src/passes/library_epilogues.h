@@ -7,13 +7,16 @@
 // c is a per-output-channel term ([C, 1, 1] or [1, C, 1, 1]: the shift a folded batchnorm leaves,
 // Note [Folding batchnorm into convolutions]) that becomes the conv's bias b' (only when the conv
 // has none), z a tensor of the conv output's shape (a residual). Only when every intermediate is
-// read by the next op alone. Erf gelu is left alone: cuBLASLt has no epilogue for it, and the
-// partitioner fuses it into the kiln kernel that follows the GEMM instead.
+// read by the next op alone. Erf gelu has no cuBLASLt epilogue: it moves into the linear
+//   gelu(linear(x, w, b))  -> linear(x, w, b) {activation = gelu}   kiln's GEMM
+// only when `geluEpilogue` says the target runs kiln's own GEMM (Note [Kiln GEMM] in
+// codegen/emit_gemm.h), for f16/bf16 with a static K that is a multiple of 8 (TMA's 16-byte row
+// strides). Otherwise the partitioner fuses it into the kiln kernel that follows the GEMM.
 #include "src/ir/graph.h"
 
 namespace kiln::passes {
 
 // Returns true if the graph changed. Replaced nodes are left for eliminateDeadCode.
-bool fuseLibraryEpilogues(ir::Graph& graph);
+bool fuseLibraryEpilogues(ir::Graph& graph, bool geluEpilogue = false);
 
 }  // namespace kiln::passes

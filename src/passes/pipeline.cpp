@@ -13,7 +13,7 @@
 
 namespace kiln::passes {
 
-int runDefaultPasses(ir::Graph& graph) {
+int runDefaultPasses(ir::Graph& graph, const PassOptions& options) {
   int rounds = 0;
   while (rounds < kMaxPipelineRounds) {
     bool changed = false;
@@ -22,7 +22,7 @@ int runDefaultPasses(ir::Graph& graph) {
     changed = normalizeBroadcasts(graph) || changed;
     changed = fuseAttention(graph) || changed;
     changed = rewriteLayoutViews(graph) || changed;
-    changed = fuseLibraryEpilogues(graph) || changed;
+    changed = fuseLibraryEpilogues(graph, options.geluGemmEpilogue) || changed;
     changed = eliminateCommonSubexpressions(graph) || changed;
     changed = eliminateDeadCode(graph) || changed;
     if (!changed) break;

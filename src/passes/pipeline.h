@@ -9,7 +9,12 @@ namespace kiln::passes {
 // each pass only shrinks or normalizes the graph, so this converges in a few rounds in practice),
 // then verifies the result (an InternalError there is a pass bug).
 // Returns the number of rounds that changed something.
-int runDefaultPasses(ir::Graph& graph);
+struct PassOptions {
+  // Erf gelu after a 16-bit linear moves into the linear (fuseLibraryEpilogues): the target runs
+  // kiln's own GEMM (Note [Kiln GEMM] in codegen/emit_gemm.h).
+  bool geluGemmEpilogue = false;
+};
+int runDefaultPasses(ir::Graph& graph, const PassOptions& options = {});
 
 constexpr int kMaxPipelineRounds = 16;
 

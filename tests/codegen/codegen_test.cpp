@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "codegen/emit_cuda.h"
+#include "codegen/emit_gemm.h"
 #include "codegen/kernel_abi.h"
 #include "codegen/schedule.h"
 #include "jit/nvrtc.h"
@@ -499,6 +500,45 @@ TEST(EmitCuda, TransposeKernels) {
   }
   EXPECT_EQ(names.size(), 3u);
   EXPECT_THROW(emitTranspose(DType::kInt64), Unsupported);
+}
+
+// Note [Kiln GEMM]: the wgmma kernel compiles for sm_90a in both 16-bit dtypes, with and without
+// a bias, named by content and deterministic, without register spills (its accumulators stay in
+// registers); no kernel for f32.
+TEST(EmitCuda, GemmKernels) {
+  std::set<std::string> names;
+  for (DType dt : {DType::kFloat16, DType::kBFloat16}) {
+    for (bool bias : {true, false}) {
+      GemmSpec spec;
+      spec.dtype = dt;
+      spec.activation = GemmActivation::kGeluErf;
+      spec.hasBias = bias;
+      KernelSource ks = emitGemm(spec);
+      EXPECT_EQ(ks.source, emitGemm(spec).source);
+      EXPECT_TRUE(contains(ks.name, "kiln_gemm_" + std::string(ir::toString(dt)) + "_gelu"))
+          << ks.name;
+      EXPECT_TRUE(contains(ks.source, "erff(")) << ks.source;
+      names.insert(ks.name);
+      try {
+        jit::CompileOptions options;
+        options.extra = {"--ptxas-options=-v"};
+        jit::CompiledKernel ck =
+            jit::compileToCubin(ks.source, ks.name, std::string(kGemmArch), options);
+        EXPECT_FALSE(ck.cubin.empty());
+        EXPECT_TRUE(contains(ck.log, "0 bytes spill stores")) << ck.log;
+      } catch (const CompileError& e) {
+        ADD_FAILURE() << "NVRTC failed:\n" << e.log() << "\n" << e.source();
+      }
+    }
+  }
+  GemmSpec plain;
+  plain.activation = GemmActivation::kNone;
+  EXPECT_FALSE(contains(emitGemm(plain).source, "erff(")) << emitGemm(plain).source;
+  names.insert(emitGemm(plain).name);
+  EXPECT_EQ(names.size(), 5u);
+  GemmSpec f32;
+  f32.dtype = DType::kFloat32;
+  EXPECT_THROW(emitGemm(f32), Unsupported);
 }
 
 TEST(EmitCuda, GoldenPointwise) {

@@ -20,6 +20,7 @@
 
 #include <kiln/kiln.h>
 
+#include "jit/runtime/gemm_kernels.h"
 #include "jit/runtime/layout_kernels.h"
 #include "tests/support/temp_dir.h"
 
@@ -38,6 +39,7 @@ kiln::Session& gpuSession() {
     kiln::Options o;
     o.poisonOutputs = true;
     o.diskCache = false;
+    o.kilnGemm = true;  // Note [Kiln GEMM]: tested wherever there is an sm_90 device
     return new kiln::Session(o);
   }();
   return *s;
@@ -325,6 +327,87 @@ TEST(GpuEpilogues, LinearReluAndTanhGeluMatchEager) {
     const std::string explain = fast.explain();
     EXPECT_NE(explain.find("activation = \"relu\""), std::string::npos) << explain;
     EXPECT_NE(explain.find("activation = \"gelu_tanh\""), std::string::npos) << explain;
+  }
+}
+
+// Note [Kiln GEMM]: erf gelu after a 16-bit linear runs in kiln's own sm_90 GEMM, bias and gelu
+// applied to the fp32 accumulators before one rounding (eager rounds twice: within a rounding).
+// Odd row counts, batch 1, partial tiles in N and K, and calls the kernel cannot take (a strided
+// input TMA cannot describe) falling back to ATen with the same answer.
+TEST(GpuGemm, ErfGeluLinearMatchesEager) {
+  REQUIRE_GPU();
+  if (gpuSession().cudaEnvironment().devices.front().major != 9)
+    GTEST_SKIP() << "kiln's GEMM needs an sm_90 device";
+  torch::NoGradGuard ng;
+  for (auto dt : {torch::kHalf, torch::kBFloat16, torch::kFloat}) {
+    for (auto [k, n] : {std::pair<int64_t, int64_t>{64, 256}, {72, 200}, {1024, 4096}, {24, 8}}) {
+      torch::nn::Sequential net(torch::nn::Linear(k, n), torch::nn::GELU(),
+                                torch::nn::Linear(n, 16));
+      net->to(torch::kCUDA, dt);
+      net->eval();
+      kiln::jit::Options opt;
+      opt.session = &gpuSession();
+      opt.dynamicDims = {{"input0", 0, "rows"}};
+      auto fast = kiln::jit::optimize(net, opt);
+      for (int64_t rows : {1, 37, 130, 4096}) {
+        torch::Tensor x = rnd({rows, k}, dt);
+        expectClose(fast.forward({x}).toTensor(), net->forward(x), tolerance(dt, k) * 4,
+                    fmt::format("linear+gelu {} k {} n {} rows {}", name(dt), k, n, rows));
+        // A column slice: its row stride, (k + 4) * 2 bytes, is no multiple of 16, so TMA cannot
+        // describe it and the linear runs through ATen.
+        torch::Tensor wide = rnd({rows, k + 4}, dt);
+        torch::Tensor sliced = wide.index({Slice(), Slice(0, k)});
+        expectClose(fast.forward({sliced}).toTensor(), net->forward(sliced),
+                    tolerance(dt, k) * 4,
+                    fmt::format("linear+gelu sliced {} k {} n {} rows {}", name(dt), k, n, rows));
+      }
+      const std::string explain = fast.explain();
+      if (dt == torch::kFloat) {
+        EXPECT_EQ(explain.find("kiln GEMM"), std::string::npos) << explain;
+      } else {
+        EXPECT_NE(explain.find("kiln GEMM kiln_gemm_"), std::string::npos) << explain;
+        EXPECT_GT(fast.stats().kernelLaunches, 0u) << explain;
+      }
+    }
+  }
+}
+
+// The kernel alone against float64 on awkward operands: M not a multiple of the 128-row tile, N
+// of the 256-column tile, K of the 64-deep step (TMA zero-fills the parts of a box outside the
+// operands). Each case's output is checked in full, so a missed or misplaced element shows up.
+TEST(GpuGemm, KernelAgainstFloat64) {
+  REQUIRE_GPU();
+  if (gpuSession().cudaEnvironment().devices.front().major != 9)
+    GTEST_SKIP() << "kiln's GEMM needs an sm_90 device";
+  torch::NoGradGuard ng;
+  for (auto dt : {torch::kHalf, torch::kBFloat16}) {
+    kiln::codegen::GemmSpec spec;
+    spec.dtype = dt == torch::kHalf ? kiln::ir::DType::kFloat16 : kiln::ir::DType::kBFloat16;
+    spec.activation = kiln::codegen::GemmActivation::kGeluErf;
+    kiln::jit::KilnGemm gemm(gpuSession(), spec);
+    ASSERT_TRUE(gemm.hasKernel()) << gemm.reason();
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 8, 8}, {129, 264, 72},
+                           {1000, 520, 200}, {4096, 4096, 1024}, {3, 1000, 4096}}) {
+      torch::Tensor x = rnd({m, k}, dt), w = rnd({n, k}, dt) / std::sqrt(double(k));
+      torch::Tensor b = rnd({n}, dt);
+      std::optional<torch::Tensor> got = gemm.run(x, w, &b);
+      ASSERT_TRUE(got.has_value()) << m << "x" << n << "x" << k;
+      torch::Tensor want = torch::gelu(torch::linear(x.to(torch::kDouble), w.to(torch::kDouble),
+                                                     b.to(torch::kDouble)));
+      c10::cuda::device_synchronize();
+      // One rounding of the output (fp32 accumulation error is far below it).
+      const double ulp = dt == torch::kHalf ? 1.0 / 1024 : 1.0 / 128;
+      const double err =
+          ((got->to(torch::kDouble) - want).abs() / (want.abs() + 1.0)).max().item<double>();
+      EXPECT_LE(err, ulp) << name(dt) << " " << m << "x" << n << "x" << k;
+    }
+    // Calls it cannot take come back empty (the plan then runs ATen).
+    torch::Tensor x = rnd({4, 20}, dt), w = rnd({8, 20}, dt), b = rnd({8}, dt);
+    EXPECT_FALSE(gemm.run(x, w, &b).has_value()) << "K * 2 bytes not a multiple of 16";
+    EXPECT_FALSE(gemm.run(x.cpu(), w.cpu(), &b).has_value()) << "CPU tensors";
+    EXPECT_FALSE(gemm.run(rnd({4, 16}, torch::kFloat), rnd({8, 16}, torch::kFloat), nullptr)
+                     .has_value())
+        << "f32";
   }
 }
 

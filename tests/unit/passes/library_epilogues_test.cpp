@@ -1,6 +1,7 @@
 // fuseLibraryEpilogues on graphs written as text: relu and tanh-gelu after a linear with a bias,
 // and relu after a conv with its bias/batchnorm shift and residual, move into the library call's
-// epilogue; erf gelu, bias-less linears and ops whose results have other users stay.
+// epilogue; erf gelu, bias-less linears and ops whose results have other users stay, except that
+// erf gelu after a 16-bit linear moves into it when the target runs kiln's GEMM.
 #include <gtest/gtest.h>
 
 #include "src/ir/parser.h"
@@ -13,9 +14,10 @@
 namespace kiln::passes {
 namespace {
 
-void expectRewrite(const std::string& input, const std::string& expected, bool changed) {
+void expectRewrite(const std::string& input, const std::string& expected, bool changed,
+                   bool geluEpilogue = false) {
   auto g = ir::parse(input);
-  EXPECT_EQ(fuseLibraryEpilogues(*g), changed);
+  EXPECT_EQ(fuseLibraryEpilogues(*g, geluEpilogue), changed);
   eliminateDeadCode(*g);
   ir::verify(*g);
   EXPECT_EQ(ir::print(*g), ir::print(*ir::parse(expected)));
@@ -36,6 +38,48 @@ TEST(LibraryEpilogues, ReluAndTanhGeluMoveIntoTheEpilogue) {
   return(%5)
 })",
       true);
+}
+
+TEST(LibraryEpilogues, ErfGeluMovesIntoKilnGemmWhenTheTargetHasIt) {
+  const std::string mlp =
+      R"(graph(%x: f16[s0, 64], %w1: f16[256, 64] param, %b1: f16[256] param, %w2: f16[64, 256] param, %b2: f16[64] param) {
+  %0 = linear(%x, %w1, %b1)
+  %1 = gelu(%0)
+  %2 = linear(%1, %w2, %b2)
+  return(%2)
+})";
+  expectRewrite(mlp, mlp, false, /*geluEpilogue=*/false);
+  expectRewrite(
+      mlp,
+      R"(graph(%x: f16[s0, 64], %w1: f16[256, 64] param, %b1: f16[256] param, %w2: f16[64, 256] param, %b2: f16[64] param) {
+  %3 = linear(%x, %w1, %b1) {activation = "gelu"}
+  %2 = linear(%3, %w2, %b2)
+  return(%2)
+})",
+      true, true);
+  // Near misses: f32 (no wgmma kernel), K not a multiple of 8 (TMA row strides), bf16 is fine.
+  const std::string f32 = R"(graph(%x: f32[4, 64], %w: f32[6, 64] param, %b: f32[6] param) {
+  %0 = linear(%x, %w, %b)
+  %1 = gelu(%0)
+  return(%1)
+})";
+  expectRewrite(f32, f32, false, true);
+  const std::string oddK = R"(graph(%x: f16[4, 12], %w: f16[6, 12] param, %b: f16[6] param) {
+  %0 = linear(%x, %w, %b)
+  %1 = gelu(%0)
+  return(%1)
+})";
+  expectRewrite(oddK, oddK, false, true);
+  expectRewrite(R"(graph(%x: bf16[4, 16], %w: bf16[6, 16] param, %b: bf16[6] param) {
+  %0 = linear(%x, %w, %b)
+  %1 = gelu(%0)
+  return(%1)
+})",
+                R"(graph(%x: bf16[4, 16], %w: bf16[6, 16] param, %b: bf16[6] param) {
+  %2 = linear(%x, %w, %b) {activation = "gelu"}
+  return(%2)
+})",
+                true, true);
 }
 
 TEST(LibraryEpilogues, ErfGeluNoBiasAndSharedOutputsStay) {
