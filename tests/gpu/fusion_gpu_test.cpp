@@ -303,6 +303,17 @@ TEST(GpuModels, EncoderBlock) {
   }
 }
 
+// `net` on the GPU in `dt`, optimized by kiln with its input's first dim dynamic ("rows").
+kiln::jit::OptimizedModule optimizeWithDynamicRows(torch::nn::Sequential& net,
+                                                  torch::ScalarType dt) {
+  net->to(torch::kCUDA, dt);
+  net->eval();
+  kiln::jit::Options opt;
+  opt.session = &gpuSession();
+  opt.dynamicDims = {{"input0", 0, "rows"}};
+  return kiln::jit::optimize(net, opt);
+}
+
 // relu and tanh-gelu after a linear run in cuBLASLt's epilogue (Note [Library epilogues]): the
 // activation applies to the fp32 accumulator before the one rounding, so tanh-gelu may differ
 // from eager's (round, activate, round) by one rounding; relu gives the same bits.
@@ -313,12 +324,7 @@ TEST(GpuEpilogues, LinearReluAndTanhGeluMatchEager) {
     torch::nn::Sequential net(
         torch::nn::Linear(64, 256), torch::nn::ReLU(), torch::nn::Linear(256, 128),
         torch::nn::GELU(torch::nn::GELUOptions().approximate("tanh")), torch::nn::Linear(128, 32));
-    net->to(torch::kCUDA, dt);
-    net->eval();
-    kiln::jit::Options opt;
-    opt.session = &gpuSession();
-    opt.dynamicDims = {{"input0", 0, "rows"}};
-    auto fast = kiln::jit::optimize(net, opt);
+    auto fast = optimizeWithDynamicRows(net, dt);
     for (int64_t rows : {1, 37, 4096}) {
       torch::Tensor x = rnd({rows, 64}, dt);
       expectClose(fast.forward({x}).toTensor(), net->forward(x), tolerance(dt, 256) * 4,
@@ -343,12 +349,7 @@ TEST(GpuGemm, ErfGeluLinearMatchesEager) {
     for (auto [k, n] : {std::pair<int64_t, int64_t>{64, 256}, {72, 200}, {1024, 4096}, {24, 8}}) {
       torch::nn::Sequential net(torch::nn::Linear(k, n), torch::nn::GELU(),
                                 torch::nn::Linear(n, 16));
-      net->to(torch::kCUDA, dt);
-      net->eval();
-      kiln::jit::Options opt;
-      opt.session = &gpuSession();
-      opt.dynamicDims = {{"input0", 0, "rows"}};
-      auto fast = kiln::jit::optimize(net, opt);
+      auto fast = optimizeWithDynamicRows(net, dt);
       for (int64_t rows : {1, 37, 130, 4096}) {
         torch::Tensor x = rnd({rows, k}, dt);
         expectClose(fast.forward({x}).toTensor(), net->forward(x), tolerance(dt, k) * 4,
