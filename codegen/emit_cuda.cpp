@@ -1222,8 +1222,7 @@ KernelSource emitTranspose(ir::DType dtype) {
       "\nextern \"C\" __global__ void __launch_bounds__({}) {}(const KilnArgs args) {{\n"
       "  kiln_batched_transpose<{}>(args);\n}}\n",
       kTransposeBlock, kNamePlaceholder, storageType(dtype));
-  return finishKernelSource(std::move(body),
-                            fmt::format("kiln_transpose_{}", ir::toString(dtype)));
+  return finishKernelSource(std::move(body), fmt::format("kiln_transpose_{}", ir::toString(dtype)));
 }
 
 }  // namespace kiln::codegen

@@ -9,8 +9,10 @@ namespace kiln::codegen {
 
 std::string_view toString(GemmActivation act) {
   switch (act) {
-    case GemmActivation::kNone: return "none";
-    case GemmActivation::kGeluErf: return "gelu";
+    case GemmActivation::kNone:
+      return "none";
+    case GemmActivation::kGeluErf:
+      return "gelu";
   }
   return "?";
 }
@@ -76,7 +78,8 @@ KernelSource emitGemm(const GemmSpec& spec) {
       "KilnGemmArgs args) {{\n  kiln_gemm_sm90<{}>(args);\n}}\n",
       kGemmThreads, kNamePlaceholder, spec.hasBias ? "true" : "false");
   return finishKernelSource(
-      std::move(body), fmt::format("kiln_gemm_{}_{}", ir::toString(spec.dtype), toString(spec.activation)));
+      std::move(body),
+      fmt::format("kiln_gemm_{}_{}", ir::toString(spec.dtype), toString(spec.activation)));
 }
 
 }  // namespace kiln::codegen

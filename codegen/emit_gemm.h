@@ -6,8 +6,8 @@
 // (32768 x 1024 -> 4096, fp16) that round trip is 0.5 GB and ~0.13 ms of a ~1 ms block.
 // On sm_90 with KILN_GEMM=1 (Options::kilnGemm; off by default: the kernel reaches ~340 TFLOP/s
 // against cuBLAS's ~590 on that MLP, and so loses more than the round trip saves, see
-// bench/RESULTS.md), kiln runs such linears with its own GEMM (runtime/kiln_gemm_sm90.cuh): TMA loads
-// into 128B-swizzled shared memory, wgmma with fp32 accumulators, warp-specialized and
+// bench/RESULTS.md), kiln runs such linears with its own GEMM (runtime/kiln_gemm_sm90.cuh): TMA
+// loads into 128B-swizzled shared memory, wgmma with fp32 accumulators, warp-specialized and
 // persistent, and the bias and activation applied to the accumulators before the one rounding
 // to the output dtype (like cuBLASLt's own epilogues, so within one rounding of eager, which
 // rounds the GEMM's result and then the activation's).

@@ -27,12 +27,14 @@ struct GemmArgs {
 static_assert(sizeof(CUtensorMap) == 128 && alignof(CUtensorMap) == 128);
 static_assert(sizeof(GemmArgs) == 384, "GemmArgs layout is shared with kiln_gemm_sm90.cuh");
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 // A 2-d row-major [rows, cols] tensor map read in boxes of boxCols x boxRows, 128B-swizzled.
 CUresult encode(const cuda::DriverApi& api, CUtensorMap& map, CUtensorMapDataType type,
-                const void* base, int64_t rows, int64_t cols, int64_t rowStrideBytes,
-                int boxRows, int boxCols) {
+                const void* base, int64_t rows, int64_t cols, int64_t rowStrideBytes, int boxRows,
+                int boxCols) {
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(rowStrideBytes)};
   const cuuint32_t box[2] = {static_cast<cuuint32_t>(boxCols), static_cast<cuuint32_t>(boxRows)};
@@ -52,7 +54,7 @@ bool kilnGemmTarget(const Session& session) {
 
 KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec) : spec_(spec) {
   if (!kilnGemmTarget(session)) {
-    reason_ = "needs an sm_90 target (KILN_GEMM=0 turns it off)";
+    reason_ = "needs KILN_GEMM=1 (Options::kilnGemm) and an sm_90 target";
     return;
   }
   codegen::KernelSource src = codegen::emitGemm(spec);
@@ -83,9 +85,9 @@ std::optional<at::Tensor> KilnGemm::run(const at::Tensor& x, const at::Tensor& w
       x.scalar_type() != dtype || w.scalar_type() != dtype || w.device() != x.device())
     return std::nullopt;
   if (spec_.hasBias != (bias != nullptr)) return std::nullopt;
-  if (bias != nullptr && (bias->dim() != 1 || bias->scalar_type() != dtype ||
-                          bias->device() != x.device() || !bias->is_contiguous() ||
-                          bias->size(0) != w.size(0)))
+  if (bias != nullptr &&
+      (bias->dim() != 1 || bias->scalar_type() != dtype || bias->device() != x.device() ||
+       !bias->is_contiguous() || bias->size(0) != w.size(0)))
     return std::nullopt;
   const int64_t k = w.size(1), n = w.size(0);
   if (x.size(-1) != k || k == 0 || n == 0) return std::nullopt;

@@ -80,9 +80,9 @@ void LoadedKernel::launch(int device, int64_t gridX, int blockX, int sharedBytes
   if (sharedBytes > d.sharedLimit) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (sharedBytes > d.sharedLimit) {
-      KILN_CU_CHECK(api_, cuFuncSetAttribute(d.function,
-                                             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                             sharedBytes));
+      KILN_CU_CHECK(api_,
+                    cuFuncSetAttribute(d.function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                       sharedBytes));
       d.sharedLimit.store(sharedBytes);
     }
   }

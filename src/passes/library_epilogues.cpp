@@ -27,9 +27,12 @@ bool kilnGemmCan(const Node* linear) {
 
 std::string activationName(OpKind kind) {
   switch (kind) {
-    case OpKind::kRelu: return "relu";
-    case OpKind::kGeluTanh: return "gelu_tanh";
-    default: return "gelu";
+    case OpKind::kRelu:
+      return "relu";
+    case OpKind::kGeluTanh:
+      return "gelu_tanh";
+    default:
+      return "gelu";
   }
 }
 

@@ -305,7 +305,7 @@ TEST(GpuModels, EncoderBlock) {
 
 // `net` on the GPU in `dt`, optimized by kiln with its input's first dim dynamic ("rows").
 kiln::jit::OptimizedModule optimizeWithDynamicRows(torch::nn::Sequential& net,
-                                                  torch::ScalarType dt) {
+                                                   torch::ScalarType dt) {
   net->to(torch::kCUDA, dt);
   net->eval();
   kiln::jit::Options opt;
@@ -358,8 +358,7 @@ TEST(GpuGemm, ErfGeluLinearMatchesEager) {
         // describe it and the linear runs through ATen.
         torch::Tensor wide = rnd({rows, k + 4}, dt);
         torch::Tensor sliced = wide.index({Slice(), Slice(0, k)});
-        expectClose(fast.forward({sliced}).toTensor(), net->forward(sliced),
-                    tolerance(dt, k) * 4,
+        expectClose(fast.forward({sliced}).toTensor(), net->forward(sliced), tolerance(dt, k) * 4,
                     fmt::format("linear+gelu sliced {} k {} n {} rows {}", name(dt), k, n, rows));
       }
       const std::string explain = fast.explain();
@@ -387,14 +386,17 @@ TEST(GpuGemm, KernelAgainstFloat64) {
     spec.activation = kiln::codegen::GemmActivation::kGeluErf;
     kiln::jit::KilnGemm gemm(gpuSession(), spec);
     ASSERT_TRUE(gemm.hasKernel()) << gemm.reason();
-    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 8, 8}, {129, 264, 72},
-                           {1000, 520, 200}, {4096, 4096, 1024}, {3, 1000, 4096}}) {
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 8, 8},
+                           {129, 264, 72},
+                           {1000, 520, 200},
+                           {4096, 4096, 1024},
+                           {3, 1000, 4096}}) {
       torch::Tensor x = rnd({m, k}, dt), w = rnd({n, k}, dt) / std::sqrt(double(k));
       torch::Tensor b = rnd({n}, dt);
       std::optional<torch::Tensor> got = gemm.run(x, w, &b);
       ASSERT_TRUE(got.has_value()) << m << "x" << n << "x" << k;
-      torch::Tensor want = torch::gelu(torch::linear(x.to(torch::kDouble), w.to(torch::kDouble),
-                                                     b.to(torch::kDouble)));
+      torch::Tensor want = torch::gelu(
+          torch::linear(x.to(torch::kDouble), w.to(torch::kDouble), b.to(torch::kDouble)));
       c10::cuda::device_synchronize();
       // One rounding of the output (fp32 accumulation error is far below it).
       const double ulp = dt == torch::kHalf ? 1.0 / 1024 : 1.0 / 128;
@@ -406,8 +408,8 @@ TEST(GpuGemm, KernelAgainstFloat64) {
     torch::Tensor x = rnd({4, 20}, dt), w = rnd({8, 20}, dt), b = rnd({8}, dt);
     EXPECT_FALSE(gemm.run(x, w, &b).has_value()) << "K * 2 bytes not a multiple of 16";
     EXPECT_FALSE(gemm.run(x.cpu(), w.cpu(), &b).has_value()) << "CPU tensors";
-    EXPECT_FALSE(gemm.run(rnd({4, 16}, torch::kFloat), rnd({8, 16}, torch::kFloat), nullptr)
-                     .has_value())
+    EXPECT_FALSE(
+        gemm.run(rnd({4, 16}, torch::kFloat), rnd({8, 16}, torch::kFloat), nullptr).has_value())
         << "f32";
   }
 }
