@@ -1,5 +1,7 @@
 #include "codegen/emit_gemm.h"
 
+#include <cmath>
+
 #include <fmt/format.h>
 
 #include "codegen/kernel_text.h"
@@ -19,7 +21,7 @@ std::string_view toString(GemmActivation act) {
 
 namespace {
 
-// wgmma.m64n256k16 with fp32 accumulators: 128 registers a thread, listed one by one.
+// wgmma.m64n128k16 with fp32 accumulators: 64 registers a thread, listed one by one.
 std::string wgmmaFunction(std::string_view ptxType) {
   std::string regs, operands;
   for (int i = 0; i < kGemmTileN / 2; ++i) {
@@ -27,9 +29,9 @@ std::string wgmmaFunction(std::string_view ptxType) {
     operands += fmt::format("{}\"+f\"(d[{}])", i == 0 ? "" : ", ", i);
   }
   return fmt::format(
-      "__device__ __forceinline__ void kiln_wgmma_256(float (&d)[{0}], unsigned long long da,\n"
+      "__device__ __forceinline__ void kiln_wgmma_128(float (&d)[{0}], unsigned long long da,\n"
       "                                               unsigned long long db) {{\n"
-      "  asm volatile(\"wgmma.mma_async.sync.aligned.m64n256k16.f32.{1}.{1} {{{2}}}, %{0}, "
+      "  asm volatile(\"wgmma.mma_async.sync.aligned.m64n128k16.f32.{1}.{1} {{{2}}}, %{0}, "
       "%{3}, 1, 1, 1, 0, 0;\"\n"
       "               : {4}\n"
       "               : \"l\"(da), \"l\"(db));\n"
@@ -41,14 +43,32 @@ std::string activationFunction(GemmActivation act) {
   switch (act) {
     case GemmActivation::kNone:
       return "__device__ __forceinline__ float kiln_gemm_act(float v) { return v; }\n";
-    case GemmActivation::kGeluErf:
-      return "__device__ __forceinline__ float kiln_gemm_act(float v) {\n"
-             "  return 0.5f * v * (1.f + erff(v * 0.7071067811865476f));\n}\n";
+    case GemmActivation::kGeluErf: {
+      std::string text =
+          "__device__ __forceinline__ float kiln_gemm_act(float v) {\n"
+          "  const float t = fminf(fabsf(v) * 0.70710678118654752f, 4.f);\n";
+      text += fmt::format("  float q = {:.9g}f;\n", kGeluErfQ.back());
+      for (size_t i = kGeluErfQ.size() - 1; i-- > 0;)
+        text += fmt::format("  q = fmaf(q, t, {:.9g}f);\n", kGeluErfQ[i]);
+      text +=
+          "  const float e = __expf(-q * t);  // 1 - erf(t)\n"
+          "  return 0.5f * v * (v >= 0.f ? 2.f - e : e);\n"
+          "}\n";
+      return text;
+    }
   }
   return {};
 }
 
 }  // namespace
+
+float geluErfApprox(float v) {
+  const float t = std::fmin(std::fabs(v) * 0.70710678118654752f, 4.f);
+  float q = kGeluErfQ.back();
+  for (size_t i = kGeluErfQ.size() - 1; i-- > 0;) q = std::fma(q, t, kGeluErfQ[i]);
+  const float e = std::exp(-q * t);
+  return 0.5f * v * (v >= 0.f ? 2.f - e : e);
+}
 
 KernelSource emitGemm(const GemmSpec& spec) {
   std::string_view cType, cType2, ptxType, header;

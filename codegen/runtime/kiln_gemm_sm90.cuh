@@ -1,23 +1,31 @@
 // kiln's Hopper GEMM with a fused epilogue (Note [Kiln GEMM] in codegen/emit_gemm.h):
 // out[M, N] = act(x[M, K] w[N, K]^T + b[N]) for 16-bit x and w, fp32 accumulation.
 //
-// Warp-specialized and persistent: warpgroup 0 issues TMA loads of x and w tiles into a ring of
-// kKilnGemmStages shared-memory stages (128B-swizzled, the layout wgmma reads), warpgroups 1 and 2
-// each multiply a 64-row half of a 128 x 256 tile with wgmma.m64n256k16, then apply the epilogue
-// to the fp32 accumulators and store the result once. Full/empty mbarriers hand stages between
-// producer and consumers. CTAs walk the tiles with a grid stride, so the producer prefetches the
-// next tile while the consumers run the epilogue of this one.
+// Warp-specialized, persistent and ping-pong: warpgroup 0 issues TMA loads of x and w tiles into
+// a ring of KILN_GEMM_STAGES shared-memory stages (128B-swizzled, the layout wgmma reads), in the
+// order of the CTA's output tiles. Warpgroups 1 and 2 take the CTA's tiles in turn, each a whole
+// 128 x 128 tile with two wgmma.m64n128k16 per 16-wide k slice, so one consumer's epilogue (bias,
+// activation, stores) runs while the other one's mainloop keeps the tensor cores busy: with
+// K = 1024 a tile has only 16 k-steps, and an epilogue that both consumers run at once leaves the
+// tensor cores idle for a third of the time. Full/empty mbarriers hand stages between producer and
+// consumers; a consumer keeps one stage's wgmma group in flight and releases the stage before it.
+// Two turn barriers order the consumers' mainloops: a consumer starts its tile's mainloop only once
+// the other one has seen all stages of the tile before (and so every earlier phase of each full
+// barrier has completed). That is needed for correctness, not only for the ping-pong: mbarrier
+// waits test a phase's parity, so a consumer that ran two phases ahead of a stage would pass it.
 //
 // Needs sm_90a (wgmma, setmaxnreg). The generated source defines, before this file:
-//   kiln_gemm_t        the element type (__half or __nv_bfloat16)
-//   kiln_wgmma_256     the m64n256k16 wgmma for that type (128 accumulator registers)
+//   kiln_gemm_t, kiln_gemm_t2  the element type (__half or __nv_bfloat16) and its pair
+//   kiln_wgmma_128     the m64n128k16 wgmma for that type (64 accumulator registers)
 //   kiln_gemm_act      the activation applied to fp32 values
 // and after it the extern "C" kernel that calls kiln_gemm_sm90<kHasBias>(args).
 
 #define KILN_GEMM_BM 128
-#define KILN_GEMM_BN 256
+#define KILN_GEMM_BN 128
 #define KILN_GEMM_BK 64
+#ifndef KILN_GEMM_STAGES
 #define KILN_GEMM_STAGES 4
+#endif
 #define KILN_GEMM_THREADS 384
 
 struct __align__(128) KilnTensorMap {  // CUtensorMap
@@ -27,10 +35,12 @@ struct __align__(128) KilnTensorMap {  // CUtensorMap
 // Layout shared with GemmArgs in jit/runtime/gemm_kernels.cpp.
 struct KilnGemmArgs {
   KilnTensorMap x;  // [M, K], box 64 x 128
-  KilnTensorMap w;  // [N, K], box 64 x 256
+  KilnTensorMap w;  // [N, K], box 64 x 128
+  KilnTensorMap o;  // [M, N] out, box 64 x 128, when tmaStore
   void* out;        // [M, N], row stride ldo (elements)
   const void* bias; // [N] or null
   long long m, n, k, ldo;
+  int tmaStore;     // store through o (else with bounds-checked stores to out)
 };
 
 __device__ __forceinline__ unsigned kiln_smem_addr(const void* p) {
@@ -75,11 +85,38 @@ __device__ __forceinline__ void kiln_tma_load(void* dst, const KilnTensorMap* ma
       : "memory");
 }
 
+// The tile at shared address src (two boxes of 64 columns, 128B-swizzled like the loads) to `map`
+// at (inner, outer); the bulk group is committed, and out-of-bounds parts of boxes are not written.
+__device__ __forceinline__ void kiln_tma_store_tile(const KilnTensorMap* map, unsigned src,
+                                                    int inner, int outer) {
+#pragma unroll
+  for (int box = 0; box < KILN_GEMM_BN / 64; ++box)
+    asm volatile(
+        "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(
+            reinterpret_cast<unsigned long long>(map)),
+        "r"(inner + 64 * box), "r"(outer),
+        "r"(src + box * KILN_GEMM_BM * 128)
+        : "memory");
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+
+// Synchronizes the 128 threads of consumer warpgroup c (named barrier 1 + c; 0 is __syncthreads).
+__device__ __forceinline__ void kiln_consumer_sync(int c) {
+  asm volatile("bar.sync %0, 128;" ::"r"(1 + c) : "memory");
+}
+
 // wgmma shared-memory descriptor of a K-major tile with 128-byte rows in the 128B swizzle that
 // TMA writes: 8-row core matrices 1024 bytes apart (stride byte offset), leading offset unused.
 __device__ __forceinline__ unsigned long long kiln_wgmma_desc(const void* p) {
   const unsigned long long addr = kiln_smem_addr(p);
   return ((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+}
+
+// Moves a ring position (stage, phase) on by n stages.
+__device__ __forceinline__ void kiln_ring_advance(int& stage, unsigned& phase, int n) {
+  stage += n;
+  phase ^= static_cast<unsigned>(stage / KILN_GEMM_STAGES) & 1u;
+  stage %= KILN_GEMM_STAGES;
 }
 
 template <bool kHasBias>
@@ -91,16 +128,22 @@ __device__ __forceinline__ void kiln_gemm_sm90(const KilnGemmArgs& args) {
   kiln_gemm_t* sA = reinterpret_cast<kiln_gemm_t*>(
       (reinterpret_cast<unsigned long long>(kiln_gemm_smem) + 1023) & ~1023ull);
   kiln_gemm_t* sB = sA + KILN_GEMM_STAGES * kTileA;
-  unsigned long long* full = reinterpret_cast<unsigned long long*>(sB + KILN_GEMM_STAGES * kTileB);
+  // Per consumer, its output tile staged for the TMA store: two [128 rows][64 columns] boxes.
+  kiln_gemm_t* sC = sB + KILN_GEMM_STAGES * kTileB;
+  kiln_gemm_t* sBias = sC + 2 * KILN_GEMM_BM * KILN_GEMM_BN;  // per consumer, its tile's bias
+  unsigned long long* full = reinterpret_cast<unsigned long long*>(sBias + 2 * KILN_GEMM_BN);
   unsigned long long* empty = full + KILN_GEMM_STAGES;
+  unsigned long long* turn = empty + KILN_GEMM_STAGES;  // [c]: consumer c may start its mainloop
 
   const int warpgroup = threadIdx.x / 128;
   const int t = threadIdx.x % 128;
   if (threadIdx.x == 0) {
     for (int s = 0; s < KILN_GEMM_STAGES; ++s) {
       kiln_mbar_init(&full[s], 1);   // the producer's expect_tx arrival (+ the TMA bytes)
-      kiln_mbar_init(&empty[s], 8);  // one arrival per consumer warp
+      kiln_mbar_init(&empty[s], 4);  // one arrival per warp of the consumer of that stage
     }
+    kiln_mbar_init(&turn[0], 4);  // one arrival per warp of the other consumer
+    kiln_mbar_init(&turn[1], 4);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -123,74 +166,127 @@ __device__ __forceinline__ void kiln_gemm_sm90(const KilnGemmArgs& args) {
         kiln_mbar_expect_tx(&full[stage], (kTileA + kTileB) * sizeof(kiln_gemm_t));
         kiln_tma_load(sA + stage * kTileA, &args.x, s * KILN_GEMM_BK, m0, &full[stage]);
         kiln_tma_load(sB + stage * kTileB, &args.w, s * KILN_GEMM_BK, n0, &full[stage]);
-        if (++stage == KILN_GEMM_STAGES) {
-          stage = 0;
-          phase ^= 1;
-        }
+        kiln_ring_advance(stage, phase, 1);
       }
     }
     return;
   }
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-  const int half = warpgroup - 1;  // rows [64 * half, 64 * half + 64) of each tile
+  const int consumer = warpgroup - 1;  // takes the CTA's tiles consumer, consumer + 2, ...
   const int warp = t / 32, lane = t % 32;
-  float d[KILN_GEMM_BN / 2];
+  float d[2][KILN_GEMM_BN / 2];  // rows [0, 64) and [64, 128) of the tile
   int stage = 0;
   unsigned phase = 0;
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+  kiln_ring_advance(stage, phase, consumer * steps);  // past the other consumer's first tile
+  int round = 0;  // this consumer's tiles so far
+  for (int tile = blockIdx.x + consumer * gridDim.x; tile < tiles;
+       tile += 2 * gridDim.x, ++round) {
     const int m0 = (tile / tilesN) * KILN_GEMM_BM;
     const int n0 = (tile % tilesN) * KILN_GEMM_BN;
 #pragma unroll
-    for (int i = 0; i < KILN_GEMM_BN / 2; ++i) d[i] = 0.f;
+    for (int i = 0; i < KILN_GEMM_BN / 2; ++i) d[0][i] = d[1][i] = 0.f;
+    // Consumer 0's tile r comes after consumer 1's tile r - 1, consumer 1's after consumer 0's r.
+    const int turnPhase = consumer == 0 ? round - 1 : round;
+    if (turnPhase >= 0) kiln_mbar_wait(&turn[consumer], static_cast<unsigned>(turnPhase) & 1u);
+    // Column n0 + t of the bias, loaded during the mainloop and staged in shared memory after it.
+    kiln_gemm_t biasValue = static_cast<kiln_gemm_t>(0.f);
+    if (kHasBias && n0 + t < args.n) biasValue = static_cast<const kiln_gemm_t*>(args.bias)[n0 + t];
+    int previous = -1;
     for (int s = 0; s < steps; ++s) {
       kiln_mbar_wait(&full[stage], phase);
-      const kiln_gemm_t* a = sA + stage * kTileA + half * 64 * KILN_GEMM_BK;
+      const kiln_gemm_t* a = sA + stage * kTileA;
       const kiln_gemm_t* b = sB + stage * kTileB;
       asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 #pragma unroll
-      for (int kk = 0; kk < KILN_GEMM_BK / 16; ++kk)
-        kiln_wgmma_256(d, kiln_wgmma_desc(a + kk * 16), kiln_wgmma_desc(b + kk * 16));
-      asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-      asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-      if (lane == 0) kiln_mbar_arrive(&empty[stage]);  // this warp has read the stage
-      if (++stage == KILN_GEMM_STAGES) {
-        stage = 0;
-        phase ^= 1;
+      for (int kk = 0; kk < KILN_GEMM_BK / 16; ++kk) {
+        const unsigned long long db = kiln_wgmma_desc(b + kk * 16);
+        kiln_wgmma_128(d[0], kiln_wgmma_desc(a + kk * 16), db);
+        kiln_wgmma_128(d[1], kiln_wgmma_desc(a + 64 * KILN_GEMM_BK + kk * 16), db);
       }
+      asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+      // The group before this one has finished reading its stage: hand that stage back.
+      asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
+      if (previous >= 0 && lane == 0) kiln_mbar_arrive(&empty[previous]);
+      previous = stage;
+      kiln_ring_advance(stage, phase, 1);
     }
-    // Accumulator fragment of m64nNk16: d[4j + 2h + e] is row 16 * warp + lane / 4 + 8h,
+    if (lane == 0) kiln_mbar_arrive(&turn[consumer ^ 1]);  // the other consumer's turn
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    if (previous >= 0 && lane == 0) kiln_mbar_arrive(&empty[previous]);
+    kiln_ring_advance(stage, phase, steps);  // past the other consumer's tile
+    // Both epilogues end with a consumer sync, after their last read of tileBias.
+    kiln_gemm_t* tileBias = sBias + consumer * KILN_GEMM_BN;
+    tileBias[t] = biasValue;
+
+    // Accumulator fragment of m64nNk16: d[.][4j + 2h + e] is row 16 * warp + lane / 4 + 8h,
     // column 8j + 2 (lane % 4) + e.
+    if (args.tmaStore) {
+      // Stage the tile in shared memory once the previous store from it has read it, then let
+      // one thread store it with TMA: whole lines, asynchronous, clipped at the tensor's edges.
+      const unsigned c = kiln_smem_addr(sC + consumer * KILN_GEMM_BM * KILN_GEMM_BN);
+      if (t == 0) asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+      kiln_consumer_sync(consumer);
+#pragma unroll
+      for (int j = 0; j < KILN_GEMM_BN / 8; ++j) {
+        const kiln_gemm_t2 bp =
+            *reinterpret_cast<const kiln_gemm_t2*>(tileBias + 8 * j + 2 * (lane % 4));
+        const float b0 = static_cast<float>(bp.x), b1 = static_cast<float>(bp.y);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = 64 * half + 16 * warp + lane / 4 + 8 * h;
+            // Box j / 8, 16-byte chunk j % 8 of the row, swizzled with the row's low 3 bits.
+            const unsigned offset = (j / 8) * KILN_GEMM_BM * 128 + row * 128 +
+                                    (((j % 8) ^ (row % 8)) * 16) + (lane % 4) * 4;
+            kiln_gemm_t2 v;
+            v.x = static_cast<kiln_gemm_t>(kiln_gemm_act(d[half][4 * j + 2 * h] + b0));
+            v.y = static_cast<kiln_gemm_t>(kiln_gemm_act(d[half][4 * j + 2 * h + 1] + b1));
+            asm volatile("st.shared.b32 [%0], %1;" ::"r"(c + offset),
+                         "r"(*reinterpret_cast<const unsigned*>(&v)));
+          }
+        }
+      }
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // visible to the TMA unit
+      kiln_consumer_sync(consumer);
+      if (t == 0) kiln_tma_store_tile(&args.o, c, n0, m0);
+      continue;
+    }
+    kiln_consumer_sync(consumer);  // tileBias is written
     kiln_gemm_t* out = static_cast<kiln_gemm_t*>(args.out);
-    const kiln_gemm_t* bias = static_cast<const kiln_gemm_t*>(args.bias);
-    const long long rowBase = m0 + half * 64 + warp * 16 + lane / 4;
+    const long long rowBase = m0 + warp * 16 + lane / 4;
 #pragma unroll
     for (int j = 0; j < KILN_GEMM_BN / 8; ++j) {
       const long long col = n0 + 8 * j + 2 * (lane % 4);
       if (col >= args.n) continue;
       const bool pair = col + 1 < args.n;
-      float b0 = 0.f, b1 = 0.f;
-      if (kHasBias) {
-        b0 = static_cast<float>(bias[col]);
-        if (pair) b1 = static_cast<float>(bias[col + 1]);
-      }
+      const kiln_gemm_t2 bp =
+          *reinterpret_cast<const kiln_gemm_t2*>(tileBias + 8 * j + 2 * (lane % 4));
+      const float b0 = static_cast<float>(bp.x), b1 = static_cast<float>(bp.y);
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const long long row = rowBase + 8 * h;
-        if (row >= args.m) continue;
-        const float v0 = kiln_gemm_act(d[4 * j + 2 * h] + b0);
-        const float v1 = kiln_gemm_act(d[4 * j + 2 * h + 1] + b1);
-        kiln_gemm_t* p = out + row * args.ldo + col;
-        if (pair && (args.ldo % 2) == 0) {
-          kiln_gemm_t2 v;
-          v.x = static_cast<kiln_gemm_t>(v0);
-          v.y = static_cast<kiln_gemm_t>(v1);
-          *reinterpret_cast<kiln_gemm_t2*>(p) = v;
-        } else {
-          p[0] = static_cast<kiln_gemm_t>(v0);
-          if (pair) p[1] = static_cast<kiln_gemm_t>(v1);
+      for (int half = 0; half < 2; ++half) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const long long row = rowBase + 64 * half + 8 * h;
+          if (row >= args.m) continue;
+          const float v0 = kiln_gemm_act(d[half][4 * j + 2 * h] + b0);
+          const float v1 = kiln_gemm_act(d[half][4 * j + 2 * h + 1] + b1);
+          kiln_gemm_t* p = out + row * args.ldo + col;
+          if (pair && (args.ldo % 2) == 0) {
+            kiln_gemm_t2 v;
+            v.x = static_cast<kiln_gemm_t>(v0);
+            v.y = static_cast<kiln_gemm_t>(v1);
+            *reinterpret_cast<kiln_gemm_t2*>(p) = v;
+          } else {
+            p[0] = static_cast<kiln_gemm_t>(v0);
+            if (pair) p[1] = static_cast<kiln_gemm_t>(v1);
+          }
         }
       }
     }
+    kiln_consumer_sync(consumer);
   }
+  // The shared memory of the last stores must outlive their reads.
+  if (args.tmaStore && t == 0) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
 }

@@ -1,6 +1,7 @@
 #include "jit/runtime/gemm_kernels.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <limits>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -20,12 +21,15 @@ namespace {
 struct GemmArgs {
   CUtensorMap x;
   CUtensorMap w;
+  CUtensorMap o;
   void* out;
   const void* bias;
   int64_t m, n, k, ldo;
+  int32_t tmaStore;
 };
 static_assert(sizeof(CUtensorMap) == 128 && alignof(CUtensorMap) == 128);
-static_assert(sizeof(GemmArgs) == 384, "GemmArgs layout is shared with kiln_gemm_sm90.cuh");
+static_assert(sizeof(GemmArgs) == 512 && offsetof(GemmArgs, tmaStore) == 432,
+              "GemmArgs layout is shared with kiln_gemm_sm90.cuh");
 
 bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
@@ -119,6 +123,10 @@ std::optional<at::Tensor> KilnGemm::run(const at::Tensor& x, const at::Tensor& w
                         name_, m, k, n, k));
     return std::nullopt;
   }
+  // The output through TMA stores where its rows allow a tensor map (n * element size a multiple
+  // of 16 bytes), else through the kernel's bounds-checked stores.
+  args.tmaStore = (n * elem) % 16 == 0 && encode(*api_, args.o, type, out.data_ptr(), m, n,
+                                                 n * elem, codegen::kGemmTileM, 64) == CUDA_SUCCESS;
   args.out = out.data_ptr();
   args.bias = bias != nullptr ? bias->data_ptr() : nullptr;
   args.m = m;
