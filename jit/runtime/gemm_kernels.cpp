@@ -56,7 +56,8 @@ bool kilnGemmTarget(const Session& session) {
   return session.options().kilnGemm && arch && (*arch == "sm_90" || *arch == "sm_90a");
 }
 
-KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec) : spec_(spec) {
+KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec)
+    : spec_(spec), poisonOutputs_(session.options().poisonOutputs) {
   if (!kilnGemmTarget(session)) {
     reason_ = "needs KILN_GEMM=1 (Options::kilnGemm) and an sm_90 target";
     return;
@@ -108,6 +109,7 @@ std::optional<at::Tensor> KilnGemm::run(const at::Tensor& x, const at::Tensor& w
   sizes.back() = n;
   at::Tensor out = at::empty(sizes, x.options());
   if (m == 0) return out;
+  if (poisonOutputs_) out.fill_(std::numeric_limits<double>::quiet_NaN());
 
   GemmArgs args{};
   const CUtensorMapDataType type = spec_.dtype == ir::DType::kFloat16

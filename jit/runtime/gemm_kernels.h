@@ -31,7 +31,8 @@ class KilnGemm {
 
   // act(x w^T + b) for x [..., K], w [N, K], b [N] (when the spec has a bias), or nullopt when
   // this call cannot run on the kernel (no kernel, CPU or mixed devices, another dtype, sizes or
-  // strides TMA cannot describe): the caller runs it through ATen.
+  // strides TMA cannot describe): the caller runs it through ATen. With Options::poisonOutputs
+  // the output is filled with NaN before the launch, as for kiln's other kernels.
   std::optional<at::Tensor> run(const at::Tensor& x, const at::Tensor& w,
                                 const at::Tensor* bias) const;
 
@@ -45,6 +46,7 @@ class KilnGemm {
   codegen::GemmSpec spec_;
   std::string name_;
   std::string reason_;
+  bool poisonOutputs_ = false;
   const cuda::DriverApi* api_ = nullptr;
   std::shared_ptr<LoadedKernel> kernel_;
 };
