@@ -112,6 +112,61 @@ __device__ __forceinline__ unsigned long long kiln_wgmma_desc(const void* p) {
   return ((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
 }
 
+// One consumer's epilogue: out[m0:, n0:] = act(d + bias) for its 128 x 128 tile. With kTma, the
+// tile is staged in shared memory at sC (once the previous TMA store from there has read it) and
+// one thread stores it with TMA: whole lines, asynchronous, clipped at the tensor's edges.
+// Otherwise each thread stores its pairs, bounds-checked. Starts and ends with a consumer sync:
+// tileBias is written before, and read by nothing after.
+template <bool kTma>
+__device__ __forceinline__ void kiln_gemm_epilogue(const KilnGemmArgs& args,
+                                                   const float (&d)[2][KILN_GEMM_BN / 2],
+                                                   const kiln_gemm_t* tileBias,
+                                                   const kiln_gemm_t* sC, int consumer, int m0,
+                                                   int n0) {
+  const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  const unsigned c = kiln_smem_addr(sC + consumer * KILN_GEMM_BM * KILN_GEMM_BN);
+  if (kTma && t == 0) asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+  kiln_consumer_sync(consumer);
+  kiln_gemm_t* out = static_cast<kiln_gemm_t*>(args.out);
+  // Accumulator fragment of m64nNk16: d[.][4j + 2h + e] is row 16 * warp + lane / 4 + 8h,
+  // column 8j + 2 (lane % 4) + e.
+#pragma unroll
+  for (int j = 0; j < KILN_GEMM_BN / 8; ++j) {
+    const kiln_gemm_t2 bp =
+        *reinterpret_cast<const kiln_gemm_t2*>(tileBias + 8 * j + 2 * (lane % 4));
+    const float b0 = static_cast<float>(bp.x), b1 = static_cast<float>(bp.y);
+    const long long col = n0 + 8 * j + 2 * (lane % 4);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = 64 * half + 16 * warp + lane / 4 + 8 * h;
+        kiln_gemm_t2 v;
+        v.x = static_cast<kiln_gemm_t>(kiln_gemm_act(d[half][4 * j + 2 * h] + b0));
+        v.y = static_cast<kiln_gemm_t>(kiln_gemm_act(d[half][4 * j + 2 * h + 1] + b1));
+        if (kTma) {
+          // Box j / 8, 16-byte chunk j % 8 of the row, swizzled with the row's low 3 bits.
+          const unsigned offset = (j / 8) * KILN_GEMM_BM * 128 + row * 128 +
+                                  (((j % 8) ^ (row % 8)) * 16) + (lane % 4) * 4;
+          asm volatile("st.shared.b32 [%0], %1;" ::"r"(c + offset),
+                       "r"(*reinterpret_cast<const unsigned*>(&v)));
+        } else if (m0 + row < args.m && col < args.n) {
+          kiln_gemm_t* p = out + (m0 + row) * args.ldo + col;
+          if (col + 1 < args.n && args.ldo % 2 == 0) {
+            *reinterpret_cast<kiln_gemm_t2*>(p) = v;
+          } else {
+            p[0] = v.x;
+            if (col + 1 < args.n) p[1] = v.y;
+          }
+        }
+      }
+    }
+  }
+  if (kTma) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // visible to TMA
+  kiln_consumer_sync(consumer);
+  if (kTma && t == 0) kiln_tma_store_tile(&args.o, c, n0, m0);
+}
+
 // Moves a ring position (stage, phase) on by n stages.
 __device__ __forceinline__ void kiln_ring_advance(int& stage, unsigned& phase, int n) {
   stage += n;
@@ -215,77 +270,14 @@ __device__ __forceinline__ void kiln_gemm_sm90(const KilnGemmArgs& args) {
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
     if (previous >= 0 && lane == 0) kiln_mbar_arrive(&empty[previous]);
     kiln_ring_advance(stage, phase, steps);  // past the other consumer's tile
-    // Both epilogues end with a consumer sync, after their last read of tileBias.
+    // The epilogue before ended with a consumer sync, after its last read of tileBias.
     kiln_gemm_t* tileBias = sBias + consumer * KILN_GEMM_BN;
     tileBias[t] = biasValue;
 
-    // Accumulator fragment of m64nNk16: d[.][4j + 2h + e] is row 16 * warp + lane / 4 + 8h,
-    // column 8j + 2 (lane % 4) + e.
-    if (args.tmaStore) {
-      // Stage the tile in shared memory once the previous store from it has read it, then let
-      // one thread store it with TMA: whole lines, asynchronous, clipped at the tensor's edges.
-      const unsigned c = kiln_smem_addr(sC + consumer * KILN_GEMM_BM * KILN_GEMM_BN);
-      if (t == 0) asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-      kiln_consumer_sync(consumer);
-#pragma unroll
-      for (int j = 0; j < KILN_GEMM_BN / 8; ++j) {
-        const kiln_gemm_t2 bp =
-            *reinterpret_cast<const kiln_gemm_t2*>(tileBias + 8 * j + 2 * (lane % 4));
-        const float b0 = static_cast<float>(bp.x), b1 = static_cast<float>(bp.y);
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = 64 * half + 16 * warp + lane / 4 + 8 * h;
-            // Box j / 8, 16-byte chunk j % 8 of the row, swizzled with the row's low 3 bits.
-            const unsigned offset = (j / 8) * KILN_GEMM_BM * 128 + row * 128 +
-                                    (((j % 8) ^ (row % 8)) * 16) + (lane % 4) * 4;
-            kiln_gemm_t2 v;
-            v.x = static_cast<kiln_gemm_t>(kiln_gemm_act(d[half][4 * j + 2 * h] + b0));
-            v.y = static_cast<kiln_gemm_t>(kiln_gemm_act(d[half][4 * j + 2 * h + 1] + b1));
-            asm volatile("st.shared.b32 [%0], %1;" ::"r"(c + offset),
-                         "r"(*reinterpret_cast<const unsigned*>(&v)));
-          }
-        }
-      }
-      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // visible to the TMA unit
-      kiln_consumer_sync(consumer);
-      if (t == 0) kiln_tma_store_tile(&args.o, c, n0, m0);
-      continue;
-    }
-    kiln_consumer_sync(consumer);  // tileBias is written
-    kiln_gemm_t* out = static_cast<kiln_gemm_t*>(args.out);
-    const long long rowBase = m0 + warp * 16 + lane / 4;
-#pragma unroll
-    for (int j = 0; j < KILN_GEMM_BN / 8; ++j) {
-      const long long col = n0 + 8 * j + 2 * (lane % 4);
-      if (col >= args.n) continue;
-      const bool pair = col + 1 < args.n;
-      const kiln_gemm_t2 bp =
-          *reinterpret_cast<const kiln_gemm_t2*>(tileBias + 8 * j + 2 * (lane % 4));
-      const float b0 = static_cast<float>(bp.x), b1 = static_cast<float>(bp.y);
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const long long row = rowBase + 64 * half + 8 * h;
-          if (row >= args.m) continue;
-          const float v0 = kiln_gemm_act(d[half][4 * j + 2 * h] + b0);
-          const float v1 = kiln_gemm_act(d[half][4 * j + 2 * h + 1] + b1);
-          kiln_gemm_t* p = out + row * args.ldo + col;
-          if (pair && (args.ldo % 2) == 0) {
-            kiln_gemm_t2 v;
-            v.x = static_cast<kiln_gemm_t>(v0);
-            v.y = static_cast<kiln_gemm_t>(v1);
-            *reinterpret_cast<kiln_gemm_t2*>(p) = v;
-          } else {
-            p[0] = static_cast<kiln_gemm_t>(v0);
-            if (pair) p[1] = static_cast<kiln_gemm_t>(v1);
-          }
-        }
-      }
-    }
-    kiln_consumer_sync(consumer);
+    if (args.tmaStore)
+      kiln_gemm_epilogue<true>(args, d, tileBias, sC, consumer, m0, n0);
+    else
+      kiln_gemm_epilogue<false>(args, d, tileBias, sC, consumer, m0, n0);
   }
   // The shared memory of the last stores must outlive their reads.
   if (args.tmaStore && t == 0) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
