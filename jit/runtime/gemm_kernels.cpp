@@ -59,7 +59,7 @@ bool kilnGemmTarget(const Session& session) {
 KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec)
     : spec_(spec), poisonOutputs_(session.options().poisonOutputs) {
   if (!kilnGemmTarget(session)) {
-    reason_ = "needs KILN_GEMM=1 (Options::kilnGemm) and an sm_90 target";
+    reason_ = "needs an sm_90 target, and Options::kilnGemm (KILN_GEMM) not turned off";
     return;
   }
   codegen::KernelSource src = codegen::emitGemm(spec);

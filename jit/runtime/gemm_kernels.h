@@ -18,8 +18,8 @@ class Session;
 namespace kiln::jit {
 
 // Whether linears may run on kiln's GEMM for this session: an sm_90 target (the kernel uses
-// wgmma) and Options::kilnGemm. Without a driver the kernel is still compiled into the cache
-// (kiln-warmup with --arch sm_90), and the linears run through ATen.
+// wgmma) and Options::kilnGemm (on unless KILN_GEMM=0). Without a driver the kernel is still
+// compiled into the cache (kiln-warmup with --arch sm_90), and the linears run through ATen.
 bool kilnGemmTarget(const Session& session);
 
 class KilnGemm {

@@ -52,10 +52,10 @@ struct Options {
   // KILN_CONV_LAYOUT: auto|channels_last|contiguous. auto runs a program's convolutions
   // channels-last on CUDA when it has enough of them to pay for converting at its boundary.
   ConvLayout convLayout = ConvLayout::kAuto;
-  // KILN_GEMM=0|1: linears with an erf-gelu epilogue run on kiln's own GEMM on sm_90 (Note [Kiln
-  // GEMM] in codegen/emit_gemm.h); 0 leaves them to cuBLAS and a kiln kernel after it. Off by
-  // default while the kernel is slower than that pair (bench/RESULTS.md).
-  bool kilnGemm = false;
+  // KILN_GEMM=0|1: 16-bit linears followed by erf gelu run on kiln's own GEMM on sm_90, with the
+  // bias and gelu in its epilogue (Note [Kiln GEMM] in codegen/emit_gemm.h); 0 leaves them to
+  // cuBLAS and a kiln gelu kernel after it, which bench/RESULTS.md measured slower.
+  bool kilnGemm = true;
   // KILN_POISON_OUTPUTS=1 (debugging, tests): fill kernel outputs with NaN/0xFF before each launch,
   // so an element a kernel fails to write cannot pass for a right answer left over in memory.
   bool poisonOutputs = false;
