@@ -23,9 +23,7 @@
 #define KILN_GEMM_BM 128
 #define KILN_GEMM_BN 128
 #define KILN_GEMM_BK 64
-#ifndef KILN_GEMM_STAGES
-#define KILN_GEMM_STAGES 4
-#endif
+#define KILN_GEMM_STAGES 4  // kGemmStages on the host
 #define KILN_GEMM_THREADS 384
 
 struct __align__(128) KilnTensorMap {  // CUtensorMap

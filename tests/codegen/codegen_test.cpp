@@ -248,7 +248,7 @@ TEST(EmitCuda, AddLayerNormGeluCachedAndReloaded) {
     })",
       GroupKind::kRow, 1);
   auto ks = emitAndCompile(c, bucket({16}), {"sm_80"});
-  const auto& r = std::get<ReductionParams>(defaultSchedule(c.group, bucket({16})));
+  const ReductionParams r = std::get<ReductionParams>(defaultSchedule(c.group, bucket({16})));
   EXPECT_TRUE(r.cacheRow);
   EXPECT_TRUE(contains(ks.source, "kiln_gelu("));
   EXPECT_TRUE(contains(ks.source, "rsqrtf("));
@@ -306,7 +306,9 @@ TEST(EmitCuda, BenchmarkPatterns) {
       auto ks = emitAndCompile(c, b, {"sm_80", "sm_90"});
       EXPECT_TRUE(contains(ks.source, "if (args.vec)"));
       EXPECT_EQ(ks.fastMath, dt != "f32");
-      if (rowDims) EXPECT_TRUE(std::get<ReductionParams>(defaultSchedule(c.group, b)).cacheRow);
+      if (rowDims) {
+        EXPECT_TRUE(std::get<ReductionParams>(defaultSchedule(c.group, b)).cacheRow);
+      }
     }
     ++index;
   }
@@ -521,6 +523,14 @@ TEST(EmitCuda, GemmKernels) {
           << ks.name;
       EXPECT_TRUE(contains(ks.source, "__expf(-q * t)")) << ks.source;
       EXPECT_FALSE(contains(ks.source, "erff(")) << "Note [Branch-free erf gelu]";
+      // The kernel's tiling is the one the host sizes shared memory, grids and TMA boxes for.
+      for (const auto& [macro, value] : {std::pair<std::string, int>{"BM", kGemmTileM},
+                                         {"BN", kGemmTileN},
+                                         {"BK", kGemmTileK},
+                                         {"STAGES", kGemmStages},
+                                         {"THREADS", kGemmThreads}})
+        EXPECT_TRUE(contains(ks.source, "#define KILN_GEMM_" + macro + " " + std::to_string(value)))
+            << macro;
       names.insert(ks.name);
       try {
         jit::CompileOptions options;
