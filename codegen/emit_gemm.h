@@ -77,7 +77,8 @@ inline constexpr int kGemmStages = 4;
 // slices, 1024 bytes of alignment slack, the full/empty barriers of the stages and the consumers'
 // two turn barriers.
 inline constexpr int kGemmSharedBytes = kGemmStages * (kGemmTileM + kGemmTileN) * kGemmTileK * 2 +
-                                        2 * (kGemmTileM + 1) * kGemmTileN * 2 + 1024 +
+                                        2 * (kGemmTileM * kGemmTileN + kGemmTileN) * 2 + 1024 +
                                         (2 * kGemmStages + 2) * 8;
+static_assert(kGemmSharedBytes <= 232448, "sm_90 allows at most 227 KiB of shared memory a block");
 
 }  // namespace kiln::codegen
