@@ -13,6 +13,8 @@
 #include <torch/nn/module.h>
 
 #include "jit/capture/lower.h"
+#include "jit/capture/script_graph.h"
+#include "src/support/log.h"
 #include "src/support/error.h"
 
 namespace kiln::jit {
@@ -47,33 +49,23 @@ std::string CapturedGraph::report() const {
     out += "unsupported ops: none\n";
   } else {
     out += "unsupported ops (run eagerly):\n";
-    for (const std::string& op : unsupportedOps) {
+    for (size_t i = 0; i < unsupportedOps.size(); ++i) {
+      const std::string& op = unsupportedOps[i];
       size_t count = 0;
       for (const auto& call : eagerCalls) count += call->name == op ? 1 : 0;
-      out += fmt::format("  {} x{}\n", op, count);
+      out += fmt::format("  {} x{}: {}\n", op, count,
+                         i < unsupportedReasons.size() ? unsupportedReasons[i] : "");
     }
   }
+  for (const SizeAssumption& a : assumptions) out += fmt::format("assumes {}\n", a.what);
   return out;
 }
 
 namespace {
 
-struct NamedTensors {
-  std::vector<at::Tensor> tensors;
-  std::vector<std::string> names;
-  std::unordered_set<const c10::TensorImpl*> seen;
-
-  void add(const std::string& name, const at::Tensor& t) {
-    // Tied weights appear under several names; the trace sees one tensor.
-    if (!t.defined() || !seen.insert(t.unsafeGetTensorImpl()).second) return;
-    tensors.push_back(t);
-    names.push_back(name);
-  }
-};
-
-CapturedGraph captureWith(NamedTensors params, const ForwardFn& forward,
-                          const std::vector<c10::IValue>& exampleInputs,
-                          const CaptureOptions& options) {
+// The request's common part: options checked, inputs unpacked, names given.
+LowerRequest requestFor(ModuleTensors params, const std::vector<c10::IValue>& exampleInputs,
+                        const CaptureOptions& options, CapturedGraph& result) {
   KILN_USER_CHECK(!options.retypeTo || *options.retypeTo == ir::DType::kFloat16 ||
                       *options.retypeTo == ir::DType::kBFloat16,
                   "capture: retypeTo must be float16 or bfloat16, got {}",
@@ -85,14 +77,20 @@ CapturedGraph captureWith(NamedTensors params, const ForwardFn& forward,
                     exampleInputs[k].tagKind());
     req.inputs.push_back(exampleInputs[k].toTensor());
   }
-  CapturedGraph result;
   for (size_t k = 0; k < req.inputs.size(); ++k) {
     result.inputNames.push_back(k < options.inputNames.size() ? options.inputNames[k]
                                                               : fmt::format("input{}", k));
   }
   req.params = std::move(params.tensors);
   req.paramNames = std::move(params.names);
+  return req;
+}
 
+CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
+                          const std::vector<c10::IValue>& exampleInputs,
+                          const CaptureOptions& options) {
+  CapturedGraph result;
+  LowerRequest req = requestFor(std::move(params), exampleInputs, options, result);
   // Params go in as leading trace inputs, so the module's own tensors map to graph inputs
   // (Note [Params by reference]) instead of being baked in as constants.
   torch::jit::Stack stack;
@@ -116,12 +114,19 @@ CapturedGraph captureWith(NamedTensors params, const ForwardFn& forward,
             /*force_outplace=*/true)
             .first;
   } catch (const c10::Error& e) {
-    throw UserError(
+    // The module itself may have failed on these inputs; optimize() then runs it eagerly, which
+    // reports the module's own error (Note [Never worse than eager] in optimize.h).
+    throw Unsupported(
         fmt::format("capture: tracing the module failed: {}", e.what_without_backtrace()));
   }
   std::shared_ptr<torch::jit::Graph> traced = state->graph;
-  torch::jit::Inline(*traced);
-  torch::jit::EliminateDeadCode(traced);
+  try {
+    torch::jit::Inline(*traced);
+    torch::jit::EliminateDeadCode(traced);  // runs TorchScript's alias analysis, which can throw
+  } catch (const c10::Error& e) {
+    throw Unsupported(fmt::format("capture: TorchScript's passes rejected the trace: {}",
+                                  e.what_without_backtrace()));
+  }
   req.traced = traced;
   result.traced = traced;
   lowerTrace(req, result);
@@ -132,9 +137,33 @@ CapturedGraph captureWith(NamedTensors params, const ForwardFn& forward,
 
 CapturedGraph capture(torch::jit::Module& module, const std::vector<c10::IValue>& exampleInputs,
                       const CaptureOptions& options) {
-  NamedTensors params;
+  ModuleTensors params;
   for (const auto& p : module.named_parameters(/*recurse=*/true)) params.add(p.name, p.value);
   for (const auto& b : module.named_buffers(/*recurse=*/true)) params.add(b.name, b.value);
+  // Note [Capturing TorchScript from its graph]: the module's own graph keeps the sizes it reads
+  // symbolic; tracing it is the fallback.
+  std::vector<at::Tensor> inputs;
+  for (const c10::IValue& v : exampleInputs)
+    if (v.isTensor()) inputs.push_back(v.toTensor());
+  if (inputs.size() == exampleInputs.size()) {
+    ModuleTensors withAttrs = params;
+    std::string why;
+    std::shared_ptr<torch::jit::Graph> graph;
+    try {
+      graph = scriptGraphFor(module, withAttrs, inputs, &why);
+    } catch (const c10::Error& e) {
+      why = e.what_without_backtrace();
+    }
+    if (graph != nullptr) {
+      CapturedGraph result;
+      LowerRequest req = requestFor(std::move(withAttrs), exampleInputs, options, result);
+      req.traced = graph;
+      result.traced = graph;
+      lowerTrace(req, result);
+      return result;
+    }
+    KILN_LOG_DEBUG("capture: tracing the module instead of lowering its graph: {}", why);
+  }
   // Note [Tracing TorchScript modules]
   // A module that has run before holds its executors' optimized plans, and those are used even
   // with the optimizer off; on a GPU they contain NNC fusion groups, which run as one opaque op:
@@ -150,7 +179,7 @@ CapturedGraph capture(torch::jit::Module& module, const std::vector<c10::IValue>
 CapturedGraph capture(const std::shared_ptr<torch::nn::Module>& module, const ForwardFn& forward,
                       const std::vector<c10::IValue>& exampleInputs,
                       const CaptureOptions& options) {
-  NamedTensors params;
+  ModuleTensors params;
   if (module) {
     for (const auto& p : module->named_parameters(/*recurse=*/true)) params.add(p.key(), p.value());
     for (const auto& b : module->named_buffers(/*recurse=*/true)) params.add(b.key(), b.value());
@@ -158,8 +187,34 @@ CapturedGraph capture(const std::shared_ptr<torch::nn::Module>& module, const Fo
   return captureWith(std::move(params), forward, exampleInputs, options);
 }
 
+namespace {
+
+c10::IValue scalarValue(const EagerCall& call, const EagerCall::Scalar& sc,
+                        const std::vector<at::Tensor>& inputs,
+                        const std::vector<int64_t>& symbols) {
+  using Type = EagerCall::Scalar::Type;
+  if (sc.operand < 0) return c10::IValue(sc.sym.evaluate(symbols));
+  KILN_CHECK(sc.operand < static_cast<int>(inputs.size()), "{}: operand {} of {} missing",
+             call.name, sc.operand, inputs.size());
+  const at::Tensor& t = inputs[static_cast<size_t>(sc.operand)];
+  KILN_CHECK(t.numel() == 1, "{}: a scalar argument read from a tensor of {} elements", call.name,
+             t.numel());
+  switch (sc.type) {
+    case Type::kInt:
+      return c10::IValue(t.item<int64_t>());
+    case Type::kDouble:
+      return c10::IValue(t.item<double>());
+    case Type::kBool:
+      return c10::IValue(t.item<bool>());
+  }
+  KILN_CHECK(false, "unknown scalar type");
+}
+
+}  // namespace
+
 std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, int64_t eagerId,
-                                     const std::vector<at::Tensor>& inputs) {
+                                     const std::vector<at::Tensor>& inputs,
+                                     const std::vector<int64_t>& symbols) {
   KILN_CHECK(eagerId >= 0 && eagerId < static_cast<int64_t>(captured.eagerCalls.size()),
              "eager_id {} out of range ({} eager nodes)", eagerId, captured.eagerCalls.size());
   const EagerCall& call = *captured.eagerCalls[static_cast<size_t>(eagerId)];
@@ -169,40 +224,64 @@ std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, int64_t eage
                call.name, i, inputs.size());
     return inputs[static_cast<size_t>(i)];
   };
+  using Kind = EagerCall::Slot::Kind;
   for (const EagerCall::Slot& slot : call.slots) {
-    if (!slot.isList) {
-      stack[slot.stackIndex] = operand(slot.operands.at(0));
-    } else if (slot.optionalElements) {
-      c10::List<std::optional<at::Tensor>> list;
-      for (int i : slot.operands)
-        list.push_back(i < 0 ? std::optional<at::Tensor>() : std::optional<at::Tensor>(operand(i)));
-      stack[slot.stackIndex] = list;
-    } else {
-      c10::List<at::Tensor> list;
-      for (int i : slot.operands) list.push_back(operand(i));
-      stack[slot.stackIndex] = list;
+    c10::IValue& arg = stack.at(slot.stackIndex);
+    switch (slot.kind) {
+      case Kind::kTensor:
+        arg = operand(slot.operands.at(0));
+        break;
+      case Kind::kOptionalList: {
+        c10::List<std::optional<at::Tensor>> list;
+        for (int i : slot.operands)
+          list.push_back(i < 0 ? std::optional<at::Tensor>() : std::optional<at::Tensor>(operand(i)));
+        arg = list;
+        break;
+      }
+      case Kind::kTensorList: {
+        c10::List<at::Tensor> list;
+        for (int i : slot.operands) list.push_back(operand(i));
+        arg = list;
+        break;
+      }
+      case Kind::kScalar:
+        arg = scalarValue(call, slot.scalars.at(0), inputs, symbols);
+        break;
+      case Kind::kIntList: {
+        std::vector<int64_t> list;
+        for (const EagerCall::Scalar& sc : slot.scalars)
+          list.push_back(scalarValue(call, sc, inputs, symbols).toInt());
+        arg = list;
+        break;
+      }
     }
+  }
+  if (!call.op) {  // kiln::sym_scalar (Note [Eager calls])
+    return {at::scalar_tensor(stack.at(0).toInt(), at::kLong)};
   }
   {
     at::NoGradGuard noGrad;
     call.op(stack);
   }
   std::vector<at::Tensor> outs;
-  for (const c10::IValue& v : stack) {
-    if (v.isTensor()) {
-      outs.push_back(v.toTensor());
-    } else if (v.isTensorList()) {
+  for (size_t r : call.results) {
+    KILN_CHECK(r < stack.size(), "{}: result {} of {}", call.name, r, stack.size());
+    const c10::IValue& v = stack[r];
+    if (v.isTensorList()) {
       for (const at::Tensor& t : v.toTensorVector()) outs.push_back(t);
+    } else {
+      outs.push_back(v.toTensor());
     }
   }
   return outs;
 }
 
 std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::Node& node,
-                                     const std::vector<at::Tensor>& inputs) {
+                                     const std::vector<at::Tensor>& inputs,
+                                     const std::vector<int64_t>& symbols) {
   KILN_CHECK(node.kind() == ir::OpKind::kEager, "runEagerNode on a {} node",
              ir::toString(node.kind()));
-  std::vector<at::Tensor> outs = runEagerNode(captured, node.attrs().getInt("eager_id"), inputs);
+  std::vector<at::Tensor> outs = runEagerNode(captured, node.attrs().getInt("eager_id"), inputs, symbols);
   KILN_CHECK(outs.size() == node.outputs().size(), "{}: eager op gave {} tensors, node has {}",
              node.attrs().getString("schema"), outs.size(), node.outputs().size());
   return outs;

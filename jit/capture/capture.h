@@ -85,8 +85,19 @@ struct OutputStructure {
   int count = 1;  // number of graph outputs
 };
 
-// One kEager node's call: the traced op and its non-tensor arguments, fixed at capture time.
+// One kEager node's call: the traced op and how to build its arguments (lower.h).
 struct EagerCall;
+
+// Note [Size assumptions]
+// A few lowerings are right only while a relation between symbolic sizes holds that eager would
+// handle differently otherwise: x[:, :seq] of a fixed buffer clamps when seq exceeds the buffer,
+// kiln's slice does not. Capture records each as lhs <= rhs; a plan checks them when it binds the
+// symbols, and a call that breaks one runs eagerly (Note [Never worse than eager] in optimize.h).
+struct SizeAssumption {
+  ir::SymDim lhs;
+  ir::SymDim rhs;
+  std::string what;  // for explain() and logs
+};
 
 struct CapturedGraph {
   CapturedGraph();
@@ -103,8 +114,11 @@ struct CapturedGraph {
   // index = eager_id attr of the kEager node.
   std::vector<torch::jit::Node*> eagerNodes;
   std::vector<std::unique_ptr<EagerCall>> eagerCalls;  // same index
-  // The capture report: ops that became kEager ("aten::cumsum"), unique, sorted.
+  // The capture report: ops that became kEager ("aten::cumsum"), unique, sorted, and why (same
+  // index): no lowering rule, or the reason the rule declined the first such call.
   std::vector<std::string> unsupportedOps;
+  std::vector<std::string> unsupportedReasons;
+  std::vector<SizeAssumption> assumptions;
   // Concrete values the symbols had in the example inputs (index = symbol id).
   std::vector<int64_t> exampleSymbolValues;
   std::vector<std::string> inputNames;
@@ -127,12 +141,15 @@ CapturedGraph capture(const std::shared_ptr<torch::nn::Module>& module, const Fo
                       const std::vector<c10::IValue>& exampleInputs,
                       const CaptureOptions& options = {});
 
-// Runs one kEager node with ATen: `inputs` are the node's IR operands (tensors, in order); returns
-// one tensor per IR output.
+// Runs one kEager node with ATen: `inputs` are the node's IR operands (tensors, in order),
+// `symbols` the call's symbol values (Note [Run-time scalars] in lower.h); returns one tensor per
+// IR output.
 std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, int64_t eagerId,
-                                     const std::vector<at::Tensor>& inputs);
+                                     const std::vector<at::Tensor>& inputs,
+                                     const std::vector<int64_t>& symbols);
 // Same, reading eager_id from the node; usable as jit::EagerRunner (jit/eval/aten_eval.h).
 std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::Node& node,
-                                     const std::vector<at::Tensor>& inputs);
+                                     const std::vector<at::Tensor>& inputs,
+                                     const std::vector<int64_t>& symbols);
 
 }  // namespace kiln::jit

@@ -54,6 +54,12 @@ bool isTensorValue(const tj::Value* v) {
   return v->type()->kind() == c10::TypeKind::TensorType;
 }
 
+// "aten::slice (%45)": names a traced node in messages.
+std::string traced(const tj::Node* n) {
+  return fmt::format("{} (%{})", n->kind().toQualString(),
+                     n->outputs().empty() ? std::string("?") : n->outputs()[0]->debugName());
+}
+
 int64_t normDim(int64_t d, int64_t rank) {
   if (d < 0) d += rank;
   if (d < 0 || d >= std::max<int64_t>(rank, 1)) throw NotLowerable{"dim out of range"};
@@ -94,6 +100,7 @@ class Lowerer {
 
   // --- rules ---
   bool lowerShapeArith(const tj::Node* n);
+  bool lowerUnpack(const tj::Node* n);
   ir::Value* lowerNode(const tj::Node* n);
   bool lowerMulti(const tj::Node* n);
   void lowerEager(const tj::Node* n);
@@ -105,7 +112,19 @@ class Lowerer {
   std::unordered_map<const tj::Value*, ir::Value*> env_;
   std::unordered_map<const tj::Value*, SymDim> ints_;  // int scalars computed from sizes
   std::unordered_map<const tj::Value*, std::vector<SymDim>> intLists_;
+  // Scalars read from a tensor when the call runs (Note [Run-time scalars] in lower.h).
+  struct ItemOf {
+    const tj::Value* tensor;
+    EagerCall::Scalar::Type type;
+  };
+  std::unordered_map<const tj::Value*, ItemOf> items_;
+  ir::Value* symScalar(const tj::Value* v, const SymDim& value);
+  std::optional<EagerCall::Scalar> runtimeScalar(const tj::Value* v,
+                                                 const std::function<int(const tj::Value*)>& operand);
+  std::optional<Shape> creationShape(const tj::Node* n, const tj::Value* out) const;
+  std::optional<SymDim> symIntOf(const tj::Value* v) const;
   std::set<std::string> unsupported_;
+  std::map<std::string, std::string> reasons_;  // why an op runs eagerly, first reason per op
   int constCount_ = 0;
   bool ambiguousWarned_ = false;
 };
@@ -263,6 +282,16 @@ ir::Value* Lowerer::tensor(const tj::Value* v) {
   if (v->node()->kind() == c10::prim::Constant) {
     auto iv = constIValue(v);
     KILN_CHECK(iv, "prim::Constant without value");
+    if (iv->isTensor() && iv->toTensor().dim() == 0 &&
+        (iv->toTensor().scalar_type() == at::kDouble || iv->toTensor().scalar_type() == at::kLong)) {
+      // A Python number the tracer wrapped as a 0-dim float64/int64 tensor (0.5 * x): a scalar
+      // constant, promoted as eager promotes it (Note [Constants are Python scalars]).
+      const at::Tensor& t = iv->toTensor();
+      ir::Value* c = t.scalar_type() == at::kDouble ? constant(c10::IValue(t.item<double>()))
+                                                     : constant(c10::IValue(t.item<int64_t>()));
+      env_[v] = c;
+      return c;
+    }
     if (iv->isTensor()) {
       // A tensor the traced code created or captured: bound by reference like a parameter.
       at::Tensor t = iv->toTensor();
@@ -282,10 +311,98 @@ ir::Value* Lowerer::tensor(const tj::Value* v) {
     env_[v] = c;
     return c;
   }
-  if (auto it = ints_.find(v); it != ints_.end() && it->second.isConstant()) {
-    return g_->addConstant(static_cast<double>(it->second.constant()), DType::kInt64);
+  if (auto it = ints_.find(v); it != ints_.end()) {
+    if (it->second.isConstant())
+      return g_->addConstant(static_cast<double>(it->second.constant()), DType::kInt64);
+    if (isTensorValue(v)) return symScalar(v, it->second);  // prim::NumToTensor of a size
   }
   throw NotLowerable{fmt::format("operand %{} is not available", v->debugName())};
+}
+
+// A size-derived int used as a tensor (what prim::NumToTensor makes of it): a 0-dim int64 tensor
+// computed per call by a kiln::sym_scalar eager node (Note [Eager calls] in lower.h).
+ir::Value* Lowerer::symScalar(const tj::Value* v, const SymDim& value) {
+  auto call = std::make_unique<EagerCall>();
+  call->name = "kiln::sym_scalar";
+  call->stackTemplate.emplace_back(int64_t{0});
+  EagerCall::Slot slot;
+  slot.kind = EagerCall::Slot::Kind::kScalar;
+  slot.scalars.push_back({value, -1, EagerCall::Scalar::Type::kInt});
+  call->slots.push_back(std::move(slot));
+  int64_t id = static_cast<int64_t>(res_.eagerNodes.size());
+  ir::Node* node = g_->appendMulti(OpKind::kEager, {}, {{"schema", call->name}, {"eager_id", id}},
+                                   {TensorType{DType::kInt64, {}}});
+  res_.eagerNodes.push_back(nullptr);
+  res_.eagerCalls.push_back(std::move(call));
+  env_[v] = node->output(0);
+  return node->output(0);
+}
+
+// An int the lowering knows: computed from sizes, a literal, or a 0-dim integer tensor constant
+// (Python traces keep `seq_len + 0` as tensor arithmetic).
+std::optional<SymDim> Lowerer::symIntOf(const tj::Value* v) const {
+  if (auto it = ints_.find(v); it != ints_.end()) return it->second;
+  auto iv = constIValue(v);
+  if (iv && iv->isInt()) return SymDim(iv->toInt());
+  if (iv && iv->isTensor()) {
+    const at::Tensor& t = iv->toTensor();
+    if (t.dim() == 0 && at::isIntegralType(t.scalar_type(), /*includeBool=*/false))
+      return SymDim(t.item<int64_t>());
+  }
+  return std::nullopt;
+}
+
+// A non-tensor argument computed when the call runs: a symbolic int, or a value read from a tensor
+// (`operand` gives that tensor's IR operand index). nullopt for constants and anything else.
+std::optional<EagerCall::Scalar> Lowerer::runtimeScalar(
+    const tj::Value* v, const std::function<int(const tj::Value*)>& operand) {
+  if (auto it = ints_.find(v); it != ints_.end())
+    return EagerCall::Scalar{it->second, -1, EagerCall::Scalar::Type::kInt};
+  if (auto it = items_.find(v); it != items_.end())
+    return EagerCall::Scalar{SymDim(0), operand(it->second.tensor), it->second.type};
+  return std::nullopt;
+}
+
+// The symbolic shape of a creation op's output (new_ones(size), zeros(size), full(size, v),
+// arange(end), arange(start, end)) when its size arguments are known symbolically.
+std::optional<Shape> Lowerer::creationShape(const tj::Node* n, const tj::Value* out) const {
+  const c10::FunctionSchema* schema = n->maybeSchema();
+  if (schema == nullptr) return std::nullopt;
+  auto argIndex = [&](const char* name) -> std::optional<size_t> {
+    auto i = schema->argumentIndexWithName(name);
+    if (!i || static_cast<size_t>(*i) >= n->inputs().size()) return std::nullopt;
+    return static_cast<size_t>(*i);
+  };
+  auto symOf = [&](const tj::Value* v) { return symIntOf(v); };
+  const size_t rank = tracedSizes(out).size();
+  if (auto size = argIndex("size"); size && schema->name() != "aten::expand" &&
+                                    schema->arguments()[*size].type()->kind() ==
+                                        c10::TypeKind::ListType) {
+    Shape shape;
+    try {
+      for (const auto& d : symIntsArg(n->input(*size))) {
+        if (!d) return std::nullopt;  // a literal: let symbolize() match it
+        shape.push_back(*d);
+      }
+    } catch (const NotLowerable&) {
+      return std::nullopt;
+    }
+    if (shape.size() == rank) return shape;
+    return std::nullopt;
+  }
+  if (schema->name() == "aten::arange" && rank == 1) {
+    auto end = argIndex("end");
+    if (!end) return std::nullopt;
+    std::optional<SymDim> e = symOf(n->input(*end));
+    std::optional<SymDim> start = SymDim(0);
+    if (auto st = argIndex("start")) start = symOf(n->input(*st));
+    if (auto step = argIndex("step")) {
+      auto iv = constIValue(n->input(*step));
+      if (!iv || !iv->isInt() || iv->toInt() != 1) return std::nullopt;
+    }
+    if (e && start && !e->isConstant()) return Shape{*e - *start};
+  }
+  return std::nullopt;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,11 +505,7 @@ Shape Lowerer::symbolize(const tj::Value* out, const tj::Node* node) {
 bool Lowerer::lowerShapeArith(const tj::Node* n) {
   auto kind = n->kind();
   auto isInt = [](const tj::Value* v) { return v->type()->kind() == c10::TypeKind::IntType; };
-  auto symInt = [&](const tj::Value* v) -> std::optional<SymDim> {
-    if (auto it = ints_.find(v); it != ints_.end()) return it->second;
-    if (auto iv = constIValue(v); iv && iv->isInt()) return SymDim(iv->toInt());
-    return std::nullopt;
-  };
+  auto symInt = [&](const tj::Value* v) { return symIntOf(v); };
   if (kind == c10::aten::size && n->inputs().size() == 2 && isInt(n->output())) {
     auto it = env_.find(n->input(0));
     auto d = constIValue(n->input(1));
@@ -408,31 +521,104 @@ bool Lowerer::lowerShapeArith(const tj::Node* n) {
     return true;
   }
   const std::string name = kind.toQualString();
-  if ((name == "prim::NumToTensor" || name == "aten::Int" || name == "aten::ScalarImplicit") &&
+  if ((name == "prim::NumToTensor" || name == "aten::Int" || name == "aten::ScalarImplicit" ||
+       name == "aten::Float" || name == "aten::Bool" || name == "aten::item") &&
       n->inputs().size() == 1) {
     if (auto s = symInt(n->input(0))) {
+      if (name == "aten::Float" || name == "aten::Bool") return false;
       ints_[n->output()] = *s;
+      return true;
+    }
+    // A scalar read from a tensor the call computes: read when the call runs.
+    if (name != "prim::NumToTensor" && isTensorValue(n->input(0)) && !isTensorValue(n->output())) {
+      using Type = EagerCall::Scalar::Type;
+      auto outKind = n->output()->type()->kind();
+      Type type = outKind == c10::TypeKind::FloatType  ? Type::kDouble
+                  : outKind == c10::TypeKind::BoolType ? Type::kBool
+                                                       : Type::kInt;
+      if (outKind == c10::TypeKind::NumberType || outKind == c10::TypeKind::ScalarTypeType) {
+        // item()/ScalarImplicit: the number's kind is the tensor's
+        auto tt = n->input(0)->type()->cast<c10::TensorType>();
+        auto st = tt ? tt->scalarType() : std::nullopt;
+        if (!st) return false;
+        type = at::isFloatingType(*st) ? Type::kDouble : *st == at::kBool ? Type::kBool : Type::kInt;
+      }
+      items_[n->output()] = ItemOf{n->input(0), type};
       return true;
     }
     return false;
   }
-  if ((name == "aten::mul" || name == "aten::add" || name == "aten::sub" ||
-       name == "aten::floordiv") &&
-      n->inputs().size() == 2 && isInt(n->output())) {
+  // Integer arithmetic, on ints or on the 0-dim tensors Python traces make of sizes.
+  bool floorDiv = name == "aten::floordiv" || name == "aten::floor_divide";
+  bool truncDiv = false;
+  if (name == "aten::div" && n->inputs().size() == 3) {  // div(a, b, rounding_mode=...)
+    auto mode = constIValue(n->input(2));
+    if (mode && mode->isString()) {
+      floorDiv = mode->toStringRef() == "floor";
+      truncDiv = mode->toStringRef() == "trunc";
+    }
+  }
+  const bool intArith = name == "aten::mul" || name == "aten::add" || name == "aten::sub" ||
+                        floorDiv || truncDiv || name == "aten::neg";
+  if (intArith && (isInt(n->output()) || isTensorValue(n->output()))) {
+    const size_t arity = name == "aten::neg" ? 1 : 2;
+    if (n->inputs().size() < arity) return false;
+    if (n->inputs().size() == 3 && !floorDiv && !truncDiv) {  // add/sub(x, y, alpha)
+      auto alpha = constIValue(n->input(2));
+      if (!alpha || !alpha->isInt() || alpha->toInt() != 1) return false;
+    } else if (n->inputs().size() > arity && !floorDiv && !truncDiv) {
+      return false;
+    }
     auto a = symInt(n->input(0));
+    if (!a) return false;
+    if (name == "aten::neg") {
+      ints_[n->output()] = SymDim(0) - *a;
+      return true;
+    }
     auto b = symInt(n->input(1));
-    if (!a || !b) return false;
+    if (!b) return false;
     if (name == "aten::mul") ints_[n->output()] = *a * *b;
     if (name == "aten::add") ints_[n->output()] = *a + *b;
     if (name == "aten::sub") ints_[n->output()] = *a - *b;
-    if (name == "aten::floordiv") {
-      auto q = a->divExact(*b);
+    if (floorDiv || truncDiv) {
+      if (a->isConstant() && b->isConstant() && b->constant() != 0) {
+        int64_t x = a->constant();
+        int64_t y = b->constant();
+        int64_t q = x / y;  // C++ truncates
+        if (floorDiv && (x % y != 0) && ((x < 0) != (y < 0))) --q;  // floor, as Python
+        ints_[n->output()] = SymDim(q);
+        return true;
+      }
+      auto q = b->isConstant() && b->constant() > 0 ? a->divExact(*b) : std::nullopt;
       if (!q) return false;
       ints_[n->output()] = *q;
     }
     return true;
   }
   return false;
+}
+
+// prim::TupleUnpack of a TupleConstruct, prim::ListUnpack of a ListConstruct or of aten::size(x):
+// each output is the matching element.
+bool Lowerer::lowerUnpack(const tj::Node* n) {
+  const tj::Node* src = n->input(0)->node();
+  if (auto it = intLists_.find(n->input(0)); it != intLists_.end()) {
+    if (it->second.size() != n->outputs().size()) return false;
+    for (size_t i = 0; i < n->outputs().size(); ++i) ints_[n->outputs()[i]] = it->second[i];
+    return true;
+  }
+  if ((src->kind() != c10::prim::TupleConstruct && src->kind() != c10::prim::ListConstruct) ||
+      src->inputs().size() != n->outputs().size())
+    return false;
+  for (size_t i = 0; i < n->outputs().size(); ++i) {
+    const tj::Value* from = src->inputs()[i];
+    const tj::Value* to = n->outputs()[i];
+    if (auto e = env_.find(from); e != env_.end()) env_[to] = e->second;
+    if (auto e = ints_.find(from); e != ints_.end()) ints_[to] = e->second;
+    if (auto e = items_.find(from); e != items_.end()) items_[to] = e->second;
+    if (auto e = intLists_.find(from); e != intLists_.end()) intLists_[to] = e->second;
+  }
+  return true;
 }
 
 ir::Value* Lowerer::lowerNode(const tj::Node* n) {
@@ -663,9 +849,32 @@ ir::Value* Lowerer::lowerNode(const tj::Node* n) {
     } else {
       std::optional<int64_t> startArg =
           isNone(in[2]) ? std::nullopt : std::optional<int64_t>(intArg(in[2]));
-      std::optional<int64_t> endArg =
-          isNone(in[3]) ? std::nullopt : std::optional<int64_t>(intArg(in[3]));
+      // An end computed from sizes (x[:, :seq]) is symbolic (Note [Run-time scalars]).
+      std::optional<SymDim> endSym;
+      if (auto it = ints_.find(in[3]); it != ints_.end() && !it->second.isConstant())
+        endSym = it->second;
+      std::optional<int64_t> endArg = isNone(in[3]) || endSym
+                                          ? std::nullopt
+                                          : std::optional<int64_t>(intArg(in[3]));
       step = intArg(in[4]);
+      if (endSym) {
+        if (step != 1) throw NotLowerable{"slice with step != 1"};
+        start = isNone(in[2]) ? 0 : intArg(in[2]);
+        if (start < 0) throw NotLowerable{"negative start with a symbolic end"};
+        if (*endSym == size) return slice(x, dim, start, 1, size - SymDim(start));
+        // Eager clamps an end past the size; kiln's slice does not, so the plan assumes it
+        // (Note [Size assumptions] in capture.h).
+        if (ctx_.eval(*endSym) > sizeVal || ctx_.eval(*endSym) < start)
+          throw NotLowerable{"slice end outside the dim in the example"};
+        res_.assumptions.push_back(
+            {*endSym, size, fmt::format("slice end {} <= size {} of dim {} in {}",
+                                         endSym->toString(), size.toString(), dim,
+                                         traced(n))});
+        res_.assumptions.push_back({SymDim(start), *endSym,
+                                    fmt::format("slice start {} <= end {} in {}", start,
+                                                endSym->toString(), traced(n))});
+        return slice(x, dim, start, 1, *endSym - SymDim(start));
+      }
       if (step != 1) throw NotLowerable{"slice with step != 1"};
       start = startArg.value_or(0);
       if (start < 0) {
@@ -822,6 +1031,7 @@ void Lowerer::lowerEager(const tj::Node* n) {
   auto call = std::make_unique<EagerCall>();
   call->name = name;
   call->op = n->getOperation();
+  using Kind = EagerCall::Slot::Kind;
   std::vector<ir::Value*> operands;
   auto operandIndex = [&](const tj::Value* v) {
     operands.push_back(tensor(v));
@@ -830,8 +1040,21 @@ void Lowerer::lowerEager(const tj::Node* n) {
   for (size_t i = 0; i < n->inputs().size(); ++i) {
     const tj::Value* v = n->input(i);
     call->stackTemplate.emplace_back();
+    EagerCall::Slot slot;
+    slot.stackIndex = i;
     if (isTensorValue(v)) {
-      call->slots.push_back({i, false, false, {operandIndex(v)}});
+      if (v->node()->kind() == c10::prim::Constant && !env_.count(v)) {
+        auto iv = constIValue(v);
+        if (iv && iv->isTensor() && !fromAten(iv->toTensor().scalar_type())) {
+          // A constant of a dtype kiln's IR lacks (float64, uint8): only eager ops read it, so
+          // it stays in the call as the trace recorded it.
+          call->stackTemplate.back() = *iv;
+          continue;
+        }
+      }
+      slot.kind = Kind::kTensor;
+      slot.operands.push_back(operandIndex(v));
+      call->slots.push_back(std::move(slot));
       continue;
     }
     auto listType = v->type()->cast<c10::ListType>();
@@ -842,7 +1065,7 @@ void Lowerer::lowerEager(const tj::Node* n) {
                      (optional && elem->castRaw<c10::OptionalType>()->getElementType()->kind() ==
                                       c10::TypeKind::TensorType);
       if (tensors) {
-        EagerCall::Slot slot{i, true, optional, {}};
+        slot.kind = optional ? Kind::kOptionalList : Kind::kTensorList;
         for (const tj::Value* e : v->node()->inputs())
           slot.operands.push_back(isTensorValue(e) ? operandIndex(e) : -1);
         call->slots.push_back(std::move(slot));
@@ -853,34 +1076,61 @@ void Lowerer::lowerEager(const tj::Node* n) {
       call->stackTemplate.back() = *iv;
       continue;
     }
-    if (auto it = ints_.find(v); it != ints_.end()) {
-      // A size computed by the trace: fixed at its example value (Note [Symbolic dims in
-      // captured graphs]); guards re-trace when it changes.
-      call->stackTemplate.back() = ctx_.eval(it->second);
+    if (auto sc = runtimeScalar(v, operandIndex)) {
+      slot.kind = Kind::kScalar;
+      slot.scalars.push_back(*sc);
+      call->slots.push_back(std::move(slot));
       continue;
     }
-    throw UserError(fmt::format(
-        "capture: cannot run {} eagerly: argument {} (%{}) is neither a tensor nor a constant",
-        name, i, v->debugName()));
+    if (auto it = intLists_.find(v); it != intLists_.end()) {  // x.size()
+      slot.kind = Kind::kIntList;
+      for (const SymDim& d : it->second)
+        slot.scalars.push_back({d, -1, EagerCall::Scalar::Type::kInt});
+      call->slots.push_back(std::move(slot));
+      continue;
+    }
+    if (listType && listType->getElementType()->kind() == c10::TypeKind::IntType &&
+        v->node()->kind() == c10::prim::ListConstruct) {
+      slot.kind = Kind::kIntList;
+      for (const tj::Value* e : v->node()->inputs()) {
+        if (auto iv = constIValue(e); iv && iv->isInt()) {
+          slot.scalars.push_back({SymDim(iv->toInt()), -1, EagerCall::Scalar::Type::kInt});
+        } else if (auto sc = runtimeScalar(e, operandIndex)) {
+          slot.scalars.push_back(*sc);
+        } else {
+          throw NotLowerable{fmt::format("element %{} of int list argument {} has no known value",
+                                         e->debugName(), i)};
+        }
+      }
+      call->slots.push_back(std::move(slot));
+      continue;
+    }
+    throw NotLowerable{fmt::format("argument {} (%{}: {}) is produced by {}, which kiln does not follow",
+                                   i, v->debugName(), v->type()->str(),
+                                   v->node()->kind().toQualString())};
   }
 
   // Outputs: tensors, or a tensor list unpacked by the trace.
   std::vector<const tj::Value*> outs;
-  for (const tj::Value* o : n->outputs()) {
+  for (size_t r = 0; r < n->outputs().size(); ++r) {
+    const tj::Value* o = n->outputs()[r];
+    if (o->uses().empty()) continue;
+    call->results.push_back(r);
     if (isTensorValue(o)) {
       outs.push_back(o);
     } else if (o->type()->cast<c10::ListType>() && o->uses().size() == 1 &&
                o->uses()[0].user->kind() == c10::prim::ListUnpack) {
       for (const tj::Value* e : o->uses()[0].user->outputs()) outs.push_back(e);
-    } else if (o->uses().empty()) {
-      continue;
     } else {
-      throw UserError(fmt::format("capture: cannot run {} eagerly: output %{} of type {} is used",
-                                  name, o->debugName(), o->type()->str()));
+      throw NotLowerable{fmt::format("its output %{} of type {} is used", o->debugName(),
+                                     o->type()->str())};
     }
   }
   std::vector<TensorType> types;
-  for (const tj::Value* o : outs) types.push_back(TensorType{tracedDType(o), symbolize(o, n)});
+  for (const tj::Value* o : outs) {
+    std::optional<Shape> shape = outs.size() == 1 ? creationShape(n, o) : std::nullopt;
+    types.push_back(TensorType{tracedDType(o), shape ? *shape : symbolize(o, n)});
+  }
   int64_t id = static_cast<int64_t>(res_.eagerNodes.size());
   ir::Node* node =
       g_->appendMulti(OpKind::kEager, operands, {{"schema", name}, {"eager_id", id}}, types);
@@ -940,8 +1190,9 @@ void Lowerer::run() {
 
   for (size_t k = 0; k < req_.inputs.size(); ++k) {
     auto dt = fromAten(req_.inputs[k].scalar_type());
-    KILN_USER_CHECK(dt.has_value(), "capture: input {} (\"{}\"): unsupported dtype {}", k, names[k],
-                    c10::toString(req_.inputs[k].scalar_type()));
+    if (!dt)
+      throw Unsupported(fmt::format("capture: input {} (\"{}\"): kiln's IR has no dtype {}", k,
+                                    names[k], c10::toString(req_.inputs[k].scalar_type())));
     ir::Value* v =
         g_->addInput(names[k], TensorType{mapDType(req_.inputs[k].scalar_type()), inputShapes[k]});
     v->setName(names[k]);
@@ -953,8 +1204,9 @@ void Lowerer::run() {
     if (tv->uses().empty()) continue;
     const at::Tensor& t = req_.params[p];
     auto dt = fromAten(t.scalar_type());
-    KILN_USER_CHECK(dt.has_value(), "capture: parameter \"{}\": unsupported dtype {}",
-                    req_.paramNames[p], c10::toString(t.scalar_type()));
+    if (!dt)
+      throw Unsupported(fmt::format("capture: parameter \"{}\": kiln's IR has no dtype {}",
+                                    req_.paramNames[p], c10::toString(t.scalar_type())));
     ir::Value* v = g_->addParam(
         req_.paramNames[p],
         TensorType{mapDType(t.scalar_type()), Shape(t.sizes().begin(), t.sizes().end())});
@@ -966,9 +1218,14 @@ void Lowerer::run() {
 
   for (const tj::Node* n : tg.nodes()) {
     auto kind = n->kind();
-    if (kind == c10::prim::Constant || kind == c10::prim::ListUnpack ||
-        kind == c10::prim::TupleConstruct || kind == c10::prim::TupleUnpack)
+    if (kind == c10::prim::Constant || kind == c10::prim::TupleConstruct) continue;
+    if (kind == c10::prim::ListUnpack || kind == c10::prim::TupleUnpack) {
+      // Unpacks of eager tensor lists are bound by their producer (lowerEager, lowerMulti).
+      if (!lowerUnpack(n) && !env_.count(n->outputs()[0]))
+        KILN_LOG_DEBUG("capture: {} of {} left unbound", kind.toQualString(),
+                       n->input(0)->node()->kind().toQualString());
       continue;
+    }
     if (lowerShapeArith(n)) continue;
     if (kind == c10::prim::ListConstruct) continue;  // consumed by its users
     bool done = false;
@@ -981,12 +1238,16 @@ void Lowerer::run() {
       }
     } catch (const NotLowerable& e) {
       KILN_LOG_DEBUG("capture: {} runs eagerly: {}", kind.toQualString(), e.why);
+      reasons_.emplace(kind.toQualString(), e.why);  // the first reason per op
     }
     if (!done) {
+      if (n->kind() != c10::prim::ListConstruct)
+        reasons_.emplace(kind.toQualString(), "kiln has no lowering for it");
       try {
         lowerEager(n);
       } catch (const NotLowerable& e) {
-        throw UserError(fmt::format("capture: cannot capture {}: {}", kind.toQualString(), e.why));
+        throw Unsupported(fmt::format("capture: cannot run {} eagerly inside a plan: {}",
+                                      traced(n), e.why));
       }
     }
   }
@@ -1004,14 +1265,15 @@ void Lowerer::run() {
                             ? OutputStructure::Kind::kTuple
                             : OutputStructure::Kind::kList;
     for (const tj::Value* v : result->node()->inputs()) {
-      KILN_USER_CHECK(isTensorValue(v),
-                      "capture: the module returns a {} with a non-tensor element ({}); kiln "
-                      "supports a tensor or a flat tuple/list of tensors",
-                      result->type()->str(), v->type()->str());
+      if (!isTensorValue(v))
+        throw Unsupported(fmt::format(
+            "capture: the module returns a {} with a non-tensor element ({}); kiln supports a "
+            "tensor or a flat tuple/list of tensors",
+            result->type()->str(), v->type()->str()));
       outs.push_back(v);
     }
   } else {
-    throw UserError(fmt::format(
+    throw Unsupported(fmt::format(
         "capture: the module returns {}; kiln supports a tensor or a flat tuple/list of tensors",
         result->type()->str()));
   }
@@ -1037,6 +1299,7 @@ void Lowerer::run() {
     }
   }
   res_.unsupportedOps.assign(unsupported_.begin(), unsupported_.end());
+  for (const std::string& op : res_.unsupportedOps) res_.unsupportedReasons.push_back(reasons_[op]);
 }
 
 }  // namespace

@@ -27,9 +27,10 @@ std::vector<int64_t> bindSymbols(const ir::Graph& graph, const std::vector<at::T
 // The shape with every dim evaluated. InternalError if a dim uses a symbol without a value.
 std::vector<int64_t> concreteShape(const ir::Shape& shape, const std::vector<int64_t>& symbols);
 
-// Runs a kEager node (the capture module owns how); returns one tensor per node output.
-using EagerRunner =
-    std::function<std::vector<at::Tensor>(const ir::Node&, const std::vector<at::Tensor>&)>;
+// Runs a kEager node (the capture module owns how) on its operands with the call's symbol values;
+// returns one tensor per node output.
+using EagerRunner = std::function<std::vector<at::Tensor>(
+    const ir::Node&, const std::vector<at::Tensor>&, const std::vector<int64_t>& symbols)>;
 
 // Evaluates one node on its operands (one tensor per node input, in order). Operands produced by
 // kConstant nodes are wrapped-number tensors (makeScalarOperand); anything else is a plain tensor.

@@ -334,7 +334,7 @@ std::vector<at::Tensor> evalNode(const ir::Node& node, const std::vector<at::Ten
     case OpKind::kEager: {
       KILN_CHECK(static_cast<bool>(runEager), "{} ({}) needs an EagerRunner", describe(node),
                  node.attrs().has("schema") ? node.attrs().getString("schema") : "?");
-      std::vector<at::Tensor> out = runEager(node, inputs);
+      std::vector<at::Tensor> out = runEager(node, inputs, symbols);
       KILN_CHECK(out.size() == node.outputs().size(), "{}: eager runner gave {} outputs, IR has {}",
                  describe(node), out.size(), node.outputs().size());
       for (size_t o = 0; o < out.size(); ++o) checkResult(node, o, out[o], symbols);

@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/nn/module.h>
 
 #include "jit/runtime/capture_cache.h"
@@ -29,11 +31,12 @@ std::string ModuleStats::toString() const {
       "in {} families (evicted {}), "
       "kernels compiled {} ({} in the background) and cached {} in {:.2f} s, plans served by "
       "generic kernels {}, swaps {}, background jobs pending {}, launches {}, groups run "
-      "eagerly {}, tuning jobs {} ({} variants tried, {} kernels replaced)",
+      "eagerly {}, tuning jobs {} ({} variants tried, {} kernels replaced), eager fallbacks {} "
+      "({} calls run by the module)",
       calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive,
       plansEvicted, kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds,
       plansServedGeneric, swaps, backgroundPending, kernelLaunches, groupFallbacks, tuningJobs,
-      variantsTried, kernelsTuned);
+      variantsTried, kernelsTuned, eagerFallbacks, eagerCalls);
 }
 
 namespace {
@@ -97,6 +100,27 @@ struct OptimizedModule::Impl {
       evicted{0}, servedGeneric{0};
   // Launch/fallback/swap counters of evicted plans, so stats() stays monotonic.
   mutable std::atomic<uint64_t> retiredLaunches{0}, retiredFallbacks{0};
+  // Note [Never worse than eager]: families and signatures that run the module itself, with why
+  // (under `mutex`), and the calls served so.
+  mutable std::map<std::string, std::string> eagerFamilies, eagerSignatures;
+  mutable std::atomic<uint64_t> eagerCalls{0};
+
+  // Records that `key` (a family or a signature) runs eagerly; logs the first time.
+  void giveUp(std::map<std::string, std::string>& table, const std::string& key,
+              const std::string& what, const std::string& why, bool log = true) const {
+    {
+      std::unique_lock<std::shared_mutex> lock(mutex);
+      if (!table.emplace(key, why).second || !log) return;
+    }
+    KILN_LOG_WARN("kiln: {} {} runs eagerly (as the module itself): {}", what, key, why);
+  }
+  // The reason `sig` runs eagerly, or null (a shared lock).
+  std::optional<std::string> eagerReason(const std::string& sig) const {
+    std::shared_lock<std::shared_mutex> lock(mutex);
+    auto it = eagerSignatures.find(sig);
+    if (it == eagerSignatures.end()) return std::nullopt;
+    return it->second;
+  }
 
   ~Impl() { shared->alive.store(false); }
 
@@ -169,6 +193,29 @@ struct OptimizedModule::Impl {
       if (!small) out.push_back(k);
     }
     return out;
+  }
+
+  // Note [Tracing records one path] in capture.h: a scripted forward with control flow would be
+  // captured along the example's path only. Such a module runs eagerly (Note [Never worse than
+  // eager]) unless every branch condition and trip count is a constant.
+  void checkControlFlow() const {
+    if (!scripted) return;
+    auto graph = scripted->get_method("forward").graph()->copy();
+    torch::jit::Inline(*graph);
+    torch::jit::ConstantPropagation(graph);
+    std::vector<torch::jit::Block*> blocks{graph->block()};
+    while (!blocks.empty()) {
+      torch::jit::Block* b = blocks.back();
+      blocks.pop_back();
+      for (torch::jit::Node* n : b->nodes()) {
+        for (torch::jit::Block* sub : n->blocks()) blocks.push_back(sub);
+        if (n->kind() != c10::prim::If && n->kind() != c10::prim::Loop) continue;
+        throw Unsupported(fmt::format(
+            "the module's forward has control flow ({} on %{}) that tracing would fix to the "
+            "example's path",
+            n->kind().toQualString(), n->input(0)->debugName()));
+      }
+    }
   }
 
   // TorchScript modules go through the capture cache (Note [Capture cache]).
@@ -319,9 +366,11 @@ struct OptimizedModule::Impl {
     return Plan::create(fam->program, spec, info, *session);
   }
 
+  // The plan for `sig` (these inputs' signature), built on a miss; null when the signature runs
+  // eagerly (Note [Never worse than eager]; eagerReason(sig) says why).
   std::shared_ptr<Plan> planFor(const std::vector<c10::IValue>& ivalues,
-                                const std::vector<at::Tensor>& tensors) const {
-    const std::string sig = signature(tensors);
+                                const std::vector<at::Tensor>& tensors,
+                                const std::string& sig) const {
     {
       std::shared_lock<std::shared_mutex> lock(mutex);
       auto it = plans.find(sig);
@@ -329,6 +378,7 @@ struct OptimizedModule::Impl {
         hits.fetch_add(1, std::memory_order_relaxed);
         return it->second.plan;
       }
+      if (it == plans.end() && eagerSignatures.count(sig)) return nullptr;
     }
     {
       std::unique_lock<std::shared_mutex> lock(mutex);
@@ -356,13 +406,31 @@ struct OptimizedModule::Impl {
     const auto b0 = std::chrono::steady_clock::now();
     PlanBuildInfo info;
     if (fam == nullptr) {
+      {
+        std::shared_lock<std::shared_mutex> lock(mutex);
+        if (auto it = eagerFamilies.find(familyKey); it != eagerFamilies.end()) {
+          lock.unlock();
+          giveUp(eagerSignatures, sig, "signature", it->second, /*log=*/false);
+          return nullptr;
+        }
+      }
       auto c0 = std::chrono::steady_clock::now();
-      bool fromCache = false;
-      CapturedGraph captured = captureFor(ivalues, tensors, familyKey, &fromCache);
-      (fromCache ? capturesCached : captures).fetch_add(1, std::memory_order_relaxed);
-      fam = std::make_shared<Family>();
-      fam->program = Program::build(std::move(captured), *session);
-      fam->symbolEdges = symbolEdgesFor(tensors, fam->program->graph().numSymbols());
+      try {
+        checkControlFlow();
+        bool fromCache = false;
+        CapturedGraph captured = captureFor(ivalues, tensors, familyKey, &fromCache);
+        (fromCache ? capturesCached : captures).fetch_add(1, std::memory_order_relaxed);
+        fam = std::make_shared<Family>();
+        fam->program = Program::build(std::move(captured), *session);
+        fam->symbolEdges = symbolEdgesFor(tensors, fam->program->graph().numSymbols());
+      } catch (const UserError&) {
+        throw;
+      } catch (const std::exception& e) {
+        if (session->options().strict) throw;
+        giveUp(eagerFamilies, familyKey, "guard family", e.what());
+        giveUp(eagerSignatures, sig, "signature", e.what(), /*log=*/false);
+        return nullptr;
+      }
       info.captureSeconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
     }
@@ -372,7 +440,16 @@ struct OptimizedModule::Impl {
     for (size_t s = 0; s < symbols.size(); ++s)
       edges[s] = bucketEdge(symbols[s], fam->symbolEdges[s]);
     std::optional<std::string> arch = session->targetArch();
-    std::shared_ptr<Plan> plan = buildPlan(fam, bucketInfoForEdges(edges), arch.value_or(""), info);
+    std::shared_ptr<Plan> plan;
+    try {
+      plan = buildPlan(fam, bucketInfoForEdges(edges), arch.value_or(""), info);
+    } catch (const UserError&) {
+      throw;
+    } catch (const std::exception& e) {
+      if (session->options().strict) throw;
+      giveUp(eagerSignatures, sig, "signature", e.what());
+      return nullptr;
+    }
     KILN_LOG_INFO(
         "kiln: new plan for {} in {:.1f} ms ({} {:.1f} ms): {} kernels compiled, {} cached, {}",
         sig,
@@ -440,6 +517,23 @@ struct OptimizedModule::Impl {
     }
     return nnForward(inputs);
   }
+
+  // Note [Never worse than eager]: the module serves the call. Its own failure is the caller's
+  // (bad input): a UserError that says so.
+  c10::IValue fallbackForward(const std::vector<c10::IValue>& inputs,
+                              const std::string& why) const {
+    eagerCalls.fetch_add(1, std::memory_order_relaxed);
+    try {
+      return eagerForward(inputs);
+    } catch (const c10::Error& e) {
+      throw UserError(fmt::format("the module failed on these inputs (kiln ran it eagerly: {}): {}",
+                                  why, e.what_without_backtrace()));
+    } catch (const std::exception& e) {  // the TorchScript interpreter's own errors
+      throw UserError(fmt::format("the module failed on these inputs (kiln ran it eagerly: {}): {}",
+                                  why, e.what()));
+    }
+  }
+
 };
 
 namespace {
@@ -468,8 +562,25 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
   impl.calls.fetch_add(1, std::memory_order_relaxed);
   if (impl.session->options().disable) return impl.eagerForward(inputs);
   std::vector<at::Tensor> tensors = inputTensors(impl, inputs);
-  std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors);
-  std::vector<at::Tensor> outs = plan->run(tensors);
+  const std::string sig = impl.signature(tensors);
+  std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors, sig);
+  if (plan == nullptr) return impl.fallbackForward(inputs, impl.eagerReason(sig).value_or("?"));
+  std::vector<at::Tensor> outs;
+  try {
+    outs = plan->run(tensors);
+  } catch (const AssumptionViolated& e) {  // this call only
+    if (impl.session->options().strict) throw;
+    logOnce(LogLevel::kInfo, "optimize.assumption",
+            fmt::format("kiln: a call ran eagerly: {}", e.what()));
+    return impl.fallbackForward(inputs, e.what());
+  } catch (const UserError&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (impl.session->options().strict) throw;
+    impl.giveUp(impl.eagerSignatures, sig, "signature",
+                fmt::format("its plan failed: {}", e.what()));
+    return impl.fallbackForward(inputs, e.what());
+  }
   impl.maybeTune(plan);
   const OutputStructure& structure = plan->captured().outputs;
   switch (structure.kind) {
@@ -492,7 +603,11 @@ PlanProfile OptimizedModule::profile(const std::vector<c10::IValue>& inputs, int
                   "profile: kiln is disabled (KILN_DISABLE), so there is no plan to profile");
   KILN_USER_CHECK(reps >= 1, "profile: reps must be at least 1, got {}", reps);
   std::vector<at::Tensor> tensors = inputTensors(impl, inputs);
-  std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors);
+  const std::string sig = impl.signature(tensors);
+  std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors, sig);
+  if (plan == nullptr)
+    throw UserError(fmt::format("profile: these inputs run eagerly, so there is no plan: {}",
+                                impl.eagerReason(sig).value_or("?")));
   return profilePlan(*plan, tensors, reps);
 }
 
@@ -517,6 +632,15 @@ std::string OptimizedModule::explain() const {
     std::lock_guard<std::mutex> lock(impl_->shared->tuningMutex);
     if (!impl_->shared->tuningLines.empty()) head += "tuning:\n";
     for (const std::string& line : impl_->shared->tuningLines) head += "  " + line + "\n";
+  }
+  {
+    std::shared_lock<std::shared_mutex> lock(impl_->mutex);
+    if (!impl_->eagerFamilies.empty() || !impl_->eagerSignatures.empty())
+      head += "runs eagerly (as the module itself; Note [Never worse than eager]):\n";
+    for (const auto& [key, why] : impl_->eagerFamilies)
+      head += fmt::format("  guard family {}: {}\n", key, why);
+    for (const auto& [key, why] : impl_->eagerSignatures)
+      if (!impl_->eagerFamilies.count(key)) head += fmt::format("  signature {}: {}\n", key, why);
   }
   if (plan == nullptr) return head + "no plan yet: call forward() first\n";
   return head + plan->explain();
@@ -546,10 +670,12 @@ ModuleStats OptimizedModule::stats() const {
     std::lock_guard<std::mutex> tuningLock(sh.tuningMutex);
     s.tuning = sh.tuningLines;
   }
+  s.eagerCalls = impl.eagerCalls.load();
   s.kernelLaunches = impl.retiredLaunches.load();
   s.groupFallbacks = impl.retiredFallbacks.load();
   std::shared_lock<std::shared_mutex> lock(impl.mutex);
   s.plansAlive = impl.plans.size();
+  s.eagerFallbacks = impl.eagerSignatures.size();  // a family's failure marks its signature too
   s.familiesAlive = impl.families.size();
   for (const auto& [sig, e] : impl.plans) {
     s.kernelLaunches += e.plan->stats().kernelLaunches.load();

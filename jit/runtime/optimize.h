@@ -28,6 +28,21 @@
 // per module (a hit never waits for a build) and a plan is built once even when threads miss
 // together. Background jobs hold shared state only (Note [Background compiles] in session.h), so
 // destroying the module or its Session while they run is safe.
+//
+// Note [Never worse than eager]
+// kiln must never fail where the module works. Anything kiln cannot do for a call runs the module
+// itself for that call, as optimize() was never used:
+//   - capture, lowering or plan building fails for a guard family (an op or argument kiln cannot
+//     follow, a trace TorchScript rejects, control flow tracing would fix to one path): every
+//     signature of that family runs eagerly;
+//   - a plan fails while running (an eager op's result disagrees with the captured shapes, an ATen
+//     error inside a step): that signature runs eagerly from then on;
+//   - a call breaks one of the plan's size assumptions (Note [Size assumptions] in capture.h): that
+//     call runs eagerly.
+// Each cause is logged once as a warning, counted in stats() (eagerFallbacks, eagerCalls) and
+// listed by explain(). Bad user input is not a kiln failure: a non-tensor input or a bad option
+// is still a UserError, and when the module itself fails on the inputs, its error comes back as
+// a UserError. Options::strict (KILN_STRICT=1, tests) rethrows instead of falling back.
 #include <functional>
 #include <memory>
 #include <string>
@@ -86,6 +101,10 @@ struct ModuleStats {
   uint64_t backgroundPending = 0;   // background jobs queued or running now
   uint64_t kernelLaunches = 0;
   uint64_t groupFallbacks = 0;  // fusion groups run through ATen
+  // Note [Never worse than eager]: guard families and signatures kiln gave up on, and the calls
+  // the module itself served because of them.
+  uint64_t eagerFallbacks = 0;
+  uint64_t eagerCalls = 0;
   double compileSeconds = 0;    // wall time of compile phases, foreground and background
   uint64_t tuningJobs = 0;      // plans tuned (Note [Background tuning] in tuner.h)
   uint64_t variantsTried = 0;   // schedule variants compiled and measured

@@ -206,8 +206,9 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   }
 
   const CapturedGraph* cap = &p.captured_;
-  p.eager_ = [cap](const ir::Node& node, const std::vector<at::Tensor>& in) {
-    return runEagerNode(*cap, node, in);
+  p.eager_ = [cap](const ir::Node& node, const std::vector<at::Tensor>& in,
+                   const std::vector<int64_t>& symbols) {
+    return runEagerNode(*cap, node, in, symbols);
   };
   return program;
 }
@@ -502,6 +503,13 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
   std::vector<int64_t> symbols = bindSymbols(g, inputs);
+  for (const SizeAssumption& a : p.captured_.assumptions) {
+    const int64_t lhs = a.lhs.evaluate(symbols);
+    const int64_t rhs = a.rhs.evaluate(symbols);
+    if (lhs > rhs)
+      throw AssumptionViolated(
+          fmt::format("size assumption {} does not hold ({} > {})", a.what, lhs, rhs));
+  }
   std::vector<at::Tensor> values = p.constantValues_;
   std::vector<ir::Value*> graphInputs = g.inputs();
   for (size_t i = 0; i < graphInputs.size(); ++i)

@@ -36,6 +36,7 @@
 #include "jit/runtime/gemm_kernels.h"
 #include "jit/runtime/layout_kernels.h"
 #include "src/partition/partition.h"
+#include "src/support/error.h"
 
 namespace kiln {
 class Session;
@@ -80,6 +81,13 @@ codegen::BucketInfo genericBucket(size_t numSymbols);
 bool isGeneric(const codegen::BucketInfo& bucket);
 // "s0<=8, seq<=128", "generic", or "static" (no symbols).
 std::string bucketLabel(const ir::Graph& graph, const codegen::BucketInfo& bucket);
+
+// A call broke one of the captured graph's size assumptions (Note [Size assumptions] in
+// capture.h): Plan::run throws it before running any step, and forward() runs that call eagerly.
+class AssumptionViolated : public Unsupported {
+ public:
+  using Unsupported::Unsupported;
+};
 
 enum class KernelState : uint8_t {
   kNoKernel,  // codegen could not emit one (or no arch): the group always runs through ATen

@@ -136,6 +136,7 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_CONV_LAYOUT")) o.convLayout = parseConvLayout("KILN_CONV_LAYOUT", *v);
   if (auto v = env("KILN_GEMM")) o.kilnGemm = parseBool("KILN_GEMM", *v);
   if (auto v = env("KILN_POISON_OUTPUTS")) o.poisonOutputs = parseBool("KILN_POISON_OUTPUTS", *v);
+  if (auto v = env("KILN_STRICT")) o.strict = parseBool("KILN_STRICT", *v);
   return o;
 }
 

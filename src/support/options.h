@@ -59,6 +59,9 @@ struct Options {
   // KILN_POISON_OUTPUTS=1 (debugging, tests): fill kernel outputs with NaN/0xFF before each launch,
   // so an element a kernel fails to write cannot pass for a right answer left over in memory.
   bool poisonOutputs = false;
+  // KILN_STRICT=1 (tests, debugging): a module or shape kiln cannot capture, lower or run is an
+  // error instead of running eagerly (Note [Never worse than eager] in jit/runtime/optimize.h).
+  bool strict = false;
 };
 
 // Reads a variable; returns nullopt when unset. Tests pass a fake.

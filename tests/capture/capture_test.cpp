@@ -69,8 +69,9 @@ std::string printed(const CapturedGraph& c) {
 }
 
 std::vector<at::Tensor> evalCaptured(const CapturedGraph& c, const std::vector<at::Tensor>& in) {
-  EagerRunner runner = [&c](const ir::Node& n, const std::vector<at::Tensor>& ops) {
-    return runEagerNode(c, n, ops);
+  EagerRunner runner = [&c](const ir::Node& n, const std::vector<at::Tensor>& ops,
+                            const std::vector<int64_t>& symbols) {
+    return runEagerNode(c, n, ops, symbols);
   };
   return evalGraph(*c.graph, in, c.params, runner);
 }

@@ -16,6 +16,7 @@ inline kiln::Options compileOnlyOptions() {
   kiln::Options o;
   o.arch = "sm_90";
   o.diskCache = false;
+  o.strict = true;  // a capture or plan failure fails the test instead of running eagerly
   return o;
 }
 

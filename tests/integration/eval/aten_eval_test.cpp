@@ -722,7 +722,8 @@ TEST(AtenEval, EagerNodes) {
                                 {{DType::kFloat32, {s, 5}}, {DType::kInt64, {s, 5}}});
   ir::Value* y = c.op(OpKind::kAdd, {n->output(0), x}, {DType::kFloat32, {s, 5}});
   int calls = 0;
-  EagerRunner runner = [&](const ir::Node& node, const std::vector<at::Tensor>& in) {
+  EagerRunner runner = [&](const ir::Node& node, const std::vector<at::Tensor>& in,
+                           const std::vector<int64_t>&) {
     ++calls;
     EXPECT_EQ(node.attrs().getInt("eager_id"), 7);
     auto [v, i] = at::cummax(in.at(0), 1);
@@ -734,7 +735,8 @@ TEST(AtenEval, EagerNodes) {
   expectSame(out[0], v + a);
   expectSame(out[1], i);
   EXPECT_THROW(evalGraph(c.g, c.inputs, c.params), InternalError);  // no runner
-  EagerRunner wrongCount = [](const ir::Node&, const std::vector<at::Tensor>& in) {
+  EagerRunner wrongCount = [](const ir::Node&, const std::vector<at::Tensor>& in,
+                              const std::vector<int64_t>&) {
     return std::vector<at::Tensor>{in[0]};
   };
   EXPECT_THROW(evalGraph(c.g, c.inputs, c.params, wrongCount), InternalError);
@@ -755,7 +757,8 @@ TEST(AtenEval, FreesIntermediatesAfterLastUse) {
   using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
   std::optional<WeakImpl> seen;
   bool checked = false;
-  EagerRunner runner = [&](const ir::Node& node, const std::vector<at::Tensor>& in) {
+  EagerRunner runner = [&](const ir::Node& node, const std::vector<at::Tensor>& in,
+                           const std::vector<int64_t>&) {
     if (node.attrs().getInt("eager_id") == 0) {
       seen.emplace(in[0].getIntrusivePtr());
       EXPECT_FALSE(seen->expired());

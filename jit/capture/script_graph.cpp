@@ -1,0 +1,175 @@
+// Note [Capturing TorchScript from its graph] (script_graph.h).
+#include "jit/capture/script_graph.h"
+
+#include <fmt/format.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/passes/remove_mutation.h>
+
+#include "src/support/error.h"
+
+namespace kiln::jit {
+
+namespace tj = torch::jit;
+
+size_t ModuleTensors::add(const std::string& name, const at::Tensor& t) {
+  auto [it, added] = index.emplace(t.unsafeGetTensorImpl(), tensors.size());
+  if (added) {
+    tensors.push_back(t);
+    names.push_back(name);
+  }
+  return it->second;
+}
+
+namespace {
+
+bool hasControlFlow(const tj::Block* block) {
+  for (const tj::Node* n : block->nodes()) {
+    if (n->kind() == c10::prim::If || n->kind() == c10::prim::Loop) return true;
+    for (const tj::Block* b : n->blocks())
+      if (hasControlFlow(b)) return true;
+  }
+  return false;
+}
+
+// Runs one node on IValues. List and tuple construction/unpacking are interpreter instructions
+// rather than operators, so they are done here.
+std::vector<c10::IValue> runNode(tj::Node* n, std::vector<c10::IValue> in) {
+  switch (n->kind()) {
+    case c10::prim::ListConstruct: {
+      auto listType = n->output()->type()->expect<c10::ListType>();
+      c10::impl::GenericList list(listType->getElementType());
+      for (c10::IValue& v : in) list.push_back(std::move(v));
+      return {c10::IValue(std::move(list))};
+    }
+    case c10::prim::TupleConstruct:
+      return {c10::ivalue::Tuple::create(std::move(in))};
+    case c10::prim::ListUnpack: {
+      std::vector<c10::IValue> out;
+      for (const c10::IValue& v : in.at(0).toListRef()) out.push_back(v);
+      return out;
+    }
+    case c10::prim::TupleUnpack:
+      return in.at(0).toTupleRef().elements().vec();
+    default:
+      break;
+  }
+  tj::Stack stack(std::make_move_iterator(in.begin()), std::make_move_iterator(in.end()));
+  n->getOperation()(stack);
+  return stack;
+}
+
+}  // namespace
+
+std::shared_ptr<tj::Graph> scriptGraphFor(const tj::Module& module, ModuleTensors& tensors,
+                                          const std::vector<at::Tensor>& inputs,
+                                          std::string* why) {
+  auto method = module.find_method("forward");
+  if (!method) {
+    *why = "the module has no forward method";
+    return nullptr;
+  }
+  std::shared_ptr<tj::Graph> g = method->graph()->copy();
+  tj::Inline(*g);
+  if (hasControlFlow(g->block())) {
+    *why = "forward has control flow";
+    return nullptr;
+  }
+  if (g->inputs().size() != inputs.size() + 1) {
+    *why = fmt::format("forward takes {} inputs, {} given", g->inputs().size() - 1, inputs.size());
+    return nullptr;
+  }
+
+  // Attributes: tensors become leading inputs (in `tensors` order), other values constants.
+  tj::Value* self = g->inputs()[0];
+  std::unordered_map<const tj::Value*, c10::IValue> objects{{self, module._ivalue()}};
+  std::vector<std::pair<tj::Node*, c10::IValue>> getAttrs;
+  for (tj::Node* n : g->nodes()) {
+    if (n->kind() != c10::prim::GetAttr) continue;
+    auto owner = objects.find(n->input(0));
+    if (owner == objects.end() || !owner->second.isObject()) {
+      *why = "an attribute of something other than the module";
+      return nullptr;
+    }
+    c10::IValue value = owner->second.toObjectRef().getAttr(n->s(c10::attr::name));
+    if (value.isObject()) objects[n->output()] = value;
+    if (value.isTensor()) tensors.add(fmt::format("attr{}", tensors.tensors.size()), value.toTensor());
+    getAttrs.emplace_back(n, value);
+  }
+  std::vector<tj::Value*> params;
+  for (size_t p = 0; p < tensors.tensors.size(); ++p) {
+    params.push_back(g->insertInput(p));
+    params.back()->setType(c10::TensorType::create(tensors.tensors[p]));
+  }
+  for (auto& [n, value] : getAttrs) {
+    if (value.isTensor()) {
+      n->output()->replaceAllUsesWith(params[tensors.add("", value.toTensor())]);
+    } else if (!value.isObject()) {
+      tj::WithInsertPoint guard(n);
+      n->output()->replaceAllUsesWith(g->insertConstant(value));
+    }
+  }
+  for (auto it = getAttrs.rbegin(); it != getAttrs.rend(); ++it)
+    if (!it->first->output()->hasUses()) it->first->destroy();
+  if (self->hasUses()) {
+    *why = "forward uses a module object other than through its attributes";
+    return nullptr;
+  }
+  g->eraseInput(params.size());  // self
+
+  try {
+    tj::RemoveTensorMutation(g);
+    tj::EliminateDeadCode(g);
+  } catch (const c10::Error& e) {
+    *why = fmt::format("TorchScript's passes rejected the graph: {}", e.what_without_backtrace());
+    return nullptr;
+  }
+  for (const tj::Node* n : g->nodes()) {
+    const c10::FunctionSchema* schema = n->maybeSchema();
+    if (schema != nullptr && schema->is_mutable()) {
+      *why = fmt::format("{} mutates a tensor", n->kind().toQualString());
+      return nullptr;
+    }
+  }
+
+  // Run it once on the examples, giving every tensor value its complete type.
+  std::unordered_map<const tj::Value*, c10::IValue> values;
+  for (size_t p = 0; p < tensors.tensors.size(); ++p) values[g->inputs()[p]] = tensors.tensors[p];
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    tj::Value* in = g->inputs()[tensors.tensors.size() + k];
+    values[in] = inputs[k];
+    in->setType(c10::TensorType::create(inputs[k]));
+  }
+  at::NoGradGuard noGrad;
+  for (tj::Node* n : g->nodes()) {
+    std::vector<c10::IValue> out;
+    if (n->kind() == c10::prim::Constant) {
+      out.push_back(*tj::toIValue(n->output()));
+    } else {
+      std::vector<c10::IValue> in;
+      for (const tj::Value* v : n->inputs()) in.push_back(values.at(v));
+      try {
+        out = runNode(n, std::move(in));
+      } catch (const c10::Error& e) {
+        throw Unsupported(fmt::format("capture: running the module's graph failed at {}: {}",
+                                      n->kind().toQualString(), e.what_without_backtrace()));
+      }
+    }
+    if (out.size() != n->outputs().size()) {
+      *why = fmt::format("{} gave {} values for {} outputs", n->kind().toQualString(), out.size(),
+                         n->outputs().size());
+      return nullptr;
+    }
+    for (size_t i = 0; i < out.size(); ++i) {
+      tj::Value* v = n->outputs()[i];
+      if (out[i].isTensor() && v->type()->kind() == c10::TypeKind::TensorType)
+        v->setType(c10::TensorType::create(out[i].toTensor()));
+      values[v] = std::move(out[i]);
+    }
+  }
+  return g;
+}
+
+}  // namespace kiln::jit

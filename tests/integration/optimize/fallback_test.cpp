@@ -1,0 +1,170 @@
+// Note [Never worse than eager] and Note [Run-time scalars] on the CPU: what kiln cannot capture or
+// run falls back to the module itself (counted, explained, never a wrong result), KILN_STRICT
+// turns that back into an error, sizes computed by the traced code follow each call, and bad user
+// input is still a UserError.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <kiln/kiln.h>
+
+#include "tests/support/sessions.h"
+
+namespace {
+
+using kiln::testing::noEnvironment;
+
+// No compile target: every step runs through ATen. `strict` as in Options::strict.
+kiln::Session& session(bool strict) {
+  static kiln::Session* lenient = nullptr;
+  static kiln::Session* strictOne = nullptr;
+  kiln::Session*& s = strict ? strictOne : lenient;
+  if (s == nullptr) {
+    kiln::Options o;
+    o.diskCache = false;
+    o.tune = kiln::TuneMode::kOff;
+    o.strict = strict;
+    s = new kiln::Session(o, noEnvironment());
+  }
+  return *s;
+}
+
+kiln::jit::Options optionsFor(bool strict, std::vector<kiln::jit::DynamicDim> dims = {}) {
+  kiln::jit::Options o;
+  o.session = &session(strict);
+  o.inputNames = {"x"};
+  o.dynamicDims = std::move(dims);
+  return o;
+}
+
+void expectSame(const torch::Tensor& got, const torch::Tensor& want) {
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_TRUE(torch::allclose(got, want, 1e-6, 1e-6)) << got << "\nvs\n" << want;
+}
+
+torch::jit::Module scripted(const std::string& source) {
+  torch::jit::Module m("m");
+  m.define(source);
+  m.eval();
+  return m;
+}
+
+TEST(Fallback, ControlFlowRunsTheModule) {
+  torch::NoGradGuard ng;
+  // Tracing would record one branch; kiln must not answer the other call with it.
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    if bool(x.sum() > 0):
+        return x * 2.0
+    return x - 1.0
+)");
+  auto fast = kiln::jit::optimize(m, optionsFor(/*strict=*/false));
+  torch::Tensor pos = torch::ones({2, 3});
+  torch::Tensor neg = -torch::ones({2, 3});
+  expectSame(fast.forward({pos}).toTensor(), pos * 2.0);
+  expectSame(fast.forward({neg}).toTensor(), neg - 1.0);
+  kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.eagerFallbacks, 1u);
+  EXPECT_EQ(st.eagerCalls, 2u);
+  EXPECT_EQ(st.captures, 0u) << "nothing is traced";
+  std::string explain = fast.explain();
+  EXPECT_NE(explain.find("runs eagerly (as the module itself"), std::string::npos) << explain;
+  EXPECT_NE(explain.find("control flow (prim::If"), std::string::npos) << explain;
+
+  auto strict = kiln::jit::optimize(m, optionsFor(/*strict=*/true));
+  EXPECT_THROW(strict.forward({pos}), kiln::Unsupported);
+}
+
+TEST(Fallback, RunTimeSizesFollowEachCall) {
+  torch::NoGradGuard ng;
+  // Sizes read with x.size() feed new_ones, arange, view and int arithmetic: captured at 3x7, they
+  // must be recomputed for 2x16 and 5x9, not fixed at the example (Note [Run-time scalars]).
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    b = x.size(0)
+    n = x.size(1)
+    ones = x.new_ones([b, n])
+    pos = torch.arange(n) * 1.0
+    y = (x + ones * pos).view(b * n)
+    return y[: n * b - 1] * 2.0 + torch.full([b * n - 1], 0.5)
+)");
+  auto fast = kiln::jit::optimize(
+      m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
+  for (auto [b, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {5, 9}}) {
+    torch::Tensor x = torch::randn({b, n});
+    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  EXPECT_EQ(fast.stats().captures, 1u) << fast.explain();
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u);
+}
+
+TEST(Fallback, DataDependentShapeFallsBackForItsSignature) {
+  torch::NoGradGuard ng;
+  // nonzero's row count depends on the data: the second call's shape differs from the captured
+  // one at the same guard signature, the plan notices, and the module answers from then on.
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    return torch.nonzero(x > 0.0).sum(0) + 1
+)");
+  auto fast = kiln::jit::optimize(m, optionsFor(/*strict=*/false));
+  torch::Tensor a = torch::tensor({{1.0, -1.0, 2.0}, {3.0, -4.0, 5.0}});
+  torch::Tensor b = torch::tensor({{1.0, -1.0, -2.0}, {3.0, -4.0, -5.0}});
+  expectSame(fast.forward({a}).toTensor(), m.forward({a}).toTensor());
+  expectSame(fast.forward({b}).toTensor(), m.forward({b}).toTensor());
+  expectSame(fast.forward({b}).toTensor(), m.forward({b}).toTensor());
+  kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.eagerFallbacks, 1u) << fast.explain();
+  EXPECT_EQ(st.eagerCalls, 2u);
+  EXPECT_NE(fast.explain().find("its plan failed"), std::string::npos) << fast.explain();
+
+  auto strict = kiln::jit::optimize(m, optionsFor(/*strict=*/true));
+  strict.forward({a});
+  EXPECT_ANY_THROW(strict.forward({b}));
+}
+
+TEST(Fallback, BrokenSizeAssumptionRunsThatCallEagerly) {
+  torch::NoGradGuard ng;
+  // buf[:n] of an 8-element buffer: eager clamps n > 8, kiln's slice assumes n <= 8
+  // (Note [Size assumptions]), so a call with n = 11 runs eagerly, and n = 6 runs the plan again.
+  torch::jit::Module m("m");
+  m.register_buffer("buf", torch::arange(8, torch::kFloat));
+  m.define(R"(
+def forward(self, x):
+    return x + self.buf[: x.size(1)].sum()
+)");
+  m.eval();
+  auto fast = kiln::jit::optimize(m, optionsFor(/*strict=*/false, {{"x", 1, "seq"}}));
+  for (int64_t n : {5, 11, 6}) {
+    torch::Tensor x = torch::randn({2, n});
+    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.eagerCalls, 1u) << fast.explain();
+  EXPECT_EQ(st.eagerFallbacks, 0u) << "a broken assumption gives up on that call only";
+  EXPECT_NE(fast.explain().find("assumes slice end"), std::string::npos) << fast.explain();
+}
+
+TEST(Fallback, BadInputIsStillAUserError) {
+  torch::NoGradGuard ng;
+  auto m = torch::jit::load(std::string(KILN_FIXTURES_DIR) + "/hf_bert.pt");
+  m.eval();
+  kiln::jit::Options o = optionsFor(/*strict=*/false);
+  o.inputNames = {"ids", "mask"};
+  auto fast = kiln::jit::optimize(m, o);
+  torch::Tensor mask = torch::ones({2, 5}, torch::kLong);
+  // Float token ids: the module itself rejects them, and the caller hears it as a UserError.
+  try {
+    fast.forward({torch::rand({2, 5}), mask});
+    FAIL() << "expected a UserError";
+  } catch (const kiln::UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("the module failed on these inputs"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(fast.forward({torch::IValue(3), mask}), kiln::UserError);
+}
+
+}  // namespace

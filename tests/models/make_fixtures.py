@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Traces small-config versions of real architectures into TorchScript fixtures for kiln's tests.
+
+Nobody on the project wrote these models: they are Hugging Face transformers (BERT, GPT-2, a
+Llama-style decoder with RMSNorm, rotary embeddings, grouped-query attention and a SiLU-gated MLP)
+and torchvision (a ResNet, a ViT), with random weights (seeded), traced with torch.jit.trace the
+way users trace them, and saved in float32 (tests convert them to float16 on the GPU).
+
+    python3 tests/models/make_fixtures.py [--out tests/models]
+
+needs torch, transformers and torchvision (the GPU machine's Python has them). It writes one
+<name>.pt per model (each under 2 MB) and manifest.json, which tells the tests the inputs of each
+fixture (name, dtype, example shape, which dims are dynamic) and its output structure.
+"""
+import argparse
+import json
+import os
+
+import torch
+
+
+def text_inputs(batch, seq, vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[0, seq - 2:] = 0  # some padding, or the library may drop the mask path from the trace
+    return ids, mask
+
+
+class TextWrapper(torch.nn.Module):
+    """Returns the last hidden state, as the shared device README recommends."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, mask):
+        return self.model(input_ids=ids, attention_mask=mask, return_dict=False)[0]
+
+
+def hf_model(kind):
+    import transformers as tf
+
+    common = dict(vocab_size=1000, use_cache=False)
+    if kind == "bert":
+        cfg = tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=256, max_position_embeddings=128, **common)
+        return tf.BertModel(cfg, add_pooling_layer=False)
+    if kind == "gpt2":
+        cfg = tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, **common)
+        return tf.GPT2Model(cfg)
+    if kind == "llama":
+        cfg = tf.LlamaConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=8,
+                             num_key_value_heads=2, intermediate_size=256,
+                             max_position_embeddings=128, **common)
+        return tf.LlamaModel(cfg)
+    raise ValueError(kind)
+
+
+def vision_model(kind):
+    import torchvision
+
+    if kind == "resnet":
+        # torchvision's ResNet code (BasicBlock, stem, downsample, pooling) cut after layer2 so
+        # that the fixture stays small: conv/bn/relu, residuals, strided 1x1 downsamples, maxpool.
+        m = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1],
+                                             num_classes=10)
+        m.layer3 = torch.nn.Identity()
+        m.layer4 = torch.nn.Identity()
+        m.fc = torch.nn.Linear(128, 10)
+        return m
+    if kind == "vit":
+        m = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
+                                                 num_heads=4, hidden_dim=64, mlp_dim=128,
+                                                 num_classes=10)
+        # torchvision zero-initializes the classifier head: every logit would be 0.
+        torch.nn.init.normal_(m.heads.head.weight, std=0.5)
+        torch.nn.init.normal_(m.heads.head.bias, std=0.5)
+        return m
+    raise ValueError(kind)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    manifest = {}
+    # Example sizes follow Note [Symbolic dims in captured graphs]: distinct, >= 2.
+    for kind in ["bert", "gpt2", "llama"]:
+        torch.manual_seed(1)
+        model = TextWrapper(hf_model(kind)).eval()
+        ids, mask = text_inputs(3, 7, 1000, seed=2)
+        with torch.no_grad():
+            traced = torch.jit.trace(model, (ids, mask), strict=False, check_trace=False)
+        path = os.path.join(args.out, f"hf_{kind}.pt")
+        traced.save(path)
+        manifest[f"hf_{kind}"] = {
+            "file": f"hf_{kind}.pt",
+            "inputs": [
+                {"name": "ids", "dtype": "int64", "shape": [3, 7], "dynamic": {"0": "batch", "1": "seq"}},
+                {"name": "mask", "dtype": "int64", "shape": [3, 7], "dynamic": {"0": "batch", "1": "seq"}},
+            ],
+            "vocab": 1000,
+            "max_seq": 128,
+        }
+    for kind in ["resnet", "vit"]:
+        torch.manual_seed(1)
+        model = vision_model(kind).eval()
+        size = 32 if kind == "vit" else 40
+        x = torch.randn(3, 3, size, size)
+        with torch.no_grad():
+            traced = torch.jit.trace(model, (x,), check_trace=False)
+        path = os.path.join(args.out, f"tv_{kind}.pt")
+        traced.save(path)
+        manifest[f"tv_{kind}"] = {
+            "file": f"tv_{kind}.pt",
+            "inputs": [{"name": "x", "dtype": "float32", "shape": [3, 3, size, size],
+                        "dynamic": {"0": "batch"}}],
+        }
+    for name, entry in manifest.items():
+        size = os.path.getsize(os.path.join(args.out, entry["file"]))
+        assert size < 2 * 1024 * 1024, f"{name}: {size} bytes, fixtures must stay under 2 MB"
+        print(f"{name}: {size / 1024:.0f} KiB")
+    with open(os.path.join(args.out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
