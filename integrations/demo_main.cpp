@@ -1,5 +1,7 @@
-// kiln-demo: optimizes a real model (PyTorch's TransformerEncoderLayer, BERT-base sized, random
-// weights, exported by scripts/export_models.py) and prints eager vs kiln time and max error.
+// kiln-demo: optimizes a real model, Hugging Face's BERT (a small config with random weights,
+// traced by tests/models/make_fixtures.py; any TorchScript model taking token ids and an attention
+// mask can be passed instead), and prints eager vs kiln time and max error.
+//   kiln-demo [MODEL.pt] [BATCH] [SEQ]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +18,16 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// module.to(device, kHalf) would convert integer buffers too (BERT's position ids); like
+// Python's .half(), only floating-point parameters and buffers change dtype.
+void toDevice(torch::jit::Module& m, torch::Device device, torch::ScalarType dtype) {
+  m.to(device);
+  for (at::Tensor p : m.parameters())
+    if (p.is_floating_point()) p.set_data(p.to(dtype));
+  for (at::Tensor b : m.buffers())
+    if (b.is_floating_point()) b.set_data(b.to(dtype));
+}
 
 template <typename F>
 double medianMs(F&& fn, bool cuda, int reps) {
@@ -42,7 +54,7 @@ double medianMs(F&& fn, bool cuda, int reps) {
 
 int main(int argc, char** argv) {
   try {
-    std::string path = argc > 1 ? argv[1] : std::string(KILN_MODELS_DIR) + "/encoder_block.pt";
+    std::string path = argc > 1 ? argv[1] : std::string(KILN_FIXTURES_DIR) + "/hf_bert.pt";
     kiln::Session& session = kiln::Session::defaultSession();
     const bool cuda = !session.cudaEnvironment().devices.empty() && torch::cuda::is_available();
     std::printf("kiln-demo: %s\n", session.cudaEnvironment().describe().c_str());
@@ -51,25 +63,24 @@ int main(int argc, char** argv) {
     module.eval();
     const auto dtype = cuda ? torch::kHalf : torch::kFloat;
     const auto device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-    module.to(device, dtype);
-    const int64_t batch = cuda ? 32 : 4, seq = 128, hidden = 768;
-    std::printf("model: %s (encoder block, hidden %lld, 12 heads), input [%lld, %lld, %lld] %s on %s\n",
-                path.c_str(), static_cast<long long>(hidden), static_cast<long long>(batch),
-                static_cast<long long>(seq), static_cast<long long>(hidden),
+    toDevice(module, device, dtype);
+    const int64_t batch = argc > 2 ? std::stoll(argv[2]) : (cuda ? 32 : 4);
+    const int64_t seq = argc > 3 ? std::stoll(argv[3]) : 77;
+    std::printf("model: %s (token ids and attention mask [%lld, %lld]), %s on %s\n", path.c_str(),
+                static_cast<long long>(batch), static_cast<long long>(seq),
                 cuda ? "float16" : "float32", cuda ? "cuda:0" : "cpu");
 
     torch::NoGradGuard noGrad;
-    auto opts = torch::TensorOptions().dtype(dtype).device(device);
-    torch::Tensor x = torch::randn({batch, seq, hidden}, opts);
-    torch::Tensor mask = torch::zeros({batch, 1, seq, seq}, opts);
-    mask.index_put_({torch::indexing::Slice(), torch::indexing::Slice(),
-                     torch::indexing::Slice(), torch::indexing::Slice(seq - 16, seq)},
-                    -10000.0);
-    std::vector<torch::IValue> inputs{x, mask};
+    auto longs = torch::TensorOptions().dtype(torch::kLong).device(device);
+    torch::Tensor ids = torch::randint(0, 1000, {batch, seq}, longs);
+    torch::Tensor mask = torch::ones({batch, seq}, longs);
+    mask.index_put_({0, torch::indexing::Slice(seq / 2, seq)}, 0);  // padding in one row
+    std::vector<torch::IValue> inputs{ids, mask};
 
     kiln::jit::Options options;
-    options.inputNames = {"x", "mask"};
-    options.dynamicDims = {{"x", 0, "batch"}, {"mask", 0, "batch"}};
+    options.inputNames = {"ids", "mask"};
+    options.dynamicDims = {{"ids", 0, "batch"}, {"mask", 0, "batch"}, {"ids", 1, "seq"},
+                           {"mask", 1, "seq"}};
     auto t0 = Clock::now();
     kiln::jit::OptimizedModule fast = kiln::jit::optimize(module, options);
     torch::Tensor got = fast.forward(inputs).toTensor();
