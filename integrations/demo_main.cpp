@@ -54,9 +54,12 @@ double medianMs(F&& fn, bool cuda, int reps) {
 
 int main(int argc, char** argv) {
   try {
-    std::string path = argc > 1 ? argv[1] : std::string(KILN_FIXTURES_DIR) + "/hf_bert.pt";
     kiln::Session& session = kiln::Session::defaultSession();
     const bool cuda = !session.cudaEnvironment().devices.empty() && torch::cuda::is_available();
+    // A traced HF model runs on the device it was traced on (tests/models/make_fixtures.py).
+    std::string path = argc > 1 ? argv[1]
+                                : std::string(KILN_FIXTURES_DIR) + "/hf_bert" +
+                                      (cuda ? ".cuda.pt" : ".pt");
     std::printf("kiln-demo: %s\n", session.cudaEnvironment().describe().c_str());
 
     torch::jit::Module module = torch::jit::load(path);

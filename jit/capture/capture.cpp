@@ -158,6 +158,7 @@ CapturedGraph capture(torch::jit::Module& module, const std::vector<c10::IValue>
       CapturedGraph result;
       LowerRequest req = requestFor(std::move(withAttrs), exampleInputs, options, result);
       req.traced = graph;
+      req.literalsAreConstants = true;
       result.traced = graph;
       lowerTrace(req, result);
       return result;

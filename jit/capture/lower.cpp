@@ -226,11 +226,14 @@ std::vector<std::optional<SymDim>> Lowerer::symIntsArg(const tj::Value* v) const
     for (const SymDim& d : it->second) out.emplace_back(d);
     return out;
   }
+  // A literal: a constant where the graph recorded sizes as nodes (LowerRequest), else a value
+  // the caller may still resolve to a symbol. -1 (infer) is always left to the caller.
+  auto literal = [&](int64_t x) -> std::optional<SymDim> {
+    if (req_.literalsAreConstants && x >= 0) return SymDim(x);
+    return std::nullopt;
+  };
   if (auto iv = tj::toIValue(v); iv && iv->isIntList()) {
-    for (int64_t x : iv->toIntVector()) {
-      (void)x;
-      out.emplace_back(std::nullopt);
-    }
+    for (int64_t x : iv->toIntVector()) out.emplace_back(literal(x));
     return out;
   }
   const tj::Node* n = v->node();
@@ -239,7 +242,7 @@ std::vector<std::optional<SymDim>> Lowerer::symIntsArg(const tj::Value* v) const
     if (auto it = ints_.find(e); it != ints_.end()) {
       out.emplace_back(it->second);
     } else if (auto iv = constIValue(e); iv && iv->isInt()) {
-      out.emplace_back(std::nullopt);
+      out.emplace_back(literal(iv->toInt()));
     } else {
       throw NotLowerable{"int list element of unknown origin"};
     }
@@ -816,8 +819,31 @@ ir::Value* Lowerer::lowerNode(const tj::Node* n) {
   if (name == "aten::expand" || name == "aten::expand_as" || name == "aten::broadcast_to") {
     ir::Value* x = T(0);
     Shape target;
+    std::vector<std::optional<SymDim>> known;
+    if (name != "aten::expand_as") {
+      try {
+        known = symIntsArg(in[1]);
+      } catch (const NotLowerable&) {
+        known.clear();
+      }
+    }
     if (name == "aten::expand_as" && env_.count(in[1])) {
       target = env_.at(in[1])->shape();
+    } else if (!known.empty() && known.size() >= static_cast<size_t>(x->rank())) {
+      // Sizes the graph computed or wrote as constants; -1 keeps the input's dim, and a literal
+      // the C++ tracer recorded is matched against the symbols seen (resolveExpand).
+      bool ambiguous = false;
+      Shape guess = resolveExpand(x->shape(), tracedSizes(out), ctx_, &ambiguous);
+      const size_t offset = known.size() - static_cast<size_t>(x->rank());
+      for (size_t j = 0; j < known.size(); ++j) {
+        if (known[j]) {
+          target.push_back(*known[j]);
+        } else if (j >= offset && ctx_.eval(x->shape()[j - offset]) == tracedSizes(out)[j]) {
+          target.push_back(x->shape()[j - offset]);  // -1, or the input's own size
+        } else {
+          target.push_back(guess[j]);
+        }
+      }
     } else {
       bool ambiguous = false;
       target = resolveExpand(x->shape(), tracedSizes(out), ctx_, &ambiguous);

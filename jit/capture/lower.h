@@ -64,6 +64,10 @@ struct LowerRequest {
   std::vector<std::string> paramNames;
   std::vector<at::Tensor> inputs;
   CaptureOptions options;
+  // True for a module's own graph (Note [Capturing TorchScript from its graph]): Python's tracer
+  // recorded every size it read as aten::size, so an int literal in a size list is a constant.
+  // False for the C++ tracer, which records sizes as literals that may stand for a symbol.
+  bool literalsAreConstants = false;
 };
 
 // Fills result.graph, params (used ones, in graph order), eager nodes, report, outputs.

@@ -226,13 +226,68 @@ struct OptimizedModule::Impl {
     for (size_t k : symbolicDims(tensors)) copt.dynamicDims.push_back(options.dynamicDims[k]);
     copt.inputNames = options.inputNames;
     *fromCache = false;
+    const std::vector<c10::IValue> probe = probeInputs(tensors, copt.dynamicDims);
+    // Note [Probe sizes for capture]: capture at the probe sizes, else at the call's own.
+    auto captureAt = [&](auto&& doCapture) {
+      if (!probe.empty()) {
+        try {
+          return doCapture(probe);
+        } catch (const UserError&) {
+          throw;
+        } catch (const std::exception& e) {
+          KILN_LOG_DEBUG("kiln: capture at probe sizes failed ({}); capturing at the call's sizes",
+                         e.what());
+        }
+      }
+      return doCapture(inputs);
+    };
     if (scripted) {
       torch::jit::Module m = *scripted;  // a handle to the same module object
       return cachedCapture(
-          session->kernelCache(), m, family, copt, [&] { return capture(m, inputs, copt); },
+          session->kernelCache(), m, family, copt,
+          [&] {
+            return captureAt([&](const std::vector<c10::IValue>& in) { return capture(m, in, copt); });
+          },
           fromCache);
     }
-    return capture(nnModule, nnForward, inputs, copt);
+    return captureAt([&](const std::vector<c10::IValue>& in) {
+      return capture(nnModule, nnForward, in, copt);
+    });
+  }
+
+  // Note [Probe sizes for capture]
+  // Capture recovers symbolic sizes from concrete ones, so a first call whose dynamic sizes
+  // coincide (batch 8 and seq 8) or equal a constant of the model (batch 8 and 8 query heads per
+  // KV head) can be read the wrong way. The first call's inputs are therefore resized along their
+  // dynamic dims to small distinct primes (3, 5, 7, ...) by repeating or dropping rows, which
+  // keeps every value one the module has seen (token ids, mask bits), and captured there; if the
+  // module rejects those sizes, capture uses the call's own. Empty: no dynamic dims to resize.
+  std::vector<c10::IValue> probeInputs(const std::vector<at::Tensor>& tensors,
+                                       const std::vector<DynamicDim>& dims) const {
+    static constexpr int64_t kPrimes[] = {3, 5, 7, 11, 13, 17, 19, 23, 29, 31};
+    std::map<std::string, int64_t> bySymbol;
+    std::vector<at::Tensor> out = tensors;
+    size_t next = 0;
+    for (const DynamicDim& d : dims) {
+      int64_t target = 0;
+      if (!d.symbol.empty() && bySymbol.count(d.symbol)) {
+        target = bySymbol.at(d.symbol);
+      } else {
+        if (next >= std::size(kPrimes)) return {};
+        target = kPrimes[next++];
+        if (!d.symbol.empty()) bySymbol[d.symbol] = target;
+      }
+      for (size_t i = 0; i < out.size(); ++i) {
+        if (inputName(i) != d.input) continue;
+        at::Tensor& t = out[i];
+        const int64_t dim = d.dim < 0 ? d.dim + t.dim() : d.dim;
+        if (dim < 0 || dim >= t.dim() || t.size(dim) == target) continue;
+        at::Tensor rows =
+            at::arange(target, at::TensorOptions().dtype(at::kLong)).remainder(t.size(dim));
+        t = t.index_select(dim, rows.to(t.device()));
+      }
+    }
+    return std::vector<c10::IValue>(out.begin(), out.end());
   }
 
   // The bucket policy of each graph symbol, assigned the way capture assigns symbol ids: one per
@@ -373,12 +428,13 @@ struct OptimizedModule::Impl {
                                 const std::string& sig) const {
     {
       std::shared_lock<std::shared_mutex> lock(mutex);
+      // A plan that failed while running stays in `plans` but its signature runs eagerly.
+      if (!eagerSignatures.empty() && eagerSignatures.count(sig)) return nullptr;
       auto it = plans.find(sig);
       if (it != plans.end() && it->second.lru == lru.begin()) {
         hits.fetch_add(1, std::memory_order_relaxed);
         return it->second.plan;
       }
-      if (it == plans.end() && eagerSignatures.count(sig)) return nullptr;
     }
     {
       std::unique_lock<std::shared_mutex> lock(mutex);

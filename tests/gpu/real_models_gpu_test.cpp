@@ -84,7 +84,8 @@ TEST_P(RealModelGpu, Float16MatchesTheModule) {
     GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;
   torch::NoGradGuard ng;
   const Fixture& f = GetParam();
-  auto m = torch::jit::load(std::string(KILN_FIXTURES_DIR) + "/" + f.name + ".pt");
+  // Traced on the GPU (make_fixtures.py --device cuda): a traced HF model keeps its trace device.
+  auto m = torch::jit::load(std::string(KILN_FIXTURES_DIR) + "/" + f.name + ".cuda.pt");
   m.eval();
   toDevice(m, torch::kCUDA, torch::kHalf);
   kiln::jit::Options o;

@@ -6,11 +6,16 @@ Llama-style decoder with RMSNorm, rotary embeddings, grouped-query attention and
 and torchvision (a ResNet, a ViT), with random weights (seeded), traced with torch.jit.trace the
 way users trace them, and saved in float32 (tests convert them to float16 on the GPU).
 
-    python3 tests/models/make_fixtures.py [--out tests/models]
+    python3 tests/models/make_fixtures.py [--out tests/models] [--device cuda]
 
 needs torch, transformers and torchvision (the GPU machine's Python has them). It writes one
 <name>.pt per model (each under 2 MB) and manifest.json, which tells the tests the inputs of each
 fixture (name, dtype, example shape, which dims are dynamic) and its output structure.
+
+A traced Hugging Face model records the device and dtype it was traced with (arange(...,
+device="cpu") in its mask code, .to(float32) in GPT-2's mask and Llama's rotary embedding), so it
+only runs there. --device cuda traces in float16 on the GPU into <name>.cuda.pt (run it on the
+GPU machine), which the GPU tests and kiln-demo load; the CPU fixtures are <name>.pt (float32).
 """
 import argparse
 import json
@@ -83,20 +88,24 @@ def vision_model(kind):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    dtype = torch.float32 if args.device == "cpu" else torch.float16
+    suffix = "" if args.device == "cpu" else ".cuda"
     torch.manual_seed(0)
     manifest = {}
     # Example sizes follow Note [Symbolic dims in captured graphs]: distinct, >= 2.
     for kind in ["bert", "gpt2", "llama"]:
         torch.manual_seed(1)
-        model = TextWrapper(hf_model(kind)).eval()
-        ids, mask = text_inputs(3, 7, 1000, seed=2)
+        model = TextWrapper(hf_model(kind)).eval().to(dev, dtype)
+        ids, mask = (t.to(dev) for t in text_inputs(3, 7, 1000, seed=2))
         with torch.no_grad():
             traced = torch.jit.trace(model, (ids, mask), strict=False, check_trace=False)
-        path = os.path.join(args.out, f"hf_{kind}.pt")
+        path = os.path.join(args.out, f"hf_{kind}{suffix}.pt")
         traced.save(path)
         manifest[f"hf_{kind}"] = {
-            "file": f"hf_{kind}.pt",
+            "file": f"hf_{kind}{suffix}.pt",
             "inputs": [
                 {"name": "ids", "dtype": "int64", "shape": [3, 7], "dynamic": {"0": "batch", "1": "seq"}},
                 {"name": "mask", "dtype": "int64", "shape": [3, 7], "dynamic": {"0": "batch", "1": "seq"}},
@@ -106,23 +115,23 @@ def main():
         }
     for kind in ["resnet", "vit"]:
         torch.manual_seed(1)
-        model = vision_model(kind).eval()
+        model = vision_model(kind).eval().to(dev, dtype)
         size = 32 if kind == "vit" else 40
-        x = torch.randn(3, 3, size, size)
+        x = torch.randn(3, 3, size, size).to(dev, dtype)
         with torch.no_grad():
             traced = torch.jit.trace(model, (x,), check_trace=False)
-        path = os.path.join(args.out, f"tv_{kind}.pt")
+        path = os.path.join(args.out, f"tv_{kind}{suffix}.pt")
         traced.save(path)
         manifest[f"tv_{kind}"] = {
-            "file": f"tv_{kind}.pt",
-            "inputs": [{"name": "x", "dtype": "float32", "shape": [3, 3, size, size],
+            "file": f"tv_{kind}{suffix}.pt",
+            "inputs": [{"name": "x", "dtype": str(dtype).replace("torch.", ""), "shape": [3, 3, size, size],
                         "dynamic": {"0": "batch"}}],
         }
     for name, entry in manifest.items():
         size = os.path.getsize(os.path.join(args.out, entry["file"]))
         assert size < 2 * 1024 * 1024, f"{name}: {size} bytes, fixtures must stay under 2 MB"
         print(f"{name}: {size / 1024:.0f} KiB")
-    with open(os.path.join(args.out, "manifest.json"), "w") as f:
+    with open(os.path.join(args.out, f"manifest{suffix}.json"), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")
 

@@ -119,6 +119,25 @@ TEST_P(RealModel, MatchesTheModuleAtNewShapes) {
   }
 }
 
+TEST(RealModels, FirstCallSizeEqualToAModelConstant) {
+  torch::NoGradGuard ng;
+  // The Llama fixture repeats its 2 KV heads 4 times (grouped-query attention). A first call at
+  // batch 4 must not take that 4 for the batch: the repeat is a constant of the graph, and a
+  // later batch 2 call must still match (H200, 2026-12-04: batch 8 vs n_rep 8 in the full model).
+  const Fixture& f = kFixtures[2];
+  ASSERT_STREQ(f.name, "hf_llama");
+  torch::jit::Module m = load(f);
+  auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
+  for (auto [batch, seq] : std::vector<std::pair<int64_t, int64_t>>{{4, 4}, {2, 9}, {6, 4}}) {
+    std::vector<torch::IValue> in = inputsFor(f, batch, seq, 3);
+    torch::Tensor want = m.forward(in).toTensor();
+    torch::Tensor got = fast.forward(in).toTensor();
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want))) << fast.explain();
+  }
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << fast.explain();
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, RealModel, ::testing::ValuesIn(kFixtures),
                          [](const auto& info) { return std::string(info.param.name); });
 
