@@ -1,21 +1,21 @@
-// Lowering of a traced torch::jit::Graph to kiln IR (the lowering table of issue 3).
+// Lowering of a traced torch::jit::Graph to kiln IR: the driver (Lowerer::run), operands and
+// emission, sizes and eager calls. The rules per op are in lower_*.cpp (Note [Lowering table] in
+// lower_rules.h).
 #include "jit/capture/lower.h"
 
 #include <algorithm>
-#include <limits>
 #include <map>
-#include <set>
-#include <unordered_map>
 
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/ir/constants.h>
 
+#include "jit/capture/lower_rules.h"
+#include "jit/capture/lowerer.h"
 #include "jit/capture/sym_resolve.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 
 namespace kiln::jit {
-namespace {
 
 namespace tj = torch::jit;
 using ir::Attrs;
@@ -24,12 +24,6 @@ using ir::OpKind;
 using ir::Shape;
 using ir::SymDim;
 using ir::TensorType;
-
-// Thrown inside a lowering rule when this particular call cannot be lowered: the node becomes
-// kEager instead.
-struct NotLowerable {
-  std::string why;
-};
 
 std::optional<DType> fromAten(at::ScalarType t) {
   switch (t) {
@@ -54,80 +48,10 @@ bool isTensorValue(const tj::Value* v) {
   return v->type()->kind() == c10::TypeKind::TensorType;
 }
 
-// "aten::slice (%45)": names a traced node in messages.
 std::string traced(const tj::Node* n) {
   return fmt::format("{} (%{})", n->kind().toQualString(),
                      n->outputs().empty() ? std::string("?") : n->outputs()[0]->debugName());
 }
-
-int64_t normDim(int64_t d, int64_t rank) {
-  if (d < 0) d += rank;
-  if (d < 0 || d >= std::max<int64_t>(rank, 1)) throw NotLowerable{"dim out of range"};
-  return d;
-}
-
-class Lowerer {
- public:
-  Lowerer(const LowerRequest& req, CapturedGraph& res) : req_(req), res_(res) {}
-
-  void run();
-
- private:
-  // --- operands ---
-  ir::Value* tensor(const tj::Value* v);  // tensor or scalar constant operand
-  ir::Value* constant(const c10::IValue& iv);
-  std::optional<c10::IValue> constIValue(const tj::Value* v) const;
-  bool isNone(const tj::Value* v) const;
-  int64_t intArg(const tj::Value* v) const;
-  double doubleArg(const tj::Value* v) const;
-  bool boolArg(const tj::Value* v) const;
-  std::vector<int64_t> intsArg(const tj::Value* v) const;
-  std::vector<std::optional<SymDim>> symIntsArg(const tj::Value* v) const;
-  std::vector<int64_t> tracedSizes(const tj::Value* v) const;
-  DType tracedDType(const tj::Value* v) const;
-  DType mapDType(at::ScalarType t) const;
-
-  // --- emission ---
-  ir::Value* emit(OpKind kind, std::vector<ir::Value*> inputs, Attrs attrs = {});
-  ir::Value* emitTyped(OpKind kind, std::vector<ir::Value*> inputs, Attrs attrs, TensorType type);
-  ir::Value* reshapeTo(ir::Value* x, const tj::Value* traced,
-                       const std::vector<std::optional<SymDim>>& known = {});
-  ir::Value* castTo(ir::Value* x, DType dtype);
-  ir::Value* slice(ir::Value* x, int64_t dim, int64_t start, int64_t step, SymDim length);
-  Shape symbolize(const tj::Value* out, const tj::Node* node);
-  void bind(const tj::Value* traced, ir::Value* v, bool check = true);
-  void checkAgainstTrace(const tj::Value* traced, const ir::Value* v) const;
-
-  // --- rules ---
-  bool lowerShapeArith(const tj::Node* n);
-  bool lowerUnpack(const tj::Node* n);
-  ir::Value* lowerNode(const tj::Node* n);
-  bool lowerMulti(const tj::Node* n);
-  void lowerEager(const tj::Node* n);
-
-  const LowerRequest& req_;
-  CapturedGraph& res_;
-  ir::Graph* g_ = nullptr;
-  SymContext ctx_;
-  std::unordered_map<const tj::Value*, ir::Value*> env_;
-  std::unordered_map<const tj::Value*, SymDim> ints_;  // int scalars computed from sizes
-  std::unordered_map<const tj::Value*, std::vector<SymDim>> intLists_;
-  // Scalars read from a tensor when the call runs (Note [Run-time scalars] in lower.h).
-  struct ItemOf {
-    const tj::Value* tensor;
-    EagerCall::Scalar::Type type;
-  };
-  std::unordered_map<const tj::Value*, ItemOf> items_;
-  ir::Value* symScalar(const tj::Value* v, const SymDim& value);
-  std::optional<EagerCall::Scalar> runtimeScalar(const tj::Value* v,
-                                                 const std::function<int(const tj::Value*)>& operand);
-  std::optional<Shape> creationShape(const tj::Node* n, const tj::Value* out) const;
-  std::optional<SymDim> symIntOf(const tj::Value* v) const;
-  std::set<std::string> unsupported_;
-  std::map<std::string, std::string> reasons_;  // why an op runs eagerly, first reason per op
-  int constCount_ = 0;
-  bool ambiguousWarned_ = false;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Operands
@@ -273,6 +197,17 @@ DType Lowerer::tracedDType(const tj::Value* v) const {
   return mapDType(*st);
 }
 
+ir::Value* Lowerer::lowered(const tj::Value* v) const {
+  auto it = env_.find(v);
+  return it == env_.end() ? nullptr : it->second;
+}
+
+std::optional<SymDim> Lowerer::sizeInt(const tj::Value* v) const {
+  auto it = ints_.find(v);
+  if (it == ints_.end()) return std::nullopt;
+  return it->second;
+}
+
 ir::Value* Lowerer::constant(const c10::IValue& iv) {
   if (iv.isDouble()) return g_->addConstant(iv.toDouble(), DType::kFloat32);
   if (iv.isInt()) return g_->addConstant(static_cast<double>(iv.toInt()), DType::kInt64);
@@ -286,12 +221,13 @@ ir::Value* Lowerer::tensor(const tj::Value* v) {
     auto iv = constIValue(v);
     KILN_CHECK(iv, "prim::Constant without value");
     if (iv->isTensor() && iv->toTensor().dim() == 0 &&
-        (iv->toTensor().scalar_type() == at::kDouble || iv->toTensor().scalar_type() == at::kLong)) {
+        (iv->toTensor().scalar_type() == at::kDouble ||
+         iv->toTensor().scalar_type() == at::kLong)) {
       // A Python number the tracer wrapped as a 0-dim float64/int64 tensor (0.5 * x): a scalar
       // constant, promoted as eager promotes it (Note [Constants are Python scalars]).
       const at::Tensor& t = iv->toTensor();
       ir::Value* c = t.scalar_type() == at::kDouble ? constant(c10::IValue(t.item<double>()))
-                                                     : constant(c10::IValue(t.item<int64_t>()));
+                                                    : constant(c10::IValue(t.item<int64_t>()));
       env_[v] = c;
       return c;
     }
@@ -378,9 +314,9 @@ std::optional<Shape> Lowerer::creationShape(const tj::Node* n, const tj::Value* 
   };
   auto symOf = [&](const tj::Value* v) { return symIntOf(v); };
   const size_t rank = tracedSizes(out).size();
-  if (auto size = argIndex("size"); size && schema->name() != "aten::expand" &&
-                                    schema->arguments()[*size].type()->kind() ==
-                                        c10::TypeKind::ListType) {
+  if (auto size = argIndex("size");
+      size && schema->name() != "aten::expand" &&
+      schema->arguments()[*size].type()->kind() == c10::TypeKind::ListType) {
     Shape shape;
     try {
       for (const auto& d : symIntsArg(n->input(*size))) {
@@ -425,6 +361,10 @@ void Lowerer::bind(const tj::Value* traced, ir::Value* v, bool check) {
   if (check) checkAgainstTrace(traced, v);
   ctx_.noteShape(v->shape());
   env_[traced] = v;
+}
+
+void Lowerer::assume(SymDim lhs, SymDim rhs, std::string what) {
+  res_.assumptions.push_back({std::move(lhs), std::move(rhs), std::move(what)});
 }
 
 ir::Value* Lowerer::emit(OpKind kind, std::vector<ir::Value*> inputs, Attrs attrs) {
@@ -544,7 +484,9 @@ bool Lowerer::lowerShapeArith(const tj::Node* n) {
         auto tt = n->input(0)->type()->cast<c10::TensorType>();
         auto st = tt ? tt->scalarType() : std::nullopt;
         if (!st) return false;
-        type = at::isFloatingType(*st) ? Type::kDouble : *st == at::kBool ? Type::kBool : Type::kInt;
+        type = at::isFloatingType(*st) ? Type::kDouble
+               : *st == at::kBool      ? Type::kBool
+                                       : Type::kInt;
       }
       items_[n->output()] = ItemOf{n->input(0), type};
       return true;
@@ -587,8 +529,8 @@ bool Lowerer::lowerShapeArith(const tj::Node* n) {
       if (a->isConstant() && b->isConstant() && b->constant() != 0) {
         int64_t x = a->constant();
         int64_t y = b->constant();
-        int64_t q = x / y;  // C++ truncates
-        if (floorDiv && (x % y != 0) && ((x < 0) != (y < 0))) --q;  // floor, as Python
+        int64_t q = x / y;  // C++ truncates; floor as Python does:
+        if (floorDiv && (x % y != 0) && ((x < 0) != (y < 0))) --q;
         ints_[n->output()] = SymDim(q);
         return true;
       }
@@ -624,431 +566,20 @@ bool Lowerer::lowerUnpack(const tj::Node* n) {
   return true;
 }
 
-ir::Value* Lowerer::lowerNode(const tj::Node* n) {
-  const std::string name = n->kind().toQualString();
-  const auto& in = n->inputs();
-  const size_t nin = in.size();
+// A node with a rule in the table (Note [Lowering table] in lower_rules.h): true when the rule
+// lowered it and its outputs are bound.
+bool Lowerer::lowerByRule(const tj::Node* n) {
+  const LoweringTable::Entry* rule = loweringTable().find(n->kind());
+  if (rule == nullptr) return false;
+  if (rule->multi) return rule->multi(*this, n);
   // Ops like native_layer_norm also return saved statistics; unused extra outputs are fine.
   const tj::Value* out = n->outputs().empty() ? nullptr : n->outputs()[0];
   for (size_t k = 1; k < n->outputs().size(); ++k)
-    if (!n->outputs()[k]->uses().empty()) return nullptr;
-  if (!out || !isTensorValue(out)) return nullptr;
-  auto T = [&](size_t i) { return tensor(in.at(i)); };
-
-  static const std::map<std::string, OpKind> kUnary = {
-      {"aten::neg", OpKind::kNeg},   {"aten::abs", OpKind::kAbs},
-      {"aten::exp", OpKind::kExp},   {"aten::log", OpKind::kLog},
-      {"aten::sqrt", OpKind::kSqrt}, {"aten::rsqrt", OpKind::kRsqrt},
-      {"aten::tanh", OpKind::kTanh}, {"aten::sigmoid", OpKind::kSigmoid},
-      {"aten::relu", OpKind::kRelu}, {"aten::silu", OpKind::kSilu},
-      {"aten::erf", OpKind::kErf},
-  };
-  static const std::map<std::string, OpKind> kBinary = {
-      {"aten::mul", OpKind::kMul},         {"aten::maximum", OpKind::kMaximum},
-      {"aten::minimum", OpKind::kMinimum}, {"aten::eq", OpKind::kEq},
-      {"aten::ne", OpKind::kNe},           {"aten::lt", OpKind::kLt},
-      {"aten::le", OpKind::kLe},           {"aten::gt", OpKind::kGt},
-      {"aten::ge", OpKind::kGe},
-  };
-  static const std::set<std::string> kIdentity = {
-      "aten::contiguous", "aten::clone",   "aten::detach",          "aten::alias",
-      "aten::lift_fresh", "aten::dropout", "aten::feature_dropout", "aten::alpha_dropout",
-  };
-  static const std::set<std::string> kCasts = {"aten::to", "aten::type_as", "aten::_to_copy",
-                                               "aten::_cast_Float", "aten::_cast_Half"};
-  static const std::set<std::string> kViews = {
-      "aten::view",       "aten::reshape",   "aten::_unsafe_view",
-      "aten::flatten",    "aten::unflatten", "aten::view_as",
-      "aten::reshape_as", "aten::squeeze",   "aten::unsqueeze"};
-
-  if (auto it = kUnary.find(name); it != kUnary.end()) return emit(it->second, {T(0)});
-  if (auto it = kBinary.find(name); it != kBinary.end() && nin == 2)
-    return emit(it->second, {T(0), T(1)});
-
-  if (kIdentity.count(name)) {
-    if (name.find("dropout") != std::string::npos && nin >= 3 && boolArg(in[2]))
-      throw NotLowerable{"dropout in training mode"};
-    return T(0);
-  }
-  if (kCasts.count(name)) return castTo(T(0), tracedDType(out));
-
-  if (name == "aten::add" || name == "aten::sub" || name == "aten::rsub") {
-    // add/sub: a op alpha*b; rsub: b - alpha*a.
-    bool reversed = name == "aten::rsub";
-    ir::Value* a = reversed ? T(1) : T(0);
-    ir::Value* b = reversed ? T(0) : T(1);
-    if (nin >= 3 && doubleArg(in[2]) != 1.0)
-      b = emit(OpKind::kMul, {b, constant(*constIValue(in[2]))});
-    return emit(name == "aten::add" ? OpKind::kAdd : OpKind::kSub, {a, b});
-  }
-  if (name == "aten::div") {
-    if (nin == 3 && !isNone(in[2])) throw NotLowerable{"div with rounding_mode"};
-    return emit(OpKind::kDiv, {T(0), T(1)});
-  }
-  if (name == "aten::pow") {
-    if (in[1]->node()->kind() == c10::prim::Constant && !constIValue(in[1])->isTensor() &&
-        isTensorValue(in[0])) {
-      return emit(OpKind::kPowScalar, {T(0)}, {{"exponent", doubleArg(in[1])}});
-    }
-    return emit(OpKind::kPow, {T(0), T(1)});
-  }
-  if (name == "aten::gelu") {
-    std::string approx = "none";
-    if (nin >= 2) {
-      auto iv = constIValue(in[1]);
-      if (iv && iv->isString()) approx = iv->toStringRef();
-    }
-    if (approx == "tanh") return emit(OpKind::kGeluTanh, {T(0)});
-    if (approx != "none") throw NotLowerable{"gelu approximate=" + approx};
-    return emit(OpKind::kGelu, {T(0)});
-  }
-  if (name == "aten::clamp" || name == "aten::clamp_min" || name == "aten::clamp_max") {
-    Attrs attrs;
-    auto scalarOrNone = [&](size_t i, const char* key) {
-      if (i >= nin || isNone(in[i])) return;
-      if (isTensorValue(in[i])) throw NotLowerable{"clamp with tensor bounds"};
-      attrs.set(key, doubleArg(in[i]));
-    };
-    if (name == "aten::clamp") {
-      scalarOrNone(1, "min");
-      scalarOrNone(2, "max");
-    } else {
-      scalarOrNone(1, name == "aten::clamp_min" ? "min" : "max");
-    }
-    return emit(OpKind::kClamp, {T(0)}, std::move(attrs));
-  }
-  if (name == "aten::where" && nin == 3) return emit(OpKind::kWhere, {T(0), T(1), T(2)});
-  if (name == "aten::masked_fill" && nin == 3) return emit(OpKind::kWhere, {T(1), T(2), T(0)});
-
-  if (name == "aten::softmax" || name == "aten::_softmax" || name == "aten::log_softmax" ||
-      name == "aten::_log_softmax") {
-    ir::Value* x = T(0);
-    if (nin >= 3 && !isNone(in[2]) && !constIValue(in[2])->isBool()) {
-      x = castTo(x, tracedDType(out));
-    } else if (nin >= 3 && constIValue(in[2])->isBool() && boolArg(in[2])) {
-      x = castTo(x, tracedDType(out));  // _softmax(half_to_float=true)
-    }
-    bool log = name.find("log_") != std::string::npos;
-    return emit(log ? OpKind::kLogSoftmax : OpKind::kSoftmax, {x},
-                {{"dim", normDim(intArg(in[1]), x->rank())}});
-  }
-  if (name == "aten::layer_norm" || name == "aten::native_layer_norm") {
-    ir::Value* x = T(0);
-    auto normalized = intsArg(in[1]);
-    bool hasW = !isNone(in[2]);
-    bool hasB = !isNone(in[3]);
-    if (hasW != hasB) throw NotLowerable{"layer_norm with only one of weight/bias"};
-    std::vector<ir::Value*> ops{x};
-    if (hasW) {
-      ops.push_back(T(2));
-      ops.push_back(T(3));
-    }
-    return emit(
-        OpKind::kLayerNorm, std::move(ops),
-        {{"normalized_ndim", static_cast<int64_t>(normalized.size())}, {"eps", doubleArg(in[4])}});
-  }
-  if (name == "aten::sum" || name == "aten::mean" || name == "aten::amax" || name == "aten::amin") {
-    ir::Value* x = T(0);
-    std::vector<int64_t> dims;
-    bool keepdim = false;
-    const tj::Value* dtypeArg = nullptr;
-    if (name == "aten::amax" || name == "aten::amin") {
-      dims = intsArg(in[1]);
-      keepdim = boolArg(in[2]);
-    } else if (nin == 2) {  // sum(self, dtype)
-      dtypeArg = in[1];
-    } else {
-      if (!isNone(in[1])) dims = intsArg(in[1]);
-      keepdim = boolArg(in[2]);
-      if (nin >= 4) dtypeArg = in[3];
-    }
-    if (dtypeArg && !isNone(dtypeArg)) x = castTo(x, tracedDType(out));
-    if (name == "aten::sum" && !ir::isFloating(x->dtype())) x = castTo(x, DType::kInt64);
-    if (dims.empty())
-      for (int64_t d = 0; d < x->rank(); ++d) dims.push_back(d);
-    for (int64_t& d : dims) d = normDim(d, x->rank());
-    std::sort(dims.begin(), dims.end());
-    dims.erase(std::unique(dims.begin(), dims.end()), dims.end());
-    OpKind kind = name == "aten::sum"    ? OpKind::kSum
-                  : name == "aten::mean" ? OpKind::kMean
-                  : name == "aten::amax" ? OpKind::kAmax
-                                         : OpKind::kAmin;
-    return emit(kind, {x}, {{"dims", dims}, {"keepdim", keepdim}});
-  }
-
-  if (kViews.count(name)) {
-    std::vector<std::optional<SymDim>> known;
-    if ((name == "aten::view" || name == "aten::reshape") && nin == 2) {
-      try {
-        known = symIntsArg(in[1]);
-      } catch (const NotLowerable&) {
-        known.clear();
-      }
-    }
-    if ((name == "aten::view_as" || name == "aten::reshape_as") && env_.count(in[1])) {
-      ir::Value* x = T(0);
-      const Shape& target = env_.at(in[1])->shape();
-      if (target == x->shape()) return x;
-      if (ir::numel(target) == ir::numel(x->shape()))
-        return emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), target});
-    }
-    return reshapeTo(T(0), out, known);
-  }
-  if (name == "aten::permute") {
-    ir::Value* x = T(0);
-    auto perm = intsArg(in[1]);
-    for (int64_t& p : perm) p = normDim(p, x->rank());
-    bool identity = true;
-    for (size_t i = 0; i < perm.size(); ++i)
-      identity = identity && perm[i] == static_cast<int64_t>(i);
-    if (identity) return x;
-    return emit(OpKind::kPermute, {x}, {{"perm", perm}});
-  }
-  if (name == "aten::transpose" || name == "aten::t" || name == "aten::swapaxes") {
-    ir::Value* x = T(0);
-    int64_t rank = x->rank();
-    if (name == "aten::t" && rank < 2) return x;
-    int64_t a = name == "aten::t" ? 0 : normDim(intArg(in[1]), rank);
-    int64_t b = name == "aten::t" ? 1 : normDim(intArg(in[2]), rank);
-    if (a == b) return x;
-    std::vector<int64_t> perm(static_cast<size_t>(rank));
-    for (int64_t i = 0; i < rank; ++i) perm[static_cast<size_t>(i)] = i;
-    std::swap(perm[static_cast<size_t>(a)], perm[static_cast<size_t>(b)]);
-    return emit(OpKind::kPermute, {x}, {{"perm", perm}});
-  }
-  if (name == "aten::expand" || name == "aten::expand_as" || name == "aten::broadcast_to") {
-    ir::Value* x = T(0);
-    Shape target;
-    std::vector<std::optional<SymDim>> known;
-    if (name != "aten::expand_as") {
-      try {
-        known = symIntsArg(in[1]);
-      } catch (const NotLowerable&) {
-        known.clear();
-      }
-    }
-    if (name == "aten::expand_as" && env_.count(in[1])) {
-      target = env_.at(in[1])->shape();
-    } else if (!known.empty() && known.size() >= static_cast<size_t>(x->rank())) {
-      // Sizes the graph computed or wrote as constants; -1 keeps the input's dim, and a literal
-      // the C++ tracer recorded is matched against the symbols seen (resolveExpand).
-      bool ambiguous = false;
-      Shape guess = resolveExpand(x->shape(), tracedSizes(out), ctx_, &ambiguous);
-      const size_t offset = known.size() - static_cast<size_t>(x->rank());
-      for (size_t j = 0; j < known.size(); ++j) {
-        if (known[j]) {
-          target.push_back(*known[j]);
-        } else if (j >= offset && ctx_.eval(x->shape()[j - offset]) == tracedSizes(out)[j]) {
-          target.push_back(x->shape()[j - offset]);  // -1, or the input's own size
-        } else {
-          target.push_back(guess[j]);
-        }
-      }
-    } else {
-      bool ambiguous = false;
-      target = resolveExpand(x->shape(), tracedSizes(out), ctx_, &ambiguous);
-    }
-    if (target == x->shape()) return x;
-    return emitTyped(OpKind::kExpand, {x}, {}, TensorType{x->dtype(), target});
-  }
-  if (name == "aten::slice" || name == "aten::narrow" || name == "aten::select") {
-    ir::Value* x = T(0);
-    int64_t dim = normDim(intArg(in[1]), x->rank());
-    const SymDim size = x->shape()[static_cast<size_t>(dim)];
-    const int64_t sizeVal = ctx_.eval(size);
-    int64_t start = 0;
-    int64_t step = 1;
-    std::optional<SymDim> length;
-    if (name == "aten::select") {
-      start = intArg(in[2]);
-      if (start < 0) {
-        if (!size.isConstant()) throw NotLowerable{"negative index into a symbolic dim"};
-        start += sizeVal;
-      }
-      ir::Value* s = slice(x, dim, start, 1, SymDim(1));
-      return reshapeTo(s, out);
-    }
-    if (name == "aten::narrow") {
-      start = intArg(in[2]);
-      if (start < 0) throw NotLowerable{"narrow with negative start"};
-      length = SymDim(intArg(in[3]));
-    } else {
-      std::optional<int64_t> startArg =
-          isNone(in[2]) ? std::nullopt : std::optional<int64_t>(intArg(in[2]));
-      // An end computed from sizes (x[:, :seq]) is symbolic (Note [Run-time scalars]).
-      std::optional<SymDim> endSym;
-      if (auto it = ints_.find(in[3]); it != ints_.end() && !it->second.isConstant())
-        endSym = it->second;
-      std::optional<int64_t> endArg = isNone(in[3]) || endSym
-                                          ? std::nullopt
-                                          : std::optional<int64_t>(intArg(in[3]));
-      step = intArg(in[4]);
-      if (endSym) {
-        if (step != 1) throw NotLowerable{"slice with step != 1"};
-        start = isNone(in[2]) ? 0 : intArg(in[2]);
-        if (start < 0) throw NotLowerable{"negative start with a symbolic end"};
-        if (*endSym == size) return slice(x, dim, start, 1, size - SymDim(start));
-        // Eager clamps an end past the size; kiln's slice does not, so the plan assumes it
-        // (Note [Size assumptions] in capture.h).
-        if (ctx_.eval(*endSym) > sizeVal || ctx_.eval(*endSym) < start)
-          throw NotLowerable{"slice end outside the dim in the example"};
-        res_.assumptions.push_back(
-            {*endSym, size, fmt::format("slice end {} <= size {} of dim {} in {}",
-                                         endSym->toString(), size.toString(), dim,
-                                         traced(n))});
-        res_.assumptions.push_back({SymDim(start), *endSym,
-                                    fmt::format("slice start {} <= end {} in {}", start,
-                                                endSym->toString(), traced(n))});
-        return slice(x, dim, start, 1, *endSym - SymDim(start));
-      }
-      if (step != 1) throw NotLowerable{"slice with step != 1"};
-      start = startArg.value_or(0);
-      if (start < 0) {
-        if (!size.isConstant()) throw NotLowerable{"negative start on a symbolic dim"};
-        start = std::max<int64_t>(start + sizeVal, 0);
-      }
-      start = std::min(start, sizeVal);
-      int64_t end = endArg.value_or(std::numeric_limits<int64_t>::max());
-      if (end >= sizeVal) {
-        length = size - SymDim(start);  // to the end (also a literal equal to the size)
-      } else if (end < 0) {
-        length = size + SymDim(end) - SymDim(start);
-      } else if (size.isConstant()) {
-        // x[:T] of a static buffer, T a dynamic size (Note [Symbolic dims in captured graphs]).
-        auto m = ctx_.matchLiteral(end);
-        length = m ? *m - SymDim(start) : SymDim(end - start);
-      } else {
-        length = SymDim(end - start);
-      }
-    }
-    return slice(x, dim, start, step, *length);
-  }
-  if (name == "aten::cat" || name == "aten::concat" || name == "aten::concatenate") {
-    const tj::Node* list = in[0]->node();
-    if (list->kind() != c10::prim::ListConstruct) throw NotLowerable{"cat of a non-literal list"};
-    std::vector<ir::Value*> parts;
-    for (const tj::Value* v : list->inputs()) parts.push_back(tensor(v));
-    if (parts.empty()) throw NotLowerable{"empty cat"};
-    int64_t dim = normDim(intArg(in[1]), parts[0]->rank());
-    if (parts.size() == 1) return parts[0];
-    return emit(OpKind::kCat, std::move(parts), {{"dim", dim}});
-  }
-
-  if (name == "aten::linear") {
-    std::vector<ir::Value*> ops{T(0), T(1)};
-    if (nin >= 3 && !isNone(in[2])) ops.push_back(T(2));
-    return emit(OpKind::kLinear, std::move(ops));
-  }
-  if (name == "aten::matmul" && in[1]->node()->kind() == c10::aten::t &&
-      tensor(in[1]->node()->input(0))->rank() == 2 && T(0)->rank() >= 2) {
-    // Note [Linear from addmm], for inputs of rank > 2 (x @ w.t(); the bias add stays an add).
-    return emit(OpKind::kLinear, {T(0), tensor(in[1]->node()->input(0))});
-  }
-  if (name == "aten::matmul" || name == "aten::mm") return emit(OpKind::kMatMul, {T(0), T(1)});
-  if (name == "aten::bmm") return emit(OpKind::kBmm, {T(0), T(1)});
-  if (name == "aten::addmm" && in[2]->node()->kind() == c10::aten::t && nin > 4 &&
-      doubleArg(in[3]) == 1.0 && doubleArg(in[4]) == 1.0 && T(0)->rank() == 1) {
-    // Note [Linear from addmm]: the tracer records nn::Linear decomposed (t + addmm); kLinear
-    // keeps the weight in its [out, in] layout and the bias as an epilogue. The t is left dead.
-    return emit(OpKind::kLinear, {T(1), tensor(in[2]->node()->input(0)), T(0)});
-  }
-  if (name == "aten::addmm" || name == "aten::baddbmm") {
-    return emit(
-        name == "aten::addmm" ? OpKind::kAddmm : OpKind::kBaddbmm, {T(0), T(1), T(2)},
-        {{"beta", nin > 3 ? doubleArg(in[3]) : 1.0}, {"alpha", nin > 4 ? doubleArg(in[4]) : 1.0}});
-  }
-  if (name == "aten::scaled_dot_product_attention") {
-    if (nin > 4 && doubleArg(in[4]) != 0.0) throw NotLowerable{"sdpa with dropout"};
-    if (nin > 7 && boolArg(in[7])) throw NotLowerable{"sdpa with enable_gqa"};
-    std::vector<ir::Value*> ops{T(0), T(1), T(2)};
-    if (nin > 3 && !isNone(in[3])) ops.push_back(T(3));
-    Attrs attrs{{"is_causal", nin > 5 ? boolArg(in[5]) : false}};
-    if (nin > 6 && !isNone(in[6])) attrs.set("scale", doubleArg(in[6]));
-    return emit(OpKind::kSdpa, std::move(ops), std::move(attrs));
-  }
-  if (name == "aten::_convolution" || name == "aten::convolution") {
-    if (boolArg(in[6])) throw NotLowerable{"transposed convolution"};
-    if (T(0)->rank() != 4) throw NotLowerable{"convolution that is not 2-d"};
-    std::vector<ir::Value*> ops{T(0), T(1)};
-    if (!isNone(in[2])) ops.push_back(T(2));
-    return emit(OpKind::kConv2d, std::move(ops),
-                {{"stride", intsArg(in[3])},
-                 {"padding", intsArg(in[4])},
-                 {"dilation", intsArg(in[5])},
-                 {"groups", intArg(in[8])}});
-  }
-  if (name == "aten::conv2d") {
-    auto padIv = constIValue(in[4]);
-    if (!padIv || !padIv->isIntList()) throw NotLowerable{"conv2d with string padding"};
-    auto pair = [](std::vector<int64_t> v) {
-      if (v.size() == 1) v.push_back(v[0]);
-      return v;
-    };
-    std::vector<ir::Value*> ops{T(0), T(1)};
-    if (!isNone(in[2])) ops.push_back(T(2));
-    return emit(OpKind::kConv2d, std::move(ops),
-                {{"stride", pair(intsArg(in[3]))},
-                 {"padding", pair(intsArg(in[4]))},
-                 {"dilation", pair(intsArg(in[5]))},
-                 {"groups", intArg(in[6])}});
-  }
-  if (name == "aten::batch_norm" || name == "aten::_batch_norm_impl_index" ||
-      name == "aten::native_batch_norm" || name == "aten::_native_batch_norm_legit_no_training") {
-    const bool noTrainingArg = name == "aten::_native_batch_norm_legit_no_training";
-    // Note [Eval batch_norm decomposition]
-    // Eval-mode batch_norm is pointwise: (x - mean) * rsqrt(var + eps) * w + b with the per-channel
-    // params reshaped to [C, 1, ...]. Decomposing it lets the partitioner fuse it with the conv's
-    // epilogue (relu) instead of leaving a library call; running stats stay params by reference,
-    // so updated statistics are seen. Training mode (batch statistics) stays eager.
-    if (!noTrainingArg && boolArg(in[5])) throw NotLowerable{"batch_norm in training mode"};
-    if (isNone(in[3]) || isNone(in[4])) throw NotLowerable{"batch_norm without running stats"};
-    ir::Value* x = T(0);
-    if (x->rank() < 2) throw NotLowerable{"batch_norm of rank < 2"};
-    Shape chan{x->shape()[1]};
-    for (int64_t d = 2; d < x->rank(); ++d) chan.emplace_back(1);
-    auto perChannel = [&](ir::Value* p) {
-      return emitTyped(OpKind::kReshape, {p}, {}, TensorType{p->dtype(), chan});
-    };
-    ir::Value* mean = perChannel(T(3));
-    ir::Value* var = perChannel(T(4));
-    ir::Value* eps = g_->addConstant(doubleArg(in[noTrainingArg ? 6 : 7]), DType::kFloat32);
-    ir::Value* inv = emit(OpKind::kRsqrt, {emit(OpKind::kAdd, {var, eps})});
-    ir::Value* y = emit(OpKind::kMul, {emit(OpKind::kSub, {x, mean}), inv});
-    if (!isNone(in[1])) y = emit(OpKind::kMul, {y, perChannel(T(1))});
-    if (!isNone(in[2])) y = emit(OpKind::kAdd, {y, perChannel(T(2))});
-    return castTo(y, tracedDType(out));
-  }
-  return nullptr;
-}
-
-// Ops with a tensor-list output unpacked by the trace (chunk/split/unbind): one slice each.
-bool Lowerer::lowerMulti(const tj::Node* n) {
-  const std::string name = n->kind().toQualString();
-  if (name != "aten::chunk" && name != "aten::split" && name != "aten::split_with_sizes" &&
-      name != "aten::unsafe_chunk" && name != "aten::unsafe_split" && name != "aten::unbind")
-    return false;
-  if (n->outputs().size() != 1 || n->output()->uses().size() != 1) return false;
-  const tj::Node* unpack = n->output()->uses()[0].user;
-  if (unpack->kind() != c10::prim::ListUnpack) return false;
-  ir::Value* x = tensor(n->input(0));
-  int64_t dim = normDim(intArg(n->input(name == "aten::unbind" ? 1 : 2)), x->rank());
-  const SymDim size = x->shape()[static_cast<size_t>(dim)];
-  if (!size.isConstant()) throw NotLowerable{"split along a symbolic dim"};
-  int64_t start = 0;
-  std::vector<std::pair<const tj::Value*, ir::Value*>> results;
-  for (const tj::Value* o : unpack->outputs()) {
-    std::vector<int64_t> sizes = tracedSizes(o);
-    if (name == "aten::unbind") {
-      ir::Value* s = slice(x, dim, start, 1, SymDim(1));
-      results.emplace_back(o, reshapeTo(s, o));
-      start += 1;
-    } else {
-      int64_t len = sizes.at(static_cast<size_t>(dim));
-      results.emplace_back(o, slice(x, dim, start, 1, SymDim(len)));
-      start += len;
-    }
-  }
-  for (auto& [o, v] : results) bind(o, v);
+    if (!n->outputs()[k]->uses().empty()) return false;
+  if (!out || !isTensorValue(out)) return false;
+  ir::Value* v = rule->single(*this, n);
+  if (v == nullptr) return false;
+  bind(n->outputs()[0], v);
   return true;
 }
 
@@ -1131,9 +662,9 @@ void Lowerer::lowerEager(const tj::Node* n) {
       call->slots.push_back(std::move(slot));
       continue;
     }
-    throw NotLowerable{fmt::format("argument {} (%{}: {}) is produced by {}, which kiln does not follow",
-                                   i, v->debugName(), v->type()->str(),
-                                   v->node()->kind().toQualString())};
+    throw NotLowerable{
+        fmt::format("argument {} (%{}: {}) is produced by {}, which kiln does not follow", i,
+                    v->debugName(), v->type()->str(), v->node()->kind().toQualString())};
   }
 
   // Outputs: tensors, or a tensor list unpacked by the trace.
@@ -1148,8 +679,8 @@ void Lowerer::lowerEager(const tj::Node* n) {
                o->uses()[0].user->kind() == c10::prim::ListUnpack) {
       for (const tj::Value* e : o->uses()[0].user->outputs()) outs.push_back(e);
     } else {
-      throw NotLowerable{fmt::format("its output %{} of type {} is used", o->debugName(),
-                                     o->type()->str())};
+      throw NotLowerable{
+          fmt::format("its output %{} of type {} is used", o->debugName(), o->type()->str())};
     }
   }
   std::vector<TensorType> types;
@@ -1246,7 +777,7 @@ void Lowerer::run() {
     auto kind = n->kind();
     if (kind == c10::prim::Constant || kind == c10::prim::TupleConstruct) continue;
     if (kind == c10::prim::ListUnpack || kind == c10::prim::TupleUnpack) {
-      // Unpacks of eager tensor lists are bound by their producer (lowerEager, lowerMulti).
+      // Unpacks of tensor lists are bound by their producer (lowerEager, the split rules).
       if (!lowerUnpack(n) && !env_.count(n->outputs()[0]))
         KILN_LOG_DEBUG("capture: {} of {} left unbound", kind.toQualString(),
                        n->input(0)->node()->kind().toQualString());
@@ -1256,12 +787,7 @@ void Lowerer::run() {
     if (kind == c10::prim::ListConstruct) continue;  // consumed by its users
     bool done = false;
     try {
-      if (lowerMulti(n)) {
-        done = true;
-      } else if (ir::Value* v = lowerNode(n)) {
-        bind(n->output(), v);
-        done = true;
-      }
+      done = lowerByRule(n);
     } catch (const NotLowerable& e) {
       KILN_LOG_DEBUG("capture: {} runs eagerly: {}", kind.toQualString(), e.why);
       reasons_.emplace(kind.toQualString(), e.why);  // the first reason per op
@@ -1272,8 +798,8 @@ void Lowerer::run() {
       try {
         lowerEager(n);
       } catch (const NotLowerable& e) {
-        throw Unsupported(fmt::format("capture: cannot run {} eagerly inside a plan: {}",
-                                      traced(n), e.why));
+        throw Unsupported(
+            fmt::format("capture: cannot run {} eagerly inside a plan: {}", traced(n), e.why));
       }
     }
   }
@@ -1327,8 +853,6 @@ void Lowerer::run() {
   res_.unsupportedOps.assign(unsupported_.begin(), unsupported_.end());
   for (const std::string& op : res_.unsupportedOps) res_.unsupportedReasons.push_back(reasons_[op]);
 }
-
-}  // namespace
 
 void lowerTrace(const LowerRequest& request, CapturedGraph& result) {
   Lowerer(request, result).run();

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "jit/capture/capture.h"
+#include "jit/capture/lower_rules.h"
 #include "jit/capture/sym_resolve.h"
 #include "jit/eval/aten_eval.h"
 #include "src/ir/printer.h"
@@ -396,6 +397,38 @@ TEST(Capture, BadDynamicDimIsAUserError) {
   EXPECT_THROW(capture(mlp.ptr(), forwardOf(mlp), {torch::randn({3, 64})}, o), UserError);
   o.dynamicDims = {{"input0", 0, ""}};
   EXPECT_THROW(capture(mlp.ptr(), forwardOf(mlp), {torch::randn({1, 64})}, o), UserError);
+}
+
+TEST(Capture, LoweringTableHasARulePerLoweredOp) {
+  // Note [Lowering table]: ops of each family file (pointwise, reductions, views, library) have a
+  // rule; an op without one runs eagerly, and the report says so.
+  const std::vector<std::vector<std::string>> families = {
+      {"aten::relu", "aten::add", "aten::to", "aten::dropout", "aten::clamp", "aten::masked_fill"},
+      {"aten::softmax", "aten::_log_softmax", "aten::layer_norm", "aten::mean"},
+      {"aten::view", "aten::permute", "aten::t", "aten::expand", "aten::slice", "aten::select",
+       "aten::cat", "aten::chunk", "aten::split", "aten::unbind"},
+      {"aten::linear", "aten::matmul", "aten::addmm", "aten::bmm",
+       "aten::scaled_dot_product_attention", "aten::_convolution", "aten::conv2d",
+       "aten::batch_norm"},
+  };
+  for (const auto& ops : families)
+    for (const std::string& op : ops) EXPECT_TRUE(hasLoweringRule(op)) << op;
+  EXPECT_FALSE(hasLoweringRule("aten::cumsum"));
+
+  torch::jit::Module m("m");
+  m.define(R"(
+def forward(self, x):
+    return torch.cumsum(x, 1) + 1.0
+)");
+  m.eval();
+  CaptureOptions o;
+  o.inputNames = {"x"};
+  o.dynamicDims = {{"x", 0, "n"}};
+  CapturedGraph c = capture(m, {torch::randn({3, 5})}, o);
+  ASSERT_EQ(c.unsupportedOps, std::vector<std::string>{"aten::cumsum"});
+  EXPECT_EQ(c.unsupportedReasons, std::vector<std::string>{"kiln has no lowering for it"});
+  EXPECT_EQ(c.eagerNodes.size(), 1u);
+  EXPECT_EQ(countOps(c, ir::OpKind::kAdd), 1) << printed(c);
 }
 
 }  // namespace

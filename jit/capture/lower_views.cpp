@@ -1,0 +1,273 @@
+// Lowering rules for views and data movement (Note [Lowering table] in lower_rules.h).
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "jit/capture/lower_rules.h"
+#include "jit/capture/lowerer.h"
+#include "jit/capture/sym_resolve.h"
+
+namespace kiln::jit {
+namespace {
+
+namespace tj = torch::jit;
+using ir::OpKind;
+using ir::Shape;
+using ir::SymDim;
+using ir::TensorType;
+
+// _unsafe_view, flatten, unflatten, squeeze, unsqueeze: the traced output's sizes, over the
+// graph's symbols.
+ir::Value* reshape(Lowerer& l, const tj::Node* n) {
+  return l.reshapeTo(l.operand(n, 0), n->outputs()[0]);
+}
+
+// view/reshape(x, sizes): sizes the graph computed (aten::size) pin their dims.
+ir::Value* viewSizes(Lowerer& l, const tj::Node* n) {
+  const auto in = n->inputs();
+  std::vector<std::optional<SymDim>> known;
+  if (in.size() == 2) {
+    try {
+      known = l.symIntsArg(in[1]);
+    } catch (const NotLowerable&) {
+      known.clear();
+    }
+  }
+  return l.reshapeTo(l.operand(n, 0), n->outputs()[0], known);
+}
+
+// view_as/reshape_as(x, other): other's shape, when it is lowered and has x's size.
+ir::Value* viewAs(Lowerer& l, const tj::Node* n) {
+  if (const ir::Value* other = l.lowered(n->inputs()[1])) {
+    ir::Value* x = l.operand(n, 0);
+    const Shape& target = other->shape();
+    if (target == x->shape()) return x;
+    if (ir::numel(target) == ir::numel(x->shape()))
+      return l.emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), target});
+  }
+  return l.reshapeTo(l.operand(n, 0), n->outputs()[0]);
+}
+
+ir::Value* permute(Lowerer& l, const tj::Node* n) {
+  ir::Value* x = l.operand(n, 0);
+  auto perm = l.intsArg(n->inputs()[1]);
+  for (int64_t& p : perm) p = normDim(p, x->rank());
+  bool identity = true;
+  for (size_t i = 0; i < perm.size(); ++i)
+    identity = identity && perm[i] == static_cast<int64_t>(i);
+  if (identity) return x;
+  return l.emit(OpKind::kPermute, {x}, {{"perm", perm}});
+}
+
+// transpose/swapaxes(x, a, b), and t(x) (`matrix`): dims 0 and 1, the input itself below rank 2.
+LoweringRule transpose(bool matrix) {
+  return [matrix](Lowerer& l, const tj::Node* n) {
+    const auto in = n->inputs();
+    ir::Value* x = l.operand(n, 0);
+    int64_t rank = x->rank();
+    if (matrix && rank < 2) return x;
+    int64_t a = matrix ? 0 : normDim(l.intArg(in[1]), rank);
+    int64_t b = matrix ? 1 : normDim(l.intArg(in[2]), rank);
+    if (a == b) return x;
+    std::vector<int64_t> perm(static_cast<size_t>(rank));
+    for (int64_t i = 0; i < rank; ++i) perm[static_cast<size_t>(i)] = i;
+    std::swap(perm[static_cast<size_t>(a)], perm[static_cast<size_t>(b)]);
+    return l.emit(OpKind::kPermute, {x}, {{"perm", perm}});
+  };
+}
+
+// expand/broadcast_to(x, sizes), and expand_as(x, other) (`asTensor`).
+LoweringRule expand(bool asTensor) {
+  return [asTensor](Lowerer& l, const tj::Node* n) {
+    const auto in = n->inputs();
+    const tj::Value* out = n->outputs()[0];
+    ir::Value* x = l.operand(n, 0);
+    Shape target;
+    std::vector<std::optional<SymDim>> known;
+    if (!asTensor) {
+      try {
+        known = l.symIntsArg(in[1]);
+      } catch (const NotLowerable&) {
+        known.clear();
+      }
+    }
+    const ir::Value* other = asTensor ? l.lowered(in[1]) : nullptr;
+    if (other != nullptr) {
+      target = other->shape();
+    } else if (!known.empty() && known.size() >= static_cast<size_t>(x->rank())) {
+      // Sizes the graph computed or wrote as constants; -1 keeps the input's dim, and a literal
+      // the C++ tracer recorded is matched against the symbols seen (resolveExpand).
+      bool ambiguous = false;
+      Shape guess = resolveExpand(x->shape(), l.tracedSizes(out), l.ctx(), &ambiguous);
+      const size_t offset = known.size() - static_cast<size_t>(x->rank());
+      for (size_t j = 0; j < known.size(); ++j) {
+        if (known[j]) {
+          target.push_back(*known[j]);
+        } else if (j >= offset && l.ctx().eval(x->shape()[j - offset]) == l.tracedSizes(out)[j]) {
+          target.push_back(x->shape()[j - offset]);  // -1, or the input's own size
+        } else {
+          target.push_back(guess[j]);
+        }
+      }
+    } else {
+      bool ambiguous = false;
+      target = resolveExpand(x->shape(), l.tracedSizes(out), l.ctx(), &ambiguous);
+    }
+    if (target == x->shape()) return x;
+    return l.emitTyped(OpKind::kExpand, {x}, {}, TensorType{x->dtype(), target});
+  };
+}
+
+// The dim that slice, narrow and select index (their arguments 0 and 1).
+struct IndexedDim {
+  ir::Value* x;
+  int64_t dim;
+  SymDim size;
+  int64_t sizeVal;  // in the example
+};
+
+IndexedDim indexedDim(Lowerer& l, const tj::Node* n) {
+  ir::Value* x = l.operand(n, 0);
+  int64_t dim = normDim(l.intArg(n->inputs()[1]), x->rank());
+  const SymDim size = x->shape()[static_cast<size_t>(dim)];
+  return IndexedDim{x, dim, size, l.ctx().eval(size)};
+}
+
+ir::Value* select(Lowerer& l, const tj::Node* n) {
+  auto [x, dim, size, sizeVal] = indexedDim(l, n);
+  int64_t start = l.intArg(n->inputs()[2]);
+  if (start < 0) {
+    if (!size.isConstant()) throw NotLowerable{"negative index into a symbolic dim"};
+    start += sizeVal;
+  }
+  ir::Value* s = l.slice(x, dim, start, 1, SymDim(1));
+  return l.reshapeTo(s, n->outputs()[0]);
+}
+
+ir::Value* narrow(Lowerer& l, const tj::Node* n) {
+  auto [x, dim, size, sizeVal] = indexedDim(l, n);
+  int64_t start = l.intArg(n->inputs()[2]);
+  if (start < 0) throw NotLowerable{"narrow with negative start"};
+  return l.slice(x, dim, start, 1, SymDim(l.intArg(n->inputs()[3])));
+}
+
+// slice(x, dim, start, end, step).
+ir::Value* sliceRule(Lowerer& l, const tj::Node* n) {
+  const auto in = n->inputs();
+  auto [x, dim, size, sizeVal] = indexedDim(l, n);
+  int64_t start = l.isNone(in[2]) ? 0 : l.intArg(in[2]);
+  // An end computed from sizes (x[:, :seq]) is symbolic (Note [Run-time scalars] in lower.h).
+  std::optional<SymDim> endSym;
+  if (auto s = l.sizeInt(in[3]); s && !s->isConstant()) endSym = *s;
+  const int64_t end = l.isNone(in[3]) || endSym ? std::numeric_limits<int64_t>::max()  // to the end
+                                                : l.intArg(in[3]);
+  int64_t step = l.intArg(in[4]);
+  if (endSym) {
+    if (step != 1) throw NotLowerable{"slice with step != 1"};
+    if (start < 0) throw NotLowerable{"negative start with a symbolic end"};
+    if (*endSym == size) return l.slice(x, dim, start, 1, size - SymDim(start));
+    // Eager clamps an end past the size; kiln's slice does not, so the plan assumes it
+    // (Note [Size assumptions] in capture.h).
+    if (l.ctx().eval(*endSym) > sizeVal || l.ctx().eval(*endSym) < start)
+      throw NotLowerable{"slice end outside the dim in the example"};
+    l.assume(*endSym, size,
+             fmt::format("slice end {} <= size {} of dim {} in {}", endSym->toString(),
+                         size.toString(), dim, traced(n)));
+    l.assume(SymDim(start), *endSym,
+             fmt::format("slice start {} <= end {} in {}", start, endSym->toString(), traced(n)));
+    return l.slice(x, dim, start, 1, *endSym - SymDim(start));
+  }
+  if (step != 1) throw NotLowerable{"slice with step != 1"};
+  if (start < 0) {
+    if (!size.isConstant()) throw NotLowerable{"negative start on a symbolic dim"};
+    start = std::max<int64_t>(start + sizeVal, 0);
+  }
+  start = std::min(start, sizeVal);
+  SymDim length(0);
+  if (end >= sizeVal) {
+    length = size - SymDim(start);  // to the end (also a literal equal to the size)
+  } else if (end < 0) {
+    length = size + SymDim(end) - SymDim(start);
+  } else if (size.isConstant()) {
+    // x[:T] of a static buffer, T a dynamic size (Note [Symbolic dims in captured graphs]).
+    auto m = l.ctx().matchLiteral(end);
+    length = m ? *m - SymDim(start) : SymDim(end - start);
+  } else {
+    length = SymDim(end - start);
+  }
+  return l.slice(x, dim, start, step, length);
+}
+
+ir::Value* cat(Lowerer& l, const tj::Node* n) {
+  const tj::Node* list = n->inputs()[0]->node();
+  if (list->kind() != c10::prim::ListConstruct) throw NotLowerable{"cat of a non-literal list"};
+  std::vector<ir::Value*> parts;
+  for (const tj::Value* v : list->inputs()) parts.push_back(l.tensor(v));
+  if (parts.empty()) throw NotLowerable{"empty cat"};
+  int64_t dim = normDim(l.intArg(n->inputs()[1]), parts[0]->rank());
+  if (parts.size() == 1) return parts[0];
+  return l.emit(OpKind::kCat, std::move(parts), {{"dim", dim}});
+}
+
+// Ops with a tensor-list output unpacked by the trace (chunk/split, and unbind, whose pieces
+// lose the dim): one slice each, sized as the trace's pieces.
+MultiLoweringRule split(bool unbind) {
+  return [unbind](Lowerer& l, const tj::Node* n) {
+    if (n->outputs().size() != 1 || n->output()->uses().size() != 1) return false;
+    const tj::Node* unpack = n->output()->uses()[0].user;
+    if (unpack->kind() != c10::prim::ListUnpack) return false;
+    ir::Value* x = l.tensor(n->input(0));
+    int64_t dim = normDim(l.intArg(n->input(unbind ? 1 : 2)), x->rank());
+    const SymDim size = x->shape()[static_cast<size_t>(dim)];
+    if (!size.isConstant()) throw NotLowerable{"split along a symbolic dim"};
+    int64_t start = 0;
+    std::vector<std::pair<const tj::Value*, ir::Value*>> results;
+    for (const tj::Value* o : unpack->outputs()) {
+      std::vector<int64_t> sizes = l.tracedSizes(o);
+      if (unbind) {
+        ir::Value* s = l.slice(x, dim, start, 1, SymDim(1));
+        results.emplace_back(o, l.reshapeTo(s, o));
+        start += 1;
+      } else {
+        int64_t len = sizes.at(static_cast<size_t>(dim));
+        results.emplace_back(o, l.slice(x, dim, start, 1, SymDim(len)));
+        start += len;
+      }
+    }
+    for (auto& [o, v] : results) l.bind(o, v);
+    return true;
+  };
+}
+
+}  // namespace
+
+void addViewRules(LoweringTable& table) {
+  for (const char* name : {"aten::_unsafe_view", "aten::flatten", "aten::unflatten",
+                           "aten::squeeze", "aten::unsqueeze"})
+    table.add(name, reshape);
+  table.add("aten::view", viewSizes);
+  table.add("aten::reshape", viewSizes);
+  table.add("aten::view_as", viewAs);
+  table.add("aten::reshape_as", viewAs);
+  table.add("aten::permute", permute);
+  table.add("aten::transpose", transpose(/*matrix=*/false));
+  table.add("aten::swapaxes", transpose(/*matrix=*/false));
+  table.add("aten::t", transpose(/*matrix=*/true));
+  table.add("aten::expand", expand(/*asTensor=*/false));
+  table.add("aten::broadcast_to", expand(/*asTensor=*/false));
+  table.add("aten::expand_as", expand(/*asTensor=*/true));
+  table.add("aten::select", select);
+  table.add("aten::narrow", narrow);
+  table.add("aten::slice", sliceRule);
+  for (const char* name : {"aten::cat", "aten::concat", "aten::concatenate"}) table.add(name, cat);
+  for (const char* name : {"aten::chunk", "aten::split", "aten::split_with_sizes",
+                           "aten::unsafe_chunk", "aten::unsafe_split"})
+    table.addMulti(name, split(/*unbind=*/false));
+  table.addMulti("aten::unbind", split(/*unbind=*/true));
+}
+
+}  // namespace kiln::jit
