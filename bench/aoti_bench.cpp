@@ -59,37 +59,7 @@ std::vector<Package> readManifest(const std::string& dir) {
   return out;
 }
 
-// Times on the chosen device: CUDA-event medians (timing.h), or wall-clock medians on the CPU.
-struct Device {
-  bool cuda;
-  torch::Device device() const { return cuda ? torch::kCUDA : torch::kCPU; }
-  void sync() const {
-    if (cuda) c10::cuda::device_synchronize();
-  }
-  // Medians of eager and AOTInductor, sampled in turns (timing.h's medianMsInTurns).
-  std::vector<double> medianMsInTurns(const std::vector<std::function<void(int)>>& fns, int reps,
-                                      int batch) const {
-    if (cuda) return kiln::bench::medianMsInTurns(fns, reps, batch);
-    std::vector<std::vector<double>> ms(fns.size());
-    for (int i = 0; i < reps; ++i)
-      for (size_t f = 0; f < fns.size(); ++f) {
-        auto t0 = Clock::now();
-        for (int b = 0; b < batch; ++b) fns[f](i * batch + b);
-        ms[f].push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count() /
-                        batch);
-      }
-    std::vector<double> out;
-    for (const std::vector<double>& m : ms) out.push_back(kiln::bench::median(m));
-    return out;
-  }
-  double wallMs(const std::function<void()>& fn) const {
-    sync();
-    auto t0 = Clock::now();
-    fn();
-    sync();
-    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-  }
-};
+using kiln::bench::Device;
 
 // peer_aoti.py's names for workloads.h's memory-bound workloads, in its order.
 const std::vector<std::string> kMemoryBoundNames = {"pointwise", "add_layernorm_gelu",

@@ -135,35 +135,7 @@ std::vector<Model> readModels(const std::string& dir) {
   return out;
 }
 
-// Times on the chosen device: CUDA-event medians (timing.h), or wall-clock medians on the CPU.
-struct Device {
-  bool cuda;
-  torch::Device device() const { return cuda ? torch::kCUDA : torch::kCPU; }
-  void sync() const {
-    if (cuda) c10::cuda::device_synchronize();
-  }
-  std::vector<double> medianMsInTurns(const std::vector<std::function<void(int)>>& fns, int reps,
-                                      int batch) const {
-    if (cuda) return kiln::bench::medianMsInTurns(fns, reps, batch);
-    std::vector<std::vector<double>> ms(fns.size());
-    for (int i = 0; i < reps; ++i)
-      for (size_t f = 0; f < fns.size(); ++f) {
-        auto t0 = Clock::now();
-        for (int b = 0; b < batch; ++b) fns[f](i * batch + b);
-        ms[f].push_back(msSince(t0) / batch);
-      }
-    std::vector<double> out;
-    for (const std::vector<double>& m : ms) out.push_back(kiln::bench::median(m));
-    return out;
-  }
-  double wallMs(const std::function<void()>& fn) const {
-    sync();
-    auto t0 = Clock::now();
-    fn();
-    sync();
-    return msSince(t0);
-  }
-};
+using kiln::bench::Device;
 
 // ---- device memory ----
 
@@ -342,15 +314,8 @@ void printRow(const Model& m, int64_t batch, int64_t seq, const Contender& eager
   std::fflush(stdout);
 }
 
-// One model at every batch. Loads the TorchScript once, optimizes it once (one kiln module serves
-// every batch, as in production) and loads each AOTI package once.
-Resident benchModel(const Args& a, const Device& d, kiln::Session& session, const Model& m) {
-  Resident res;
-  const double before = d.cuda ? allocatedMb() : 0;
-  torch::jit::Module module = torch::jit::load(a.dir + "/" + m.file, d.device());
-  module.eval();
-  if (d.cuda) res.eagerMb = allocatedMb() - before;
-
+// Dynamic batch (and sequence for text), as a server would declare them.
+kiln::jit::Options kilnOptions(const Model& m, kiln::Session& session) {
   kiln::jit::Options o;
   if (m.text()) {
     o.inputNames = {"ids", "mask"};
@@ -361,6 +326,19 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session, cons
     o.dynamicDims = {{"x", 0, "batch"}};
   }
   o.session = &session;
+  return o;
+}
+
+// One model at every batch. Loads the TorchScript once, optimizes it once (one kiln module serves
+// every batch, as in production) and loads each AOTI package once.
+Resident benchModel(const Args& a, const Device& d, kiln::Session& session, const Model& m) {
+  Resident res;
+  const double before = d.cuda ? allocatedMb() : 0;
+  torch::jit::Module module = torch::jit::load(a.dir + "/" + m.file, d.device());
+  module.eval();
+  if (d.cuda) res.eagerMb = allocatedMb() - before;
+
+  kiln::jit::Options o = kilnOptions(m, session);
   std::unique_ptr<kiln::jit::OptimizedModule> fast;
   std::string kilnSetupError;
   try {
@@ -497,17 +475,7 @@ int firstCall(const Args& a, const Device& d, kiln::Session& session) {
       module.forward(iv);
       d.sync();
     } else {
-      kiln::jit::Options o;
-      if (m.text()) {
-        o.inputNames = {"ids", "mask"};
-        o.dynamicDims = {
-            {"ids", 0, "batch"}, {"mask", 0, "batch"}, {"ids", 1, "seq"}, {"mask", 1, "seq"}};
-      } else {
-        o.inputNames = {"x"};
-        o.dynamicDims = {{"x", 0, "batch"}};
-      }
-      o.session = &session;
-      kiln::jit::OptimizedModule fast = kiln::jit::optimize(module, o);
+      kiln::jit::OptimizedModule fast = kiln::jit::optimize(module, kilnOptions(m, session));
       fast.forward(iv);
       d.sync();
       const kiln::jit::ModuleStats st = fast.stats();

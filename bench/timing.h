@@ -2,8 +2,11 @@
 // GPU timing shared by kiln's benchmarks: CUDA-event medians and the device-to-device copy
 // bandwidth every bandwidth figure is compared against (measured in the same run).
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <vector>
+
+#include <c10/cuda/CUDAFunctions.h>
 
 #include <ATen/cuda/CUDAEvent.h>
 #include <torch/torch.h>
@@ -55,5 +58,40 @@ inline double copyBandwidthGBs() {
   double ms = medianMs([&](int) { dst.copy_(src); }, 20);
   return 2.0 * static_cast<double>(src.numel()) / (ms * 1e-3) / 1e9;
 }
+
+// Times on the chosen device: CUDA-event medians sampled in turns (medianMsInTurns), or wall-clock
+// medians on the CPU (the benchmarks' --device cpu smoke mode).
+struct Device {
+  bool cuda;
+  torch::Device device() const { return cuda ? torch::kCUDA : torch::kCPU; }
+  void sync() const {
+    if (cuda) c10::cuda::device_synchronize();
+  }
+  std::vector<double> medianMsInTurns(const std::vector<std::function<void(int)>>& fns, int reps,
+                                      int batch) const {
+    if (cuda) return kiln::bench::medianMsInTurns(fns, reps, batch);
+    std::vector<std::vector<double>> ms(fns.size());
+    for (int i = 0; i < reps; ++i)
+      for (size_t f = 0; f < fns.size(); ++f) {
+        auto t0 = std::chrono::steady_clock::now();
+        for (int b = 0; b < batch; ++b) fns[f](i * batch + b);
+        ms[f].push_back(wallMsSince(t0) / batch);
+      }
+    std::vector<double> out;
+    for (const std::vector<double>& m : ms) out.push_back(median(m));
+    return out;
+  }
+  // Wall time of `fn`, synchronized before and after.
+  double wallMs(const std::function<void()>& fn) const {
+    sync();
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    sync();
+    return wallMsSince(t0);
+  }
+  static double wallMsSince(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
 
 }  // namespace kiln::bench

@@ -16,28 +16,12 @@
 
 #include <kiln/kiln.h>
 
+#include "tests/support/real_models.h"
+
 namespace {
 
-struct Fixture {
-  const char* name;
-  bool text;
-  int64_t imageSize = 0;
-};
-
-const Fixture kFixtures[] = {
-    {"hf_bert", true},        {"hf_gpt2", true},          {"hf_llama", true},
-    {"tv_resnet", false, 40}, {"tv_vit", false, 32},
-};
-
-// module.to(device, kHalf) would convert integer buffers too (BERT's position ids); like
-// Python's .half(), only floating-point parameters and buffers change dtype.
-void toDevice(torch::jit::Module& m, torch::Device device, torch::ScalarType dtype) {
-  m.to(device);
-  for (at::Tensor p : m.parameters())
-    if (p.is_floating_point()) p.set_data(p.to(dtype));
-  for (at::Tensor b : m.buffers())
-    if (b.is_floating_point()) b.set_data(b.to(dtype));
-}
+using kiln::testing::Fixture;
+using kiln::testing::kFixtures;
 
 kiln::Session& strictGpuSession() {
   static kiln::Session* s = [] {
@@ -49,17 +33,6 @@ kiln::Session& strictGpuSession() {
     return new kiln::Session(o);
   }();
   return *s;
-}
-
-std::vector<torch::IValue> inputsFor(const Fixture& f, int64_t batch, int64_t seq) {
-  torch::manual_seed(static_cast<uint64_t>(batch * 1000 + seq));
-  auto cuda = torch::TensorOptions().device(torch::kCUDA);
-  if (!f.text)
-    return {torch::randn({batch, 3, f.imageSize, f.imageSize}, cuda.dtype(torch::kHalf))};
-  torch::Tensor ids = torch::randint(0, 1000, {batch, seq}, cuda.dtype(torch::kLong));
-  torch::Tensor mask = torch::ones({batch, seq}, cuda.dtype(torch::kLong));
-  if (seq > 2) mask.index_put_({0, torch::indexing::Slice(seq - 2)}, 0);
-  return {ids, mask};
 }
 
 // Cosine similarity >= 0.9999 and max |got - want| <= 2% of max |want| (issue 19's bar).
@@ -84,21 +57,10 @@ TEST_P(RealModelGpu, Float16MatchesTheModule) {
     GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;
   torch::NoGradGuard ng;
   const Fixture& f = GetParam();
-  // Traced on the GPU (make_fixtures.py --device cuda): a traced HF model keeps its trace device.
-  auto m = torch::jit::load(std::string(KILN_FIXTURES_DIR) + "/" + f.name + ".cuda.pt");
-  m.eval();
-  toDevice(m, torch::kCUDA, torch::kHalf);
-  kiln::jit::Options o;
-  o.session = &strictGpuSession();
-  if (f.text) {
-    o.inputNames = {"ids", "mask"};
-    o.dynamicDims = {{"ids", 0, "batch"}, {"mask", 0, "batch"}, {"ids", 1, "seq"},
-                     {"mask", 1, "seq"}};
-  } else {
-    o.inputNames = {"x"};
-    o.dynamicDims = {{"x", 0, "batch"}};
-  }
-  auto fast = kiln::jit::optimize(m, o);
+  // Traced on the GPU in fp16 (make_fixtures.py --device cuda): a traced HF model keeps its trace
+  // device and dtype.
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, strictGpuSession()));
   const std::vector<std::pair<int64_t, int64_t>> shapes =
       f.text ? std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {3, 77}, {8, 128}, {1, 5}}
              : std::vector<std::pair<int64_t, int64_t>>{{3, 0}, {2, 0}, {8, 0}, {1, 0}};
@@ -106,7 +68,8 @@ TEST_P(RealModelGpu, Float16MatchesTheModule) {
     for (auto [batch, seq] : shapes) {
       std::string what = std::string(f.name) + " batch " + std::to_string(batch) + " seq " +
                          std::to_string(seq) + (round == 0 ? " (first call)" : " (bucket kernels)");
-      std::vector<torch::IValue> in = inputsFor(f, batch, seq);
+      std::vector<torch::IValue> in = kiln::testing::fixtureInputs(
+          f, batch, seq, static_cast<uint64_t>(batch * 1000 + seq), torch::kCUDA, torch::kHalf);
       torch::Tensor want = m.forward(in).toTensor();
       torch::Tensor got = fast.forward(in).toTensor();
       expectAccurate(got, want, what);

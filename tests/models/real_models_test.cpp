@@ -15,54 +15,24 @@
 
 #include <kiln/kiln.h>
 
+#include "tests/support/real_models.h"
 #include "tests/support/sessions.h"
 
 namespace {
 
-struct Fixture {
-  const char* name;
-  bool text;
-  int64_t imageSize = 0;
-};
-
-const Fixture kFixtures[] = {
-    {"hf_bert", true},        {"hf_gpt2", true},          {"hf_llama", true},
-    {"tv_resnet", false, 40}, {"tv_vit", false, 32},
-};
+using kiln::testing::Fixture;
+using kiln::testing::kFixtures;
 
 torch::jit::Module load(const Fixture& f) {
-  auto m = torch::jit::load(std::string(KILN_FIXTURES_DIR) + "/" + f.name + ".pt");
-  m.eval();
-  return m;
+  return kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".pt");
 }
 
 kiln::jit::Options optionsFor(const Fixture& f, kiln::Session& session) {
-  kiln::jit::Options o;
-  o.session = &session;
-  if (f.text) {
-    o.inputNames = {"ids", "mask"};
-    o.dynamicDims = {{"ids", 0, "batch"}, {"mask", 0, "batch"}, {"ids", 1, "seq"},
-                     {"mask", 1, "seq"}};
-  } else {
-    o.inputNames = {"x"};
-    o.dynamicDims = {{"x", 0, "batch"}};
-  }
-  return o;
-}
-
-// Token ids and an attention mask with the last two positions of row 0 padded.
-std::vector<torch::IValue> textInputs(int64_t batch, int64_t seq, uint64_t seed) {
-  torch::manual_seed(seed);
-  torch::Tensor ids = torch::randint(0, 1000, {batch, seq}, torch::kLong);
-  torch::Tensor mask = torch::ones({batch, seq}, torch::kLong);
-  if (seq > 2) mask.index_put_({0, torch::indexing::Slice(seq - 2)}, 0);
-  return {ids, mask};
+  return kiln::testing::fixtureOptions(f, session);
 }
 
 std::vector<torch::IValue> inputsFor(const Fixture& f, int64_t batch, int64_t seq, uint64_t seed) {
-  if (f.text) return textInputs(batch, seq, seed);
-  torch::manual_seed(seed);
-  return {torch::randn({batch, 3, f.imageSize, f.imageSize})};
+  return kiln::testing::fixtureInputs(f, batch, seq, seed, torch::kCPU, torch::kFloat);
 }
 
 // The session these tests share: strict (a fallback fails the test), no compile target (every step
