@@ -44,15 +44,27 @@ def main():
     peer_column = next((c for c in ("aoti ms", "torch.compile ms")
                         if any(c in header for header, _ in found)), None)
     peer_name = {"aoti ms": "AOTInductor", "torch.compile ms": "torch.compile"}.get(peer_column)
+    # The first table of a section holds its newest figures: the first row of a key wins. A row
+    # that has the peer's column gives kiln's and the peer's figures of one run together.
     for header, rows in found:
-        if "kiln ms" in header and "eager ms" in header:
-            i = {h: n for n, h in enumerate(header)}
-            for r in rows:
-                kiln[(r[0], r[1], r[2])] = (float(r[i["eager ms"]]), float(r[i["kiln ms"]]))
-        if peer_column in header:
-            i = {h: n for n, h in enumerate(header)}
-            for r in rows:
-                peer[(r[0], r[1], r[2])] = float(r[i[peer_column]])
+        i = {h: n for n, h in enumerate(header)}
+        for r in rows:
+            key = (r[0], r[1], r[2])
+            if "kiln ms" in i and "eager ms" in i and key not in kiln:
+                try:
+                    kiln[key] = (float(r[i["eager ms"]]), float(r[i["kiln ms"]]))
+                except ValueError:
+                    continue  # an error or "-" instead of a figure
+                if peer_column in i:
+                    try:
+                        peer[key] = float(r[i[peer_column]])
+                    except ValueError:
+                        pass
+            elif peer_column in i and key not in peer and "kiln ms" not in i:
+                try:
+                    peer[key] = float(r[i[peer_column]])
+                except ValueError:
+                    pass
     keys = [k for k in kiln if k in peer]
     # The workload's first word, plus what tells the MLP variants apart.
     labels = [f"{w.split(' ')[0]}{'-tanh' if 'tanh gelu' in w else ''} {d} n={n}" for w, d, n in keys]
