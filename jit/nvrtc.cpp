@@ -4,12 +4,14 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "src/support/error.h"
 
@@ -24,15 +26,20 @@ struct ProgramDeleter {
   }
 };
 
-void validateArch(const std::string& arch) {
-  bool ok = arch.size() >= 5 && arch.compare(0, 3, "sm_") == 0;
+// The compute capability of a well-formed "sm_90a", or -1.
+int archNumber(const std::string& arch) {
+  bool ok = arch.size() >= 5 && arch.size() <= 12 && arch.compare(0, 3, "sm_") == 0;
+  size_t digits = 0;
   for (size_t i = 3; ok && i < arch.size(); ++i) {
     const bool digit = std::isdigit(static_cast<unsigned char>(arch[i])) != 0;
     const bool suffix = i + 1 == arch.size() && (arch[i] == 'a' || arch[i] == 'f');
     ok = digit || (suffix && i > 4);
+    digits += digit ? 1 : 0;
   }
-  KILN_USER_CHECK(ok, "GPU architecture: expected the form sm_90, got \"{}\"", arch);
+  return ok ? std::stoi(arch.substr(3, digits)) : -1;
 }
+
+void validateArch(const std::string& arch) { checkArch("GPU architecture", arch); }
 
 // Note [NVRTC include path]
 // This NVRTC (13.0) has no builtin cuda_fp16.h/cuda_bf16.h, so kernels that use them need the
@@ -75,6 +82,30 @@ int nvrtcVersion() {
 std::string nvrtcVersionString() {
   const int v = nvrtcVersion();
   return fmt::format("{}.{}", v / 1000, (v % 1000) / 10);
+}
+
+std::vector<int> nvrtcSupportedArchs() {
+  static const std::vector<int> archs = [] {
+    int n = 0;
+    std::vector<int> out;
+    if (::nvrtcGetNumSupportedArchs(&n) != NVRTC_SUCCESS || n <= 0) return out;
+    out.resize(static_cast<size_t>(n));
+    if (::nvrtcGetSupportedArchs(out.data()) != NVRTC_SUCCESS) out.clear();
+    return out;
+  }();
+  return archs;
+}
+
+void checkArch(std::string_view what, const std::string& arch) {
+  const int number = archNumber(arch);
+  KILN_USER_CHECK(number >= 0, "{}: expected the form sm_90, got \"{}\"", what, arch);
+  const std::vector<int> supported = nvrtcSupportedArchs();
+  if (supported.empty() || std::find(supported.begin(), supported.end(), number) != supported.end())
+    return;
+  std::vector<std::string> names;
+  for (int a : supported) names.push_back(fmt::format("sm_{}", a));
+  throw UserError(fmt::format("{}: NVRTC {} cannot compile for \"{}\"; it supports {}", what,
+                              nvrtcVersionString(), arch, fmt::join(names, ", ")));
 }
 
 std::vector<std::string> nvrtcOptions(const std::string& arch, const CompileOptions& options) {

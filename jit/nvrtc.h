@@ -12,6 +12,7 @@
 // thread-safe for distinct programs, so compiles run concurrently (TBB tasks) without a lock.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "codegen/emit_cuda.h"
@@ -36,6 +37,12 @@ struct CompiledKernel {
 int nvrtcVersion();
 // "13.0": the form the cache key stores.
 std::string nvrtcVersionString();
+
+// The architectures this NVRTC compiles for, as compute capabilities (75, 80, ..., 90, 100, ...).
+std::vector<int> nvrtcSupportedArchs();
+// UserError naming `what` (KILN_ARCH, --arch) unless `arch` has the form sm_XX[a|f] and this NVRTC
+// supports XX; the message lists what it supports. An arch it lacks would fail every compile.
+void checkArch(std::string_view what, const std::string& arch);
 
 // The options compileToCubin passes for `arch` (Note [NVRTC options]).
 std::vector<std::string> nvrtcOptions(const std::string& arch, const CompileOptions& options = {});

@@ -12,6 +12,7 @@
 
 #include "cache/kernel_cache.h"
 #include "jit/capture/capture.h"
+#include "jit/nvrtc.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
 #include "jit/runtime/tuner.h"
@@ -168,7 +169,14 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
   }
 
   Options options;
-  if (args.arch) options.arch = *args.arch;
+  if (args.arch) {
+    try {
+      jit::checkArch("--arch", *args.arch);  // an arch NVRTC lacks would fail every kernel
+    } catch (const UserError& e) {
+      throw WarmupError(e.what());
+    }
+    options.arch = *args.arch;
+  }
   if (args.cacheDir) options.cacheDir = *args.cacheDir;
   options.diskCache = true;
   // --tune: the caller waits, so the lab runs flat out (Note [Tuning beside traffic]), and

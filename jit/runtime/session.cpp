@@ -1,5 +1,6 @@
 #include "jit/runtime/session.h"
 
+#include "jit/nvrtc.h"
 #include "jit/runtime/tuner.h"
 
 #include <algorithm>
@@ -74,6 +75,8 @@ Session::Session(Options options, const EnvLookup& env)
     : options_(applyEnvironment(std::move(options), env)),
       background_(std::make_unique<Background>(options_.compileThreads)) {
   setLogLevel(options_.logLevel);
+  // An arch NVRTC lacks would fail every compile, one kernel at a time (issue 20).
+  if (!options_.arch.empty()) jit::checkArch("KILN_ARCH / Options::arch", options_.arch);
   LiveSessions& live = liveSessions();
   std::lock_guard<std::mutex> lock(live.mutex);
   live.sessions.push_back(this);

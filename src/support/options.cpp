@@ -108,7 +108,13 @@ ConvLayout parseConvLayout(std::string_view what, std::string_view text) {
 Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_LOG")) o.logLevel = parseLogLevel(*v);
   if (auto v = env("KILN_DISABLE")) o.disable = parseBool("KILN_DISABLE", *v);
-  if (auto v = env("KILN_CACHE_DIR")) o.cacheDir = *v;
+  if (auto v = env("KILN_CACHE_DIR")) {
+    // Set but empty is a mistake (an unset variable in a unit file), not a request for the default.
+    if (v->empty())
+      throw UserError(
+          "KILN_CACHE_DIR: set but empty; unset it to use the default cache directory");
+    o.cacheDir = *v;
+  }
   if (auto v = env("KILN_DISK_CACHE")) o.diskCache = parseBool("KILN_DISK_CACHE", *v);
   if (auto v = env("KILN_CACHE_MAX_BYTES"))
     o.cacheMaxBytes = parseByteSize("KILN_CACHE_MAX_BYTES", *v);

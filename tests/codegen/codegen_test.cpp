@@ -614,5 +614,29 @@ TEST(Nvrtc, CompileErrorCarriesLogSourceAndOptions) {
   EXPECT_GE(jit::nvrtcVersion(), 11000);
 }
 
+TEST(Nvrtc, ArchesAreCheckedAgainstWhatThisNvrtcSupports) {
+  // Issue 20: sm_1000 passed the form check and then failed every compile.
+  const std::vector<int> supported = jit::nvrtcSupportedArchs();
+  ASSERT_FALSE(supported.empty());
+  EXPECT_NE(std::find(supported.begin(), supported.end(), 90), supported.end());
+  EXPECT_NO_THROW(jit::checkArch("--arch", "sm_90"));
+  EXPECT_NO_THROW(jit::checkArch("--arch", "sm_90a"));
+  for (const char* bad : {"sm_1000", "sm_10", "sm_9", "hopper", "sm_90b"}) {
+    try {
+      jit::checkArch("--arch", bad);
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const UserError& e) {
+      EXPECT_TRUE(contains(e.what(), "--arch")) << e.what();
+      EXPECT_TRUE(contains(e.what(), bad)) << e.what();
+    }
+  }
+  try {
+    jit::checkArch("KILN_ARCH", "sm_1000");
+  } catch (const UserError& e) {
+    EXPECT_TRUE(contains(e.what(), "sm_90")) << "the message lists what is supported: " << e.what();
+  }
+  EXPECT_THROW(jit::nvrtcOptions("sm_1000"), UserError);
+}
+
 }  // namespace
 }  // namespace kiln::codegen

@@ -83,6 +83,8 @@ TEST(Options, MalformedValuesNameTheVariable) {
             "KILN_MAX_PLANS: expected an integer, got '12x'");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_ARCH", "hopper"}})); }),
             "KILN_ARCH: expected an arch such as sm_90, got 'hopper'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_CACHE_DIR", ""}})); }),
+            "KILN_CACHE_DIR: set but empty; unset it to use the default cache directory");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_DISK_CACHE", "maybe"}})); }),
             "KILN_DISK_CACHE: expected 0/1, true/false, on/off or yes/no, got 'maybe'");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_LOG", "loud"}})); }),

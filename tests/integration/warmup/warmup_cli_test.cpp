@@ -175,6 +175,28 @@ TEST_F(Warmup, NoArchAndNoGpuExitsOne) {
   EXPECT_NE(r.output.find("no --arch given and no usable GPU"), std::string::npos) << r.output;
 }
 
+TEST_F(Warmup, ArchNvrtcLacksExitsOneAndWritesNothing) {
+  // Issue 20: sm_1000 used to pass, fail every compile with NVRTC_ERROR_INVALID_OPTION, and exit 0.
+  const fs::path cache = path("cache-badarch");
+  RunResult r = run({"--model", path("model.pt"), "--input", "x:float:[2,16,64]", "--input",
+                     "mask:float:[2,1,64]", "--arch", "sm_1000", "--cache-dir", cache.string()});
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_EQ(lineCount(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("cannot compile for \"sm_1000\""), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("sm_90"), std::string::npos) << "names the supported archs: " << r.output;
+  size_t files = 0;
+  if (fs::exists(cache))
+    for (const auto& e : fs::recursive_directory_iterator(cache)) files += e.is_regular_file();
+  EXPECT_EQ(files, 0u);
+  // The same check for KILN_ARCH, in any process that makes a session.
+  EXPECT_THROW(kiln::Session(kiln::Options{},
+                             [](std::string_view name) -> std::optional<std::string> {
+                               if (name == "KILN_ARCH") return "sm_1000";
+                               return std::nullopt;
+                             }),
+               kiln::UserError);
+}
+
 // --tune times kernels on the local GPU: without one it exits 1 saying so (also with an explicit
 // --arch, which compiles but cannot time); with one it tunes every kernel of every bucket.
 TEST_F(Warmup, TuneNeedsTheLocalGpu) {
