@@ -29,6 +29,10 @@ constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 + 8 + 8;
 constexpr size_t kTrailerBytes = 8;
 // Sanity bounds so that a corrupt size field cannot make us allocate gigabytes.
 constexpr uint64_t kMaxKeyTextBytes = uint64_t{1} << 20;
+// Note [Entry files are untrusted]: the largest entry file kiln writes or reads. Kernels and
+// captured graphs are megabytes; a larger file under an entry's name is not kiln's, and reading
+// it whole could exhaust memory (a sparse file of terabytes costs nothing on disk).
+constexpr uint64_t kMaxEntryFileBytes = uint64_t{256} << 20;
 constexpr std::string_view kEntrySuffix = ".kbin";
 constexpr std::string_view kLockSuffix = ".lock";
 constexpr std::string_view kTempPrefix = ".tmp-";
@@ -47,6 +51,22 @@ uint64_t getLE(std::string_view s, size_t offset, int bytes) {
 
 std::string errnoText(int err) {
   return std::strerror(err);
+}
+
+// Note [Entry files are untrusted]: opens a cache file for reading without following a link and
+// without blocking (a FIFO named like an entry would hang open() and read() forever), and returns
+// -1 (errno EINVAL) unless it is a regular file of at most kMaxEntryFileBytes. *st is filled when
+// fstat succeeds.
+int openEntry(const fs::path& path, struct stat* st) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return -1;
+  if (::fstat(fd, st) != 0 || !S_ISREG(st->st_mode) ||
+      static_cast<uint64_t>(st->st_size) > kMaxEntryFileBytes) {
+    ::close(fd);
+    errno = EINVAL;
+    return -1;
+  }
+  return fd;
 }
 
 // Reads a whole file from an open descriptor. False on an I/O error.
@@ -449,16 +469,16 @@ std::optional<std::string> DiskStore::read(const CacheKey& key, bool haveLock, b
   const std::string keyText = key.keyText();
   const Digest digest = hash128(keyText);
   const fs::path path = entryPath(digest);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  struct stat st {};
+  int fd = openEntry(path, &st);
   if (fd < 0) {
     if (countMiss) ++misses_;
     return std::nullopt;
   }
-  struct stat st;
   std::string file;
   EntryStatus status = EntryStatus::kIoError;
   std::string payload;
-  if (::fstat(fd, &st) == 0 && readAll(fd, file))
+  if (readAll(fd, file))
     status = decodeEntry(file, digest, &keyText, &payload, nullptr);
   if (status == EntryStatus::kOk) {
     // Note [LRU by mtime]: a hit bumps mtime (atime is unreliable under noatime/relatime).
@@ -525,6 +545,13 @@ bool DiskStore::publishLocked(const CacheKey& key, const Digest& digest, std::st
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return fail("creating temp file", errno);
   const std::string data = encodeEntry(key, payload);
+  if (data.size() > kMaxEntryFileBytes) {  // Note [Entry files are untrusted]: readers skip it
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return fail(fmt::format("entry of {} bytes is over the {} byte limit", data.size(),
+                            kMaxEntryFileBytes),
+                EFBIG);
+  }
   int err = writeAll(fd, data);
   if (err == 0 && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
@@ -622,13 +649,19 @@ std::vector<DiskEntryInfo> DiskStore::list() const {
       DiskEntryInfo info;
       info.path = versionDir_ / shard / name;
       info.digest = Digest::fromHex(std::string_view(name).substr(0, name.size() - 5));
-      int fd = ::open(info.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-      if (fd < 0) continue;
-      struct stat st;
-      if (::fstat(fd, &st) == 0) {
+      struct stat st {};
+      int fd = openEntry(info.path, &st);
+      if (fd < 0) {
+        // Not a regular file of a plausible size (a FIFO, a directory, a huge sparse file): listed
+        // with what lstat says, so that verify() reports it, and never read.
+        if (::lstat(info.path.c_str(), &st) != 0) continue;
         info.fileBytes = static_cast<uint64_t>(st.st_size);
         info.lastUsedUnixSeconds = st.st_mtim.tv_sec;
+        out.push_back(std::move(info));
+        continue;
       }
+      info.fileBytes = static_cast<uint64_t>(st.st_size);
+      info.lastUsedUnixSeconds = st.st_mtim.tv_sec;
       std::string header(kHeaderBytes, '\0');
       if (::pread(fd, header.data(), kHeaderBytes, 0) == static_cast<ssize_t>(kHeaderBytes) &&
           header.compare(0, sizeof kMagic, kMagic, sizeof kMagic) == 0) {
@@ -677,9 +710,9 @@ VerifyResult DiskStore::verify() {
     if (!info.digest) {
       status = EntryStatus::kKeyMismatch;
       ::lstat(info.path.c_str(), &st);
-    } else if (int fd = ::open(info.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW); fd >= 0) {
+    } else if (int fd = openEntry(info.path, &st); fd >= 0) {
       std::string file;
-      if (::fstat(fd, &st) == 0 && readAll(fd, file))
+      if (readAll(fd, file))
         status = decodeEntry(file, *info.digest, nullptr, nullptr, nullptr);
       ::close(fd);
     } else if (errno == ENOENT) {

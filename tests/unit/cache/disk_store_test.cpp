@@ -8,7 +8,9 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -444,6 +446,41 @@ TEST(DiskStoreTest, VerifyAndClear) {
   EXPECT_EQ(store.clear(), 5u);
   EXPECT_EQ(store.usage().entries, 0u);
   EXPECT_FALSE(store.get(testKey("0")).has_value());
+}
+
+// Note [Entry files are untrusted] (issue 20): a FIFO named like an entry hung every reader, a
+// huge sparse file cost its size in memory, and a directory named like an entry could be removed.
+TEST(DiskStoreTest, NonRegularAndHugeFilesAreNeitherReadNorRemoved) {
+  TempDir tmp;
+  DiskStore store(at(tmp.path()));
+  const CacheKey good = testKey("good"), fifo = testKey("fifo"), huge = testKey("huge"),
+                 dir = testKey("dir");
+  ASSERT_TRUE(store.put(good, "payload"));
+  for (const CacheKey* k : {&fifo, &huge, &dir})
+    fs::create_directories(store.entryPath(k->digest()).parent_path());
+  ASSERT_EQ(::mkfifo(store.entryPath(fifo.digest()).c_str(), 0600), 0);
+  {
+    // 2 GiB on paper, nothing on disk.
+    int fd = ::open(store.entryPath(huge.digest()).c_str(), O_WRONLY | O_CREAT, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, off_t{2} << 30), 0);
+    ::close(fd);
+  }
+  fs::create_directories(store.entryPath(dir.digest()));
+  // Each read returns at once with a miss (a FIFO would block a plain open() forever).
+  const int rc = runInChild([&] {
+    ::alarm(20);  // a blocked reader ends the child (SIGALRM), not the test run
+    const bool allMiss = !store.get(fifo) && !store.get(huge) && !store.get(dir);
+    return allMiss ? 0 : 1;
+  });
+  EXPECT_EQ(rc, 0) << "a read blocked or returned a payload";
+  EXPECT_EQ(*store.get(good), "payload");
+  EXPECT_EQ(store.list().size(), 4u) << "listed, so that verify can report them";
+  const VerifyResult v = store.verify();
+  EXPECT_EQ(v.ok, 1u);
+  EXPECT_EQ(v.bad.size(), 3u);
+  EXPECT_TRUE(fs::is_directory(store.entryPath(dir.digest()))) << "verify never removes a directory";
+  EXPECT_EQ(*store.get(good), "payload");
 }
 
 // Four processes (two threads each) race getOrCreate over the same keys: each key is produced
