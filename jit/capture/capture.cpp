@@ -153,6 +153,8 @@ CapturedGraph capture(torch::jit::Module& module, const std::vector<c10::IValue>
       graph = scriptGraphFor(module, withAttrs, inputs, &why);
     } catch (const c10::Error& e) {
       why = e.what_without_backtrace();
+    } catch (const Unsupported& e) {  // e.g. an op the graph runner cannot run: try the tracer
+      why = e.what();
     }
     if (graph != nullptr) {
       CapturedGraph result;
