@@ -141,6 +141,10 @@ CapturedGraph capture(const std::shared_ptr<torch::nn::Module>& module, const Fo
                       const std::vector<c10::IValue>& exampleInputs,
                       const CaptureOptions& options = {});
 
+// Note [Tracing records one path]: why `module`'s forward cannot be captured as one graph (a
+// prim::If or prim::Loop whose condition is not a constant), or nullopt.
+std::optional<std::string> controlFlowIn(const torch::jit::Module& module);
+
 // Runs one kEager node with ATen: `inputs` are the node's IR operands (tensors, in order),
 // `symbols` the call's symbol values (Note [Run-time scalars] in lower.h); returns one tensor per
 // IR output.

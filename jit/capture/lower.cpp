@@ -312,7 +312,6 @@ std::optional<Shape> Lowerer::creationShape(const tj::Node* n, const tj::Value* 
     if (!i || static_cast<size_t>(*i) >= n->inputs().size()) return std::nullopt;
     return static_cast<size_t>(*i);
   };
-  auto symOf = [&](const tj::Value* v) { return symIntOf(v); };
   const size_t rank = tracedSizes(out).size();
   if (auto size = argIndex("size");
       size && schema->name() != "aten::expand" &&
@@ -332,9 +331,9 @@ std::optional<Shape> Lowerer::creationShape(const tj::Node* n, const tj::Value* 
   if (schema->name() == "aten::arange" && rank == 1) {
     auto end = argIndex("end");
     if (!end) return std::nullopt;
-    std::optional<SymDim> e = symOf(n->input(*end));
+    std::optional<SymDim> e = symIntOf(n->input(*end));
     std::optional<SymDim> start = SymDim(0);
-    if (auto st = argIndex("start")) start = symOf(n->input(*st));
+    if (auto st = argIndex("start")) start = symIntOf(n->input(*st));
     if (auto step = argIndex("step")) {
       auto iv = constIValue(n->input(*step));
       if (!iv || !iv->isInt() || iv->toInt() != 1) return std::nullopt;
@@ -448,7 +447,6 @@ Shape Lowerer::symbolize(const tj::Value* out, const tj::Node* node) {
 bool Lowerer::lowerShapeArith(const tj::Node* n) {
   auto kind = n->kind();
   auto isInt = [](const tj::Value* v) { return v->type()->kind() == c10::TypeKind::IntType; };
-  auto symInt = [&](const tj::Value* v) { return symIntOf(v); };
   if (kind == c10::aten::size && n->inputs().size() == 2 && isInt(n->output())) {
     auto it = env_.find(n->input(0));
     auto d = constIValue(n->input(1));
@@ -467,7 +465,7 @@ bool Lowerer::lowerShapeArith(const tj::Node* n) {
   if ((name == "prim::NumToTensor" || name == "aten::Int" || name == "aten::ScalarImplicit" ||
        name == "aten::Float" || name == "aten::Bool" || name == "aten::item") &&
       n->inputs().size() == 1) {
-    if (auto s = symInt(n->input(0))) {
+    if (auto s = symIntOf(n->input(0))) {
       if (name == "aten::Float" || name == "aten::Bool") return false;
       ints_[n->output()] = *s;
       return true;
@@ -514,13 +512,13 @@ bool Lowerer::lowerShapeArith(const tj::Node* n) {
     } else if (n->inputs().size() > arity && !floorDiv && !truncDiv) {
       return false;
     }
-    auto a = symInt(n->input(0));
+    auto a = symIntOf(n->input(0));
     if (!a) return false;
     if (name == "aten::neg") {
       ints_[n->output()] = SymDim(0) - *a;
       return true;
     }
-    auto b = symInt(n->input(1));
+    auto b = symIntOf(n->input(1));
     if (!b) return false;
     if (name == "aten::mul") ints_[n->output()] = *a * *b;
     if (name == "aten::add") ints_[n->output()] = *a + *b;
@@ -793,8 +791,7 @@ void Lowerer::run() {
       reasons_.emplace(kind.toQualString(), e.why);  // the first reason per op
     }
     if (!done) {
-      if (n->kind() != c10::prim::ListConstruct)
-        reasons_.emplace(kind.toQualString(), "kiln has no lowering for it");
+      reasons_.emplace(kind.toQualString(), "kiln has no lowering for it");
       try {
         lowerEager(n);
       } catch (const NotLowerable& e) {

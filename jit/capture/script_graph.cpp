@@ -4,10 +4,12 @@
 #include <fmt/format.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
 
+#include "jit/capture/capture.h"
 #include "src/support/error.h"
 
 namespace kiln::jit {
@@ -25,13 +27,14 @@ size_t ModuleTensors::add(const std::string& name, const at::Tensor& t) {
 
 namespace {
 
-bool hasControlFlow(const tj::Block* block) {
+// The first prim::If or prim::Loop in `block` or its sub-blocks, or null.
+const tj::Node* firstControlFlow(const tj::Block* block) {
   for (const tj::Node* n : block->nodes()) {
-    if (n->kind() == c10::prim::If || n->kind() == c10::prim::Loop) return true;
+    if (n->kind() == c10::prim::If || n->kind() == c10::prim::Loop) return n;
     for (const tj::Block* b : n->blocks())
-      if (hasControlFlow(b)) return true;
+      if (const tj::Node* found = firstControlFlow(b)) return found;
   }
-  return false;
+  return nullptr;
 }
 
 // Runs one node on IValues. List and tuple construction/unpacking are interpreter instructions
@@ -63,6 +66,20 @@ std::vector<c10::IValue> runNode(tj::Node* n, std::vector<c10::IValue> in) {
 
 }  // namespace
 
+std::optional<std::string> controlFlowIn(const tj::Module& module) {
+  auto method = module.find_method("forward");
+  if (!method) return std::nullopt;
+  std::shared_ptr<tj::Graph> g = method->graph()->copy();
+  tj::Inline(*g);
+  tj::ConstantPropagation(g);  // branches on constants are not control flow
+  const tj::Node* n = firstControlFlow(g->block());
+  if (n == nullptr) return std::nullopt;
+  return fmt::format(
+      "the module's forward has control flow ({} on %{}) that tracing would fix to the example's "
+      "path",
+      n->kind().toQualString(), n->input(0)->debugName());
+}
+
 std::shared_ptr<tj::Graph> scriptGraphFor(const tj::Module& module, ModuleTensors& tensors,
                                           const std::vector<at::Tensor>& inputs,
                                           std::string* why) {
@@ -73,7 +90,7 @@ std::shared_ptr<tj::Graph> scriptGraphFor(const tj::Module& module, ModuleTensor
   }
   std::shared_ptr<tj::Graph> g = method->graph()->copy();
   tj::Inline(*g);
-  if (hasControlFlow(g->block())) {
+  if (firstControlFlow(g->block()) != nullptr) {
     *why = "forward has control flow";
     return nullptr;
   }

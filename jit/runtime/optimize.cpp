@@ -12,8 +12,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/api/module.h>
-#include <torch/csrc/jit/passes/constant_propagation.h>
-#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/nn/module.h>
 
 #include "jit/runtime/capture_cache.h"
@@ -200,22 +198,7 @@ struct OptimizedModule::Impl {
   // eager]) unless every branch condition and trip count is a constant.
   void checkControlFlow() const {
     if (!scripted) return;
-    auto graph = scripted->get_method("forward").graph()->copy();
-    torch::jit::Inline(*graph);
-    torch::jit::ConstantPropagation(graph);
-    std::vector<torch::jit::Block*> blocks{graph->block()};
-    while (!blocks.empty()) {
-      torch::jit::Block* b = blocks.back();
-      blocks.pop_back();
-      for (torch::jit::Node* n : b->nodes()) {
-        for (torch::jit::Block* sub : n->blocks()) blocks.push_back(sub);
-        if (n->kind() != c10::prim::If && n->kind() != c10::prim::Loop) continue;
-        throw Unsupported(fmt::format(
-            "the module's forward has control flow ({} on %{}) that tracing would fix to the "
-            "example's path",
-            n->kind().toQualString(), n->input(0)->debugName()));
-      }
-    }
+    if (std::optional<std::string> why = controlFlowIn(*scripted)) throw Unsupported(*why);
   }
 
   // TorchScript modules go through the capture cache (Note [Capture cache]).
