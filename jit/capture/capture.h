@@ -156,4 +156,20 @@ std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::No
                                      const std::vector<at::Tensor>& inputs,
                                      const std::vector<int64_t>& symbols);
 
+// Note [Eager calls in the capture cache]
+// A kEager node runs an EagerCall (lower.h), which the IR text cannot hold: an ATen operator, a
+// stack template of constants and the slots that fill it per call. encodeEagerCalls writes them
+// as bytes: per call the operator's name and overload (the operator is found again by name in
+// the registry, and only dispatcher (c10) operators are stored, which need no traced node to
+// run), the slots and results as text, and the stack template value by value with its exact
+// type (None, bool, int, double by its bits, int/bool/double lists, device, string; a tensor
+// constant pickled). nullopt, with the reason in *why, when a call cannot be stored faithfully:
+// an operator that is not a c10 operator, or a value of another kind. A capture with such a call
+// is traced again in every process, as before.
+std::optional<std::string> encodeEagerCalls(const CapturedGraph& captured, std::string* why);
+// Fills captured.eagerCalls (eagerNodes become null: no traced graph stands behind them) from
+// encodeEagerCalls' bytes, checked against the graph's kEager nodes (ids, operand and stack
+// indices). UserError naming what is wrong when the bytes are malformed or do not fit.
+void decodeEagerCalls(std::string_view bytes, CapturedGraph& captured);
+
 }  // namespace kiln::jit

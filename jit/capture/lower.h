@@ -55,7 +55,8 @@ struct EagerCall {
   // The op's results that are IR outputs, by position on its output stack: a tensor, or a tensor
   // list unpacked by the trace (one IR output per element). Unused results are left out.
   std::vector<size_t> results;
-  std::string name;  // "aten::cumsum"
+  std::string name;      // "aten::cumsum"
+  std::string overload;  // the schema's overload name ("dim"), for finding `op` again
 };
 
 struct LowerRequest {

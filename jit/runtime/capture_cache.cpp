@@ -1,7 +1,9 @@
 #include "jit/runtime/capture_cache.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -36,6 +38,19 @@ bool hasNewline(const std::string& s) {
   return s.find('\n') != std::string::npos;
 }
 
+// Display text (reasons) on one line.
+std::string oneLine(std::string s) {
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  return s;
+}
+
+// "<first word> <rest of line>"; the rest may be empty.
+std::pair<std::string, std::string> splitWord(const std::string& line) {
+  const size_t sp = line.find(' ');
+  if (sp == std::string::npos) return {line, std::string()};
+  return {line.substr(0, sp), line.substr(sp + 1)};
+}
+
 // Param names of a graph, in graph->params() order.
 std::vector<std::string> paramNamesOf(const ir::Graph& g) {
   std::vector<std::string> out;
@@ -58,14 +73,21 @@ struct Reader {
     if (!std::getline(in, l)) throw UserError("truncated");
     return l;
   }
-  int64_t count(std::string_view word) {
+  int64_t count(std::string_view word, int64_t max = 1 << 20) {
     std::string l = line();
     std::string w;
     int64_t n = -1;
     std::istringstream ls(l);
     ls >> w >> n;
-    if (w != word || n < 0 || n > (1 << 20)) throw UserError(fmt::format("bad '{}' line", word));
+    if (w != word || n < 0 || n > max) throw UserError(fmt::format("bad '{}' line", word));
     return n;
+  }
+  // `n` raw bytes, then the newline that ends them.
+  std::string bytes(int64_t n) {
+    std::string out(static_cast<size_t>(n), '\0');
+    in.read(out.data(), n);
+    if (in.gcount() != n || in.get() != '\n') throw UserError("truncated");
+    return out;
   }
   std::string rest() {
     std::ostringstream o;
@@ -81,7 +103,22 @@ std::optional<std::string> captureFingerprint(const torch::jit::Module& module,
                                               const CaptureOptions& options) {
   std::string out = fmt::format("{} {}\nfamily {}\n", kMagic, kCaptureFormatVersion, family);
   for (const std::string& n : options.inputNames) out += fmt::format("input {}\n", n);
-  for (const DynamicDim& d : options.dynamicDims)
+  // The dims as a set, with the order of their symbols (ids follow first appearance), so that two
+  // declarations of the same dims in another order (kiln-warmup's and a service's) share an
+  // entry. Unnamed dims get their symbols by position, so then the order itself counts.
+  std::vector<DynamicDim> dims = options.dynamicDims;
+  const bool named = std::all_of(dims.begin(), dims.end(),
+                                 [](const DynamicDim& d) { return !d.symbol.empty(); });
+  if (named) {
+    std::vector<std::string> order;
+    for (const DynamicDim& d : dims)
+      if (std::find(order.begin(), order.end(), d.symbol) == order.end()) order.push_back(d.symbol);
+    out += fmt::format("symbol-order {}\n", fmt::join(order, " "));
+    std::sort(dims.begin(), dims.end(), [](const DynamicDim& a, const DynamicDim& b) {
+      return std::tie(a.input, a.dim, a.symbol) < std::tie(b.input, b.dim, b.symbol);
+    });
+  }
+  for (const DynamicDim& d : dims)
     out += fmt::format("dynamic {} {} {}\n", d.input, d.dim, d.symbol);
   if (options.retypeTo) out += fmt::format("retype {}\n", ir::toString(*options.retypeTo));
   // Code: every method of every module (forward calls submodules' methods).
@@ -109,19 +146,29 @@ std::optional<std::string> captureFingerprint(const torch::jit::Module& module,
 }
 
 std::optional<std::string> serializeCapture(const CapturedGraph& captured,
-                                            const torch::jit::Module& module) {
-  if (!captured.graph || !captured.eagerNodes.empty() || !captured.unsupportedOps.empty())
+                                            const torch::jit::Module& module, std::string* why) {
+  auto refuse = [&](std::string reason) -> std::optional<std::string> {
+    if (why != nullptr) *why = std::move(reason);
     return std::nullopt;
+  };
+  if (!captured.graph) return refuse("no graph");
   const ir::Graph& g = *captured.graph;
   const std::map<std::string, at::Tensor> tensors = moduleTensors(module);
   const std::vector<std::string> params = paramNamesOf(g);
   for (const std::string& p : params)
-    if (!tensors.count(p) || hasNewline(p)) return std::nullopt;  // e.g. a traced constant
+    if (!tensors.count(p) || hasNewline(p))  // e.g. a traced constant
+      return refuse(fmt::format("param '{}' is not one of the module's", p));
   for (const std::string& n : captured.inputNames)
-    if (hasNewline(n)) return std::nullopt;
+    if (hasNewline(n)) return refuse("an input name has a newline");
   const std::vector<std::string> symbols = symbolNamesOf(g);
   for (const std::string& s : symbols)
-    if (hasNewline(s) || s.find(' ') != std::string::npos) return std::nullopt;
+    if (hasNewline(s) || s.find(' ') != std::string::npos)
+      return refuse(fmt::format("symbol name '{}' has a space", s));
+  for (const std::string& op : captured.unsupportedOps)
+    if (op.find_first_of(" \n") != std::string::npos) return refuse("an eager op name has a space");
+  std::string eagerWhy;
+  std::optional<std::string> eager = encodeEagerCalls(captured, &eagerWhy);
+  if (!eager) return refuse(eagerWhy);
 
   std::string text = ir::print(g);
   // Only what parses back to the same graph is stored.
@@ -129,9 +176,9 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
     std::unique_ptr<ir::Graph> back = ir::parse(text);
     if (ir::print(*back) != text || symbolNamesOf(*back) != symbols ||
         paramNamesOf(*back) != params)
-      return std::nullopt;
-  } catch (const std::exception&) {
-    return std::nullopt;
+      return refuse("the graph's text does not parse back to the same graph");
+  } catch (const std::exception& e) {
+    return refuse(fmt::format("the graph's text does not parse back: {}", e.what()));
   }
   std::string out = fmt::format("{} {}\n", kMagic, kCaptureFormatVersion);
   out += fmt::format("inputs {}\n", captured.inputNames.size());
@@ -143,7 +190,18 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
     out += fmt::format(
         "{} {}\n", symbols[s],
         s < captured.exampleSymbolValues.size() ? captured.exampleSymbolValues[s] : int64_t{-1});
-  out += "graph\n";
+  out += fmt::format("assumptions {}\n", captured.assumptions.size());
+  for (const SizeAssumption& a : captured.assumptions)
+    out += fmt::format("{} {} {}\n", a.lhs.toString(), a.rhs.toString(), oneLine(a.what));
+  out += fmt::format("eager-ops {}\n", captured.unsupportedOps.size());
+  for (size_t k = 0; k < captured.unsupportedOps.size(); ++k)
+    out += fmt::format("{} {}\n", captured.unsupportedOps[k],
+                       k < captured.unsupportedReasons.size()
+                           ? oneLine(captured.unsupportedReasons[k])
+                           : std::string());
+  out += fmt::format("eager-calls {}\n", eager->size());
+  out += *eager;
+  out += "\ngraph\n";
   out += text;
   return out;
 }
@@ -173,8 +231,31 @@ std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
       symbols.push_back(name);
       c.exampleSymbolValues.push_back(value);
     }
+    const int64_t numAssumptions = r.count("assumptions");
+    std::vector<std::string> assumptionLines;
+    for (int64_t a = 0; a < numAssumptions; ++a) assumptionLines.push_back(r.line());
+    const int64_t numEagerOps = r.count("eager-ops");
+    for (int64_t k = 0; k < numEagerOps; ++k) {
+      auto [op, reason] = splitWord(r.line());
+      c.unsupportedOps.push_back(op);
+      c.unsupportedReasons.push_back(reason);
+    }
+    const int64_t eagerBytes = r.count("eager-calls", int64_t{1} << 30);
+    const std::string eager = r.bytes(eagerBytes);
     if (r.line() != "graph") throw UserError("no graph");
     c.graph = ir::parse(r.rest());
+    for (const std::string& line : assumptionLines) {
+      std::istringstream ls(line);
+      std::string lhs, rhs;
+      ls >> lhs >> rhs;
+      SizeAssumption a{ir::SymDim::parse(lhs), ir::SymDim::parse(rhs), std::string()};
+      std::getline(ls >> std::ws, a.what);
+      for (const ir::SymDim* d : {&a.lhs, &a.rhs})
+        for (int sym : d->symbols())
+          if (sym >= c.graph->numSymbols()) throw UserError("an assumption names a symbol the graph lacks");
+      c.assumptions.push_back(std::move(a));
+    }
+    decodeEagerCalls(eager, c);
     if (symbolNamesOf(*c.graph) != symbols) throw UserError("symbols do not match");
     if (static_cast<int>(c.graph->outputs().size()) != c.outputs.count ||
         static_cast<int64_t>(c.graph->inputs().size()) != inputs)
@@ -217,8 +298,11 @@ CapturedGraph cachedCapture(cache::KernelCache& cache, const torch::jit::Module&
                         key.digest().hex(), why));
   }
   CapturedGraph captured = doCapture();
-  if (std::optional<std::string> payload = serializeCapture(captured, module))
+  std::string why;
+  if (std::optional<std::string> payload = serializeCapture(captured, module, &why))
     cache.put(key, *payload);
+  else
+    KILN_LOG_DEBUG("kiln: capture {} is not cached: {}", key.digest().hex(), why);
   return captured;
 }
 

@@ -10,9 +10,11 @@
 //           devices, ranks, static sizes), the capture options and the payload format. Parameter
 //           values are not in it: params are bound by name, by reference, on load (Note [Params by
 //           reference]), so new weights in the same architecture reuse the entry.
-//   Stored  only when nothing is lost in text: no eager (opaque) nodes, every param found by name
-//           among the module's parameters and buffers, and the text parses back to the same graph
-//           (same printed form, symbol order and param names).
+//   Stored  only when nothing is lost: every param found by name among the module's parameters
+//           and buffers, the text parses back to the same graph (same printed form, symbol order
+//           and param names), and every eager call can be stored (Note [Eager calls in the
+//           capture cache] in capture.h). The size assumptions (Note [Size assumptions]) and the
+//           capture report's eager ops and reasons are stored with it.
 //   Loaded  the entry is parsed and verified; anything unexpected (corrupt, stale, a param that is
 //           gone or changed type) is logged once and the module is traced as usual.
 // Only TorchScript modules are cached: a C++ frontend forward is a callable kiln cannot
@@ -35,7 +37,7 @@ class KernelCache;
 
 namespace kiln::jit {
 
-inline constexpr uint32_t kCaptureFormatVersion = 1;
+inline constexpr uint32_t kCaptureFormatVersion = 2;
 
 // The key text for `module` traced under `family` (a guard-family signature) and `options`;
 // nullopt when the module has an attribute kiln cannot fingerprint (it is then never cached).
@@ -43,9 +45,11 @@ std::optional<std::string> captureFingerprint(const torch::jit::Module& module,
                                               const std::string& family,
                                               const CaptureOptions& options);
 
-// The payload for `captured`, or nullopt when it cannot be stored faithfully (see the note).
+// The payload for `captured`, or nullopt (and the reason in *why) when it cannot be stored
+// faithfully (see the note).
 std::optional<std::string> serializeCapture(const CapturedGraph& captured,
-                                            const torch::jit::Module& module);
+                                            const torch::jit::Module& module,
+                                            std::string* why = nullptr);
 
 // A CapturedGraph from a payload, its params bound to `module`'s tensors by name; nullopt (and a
 // reason in *why) when the payload is malformed or does not fit the module.

@@ -17,6 +17,7 @@
 
 #include "tests/support/real_models.h"
 #include "tests/support/sessions.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 
@@ -87,6 +88,46 @@ TEST_P(RealModel, MatchesTheModuleAtNewShapes) {
           << "eager leftover without a reason: " << (*it)[1].str();
     }
   }
+}
+
+// Note [Capture cache] and Note [Eager calls in the capture cache]: a second process over the same
+// cache directory (here: a new session and the model loaded again) neither traces nor compiles,
+// although the text models' plans hold eager calls (embedding, arange, mask ops), and matches the
+// module. Kernels are compiled for sm_90 with NVRTC (no GPU needed) and the steps run through ATen.
+TEST_P(RealModel, ASecondProcessNeitherTracesNorCompiles) {
+  torch::NoGradGuard ng;
+  const Fixture& f = GetParam();
+  const kiln::testing::ScratchDir scratch("kiln-real-capture-cache");
+  auto sessionOver = [&] {
+    kiln::Options o = kiln::testing::compileOnlyOptions();
+    o.diskCache = true;
+    o.cacheDir = scratch.path();
+    o.backgroundCompile = false;
+    o.tune = kiln::TuneMode::kOff;
+    return std::make_unique<kiln::Session>(o, kiln::testing::noEnvironment());
+  };
+  const std::vector<torch::IValue> first = inputsFor(f, 3, 7, 1);
+  const std::vector<torch::IValue> second = inputsFor(f, 3, 6, 2);  // same buckets (4, 8)
+  {
+    auto s = sessionOver();
+    torch::jit::Module m = load(f);
+    auto fast = kiln::jit::optimize(m, optionsFor(f, *s));
+    fast.forward(first);
+    EXPECT_EQ(fast.stats().captures, 1u) << fast.explain();
+    EXPECT_GT(fast.stats().kernelsCompiled, 0u) << fast.explain();
+  }
+  auto s = sessionOver();
+  torch::jit::Module m = load(f);
+  auto fast = kiln::jit::optimize(m, optionsFor(f, *s));
+  torch::Tensor got = fast.forward(second).toTensor();
+  torch::Tensor want = m.forward(second).toTensor();
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want))) << fast.explain();
+  const kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.captures, 0u) << st.toString();
+  EXPECT_EQ(st.capturesCached, 1u) << st.toString();
+  EXPECT_EQ(st.kernelsCompiled, 0u) << st.toString();
+  EXPECT_EQ(st.eagerFallbacks, 0u) << fast.explain();
 }
 
 TEST(RealModels, FirstCallSizeEqualToAModelConstant) {

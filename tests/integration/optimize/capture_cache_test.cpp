@@ -15,6 +15,7 @@
 #include "tests/support/temp_dir.h"
 
 #include "codegen/schedule.h"
+#include "jit/capture/lower.h"
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
 #include "jit/tuner/records.h"
@@ -153,16 +154,114 @@ TEST(CaptureCache, PayloadRoundTripAndBadPayloads) {
   EXPECT_NE(why.find("is not in the module"), std::string::npos) << why;
 }
 
-TEST(CaptureCache, EagerOpsAreNotStored) {
+// Eager calls (cumsum with a dtype, arange of a size) and a size assumption (table[:n] is right
+// while n <= 16, Note [Size assumptions]).
+constexpr const char* kEagerCallsModule = R"(
+def forward(self, x):
+    n = x.size(0)
+    y = torch.cumsum(x, 1, dtype=6) * 2.0
+    return y + self.table[:n].sum(0) + torch.arange(n, dtype=6).unsqueeze(1)
+)";
+
+// Note [Eager calls in the capture cache]: eager calls (an ATen op with constant and run-time
+// arguments) and size assumptions are stored, and the loaded capture runs like the traced one.
+TEST(CaptureCache, EagerCallsAndAssumptionsRoundTrip) {
   torch::NoGradGuard ng;
   torch::jit::Module m("M");
-  m.define(R"(
-def forward(self, x):
-    return torch.cumsum(x, 1) * 2.0
-)");
-  kiln::jit::CapturedGraph c = kiln::jit::capture(m, {torch::randn({3, 5})});
-  ASSERT_FALSE(c.eagerNodes.empty()) << c.report();
-  EXPECT_FALSE(kiln::jit::serializeCapture(c, m).has_value());
+  m.register_buffer("table", torch::randn({16, 5}));
+  m.define(kEagerCallsModule);
+  kiln::jit::CaptureOptions copt;
+  copt.inputNames = {"x"};
+  copt.dynamicDims = {{"x", 0, "n"}};
+  kiln::jit::CapturedGraph c = kiln::jit::capture(m, {torch::randn({3, 5})}, copt);
+  ASSERT_FALSE(c.eagerCalls.empty()) << c.report();
+  ASSERT_FALSE(c.assumptions.empty()) << c.report();
+  std::string why;
+  std::optional<std::string> payload = kiln::jit::serializeCapture(c, m, &why);
+  ASSERT_TRUE(payload.has_value()) << why;
+  std::optional<kiln::jit::CapturedGraph> back = kiln::jit::deserializeCapture(*payload, m, &why);
+  ASSERT_TRUE(back.has_value()) << why;
+  EXPECT_EQ(back->report(), c.report());
+  EXPECT_EQ(back->unsupportedOps, c.unsupportedOps);
+  EXPECT_EQ(back->unsupportedReasons, c.unsupportedReasons);
+  ASSERT_EQ(back->assumptions.size(), c.assumptions.size());
+  for (size_t k = 0; k < c.assumptions.size(); ++k) {
+    EXPECT_EQ(back->assumptions[k].lhs, c.assumptions[k].lhs);
+    EXPECT_EQ(back->assumptions[k].rhs, c.assumptions[k].rhs);
+    EXPECT_EQ(back->assumptions[k].what, c.assumptions[k].what);
+  }
+  // Same operators, slots and constant arguments.
+  ASSERT_EQ(back->eagerCalls.size(), c.eagerCalls.size());
+  for (size_t k = 0; k < c.eagerCalls.size(); ++k) {
+    const kiln::jit::EagerCall& want = *c.eagerCalls[k];
+    const kiln::jit::EagerCall& got = *back->eagerCalls[k];
+    SCOPED_TRACE(want.name);
+    EXPECT_EQ(got.name, want.name);
+    EXPECT_EQ(got.overload, want.overload);
+    EXPECT_EQ(static_cast<bool>(got.op), static_cast<bool>(want.op));
+    EXPECT_EQ(got.results, want.results);
+    ASSERT_EQ(got.slots.size(), want.slots.size());
+    for (size_t i = 0; i < want.slots.size(); ++i) {
+      EXPECT_EQ(got.slots[i].stackIndex, want.slots[i].stackIndex);
+      EXPECT_EQ(got.slots[i].kind, want.slots[i].kind);
+      EXPECT_EQ(got.slots[i].operands, want.slots[i].operands);
+      ASSERT_EQ(got.slots[i].scalars.size(), want.slots[i].scalars.size());
+      for (size_t j = 0; j < want.slots[i].scalars.size(); ++j) {
+        EXPECT_EQ(got.slots[i].scalars[j].sym, want.slots[i].scalars[j].sym);
+        EXPECT_EQ(got.slots[i].scalars[j].operand, want.slots[i].scalars[j].operand);
+        EXPECT_EQ(got.slots[i].scalars[j].type, want.slots[i].scalars[j].type);
+      }
+    }
+    ASSERT_EQ(got.stackTemplate.size(), want.stackTemplate.size());
+    for (size_t i = 0; i < want.stackTemplate.size(); ++i)
+      EXPECT_EQ(got.stackTemplate[i].tagKind(), want.stackTemplate[i].tagKind()) << i;
+  }
+  // A payload whose eager-call section is damaged is refused, with a reason.
+  const size_t at = payload->find("call aten::");
+  ASSERT_NE(at, std::string::npos);
+  std::string bad = *payload;
+  bad.replace(at, 10, "call aten:X");
+  EXPECT_FALSE(kiln::jit::deserializeCapture(bad, m, &why).has_value());
+  EXPECT_FALSE(why.empty());
+}
+
+// The same module through optimize(): a second session loads the capture, eager calls included,
+// and its plans match the module at a new size.
+TEST(CaptureCache, EagerCallsRunFromACachedCapture) {
+  torch::NoGradGuard ng;
+  const kiln::testing::ScratchDir scratch("kiln-capture-cache-test");
+  torch::jit::Module m("M");
+  m.register_buffer("table", torch::randn({16, 5}));
+  m.define(kEagerCallsModule);
+  auto options = [](kiln::Session& s) {
+    kiln::jit::Options o;
+    o.session = &s;
+    o.inputNames = {"x"};
+    o.dynamicDims = {{"x", 0, "n"}};
+    return o;
+  };
+  {
+    auto s = sessionOver(scratch.path());
+    auto fast = kiln::jit::optimize(m, options(*s));
+    fast.forward({torch::randn({3, 5})});
+    ASSERT_EQ(fast.stats().captures, 1u);
+    s->waitForBackground();
+  }
+  auto s = sessionOver(scratch.path());
+  auto fast = kiln::jit::optimize(m, options(*s));
+  std::vector<torch::IValue> in{torch::randn({11, 5})};
+  torch::Tensor got = fast.forward(in).toTensor();
+  torch::Tensor want = m.forward(in).toTensor();
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_LE((got - want).abs().max().item<double>(), 1e-4) << fast.explain();
+  EXPECT_EQ(fast.stats().captures, 0u) << fast.stats().toString();
+  EXPECT_EQ(fast.stats().capturesCached, 1u) << fast.stats().toString();
+  // A call breaking the stored assumption (n <= 16, the table's rows) runs eagerly, and right.
+  std::vector<torch::IValue> big{torch::randn({20, 5})};
+  got = fast.forward(big).toTensor();
+  want = m.forward(big).toTensor();
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_LE((got - want).abs().max().item<double>(), 1e-4) << fast.explain();
 }
 
 // Note [Tuning records]: a schedule recorded for (group, bucket, arch) is what a new session's
