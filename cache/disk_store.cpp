@@ -120,12 +120,13 @@ std::vector<std::string> listDir(const fs::path& dir) {
   return names;
 }
 
-// Why `dir` must not hold code we will run, or empty if it is fine.
+// Why `dir` must not hold code we will run, or empty if it is fine (Note [Trusted cache owners]
+// in disk_store.h).
 std::string untrustedReason(const fs::path& dir, const struct stat& st) {
   if (!S_ISDIR(st.st_mode)) return fmt::format("{} is not a directory", dir.string());
-  if (st.st_uid != ::geteuid())
-    return fmt::format("{} is owned by uid {}, not by the current user (uid {})", dir.string(),
-                       st.st_uid, ::geteuid());
+  if (st.st_uid != ::geteuid() && st.st_uid != 0)
+    return fmt::format("{} is owned by uid {}, neither the current user (uid {}) nor root",
+                       dir.string(), st.st_uid, ::geteuid());
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
     return fmt::format("{} has mode {:04o}, which lets other users write to it", dir.string(),
                        st.st_mode & 07777);
@@ -168,22 +169,24 @@ class DiskStore::KeyLock {
   KeyLock& operator=(const KeyLock&) = delete;
   ~KeyLock() { release(); }
 
-  // Waits up to `timeout`. False on timeout or if the lock file cannot be created.
-  bool acquire(std::chrono::milliseconds timeout) {
+  // Waits up to `timeout`. 0 when locked; ETIMEDOUT when another holder kept it that long; else
+  // the errno of creating or locking the lock file.
+  [[nodiscard]] int acquire(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto sleep = std::chrono::microseconds(200);
     for (;;) {
       int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-      if (fd < 0) return false;
+      if (fd < 0) return errno;
       for (;;) {
         if (::flock(fd, LOCK_EX | LOCK_NB) == 0) break;
         if (errno != EWOULDBLOCK && errno != EINTR) {
+          const int err = errno;
           ::close(fd);
-          return false;
+          return err;
         }
         if (std::chrono::steady_clock::now() >= deadline) {
           ::close(fd);
-          return false;
+          return ETIMEDOUT;
         }
         std::this_thread::sleep_for(sleep);
         sleep = std::min(sleep * 2, std::chrono::microseconds(5000));
@@ -193,7 +196,7 @@ class DiskStore::KeyLock {
       if (::fstat(fd, &held) == 0 && ::stat(path_.c_str(), &now) == 0 &&
           held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
         fd_ = fd;
-        return true;
+        return 0;
       }
       ::close(fd);
     }
@@ -439,7 +442,7 @@ void DiskStore::cleanStaleFiles() {
         ::close(fd);
         if (unheld) {
           KeyLock lock(path);
-          if (lock.acquire(std::chrono::milliseconds(0))) {
+          if (lock.acquire(std::chrono::milliseconds(0)) == 0) {
             lock.release();
             ++staleFilesRemoved_;
           }
@@ -508,7 +511,7 @@ void DiskStore::dropCorrupt(const fs::path& path, uint64_t dev, uint64_t ino, En
   std::optional<KeyLock> lock;
   if (!haveLock) {
     lock.emplace(fs::path(path).replace_extension(kLockSuffix));
-    if (!lock->acquire(std::chrono::seconds(1))) return;
+    if (lock->acquire(std::chrono::seconds(1)) != 0) return;
   }
   struct stat now;
   if (::stat(path.c_str(), &now) == 0 && static_cast<uint64_t>(now.st_dev) == dev &&
@@ -524,7 +527,7 @@ bool DiskStore::put(const CacheKey& key, std::string_view payload) {
   // Without the lock (timeout) publishing is still atomic; only the corrupt-entry cleanup of a
   // concurrent reader could then race with us, costing a rebuild, never a wrong entry.
   const fs::path shard = entryPath(digest).parent_path();
-  if (makeDirs(shard) == 0) lock.acquire(options_.lockTimeout);
+  if (makeDirs(shard) == 0) (void)lock.acquire(options_.lockTimeout);
   return publishLocked(key, digest, payload);
 }
 
@@ -625,12 +628,17 @@ std::string DiskStore::getOrCreate(const CacheKey& key,
   const Digest digest = key.digest();
   const fs::path path = entryPath(digest);
   KeyLock lock(fs::path(path).replace_extension(kLockSuffix));
-  bool locked = false;
-  if (makeDirs(path.parent_path()) == 0) locked = lock.acquire(options_.lockTimeout);
-  if (!locked)
-    warnOnce("lock", fmt::format("could not lock {} within {} ms; compiling without it (another "
-                                 "process may compile the same kernel)",
+  int err = makeDirs(path.parent_path());
+  if (err == 0) err = lock.acquire(options_.lockTimeout);
+  const bool locked = err == 0;
+  if (err == ETIMEDOUT)
+    warnOnce("lock", fmt::format("could not lock {} within {} ms (another process held it); "
+                                 "compiling without it (it may compile the same kernel)",
                                  path.string(), options_.lockTimeout.count()));
+  else if (err != 0)
+    warnOnce("lock", fmt::format("could not lock {}: {}; compiling without it (another process "
+                                 "may compile the same kernel)",
+                                 path.string(), errnoText(err)));
   // Another process may have published while we waited.
   if (auto hit = read(key, /*haveLock=*/locked, /*countMiss=*/false)) return std::move(*hit);
   std::string bytes = producer();

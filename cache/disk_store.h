@@ -27,9 +27,15 @@ namespace kiln::cache {
 // see either no entry or a complete one. Every published entry's header repeats the full key text,
 // compared on read (Note [Cache key contents]).
 //
-// Trust: a cubin in the cache is code that will run, so the root and the versioned dir must be
-// owned by the current user and not writable by group or others; otherwise the store refuses the
-// disk (memory-only) with one warning. Missing dirs are created 0700.
+// Note [Trusted cache owners]
+// A cubin in the cache is code that will run, so the root, the versioned dir and the shard dirs
+// must be owned by the current user or by root, and writable by neither group nor others;
+// otherwise the store refuses the disk (memory-only) with one warning. Root is trusted because
+// it can replace any code the process runs anyway; this is what a container image needs: a cache
+// baked in by root at build time (kiln-warmup, then chmod -R a+rX,go-w so entries are readable)
+// and served to a non-root service. Such a cache is not writable by the service, so the store
+// opens it read-only (the write probe fails): entries are served, new kernels stay in memory,
+// and one warning says so. Missing dirs are created 0700.
 //
 // Note [Cross-process compile once]
 // getOrCreate() takes flock(LOCK_EX) on <digest>.lock, re-checks, produces, publishes, then unlinks

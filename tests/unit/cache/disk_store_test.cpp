@@ -276,6 +276,60 @@ TEST(DiskStoreTest, ReadOnlyRootServesExistingEntriesAndWarnsOnce) {
   EXPECT_EQ(rc, 0) << "child check failed (see the return codes in the test body)";
 }
 
+// Note [Trusted cache owners]: a cache baked in by root (a container image) and made readable is
+// served read-only to an unprivileged user, with one warning; nothing in it is lost.
+TEST(DiskStoreTest, RootOwnedCacheIsServedReadOnlyToAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to build a root-owned cache and drop to nobody";
+  TempDir tmp;
+  const fs::path root = tmp.path() / "cache";
+  {
+    DiskStore store(at(root));
+    ASSERT_TRUE(store.put(testKey("baked"), "baked cubin"));
+  }
+  // The image build's last step: readable by all, writable by root only.
+  ASSERT_EQ(std::system(("chmod -R a+rX,go-w '" + tmp.path().string() + "'").c_str()), 0);
+  const int rc = runInChild([&] {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+    LogCapture logs;
+    DiskStore store(at(root));
+    if (store.mode() != DiskMode::kReadOnly) return 11;
+    if (store.get(testKey("baked")) != std::optional<std::string>("baked cubin")) return 12;
+    if (store.put(testKey("new"), "new cubin")) return 13;
+    if (logs.count("not writable") != 1) return 14;
+    if (store.verify().ok != 1) return 15;
+    return 0;
+  });
+  EXPECT_EQ(rc, 0) << "child check failed (see the return codes in the test body)";
+  DiskStore store(at(root));
+  EXPECT_EQ(store.usage().entries, 1u);
+  // Writable by others is still refused, whoever owns it.
+  ASSERT_EQ(::chmod(root.c_str(), 0757), 0);
+  LogCapture logs;
+  EXPECT_EQ(DiskStore(at(root)).mode(), DiskMode::kDisabled);
+  EXPECT_EQ(logs.count("lets other users write"), 1u);
+}
+
+// A lock that cannot be taken at all is reported as such at once, not as a timeout.
+TEST(DiskStoreTest, UnusableLockFileIsReportedWithItsCauseAtOnce) {
+  TempDir tmp;
+  const fs::path root = tmp.path() / "cache";
+  DiskStoreOptions o = at(root);
+  o.lockTimeout = std::chrono::minutes(2);
+  DiskStore store(o);
+  ASSERT_EQ(store.mode(), DiskMode::kReadWrite);
+  const fs::path lock = fs::path(store.entryPath(testKey("k").digest())).replace_extension(".lock");
+  fs::create_directories(lock);  // a directory where the lock file goes
+  LogCapture logs;
+  const auto t0 = std::chrono::steady_clock::now();
+  bool produced = false;
+  EXPECT_EQ(store.getOrCreate(testKey("k"), [] { return std::string("built"); }, &produced),
+            "built");
+  EXPECT_TRUE(produced);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_EQ(logs.count("Is a directory"), 1u);
+  EXPECT_EQ(logs.count("within"), 0u);
+}
+
 TEST(DiskStoreTest, UncreatableRootDegradesToMemoryOnly) {
   TempDir tmp;
   writeFile(tmp.path() / "file", "a regular file where a directory should be");
