@@ -1,5 +1,6 @@
 #pragma once
 // kiln-warmup's command line. Plain C++ so the usage rules are unit-tested without a model.
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,9 @@ struct WarmupArgs {
   std::optional<std::string> cacheDir;     // --cache-dir; else KILN_CACHE_DIR/XDG/HOME
   std::optional<std::string> arch;         // --arch sm_XX; else the local GPU's
   std::optional<std::string> summaryJson;  // --summary-json FILE
+  // --buckets NAME=E1,E2,...: explicit bucket edges of symbol NAME (Note [Warmup buckets]).
+  std::map<std::string, std::vector<int64_t>> bucketEdges;
+  std::optional<std::string> device;  // --device cpu|cuda; default cuda when a GPU is usable
   bool quiet = false;                      // --quiet: only errors and the final summary
   bool tune = false;                       // --tune: also tune every kernel on the local GPU
   bool help = false;                       // --help
@@ -29,16 +33,23 @@ struct WarmupArgs {
 
 inline constexpr const char* kWarmupUsage =
     "usage: kiln-warmup --model MODEL.pt --input NAME:DTYPE:[DIMS] [--input ...]\n"
-    "                   [--cache-dir DIR] [--arch sm_XX] [--summary-json FILE] [--quiet]\n"
-    "                   [--tune]\n"
+    "                   [--buckets NAME=E1,E2,...] [--cache-dir DIR] [--arch sm_XX]\n"
+    "                   [--device cpu|cuda] [--summary-json FILE] [--quiet] [--tune]\n"
     "Compiles every kernel of MODEL for every shape bucket of the dynamic dims into kiln's\n"
-    "kernel cache, so that a later process compiles nothing.\n"
+    "kernel cache, and stores the captured graph, so that a later process neither traces nor\n"
+    "compiles. The model runs only once, at small sizes.\n"
     "  --input      one per forward() argument, in order. DTYPE: float16|half|bfloat16|float32|\n"
-    "               float. DIMS: sizes; lo..hi marks a dynamic dim (every power-of-two bucket\n"
-    "               in the range is compiled); name=lo..hi names it so that other dims (written\n"
-    "               name) share it. Unnamed dims at the same index with the same range share one\n"
-    "               symbol. Example: --input x:float16:[b=1..64,128,768] --input "
-    "mask:float16:[b,1,128]\n"
+    "               float|int64|long|int32|int|bool (token ids and masks are filled with ones).\n"
+    "               DIMS: sizes; lo..hi marks a dynamic dim (every power-of-two bucket in the\n"
+    "               range is compiled); name=lo..hi names it so that other dims (written name)\n"
+    "               share it. Unnamed dims at the same index with the same range share one\n"
+    "               symbol. Example: --input ids:int64:[b=1..32,s=16..512] --input "
+    "mask:int64:[b,s]\n"
+    "  --buckets    explicit bucket edges for symbol NAME, as the runtime's BucketPolicy (sizes\n"
+    "               above the last edge run generic kernels), e.g. --buckets s=64,128,256,512\n"
+    "  --device     where the model runs its one capture: cuda (default when a GPU is usable)\n"
+    "               also stores the capture a GPU process looks up; cpu compiles kernels only\n"
+    "               for float16/bfloat16 inputs (the capture is traced in float32)\n"
     "  --cache-dir  the cache root (default $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else\n"
     "               ~/.cache/kiln)\n"
     "  --arch       compile for this arch (e.g. sm_90); needs no GPU. Default: the local GPU's\n"
@@ -47,7 +58,8 @@ inline constexpr const char* kWarmupUsage =
     "  --tune       also tune every kernel on this machine's GPU (KILN_TUNE_MAX_VARIANTS,\n"
     "               KILN_TUNE_SECONDS) and store the winners as tuning records, which later\n"
     "               processes use unless KILN_TUNE=off. Needs a GPU of the target arch\n"
-    "Exit status: 0 done, 1 the model could not be warmed up, 2 bad usage.\n";
+    "Exit status: 0 done, 1 the model could not be warmed up or the cache did not keep what\n"
+    "was compiled (write failures, evictions by the size cap), 2 bad usage.\n";
 
 // Parses argv[1..]. Throws UsageError naming the bad argument (unknown flag, missing value,
 // malformed spec, dtype typo, missing model file, malformed --arch, ...). Checks that the model

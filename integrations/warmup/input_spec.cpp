@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <map>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -14,8 +15,8 @@
 namespace kiln::warmup {
 namespace {
 
-// Sizes above this are surely typos (and would overflow bucket edges).
-constexpr int64_t kMaxSize = int64_t{1} << 40;
+// Note [Absurd warmup ranges]: sizes above this are typos, not shapes.
+constexpr int64_t kMaxSize = kMaxWarmupSize;
 
 bool isIdentifier(std::string_view s) {
   if (s.empty()) return false;
@@ -25,11 +26,16 @@ bool isIdentifier(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [&](char c) { return alpha(c) || digit(c); });
 }
 
+// A non-negative integer; nullopt when `s` is not one. UserError when it is one above kMaxSize.
 std::optional<int64_t> parseSize(std::string_view s) {
   if (s.empty() || s.front() == '+' || s.front() == '-') return std::nullopt;
   int64_t v = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || v > kMaxSize) return std::nullopt;
+  if (end != s.data() + s.size()) return std::nullopt;
+  if (ec == std::errc::result_out_of_range || (ec == std::errc() && v > kMaxSize))
+    throw UserError(fmt::format("{} is larger than {}, the largest size kiln-warmup accepts", s,
+                                kMaxSize));
+  if (ec != std::errc()) return std::nullopt;
   return v;
 }
 
@@ -54,15 +60,51 @@ std::string dimText(const DimSpec& d) {
   return d.symbol.empty() ? range : d.symbol + "=" + range;
 }
 
+// One dim of a spec; UserError saying what is wrong with it.
+DimSpec parseDim(std::string_view item) {
+  DimSpec d;
+  std::string_view range = item;
+  if (size_t eq = item.find('='); eq != std::string_view::npos) {
+    std::string_view sym = item.substr(0, eq);
+    if (!isIdentifier(sym)) throw UserError(fmt::format("bad symbol name \"{}\"", sym));
+    d.symbol = std::string(sym);
+    range = item.substr(eq + 1);
+    if (range.find("..") == std::string_view::npos)
+      throw UserError("a named dim needs a range, e.g. b=1..64");
+  }
+  if (size_t dots = range.find(".."); dots != std::string_view::npos) {
+    std::optional<int64_t> lo = parseSize(range.substr(0, dots));
+    std::optional<int64_t> hi = parseSize(range.substr(dots + 2));
+    if (!lo || !hi) throw UserError("expected lo..hi with non-negative integers, e.g. 1..64");
+    if (*lo > *hi) throw UserError(fmt::format("empty range: {} > {}", *lo, *hi));
+    d.dynamic = true;
+    d.lo = *lo;
+    d.hi = *hi;
+  } else if (isIdentifier(range)) {
+    d.dynamic = true;
+    d.symbol = std::string(range);
+    d.rangeGiven = false;
+  } else if (std::optional<int64_t> size = parseSize(range)) {
+    if (*size < 1) throw UserError("a static size must be >= 1");
+    d.lo = d.hi = *size;
+  } else {
+    throw UserError("expected a size, lo..hi, name=lo..hi or name");
+  }
+  return d;
+}
+
 }  // namespace
 
 ir::DType parseWarmupDType(std::string_view text) {
   if (text == "float16" || text == "half") return ir::DType::kFloat16;
   if (text == "bfloat16") return ir::DType::kBFloat16;
   if (text == "float32" || text == "float") return ir::DType::kFloat32;
+  if (text == "int64" || text == "long") return ir::DType::kInt64;
+  if (text == "int32" || text == "int") return ir::DType::kInt32;
+  if (text == "bool") return ir::DType::kBool;
   throw UserError(
-      fmt::format("unknown dtype \"{}\" (expected float16, half, bfloat16, float32 or "
-                  "float)",
+      fmt::format("unknown dtype \"{}\" (expected float16, half, bfloat16, float32, float, "
+                  "int64, long, int32, int or bool)",
                   text));
 }
 
@@ -74,6 +116,12 @@ std::string_view dtypeName(ir::DType dtype) {
       return "bfloat16";
     case ir::DType::kFloat32:
       return "float32";
+    case ir::DType::kInt64:
+      return "int64";
+    case ir::DType::kInt32:
+      return "int32";
+    case ir::DType::kBool:
+      return "bool";
     default:
       return ir::toString(dtype);
   }
@@ -105,38 +153,11 @@ InputSpec parseInputSpec(std::string_view text) {
   std::vector<std::string_view> items = split(dims, ',');
   for (size_t i = 0; i < items.size(); ++i) {
     std::string_view item = items[i];
-    auto badDim = [&](std::string_view why) {
-      return fail(fmt::format("dim {} (\"{}\"): {}", i, item, why));
-    };
-    DimSpec d;
-    std::string_view range = item;
-    if (size_t eq = item.find('='); eq != std::string_view::npos) {
-      std::string_view sym = item.substr(0, eq);
-      if (!isIdentifier(sym)) throw badDim(fmt::format("bad symbol name \"{}\"", sym));
-      d.symbol = std::string(sym);
-      range = item.substr(eq + 1);
-      if (range.find("..") == std::string_view::npos)
-        throw badDim("a named dim needs a range, e.g. b=1..64");
+    try {
+      spec.dims.push_back(parseDim(item));
+    } catch (const UserError& e) {
+      throw fail(fmt::format("dim {} (\"{}\"): {}", i, item, e.what()));
     }
-    if (size_t dots = range.find(".."); dots != std::string_view::npos) {
-      std::optional<int64_t> lo = parseSize(range.substr(0, dots));
-      std::optional<int64_t> hi = parseSize(range.substr(dots + 2));
-      if (!lo || !hi) throw badDim("expected lo..hi with non-negative integers, e.g. 1..64");
-      if (*lo > *hi) throw badDim(fmt::format("empty range: {} > {}", *lo, *hi));
-      d.dynamic = true;
-      d.lo = *lo;
-      d.hi = *hi;
-    } else if (isIdentifier(range)) {
-      d.dynamic = true;
-      d.symbol = std::string(range);
-      d.rangeGiven = false;
-    } else if (std::optional<int64_t> size = parseSize(range)) {
-      if (*size < 1) throw badDim("a static size must be >= 1");
-      d.lo = d.hi = *size;
-    } else {
-      throw badDim("expected a size, lo..hi, name=lo..hi or name");
-    }
-    spec.dims.push_back(std::move(d));
   }
   return spec;
 }
@@ -205,15 +226,33 @@ std::vector<int64_t> bucketEdgesIn(int64_t lo, int64_t hi) {
   return edges;
 }
 
+std::vector<WarmBucket> bucketsIn(int64_t lo, int64_t hi, const std::vector<int64_t>& edges) {
+  std::vector<WarmBucket> out;
+  lo = std::max<int64_t>(lo, 2);  // buckets 0 and 1 are never warmed (Note [Warmup buckets])
+  if (edges.empty()) {
+    for (int64_t e : bucketEdgesIn(lo, hi)) out.push_back({e, std::max(e / 2 + 1, lo), std::min(e, hi)});
+    return out;
+  }
+  int64_t bottom = 2;
+  for (int64_t e : edges) {
+    if (e >= bottom && e >= lo && bottom <= hi) out.push_back({e, std::max(bottom, lo), std::min(e, hi)});
+    bottom = std::max(bottom, e + 1);
+  }
+  if (hi >= bottom) out.push_back({kOverflowEdge, std::max(bottom, lo), hi});
+  return out;
+}
+
 bool rangeHasUnwarmableBuckets(int64_t lo, int64_t hi) {
   return lo <= 1 && hi >= 0;
 }
 
 std::vector<BucketCombo> bucketCombos(const std::vector<InputSpec>& specs,
-                                      const std::vector<Symbol>& symbols) {
-  std::vector<std::vector<int64_t>> perSymbol;
+                                      const std::vector<Symbol>& symbols,
+                                      const std::map<std::string, std::vector<int64_t>>& edges) {
+  std::vector<std::vector<WarmBucket>> perSymbol;
   for (const Symbol& s : symbols) {
-    perSymbol.push_back(bucketEdgesIn(s.lo, s.hi));
+    auto it = edges.find(s.name);
+    perSymbol.push_back(bucketsIn(s.lo, s.hi, it == edges.end() ? std::vector<int64_t>{} : it->second));
     if (perSymbol.back().empty()) return {};
   }
   std::set<int64_t> staticSizes;
@@ -227,18 +266,16 @@ std::vector<BucketCombo> bucketCombos(const std::vector<InputSpec>& specs,
     BucketCombo c;
     std::set<int64_t> taken = staticSizes;
     for (size_t k = 0; k < symbols.size(); ++k) {
-      int64_t edge = perSymbol[k][idx[k]];
-      int64_t top = std::min(edge, symbols[k].hi);
-      int64_t bottom = std::max(edge / 2 + 1, symbols[k].lo);
-      int64_t example = top;
-      for (int64_t v = top; v >= bottom; --v) {
+      const WarmBucket& b = perSymbol[k][idx[k]];
+      int64_t example = b.hi;
+      for (int64_t v = b.hi; v >= b.lo; --v) {
         if (!taken.count(v)) {
           example = v;
           break;
         }
       }
       taken.insert(example);
-      c.edges.push_back(edge);
+      c.edges.push_back(b.edge);
       c.examples.push_back(example);
     }
     combos.push_back(std::move(c));

@@ -4,7 +4,7 @@
 //
 // Spec grammar (one --input per forward() argument, in positional order):
 //   spec    := name ':' dtype ':' '[' dim (',' dim)* ']'       (no spaces)
-//   dtype   := float16 | half | bfloat16 | float32 | float
+//   dtype   := float16 | half | bfloat16 | float32 | float | int64 | long | int32 | int | bool
 //   dim     := size                 a static size, >= 1
 //            | lo '..' hi           a dynamic dim, 0 <= lo <= hi
 //            | sym '=' lo '..' hi   a dynamic dim bound to the symbol `sym`
@@ -33,8 +33,17 @@
 // produced for them; they are reported as skipped. The example size of bucket edge E is the
 // largest size in (E/2, E] ∩ [lo, hi] that differs from every static size and from the other
 // symbols' examples (capture recovers symbolic sizes by value, Note [Symbolic dims in captured
-// graphs]); if every candidate collides, min(E, hi).
+// graphs]); if every candidate collides, min(E, hi). With explicit edges (--buckets, the
+// runtime's jit::BucketPolicy) the buckets are those edges' instead, plus the overflow bucket
+// above the last edge when the range reaches past it, whose plans run generic kernels.
+//
+// Note [Absurd warmup ranges]
+// Nothing runs at a bucket's sizes (Note [Preparing plans ahead] in jit/runtime/optimize.h), so a
+// large range costs compile time, not memory. Still, a size above kMaxWarmupSize (2^31 - 1) or a
+// range product of more than kMaxWarmupCombos bucket combinations is a typo, not a deployment,
+// and is refused up front with a message naming it.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +51,11 @@
 #include "src/ir/dtype.h"
 
 namespace kiln::warmup {
+
+inline constexpr int64_t kMaxWarmupSize = (int64_t{1} << 31) - 1;
+inline constexpr int64_t kMaxWarmupCombos = 4096;
+// The edge of the overflow bucket (above the last explicit edge); jit::kOverflowBucket.
+inline constexpr int64_t kOverflowEdge = -1;
 
 struct DimSpec {
   bool dynamic = false;
@@ -84,6 +98,16 @@ std::vector<Symbol> assignSymbols(const std::vector<InputSpec>& specs);
 
 // Bucket edges (powers of two, >= 2) intersecting [lo, hi], ascending (Note [Warmup buckets]).
 std::vector<int64_t> bucketEdgesIn(int64_t lo, int64_t hi);
+
+// One bucket of a symbol, and the sizes of [lo, hi] in it.
+struct WarmBucket {
+  int64_t edge = 0;  // kOverflowEdge: above the last explicit edge
+  int64_t lo = 0;
+  int64_t hi = 0;
+};
+// The buckets intersecting [max(lo, 2), hi]: powers of two when `edges` is empty, else the
+// explicit edges' and the overflow bucket (Note [Warmup buckets]).
+std::vector<WarmBucket> bucketsIn(int64_t lo, int64_t hi, const std::vector<int64_t>& edges);
 // True when [lo, hi] includes sizes 0 or 1, whose buckets are skipped.
 bool rangeHasUnwarmableBuckets(int64_t lo, int64_t hi);
 
@@ -96,8 +120,10 @@ struct BucketCombo {
 // The cartesian product of every symbol's buckets (first symbol varies slowest), each with example
 // sizes chosen as in Note [Warmup buckets]. A graph without symbols has one empty combination.
 // Returns no combinations when some symbol has no warmable bucket.
-std::vector<BucketCombo> bucketCombos(const std::vector<InputSpec>& specs,
-                                      const std::vector<Symbol>& symbols);
+// `edges`: explicit bucket edges by symbol name (others use powers of two).
+std::vector<BucketCombo> bucketCombos(
+    const std::vector<InputSpec>& specs, const std::vector<Symbol>& symbols,
+    const std::map<std::string, std::vector<int64_t>>& edges = {});
 
 // Concrete sizes of every input for one combination.
 std::vector<std::vector<int64_t>> exampleShapes(const std::vector<InputSpec>& specs,

@@ -1,13 +1,17 @@
 // kiln-warmup: fill kiln's kernel cache for a TorchScript model ahead of time, so that a fresh
 // process's first forward() compiles nothing. See kWarmupUsage (cli_args.h) for the options.
-// Exit status: 0 done, 1 the model could not be warmed up, 2 bad usage.
+// Exit status: 0 done, 1 the model could not be warmed up or the cache did not keep what was
+// compiled, 2 bad usage.
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include <c10/util/Exception.h>
 #include <fmt/format.h>
 
 #include "integrations/warmup/cli_args.h"
@@ -58,6 +62,10 @@ class Progress {
   int cached_ = 0;
 };
 
+std::string firstLine(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
+
 int usageError(const std::string& message) {
   fmt::print(stderr, "kiln-warmup: {} (try --help)\n", message);
   return 2;
@@ -84,12 +92,23 @@ int main(int argc, char** argv) {
   } catch (const kiln::warmup::UsageError& e) {
     progress.abandon();
     return usageError(e.what());
+  } catch (const std::bad_alloc&) {
+    progress.abandon();
+    fmt::print(stderr, "kiln-warmup: error: out of memory\n");
+    return 1;
+  } catch (const c10::OutOfMemoryError& e) {
+    progress.abandon();
+    fmt::print(stderr, "kiln-warmup: error: out of memory: {}\n",
+               firstLine(e.what_without_backtrace()));
+    return 1;
   } catch (const std::exception& e) {
     progress.abandon();
     fmt::print(stderr, "kiln-warmup: error: {}\n", e.what());
     return 1;
   }
   fmt::print(stderr, "{}", kiln::warmup::toText(summary));
+  const std::optional<std::string> problem = kiln::warmup::cacheProblem(summary);
+  if (problem) fmt::print(stderr, "kiln-warmup: error: {}\n", *problem);
   if (args.summaryJson) {
     std::ofstream out(*args.summaryJson, std::ios::trunc);
     out << kiln::warmup::toJson(summary);
@@ -99,5 +118,5 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  return 0;
+  return problem ? 1 : 0;
 }

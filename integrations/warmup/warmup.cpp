@@ -12,6 +12,8 @@
 
 #include "cache/kernel_cache.h"
 #include "jit/capture/capture.h"
+#include "jit/eval/aten_eval.h"
+#include "jit/runtime/optimize.h"
 #include "jit/nvrtc.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
@@ -93,10 +95,47 @@ EnvLookup filteredEnv(const EnvLookup& env, const WarmupArgs& args) {
       };
 }
 
-at::ScalarType atenType(ir::DType dtype) {
-  // Note [Tracing in float32]: every input is traced in float32.
-  (void)dtype;
-  return at::kFloat;
+// "x[8,16,64] mask[8,1,64]".
+std::string shapesLabel(const std::vector<InputSpec>& inputs,
+                        const std::vector<std::vector<int64_t>>& shapes) {
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < shapes.size(); ++i)
+    parts.push_back(fmt::format("{}[{}]", inputs[i].name, fmt::join(shapes[i], ",")));
+  return fmt::format("{}", fmt::join(parts, " "));
+}
+
+std::string shapesLabel(const std::vector<InputSpec>& inputs,
+                        const std::vector<c10::IValue>& tensors) {
+  std::vector<std::vector<int64_t>> shapes;
+  for (const c10::IValue& t : tensors) shapes.push_back(t.toTensor().sizes().vec());
+  return shapesLabel(inputs, shapes);
+}
+
+// UsageError unless the model's forward takes as many inputs as --input gives.
+void checkArity(const torch::jit::Module& module, const WarmupArgs& args) {
+  auto forward = module.find_method("forward");
+  if (!forward) throw WarmupError(fmt::format("{} has no forward method", args.model));
+  const auto& schemaArgs = forward->function().getSchema().arguments();
+  std::vector<std::string> names;
+  size_t required = 0;
+  for (size_t i = 1; i < schemaArgs.size(); ++i) {
+    names.push_back(schemaArgs[i].name());
+    required += schemaArgs[i].default_value().has_value() ? 0 : 1;
+  }
+  if (args.inputs.size() < required || args.inputs.size() > names.size())
+    throw UsageError(fmt::format("--input: {}'s forward takes {} input{} ({}), got {}",
+                                 args.model, names.size(), names.size() == 1 ? "" : "s",
+                                 fmt::join(names, ", "), args.inputs.size()));
+}
+
+// An example input: normal noise for floating dtypes (float32 when traced so, Note [Tracing in
+// float32]), ones for integer and bool inputs (token id 1 and "attend" are valid for any model).
+at::Tensor exampleInput(ir::DType dtype, const std::optional<ir::DType>& retypeTo,
+                        const std::vector<int64_t>& shape, const at::Device& device) {
+  const auto on = at::TensorOptions().device(device);
+  if (!ir::isFloating(dtype)) return at::ones(shape, on.dtype(jit::toAtenDType(dtype)));
+  const ir::DType traced = retypeTo ? ir::DType::kFloat32 : dtype;
+  return at::randn(shape, on.dtype(jit::toAtenDType(traced)));
 }
 
 }  // namespace
@@ -106,10 +145,13 @@ std::string toJson(const WarmupSummary& s) {
       "{{\"kernels_compiled\": {}, \"kernels_cached\": {}, \"buckets\": {}, \"groups\": {}, "
       "\"groups_failed\": {}, \"eager_ops\": {}, \"skipped_buckets\": {}, \"seconds\": {:.3f}, "
       "\"arch\": {}, \"cache_dir\": {}, \"tuned\": {}, \"kernels_tuned\": {}, "
-      "\"variants_tried\": {}}}\n",
+      "\"variants_tried\": {}, \"device\": {}, \"capture_stored\": {}, \"capture_cached\": {}, "
+      "\"writes_failed\": {}, \"entries_evicted\": {}}}\n",
       s.kernelsCompiled, s.kernelsCached, s.buckets, s.groups, s.groupsFailed, jsonList(s.eagerOps),
       jsonList(s.skippedBuckets), s.seconds, jsonString(s.arch), jsonString(s.cacheDir),
-      s.tuned ? "true" : "false", s.kernelsTuned, s.variantsTried);
+      s.tuned ? "true" : "false", s.kernelsTuned, s.variantsTried, jsonString(s.device),
+      s.captureStored ? "true" : "false", s.captureCached ? "true" : "false", s.writesFailed,
+      s.entriesEvicted);
 }
 
 std::string toText(const WarmupSummary& s) {
@@ -118,6 +160,13 @@ std::string toText(const WarmupSummary& s) {
       s.buckets, s.buckets == 1 ? "" : "s", s.groups, s.kernelsCompiled, s.kernelsCached);
   if (s.groupsFailed > 0) out += fmt::format(", {} without a kernel (run eagerly)", s.groupsFailed);
   out += fmt::format(" for {} in {:.1f} s\n  cache: {}\n", s.arch, s.seconds, s.cacheDir);
+  out += fmt::format("  capture (on {}): {}\n", s.device,
+                     s.captureCached   ? "already cached"
+                     : s.captureStored ? "traced and stored"
+                                       : "traced, not storable: a new process's first call traces");
+  if (s.writesFailed > 0 || s.entriesEvicted > 0)
+    out += fmt::format("  cache writes failed: {}, entries evicted: {}\n", s.writesFailed,
+                       s.entriesEvicted);
   if (s.tuned)
     out += fmt::format("  tuned: {} variants tried, {} kernels faster than their default\n",
                        s.variantsTried, s.kernelsTuned);
@@ -141,32 +190,7 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
         fmt::format("cannot load {} as a TorchScript model: {}", args.model, shortMessage(e)));
   }
   module.eval();
-  const ir::DType dtype = args.inputs.front().dtype;
-  std::optional<ir::DType> retypeTo;
-  if (dtype != ir::DType::kFloat32) {
-    // Note [Tracing in float32]: floating weights in float32 too, so the trace type-checks on
-    // CPU (Module::to(dtype) would convert integer buffers as well).
-    auto toFloat = [](at::Tensor t) {
-      if (t.is_floating_point() && t.scalar_type() != at::kFloat) t.set_data(t.to(at::kFloat));
-    };
-    for (const auto& p : module.named_parameters(/*recurse=*/true)) toFloat(p.value);
-    for (const auto& b : module.named_buffers(/*recurse=*/true)) toFloat(b.value);
-    retypeTo = dtype;
-  }
-  if (auto forward = module.find_method("forward")) {
-    const auto& schemaArgs = forward->function().getSchema().arguments();
-    std::vector<std::string> names;
-    for (size_t i = 1; i < schemaArgs.size(); ++i) names.push_back(schemaArgs[i].name());
-    size_t required = 0;
-    for (size_t i = 1; i < schemaArgs.size(); ++i)
-      required += schemaArgs[i].default_value().has_value() ? 0 : 1;
-    if (args.inputs.size() < required || args.inputs.size() > names.size())
-      throw UsageError(fmt::format("--input: {}'s forward takes {} input{} ({}), got {}",
-                                   args.model, names.size(), names.size() == 1 ? "" : "s",
-                                   fmt::join(names, ", "), args.inputs.size()));
-  } else {
-    throw WarmupError(fmt::format("{} has no forward method", args.model));
-  }
+  checkArity(module, args);
 
   Options options;
   if (args.arch) {
@@ -179,9 +203,12 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
   }
   if (args.cacheDir) options.cacheDir = *args.cacheDir;
   options.diskCache = true;
+  // Everything is compiled now, in the foreground, and a failure is an error, not an eager plan.
+  options.backgroundCompile = false;
+  options.strict = true;
   // --tune: the caller waits, so the lab runs flat out (Note [Tuning beside traffic]), and
-  // records already there are the incumbents to beat.
-  if (args.tune) options.tune = TuneMode::kEager;
+  // records already there are the incumbents to beat. Otherwise plans are not tuned here.
+  options.tune = args.tune ? TuneMode::kEager : TuneMode::kOff;
   if (args.arch) {
     // Compiling for a named arch needs no GPU; the session's "no GPU, running eagerly" warning
     // would only confuse here (the key is the session's, src in jit/runtime/session.cpp).
@@ -198,23 +225,24 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
     throw WarmupError(fmt::format("no --arch given and no usable GPU ({}); pass --arch sm_XX",
                                   session->cudaEnvironment().describe()));
   summary.arch = *arch;
+  const std::optional<std::string> localArch =
+      cuda::targetArch("", session->cudaEnvironment());
   std::unique_ptr<jit::TuningLab> lab;
   if (args.tune) {
-    const std::optional<std::string> local = cuda::targetArch("", session->cudaEnvironment());
-    if (!local)
+    if (!localArch)
       throw WarmupError(fmt::format("--tune needs a GPU to time kernels on, and there is none ({})",
                                     session->cudaEnvironment().describe()));
-    if (*local != *arch)
+    if (*localArch != *arch)
       throw WarmupError(
           fmt::format("--tune times kernels on this machine's GPU ({}), which cannot run --arch {}",
-                      *local, *arch));
+                      *localArch, *arch));
     lab = jit::makeCudaLab(*session);
     if (lab == nullptr) throw WarmupError("--tune: the CUDA driver cannot be used");
     summary.tuned = true;
   }
 
   cache::KernelCache& cache = session->kernelCache();
-  const cache::DiskStore* disk = cache.disk();
+  cache::DiskStore* disk = cache.disk();
   if (disk == nullptr || disk->mode() != cache::DiskMode::kReadWrite)
     throw WarmupError(
         fmt::format("cannot write the kernel cache at {}: {}",
@@ -222,69 +250,110 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
                                                             : disk->root().string(),
                     disk == nullptr ? std::string("disk cache disabled") : disk->modeReason()));
   summary.cacheDir = disk->versionDir().string();
+  const cache::DiskStoreStats diskBefore = disk->stats();
 
-  // Symbols are created in (input, dim) order, which is first-appearance order (Note [Warmup
-  // symbols]).
-  jit::CaptureOptions copt;
-  for (const InputSpec& in : args.inputs) copt.inputNames.push_back(in.name);
-  std::map<std::pair<int, int>, std::string> symbolOf;
+  // Where the one capture runs (Note [Preparing plans ahead]): on the GPU the module and inputs
+  // are the production process's, so the stored capture is the one it looks up. On the CPU,
+  // float16/bfloat16 models are traced in float32 (Note [Tracing in float32]).
+  const bool onCuda = args.device ? *args.device == "cuda" : localArch.has_value();
+  if (onCuda && !localArch)
+    throw WarmupError(fmt::format("--device cuda: no usable GPU ({})",
+                                  session->cudaEnvironment().describe()));
+  const at::Device device = onCuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  summary.device = onCuda ? "cuda" : "cpu";
+  std::optional<ir::DType> retypeTo;
+  if (!onCuda) {
+    for (const InputSpec& in : args.inputs)
+      if (ir::isFloating(in.dtype) && in.dtype != ir::DType::kFloat32) retypeTo = in.dtype;
+  }
+  if (retypeTo) {
+    // Floating weights in float32 too, so the trace type-checks on CPU (Module::to(dtype) would
+    // convert integer buffers as well).
+    auto toFloat = [](at::Tensor t) {
+      if (t.is_floating_point() && t.scalar_type() != at::kFloat) t.set_data(t.to(at::kFloat));
+    };
+    for (const auto& p : module.named_parameters(/*recurse=*/true)) toFloat(p.value);
+    for (const auto& b : module.named_buffers(/*recurse=*/true)) toFloat(b.value);
+  }
+  if (onCuda) module.to(device);
+
+  // The runtime's view of the dims: symbols in (input, dim) order, which is first-appearance
+  // order (Note [Warmup symbols]), and the explicit bucket edges as BucketPolicy.
+  jit::Options jopt;
+  jopt.session = session.get();
+  jopt.retypeTo = retypeTo;
+  for (const InputSpec& in : args.inputs) jopt.inputNames.push_back(in.name);
+  std::map<std::pair<int, int>, const Symbol*> symbolOf;
   for (const Symbol& sym : args.symbols)
-    for (const Symbol::Use& u : sym.uses) symbolOf[{u.input, u.dim}] = sym.name;
-  for (const auto& [use, name] : symbolOf)
-    copt.dynamicDims.push_back(
-        jit::DynamicDim{args.inputs[static_cast<size_t>(use.first)].name, use.second, name});
-  copt.retypeTo = retypeTo;
+    for (const Symbol::Use& u : sym.uses) symbolOf[{u.input, u.dim}] = &sym;
+  for (const auto& [use, sym] : symbolOf) {
+    const std::string& input = args.inputs[static_cast<size_t>(use.first)].name;
+    jopt.dynamicDims.push_back(jit::DynamicDim{input, use.second, sym->name});
+    if (auto e = args.bucketEdges.find(sym->name); e != args.bucketEdges.end())
+      jopt.buckets.push_back(jit::BucketPolicy{input, use.second, e->second});
+  }
+  jit::OptimizedModule fast = jit::optimize(module, jopt);
 
   for (const Symbol& sym : args.symbols) {
     if (sym.lo <= 0) summary.skippedBuckets.push_back(sym.name + ":0");
     if (sym.lo <= 1 && sym.hi >= 1) summary.skippedBuckets.push_back(sym.name + ":1");
   }
 
-  const std::vector<BucketCombo> combos = bucketCombos(args.inputs, args.symbols);
+  // The examples the family is captured on: each symbol at its smallest warmable size.
+  std::vector<c10::IValue> examples;
+  {
+    BucketCombo smallest;
+    for (const Symbol& sym : args.symbols) {
+      smallest.edges.push_back(0);
+      smallest.examples.push_back(std::max<int64_t>(2, sym.lo));
+    }
+    const std::vector<std::vector<int64_t>> shapes =
+        exampleShapes(args.inputs, args.symbols, smallest);
+    for (size_t i = 0; i < shapes.size(); ++i)
+      examples.emplace_back(exampleInput(args.inputs[i].dtype, retypeTo, shapes[i], device));
+  }
+
+  const std::vector<BucketCombo> combos = bucketCombos(args.inputs, args.symbols, args.bucketEdges);
   std::set<std::string> eagerOps;
   const int total = static_cast<int>(combos.size());
   for (int c = 0; c < total; ++c) {
     const auto c0 = Clock::now();
     std::vector<std::vector<int64_t>> shapes = exampleShapes(args.inputs, args.symbols, combos[c]);
-    std::vector<std::string> parts;
-    for (size_t i = 0; i < shapes.size(); ++i)
-      parts.push_back(fmt::format("{}[{}]", args.inputs[i].name, fmt::join(shapes[i], ",")));
     ComboEvent ev;
     ev.index = c;
     ev.total = total;
-    ev.label = fmt::format("{}", fmt::join(parts, " "));
+    ev.label = shapesLabel(args.inputs, shapes);
     if (progress) progress(ev);
 
-    std::vector<c10::IValue> inputs;
-    for (size_t i = 0; i < shapes.size(); ++i)
-      inputs.emplace_back(
-          at::randn(shapes[i], at::TensorOptions().dtype(atenType(args.inputs[i].dtype))));
-    jit::CapturedGraph captured;
+    jit::PreparedPlan prepared;
     try {
-      captured = jit::capture(module, inputs, copt);
+      prepared = fast.prepare(examples, shapes);
     } catch (const std::exception& e) {
-      throw WarmupError(
-          fmt::format("cannot trace {} with {}: {}", args.model, ev.label, shortMessage(e)));
-    }
-    std::shared_ptr<jit::Plan> plan;
-    try {
-      plan = jit::Plan::build(std::move(captured), *arch, *session);
-    } catch (const std::exception& e) {
+      const jit::ModuleStats st = fast.stats();
+      if (st.captures + st.capturesCached == 0)  // the one capture, at the examples' sizes
+        throw WarmupError(fmt::format("cannot trace {} with {}: {}", args.model,
+                                      shapesLabel(args.inputs, examples), shortMessage(e)));
       throw WarmupError(fmt::format("cannot build a plan for {} with {}: {}", args.model, ev.label,
                                     shortMessage(e)));
     }
-    const jit::PlanBuildInfo& info = plan->buildInfo();
+    if (prepared.plan == nullptr)
+      throw WarmupError(fmt::format("cannot build a plan for {} with {}: {}", args.model, ev.label,
+                                    prepared.eagerReason));
+    const jit::Plan& plan = *prepared.plan;
     int groups = 0;
-    for (const partition::Step& step : plan->partition().steps)
+    for (const partition::Step& step : plan.partition().steps)
       groups += step.kind == partition::StepKind::kFusion ? 1 : 0;
-    for (const std::string& op : plan->captured().unsupportedOps) eagerOps.insert(op);
-    summary.kernelsCompiled += info.kernelsCompiled;
-    summary.kernelsCached += info.kernelsCached;
+    int withoutKernel = 0;
+    for (const jit::KernelStep& k : plan.kernels()->kernels)
+      withoutKernel += k.state == jit::KernelState::kReady ? 0 : 1;
+    for (const std::string& op : plan.captured().unsupportedOps) eagerOps.insert(op);
+    summary.kernelsCompiled += prepared.kernelsCompiled;
+    summary.kernelsCached += prepared.kernelsCached;
     summary.groups += groups;
-    summary.groupsFailed += groups - info.kernelsCompiled - info.kernelsCached;
+    summary.groupsFailed += withoutKernel;
     ++summary.buckets;
     if (lab != nullptr) {
-      const jit::TuneReport r = jit::tunePlan(*plan, *lab, *session, *arch,
+      const jit::TuneReport r = jit::tunePlan(*prepared.plan, *lab, *session, *arch,
                                               jit::tuneOptionsFor(session->options()));
       summary.kernelsTuned += r.replaced;
       summary.variantsTried += r.variantsTried;
@@ -294,15 +363,46 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
     }
 
     ev.done = true;
-    ev.kernelsCompiled = info.kernelsCompiled;
-    ev.kernelsCached = info.kernelsCached;
+    ev.kernelsCompiled = prepared.kernelsCompiled;
+    ev.kernelsCached = prepared.kernelsCached;
     ev.groups = groups;
     ev.seconds = std::chrono::duration<double>(Clock::now() - c0).count();
     if (progress) progress(ev);
   }
+  summary.captureCached = fast.stats().capturesCached > 0;
+  summary.captureStored = summary.captureCached;
+  if (!summary.captureCached && total > 0) {
+    // Whether a new process finds the capture: a fresh module over the same cache looks it up.
+    jit::OptimizedModule again = jit::optimize(module, jopt);
+    try {
+      again.prepare(examples, exampleShapes(args.inputs, args.symbols, combos.front()));
+      summary.captureStored = again.stats().capturesCached > 0;
+    } catch (const std::exception& e) {
+      KILN_LOG_DEBUG("kiln-warmup: looking the capture up again failed: {}", e.what());
+    }
+  }
+  const cache::DiskStoreStats diskAfter = disk->stats();
+  summary.writesFailed = static_cast<int>(diskAfter.writeFailures - diskBefore.writeFailures);
+  summary.entriesEvicted = static_cast<int>(diskAfter.evictions - diskBefore.evictions);
   summary.eagerOps.assign(eagerOps.begin(), eagerOps.end());
   summary.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return summary;
+}
+
+std::optional<std::string> cacheProblem(const WarmupSummary& s) {
+  std::vector<std::string> problems;
+  if (s.writesFailed > 0)
+    problems.push_back(fmt::format("{} cache write{} failed (full disk or unwritable shard; see "
+                                   "the warning above)",
+                                   s.writesFailed, s.writesFailed == 1 ? "" : "s"));
+  if (s.entriesEvicted > 0)
+    problems.push_back(fmt::format(
+        "the cache's size cap (KILN_CACHE_MAX_BYTES) evicted {} entr{} while warming up; raise "
+        "it",
+        s.entriesEvicted, s.entriesEvicted == 1 ? "y" : "ies"));
+  if (problems.empty()) return std::nullopt;
+  return fmt::format("the cache at {} does not hold everything compiled: {}", s.cacheDir,
+                     fmt::join(problems, "; "));
 }
 
 }  // namespace kiln::warmup

@@ -1,8 +1,10 @@
 #pragma once
-// kiln-warmup's work: load a TorchScript model, trace it once per bucket combination of its
-// dynamic dims, and build a Plan for each, which compiles every fusion group into the session's
-// kernel cache (Note [Warmup buckets] in input_spec.h).
+// kiln-warmup's work: load a TorchScript model, capture it once at small sizes, and prepare the
+// plan of every bucket combination of its dynamic dims (Note [Preparing plans ahead] in
+// jit/runtime/optimize.h), which compiles every fusion group into the session's kernel cache and
+// stores the capture (Note [Warmup buckets] in input_spec.h).
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,8 +33,18 @@ struct WarmupSummary {
   int variantsTried = 0;                    // --tune: variants compiled and timed
   std::vector<std::string> eagerOps;        // ops capture left to ATen, unique, sorted
   std::vector<std::string> skippedBuckets;  // "s0:1": buckets 0/1 in a range (never dynamic)
+  std::string device;          // where the capture ran: "cpu" or "cuda"
+  bool captureStored = false;  // in the cache now: a new process does not trace (Note [Capture
+                               // cache])
+  bool captureCached = false;  // it was already there
+  int writesFailed = 0;        // cache writes that failed (full disk, unwritable shard)
+  int entriesEvicted = 0;      // entries the size cap evicted during the warmup
   double seconds = 0;
 };
+
+// Why the cache does not hold all the warmup produced (writes failed, entries evicted), or
+// nullopt. kiln-warmup then exits 1 (Note: a warmup that filled nothing must not exit 0).
+std::optional<std::string> cacheProblem(const WarmupSummary& summary);
 
 // {"kernels_compiled": N, "kernels_cached": M, "buckets": K, "groups": G, "eager_ops": [...],
 //  "seconds": T, ...} on one line.

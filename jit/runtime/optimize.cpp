@@ -208,6 +208,7 @@ struct OptimizedModule::Impl {
     CaptureOptions copt;
     for (size_t k : symbolicDims(tensors)) copt.dynamicDims.push_back(options.dynamicDims[k]);
     copt.inputNames = options.inputNames;
+    copt.retypeTo = options.retypeTo;
     *fromCache = false;
     const std::vector<c10::IValue> probe = probeInputs(tensors, copt.dynamicDims);
     // Note [Probe sizes for capture]: capture at the probe sizes, else at the call's own.
@@ -409,6 +410,15 @@ struct OptimizedModule::Impl {
   std::shared_ptr<Plan> planFor(const std::vector<c10::IValue>& ivalues,
                                 const std::vector<at::Tensor>& tensors,
                                 const std::string& sig) const {
+    return planFor(ivalues, tensors, tensors, sig);
+  }
+
+  // Same, capturing a new guard family on `examples` (of the family of `tensors`, whose sizes the
+  // plan is for; Note [Preparing plans ahead]).
+  std::shared_ptr<Plan> planFor(const std::vector<c10::IValue>& examples,
+                                const std::vector<at::Tensor>& exampleTensors,
+                                const std::vector<at::Tensor>& tensors,
+                                const std::string& sig) const {
     {
       std::shared_lock<std::shared_mutex> lock(mutex);
       // A plan that failed while running stays in `plans` but its signature runs eagerly.
@@ -457,7 +467,7 @@ struct OptimizedModule::Impl {
       try {
         checkControlFlow();
         bool fromCache = false;
-        CapturedGraph captured = captureFor(ivalues, tensors, familyKey, &fromCache);
+        CapturedGraph captured = captureFor(examples, exampleTensors, familyKey, &fromCache);
         (fromCache ? capturesCached : captures).fetch_add(1, std::memory_order_relaxed);
         fam = std::make_shared<Family>();
         fam->program = Program::build(std::move(captured), *session);
@@ -519,6 +529,23 @@ struct OptimizedModule::Impl {
       evicted.fetch_add(1, std::memory_order_relaxed);
     }
     return plan;
+  }
+
+  // Note [Preparing plans ahead]: the family's generic kernels, compiled now unless ready.
+  void prepareGeneric(Family& fam, const std::string& arch, PreparedPlan& out) const {
+    if (arch.empty() || fam.symbolEdges.empty() || fam.generic.load() != nullptr) return;
+    auto set = emitKernels(*fam.program, genericBucket(fam.symbolEdges.size()), arch,
+                           tuningRecords(*session));
+    const int cached = loadCachedKernels(*set, arch, *session);
+    shared->kernelsCached.fetch_add(static_cast<uint64_t>(cached));
+    out.kernelsCached += cached;
+    if (set->pending()) {
+      CompileReport r = compileKernels(*set, arch, *session, /*background=*/false);
+      shared->record(r, /*background=*/false);
+      out.kernelsCompiled += r.compiled;
+      out.kernelsCached += r.cached;
+    }
+    fam.generic.store(set);
   }
 
   // Note [Background tuning] in tuner.h: the first call past the threshold starts the plan's one
@@ -634,6 +661,52 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
       return c10::List<at::Tensor>(outs);
   }
   KILN_CHECK(false, "unknown output structure");
+}
+
+PreparedPlan OptimizedModule::prepare(const std::vector<c10::IValue>& examples,
+                                      const std::vector<std::vector<int64_t>>& shapes) const {
+  Impl& impl = *impl_;
+  KILN_USER_CHECK(!impl.session->options().disable,
+                  "prepare: kiln is disabled (KILN_DISABLE), so there is no plan to build");
+  const std::vector<at::Tensor> exampleTensors = inputTensors(impl, examples);
+  KILN_USER_CHECK(shapes.size() == exampleTensors.size(), "prepare: {} shapes for {} inputs",
+                  shapes.size(), exampleTensors.size());
+  // Stride-0 views of one element: the signature and the symbols need sizes only.
+  std::vector<at::Tensor> shaped;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const at::Tensor& ex = exampleTensors[i];
+    KILN_USER_CHECK(static_cast<int64_t>(shapes[i].size()) == ex.dim(),
+                    "prepare: input {} (\"{}\"): shape [{}] has rank {}, its example has rank {}",
+                    i, impl.inputName(i), fmt::join(shapes[i], ", "), shapes[i].size(), ex.dim());
+    for (int64_t size : shapes[i])
+      KILN_USER_CHECK(size >= 0, "prepare: input {} (\"{}\"): negative size in [{}]", i,
+                      impl.inputName(i), fmt::join(shapes[i], ", "));
+    shaped.push_back(at::empty({}, ex.options()).expand(shapes[i]));
+  }
+  const std::string familyKey = impl.signature(shaped, /*family=*/true);
+  KILN_USER_CHECK(familyKey == impl.signature(exampleTensors, /*family=*/true),
+                  "prepare: the shapes are not in the examples' guard family (static sizes, and "
+                  "dynamic sizes 0 and 1, must agree): {} vs {}",
+                  familyKey, impl.signature(exampleTensors, /*family=*/true));
+  const std::string sig = impl.signature(shaped);
+  PreparedPlan out;
+  out.plan = impl.planFor(examples, exampleTensors, shaped, sig);
+  if (out.plan == nullptr) {
+    out.eagerReason = impl.eagerReason(sig).value_or("?");
+    return out;
+  }
+  out.kernelsCompiled = out.plan->buildInfo().kernelsCompiled;
+  out.kernelsCached = out.plan->buildInfo().kernelsCached;
+  std::shared_ptr<Family> fam;
+  {
+    std::shared_lock<std::shared_mutex> lock(impl.mutex);
+    if (auto it = impl.families.find(familyKey); it != impl.families.end()) fam = it->second;
+  }
+  if (fam != nullptr) {
+    std::lock_guard<std::mutex> build(impl.buildMutex);
+    impl.prepareGeneric(*fam, impl.session->targetArch().value_or(""), out);
+  }
+  return out;
 }
 
 PlanProfile OptimizedModule::profile(const std::vector<c10::IValue>& inputs, int reps) const {

@@ -45,6 +45,7 @@
 // a UserError. Options::strict (KILN_STRICT=1, tests) rethrows instead of falling back.
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,6 +83,27 @@ struct Options {
   std::vector<std::string> inputNames;
   // The session (options, caches, tuner) to use; null: Session::defaultSession().
   Session* session = nullptr;
+  // Note [Tracing in float32] in capture.h: plans typed in float16/bfloat16 from float32 examples.
+  // For ahead-of-time builds only (kiln-warmup on a machine without a GPU, prepare()): such plans
+  // are compiled, never run.
+  std::optional<ir::DType> retypeTo;
+};
+
+class Plan;
+
+// Note [Preparing plans ahead]
+// prepare() builds what forward() would need for inputs of given sizes, without running the module
+// at those sizes: the guard family is captured on small example inputs (through the capture
+// cache, Note [Capture cache]), and the plan for the sizes' bucket is built from it, compiling
+// its kernels and the family's generic kernels (Note [Guards and plans]) now. Sizes never become
+// tensors: the plan's guard signature and symbols are computed from stride-0 views of one
+// element, so preparing batch 2^20 costs what batch 2 does. kiln-warmup is built on it. The plan
+// is kept like one forward() built, so a later call of those sizes is a plan hit.
+struct PreparedPlan {
+  std::shared_ptr<Plan> plan;  // null when these sizes run eagerly (Note [Never worse than eager])
+  std::string eagerReason;     // why, when plan is null
+  int kernelsCompiled = 0;     // the plan's and the family's generic kernels, by NVRTC now
+  int kernelsCached = 0;       // loaded from the kernel cache instead
 };
 
 struct ModuleStats {
@@ -128,6 +150,12 @@ class OptimizedModule {
   // times, timing every step (Note [Profiling steps] in profile.h). UserError when kiln is
   // disabled (KILN_DISABLE) or reps < 1.
   PlanProfile profile(const std::vector<c10::IValue>& inputs, int reps = 20) const;
+  // Note [Preparing plans ahead]. `examples`: tensors of the call's dtypes, devices and ranks, at
+  // small sizes the module accepts; `shapes`: the sizes to build for, one per input, in the same
+  // guard family (static sizes equal, dynamic sizes >= 2 unless the examples' are 0 or 1 there).
+  // UserError when they do not fit, or kiln is disabled.
+  PreparedPlan prepare(const std::vector<c10::IValue>& examples,
+                       const std::vector<std::vector<int64_t>>& shapes) const;
 
   struct Impl;
   explicit OptimizedModule(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -82,7 +82,7 @@ TEST_F(CliArgs, BadUsage) {
             "--arch \"sm90\": expected sm_XX (e.g. sm_80, sm_90, sm_90a)");
   EXPECT_EQ(error({"--model", model_, "--input", "x:flaot16:[4]"}),
             "--input \"x:flaot16:[4]\": unknown dtype \"flaot16\" (expected float16, half, "
-            "bfloat16, float32 or float)");
+            "bfloat16, float32, float, int64, long, int32, int or bool)");
   EXPECT_EQ(error({"--model", model_, "--input", "x:float16:[1..8", "--arch", "sm_90"}),
             "--input \"x:float16:[1..8\": dims \"[1..8\" must be in brackets, e.g. [1..64,128]");
   EXPECT_EQ(error({"--model", (dir_ / "missing.pt").string(), "--input", in}),
@@ -92,8 +92,28 @@ TEST_F(CliArgs, BadUsage) {
   EXPECT_EQ(error({"--model", model_, "--input", in, "--cache-dir", model_}),
             "--cache-dir " + model_ + ": exists and is not a directory");
   EXPECT_EQ(error({"--model", model_, "--input", in, "--input", "m:bfloat16:[1..8,1]"}),
-            "--input m is bfloat16 but --input x is float16: kiln-warmup traces in float32 and "
-            "retypes the whole graph, so every input needs the same dtype");
+            "--input m is bfloat16 but --input x is float16: the floating inputs of a model need "
+            "one dtype");
+  // Integer and bool inputs (token ids, masks) beside floating ones are fine.
+  EXPECT_NO_THROW(parseWarmupArgs({"--model", model_, "--input", "ids:int64:[b=1..8,s=2..64]",
+                                   "--input", "mask:bool:[b,s]", "--input", "x:half:[b,4]"}));
+  // Note [Absurd warmup ranges] and --buckets.
+  EXPECT_EQ(error({"--model", model_, "--input", "x:half:[b=1..1099511627776,64]"}),
+            "--input \"x:half:[b=1..1099511627776,64]\": dim 0 (\"b=1..1099511627776\"): "
+            "1099511627776 is larger than 2147483647, the largest size kiln-warmup accepts");
+  EXPECT_EQ(error({"--model", model_, "--input", "x:half:[a=1..64,b=1..64,c=1..64,d=1..64,e=1..64]"}),
+            "the dynamic dims give more than 4096 bucket combinations (symbol e = 1..64 has 6 "
+            "buckets); narrow the ranges or give --buckets");
+  EXPECT_EQ(error({"--model", model_, "--input", "x:half:[b=1..64,64]", "--buckets", "b=8,8"}),
+            "--buckets \"b=8,8\": edge \"8\" must be an integer in 1..2147483647 above the edge "
+            "before it");
+  EXPECT_EQ(error({"--model", model_, "--input", "x:half:[b=1..64,64]", "--buckets", "c=8"}),
+            "--buckets \"c=8\": expected NAME=E1,E2,... with NAME one of the dynamic dims' "
+            "symbols [b]");
+  EXPECT_EQ(error({"--model", model_, "--input", in, "--device", "tpu"}),
+            "--device \"tpu\": expected cpu or cuda");
+  EXPECT_EQ(error({"--model", model_, "--input", in, "--summary-json", "/nonexistent-dir/s.json"}),
+            "--summary-json /nonexistent-dir/s.json: directory /nonexistent-dir does not exist");
   EXPECT_EQ(error({"--model", model_, "--input", "x:half:[b,64]"}),
             "--input x: dim 0 uses symbol b, which no input defines (write b=lo..hi once)");
   EXPECT_EQ(error({"--model", model_, "--input", "x:half:[0..1,64]"}),

@@ -1,4 +1,6 @@
 // kiln-warmup's input specs: parsing, symbol sharing and bucket combinations (no LibTorch).
+#include <tuple>
+
 #include <gtest/gtest.h>
 
 #include "integrations/warmup/input_spec.h"
@@ -70,7 +72,7 @@ TEST(InputSpec, NamedDimsAndReferences) {
 TEST(InputSpec, BadSpecsNameTheProblem) {
   EXPECT_EQ(parseError("x:float61:[1,2]"),
             "--input \"x:float61:[1,2]\": unknown dtype \"float61\" (expected float16, half, "
-            "bfloat16, float32 or float)");
+            "bfloat16, float32, float, int64, long, int32, int or bool)");
   EXPECT_EQ(parseError("x:float16:[1..]"),
             "--input \"x:float16:[1..]\": dim 0 (\"1..\"): expected lo..hi with non-negative "
             "integers, e.g. 1..64");
@@ -96,9 +98,19 @@ TEST(InputSpec, BadSpecsNameTheProblem) {
   EXPECT_EQ(parseError("x:float16:[4,]"),
             "--input \"x:float16:[4,]\": dim 1 (\"\"): expected a size, lo..hi, name=lo..hi or "
             "name");
-  EXPECT_EQ(parseError("x:int64:[4]"),
-            "--input \"x:int64:[4]\": unknown dtype \"int64\" (expected float16, half, bfloat16, "
-            "float32 or float)");
+  EXPECT_EQ(parseError("x:int8:[4]"),
+            "--input \"x:int8:[4]\": unknown dtype \"int8\" (expected float16, half, bfloat16, "
+            "float32, float, int64, long, int32, int or bool)");
+  EXPECT_EQ(parseError("x:float16:[4,2147483648]"),
+            "--input \"x:float16:[4,2147483648]\": dim 1 (\"2147483648\"): 2147483648 is larger "
+            "than 2147483647, the largest size kiln-warmup accepts");
+  EXPECT_EQ(parseError("x:float16:[1..99999999999999999999999]"),
+            "--input \"x:float16:[1..99999999999999999999999]\": dim 0 "
+            "(\"1..99999999999999999999999\"): 99999999999999999999999 is larger than 2147483647, "
+            "the largest size kiln-warmup accepts");
+  EXPECT_EQ(toString(parseInputSpec("ids:long:[b=1..8,16]")), "ids:int64:[b=1..8,16]");
+  EXPECT_EQ(toString(parseInputSpec("m:bool:[b=1..8,16]")), "m:bool:[b=1..8,16]");
+  EXPECT_EQ(toString(parseInputSpec("p:int:[4]")), "p:int32:[4]");
 }
 
 TEST(Symbols, SameIndexAndRangeShareOneSymbol) {
@@ -214,6 +226,28 @@ TEST(Buckets, OdometerOrderAndDistinctExamples) {
   EXPECT_EQ(combos[8].examples, (std::vector<int64_t>{8, 7}));
   // Bucket 2 holds only size 2: a collision cannot be avoided there.
   EXPECT_EQ(combos[0].examples, (std::vector<int64_t>{2, 2}));
+}
+
+// Explicit edges (--buckets, the runtime's BucketPolicy): bucket E holds (previous edge, E], and
+// sizes above the last edge are the overflow bucket.
+TEST(Buckets, ExplicitEdgesAndTheOverflowBucket) {
+  using B = std::vector<std::tuple<int64_t, int64_t, int64_t>>;
+  auto asTuples = [](const std::vector<WarmBucket>& bs) {
+    B out;
+    for (const WarmBucket& b : bs) out.emplace_back(b.edge, b.lo, b.hi);
+    return out;
+  };
+  EXPECT_EQ(asTuples(bucketsIn(1, 600, {64, 128, 512})),
+            (B{{64, 2, 64}, {128, 65, 128}, {512, 129, 512}, {kOverflowEdge, 513, 600}}));
+  EXPECT_EQ(asTuples(bucketsIn(100, 128, {64, 128, 512})), (B{{128, 100, 128}}));
+  EXPECT_EQ(asTuples(bucketsIn(1, 1, {64})), B{});
+  EXPECT_EQ(asTuples(bucketsIn(1, 8, {})), (B{{2, 2, 2}, {4, 3, 4}, {8, 5, 8}}));
+  auto specs = parseAll({"x:float:[b=1..40,s=1..300]"});
+  auto syms = assignSymbols(specs);
+  auto combos = bucketCombos(specs, syms, {{"s", {128, 256}}});
+  ASSERT_EQ(combos.size(), 6u * 3u);  // b: 2..64 (6), s: 128, 256, overflow
+  EXPECT_EQ(combos[2].edges, (std::vector<int64_t>{2, kOverflowEdge}));
+  EXPECT_EQ(combos[2].examples, (std::vector<int64_t>{2, 300}));
 }
 
 TEST(Buckets, NoSymbolsIsOneCombination) {
