@@ -4,6 +4,17 @@ find_package(fmt REQUIRED)
 find_package(TBB REQUIRED)
 find_package(CUDAToolkit REQUIRED)
 find_package(Threads REQUIRED)
+# The GPU machine has no package access: gpu-env.sh unpacks the .deb staged by
+# scripts/stage-device-extras.sh under /opt/tbb.
+find_package(nlohmann_json 3 REQUIRED PATHS /opt/tbb/usr/share/cmake/nlohmann_json)
+
+# Note [JSON stays private]
+# nlohmann-json writes the JSON forms of stats(), explain() and profile() and kiln-warmup's
+# summary. It is header-only and included from .cpp files only, never from an installed header, so
+# a user of the installed package does not need it: targets link it through KILN_JSON, which the
+# exported link interface drops (a static library's private deps are otherwise exported as
+# $<LINK_ONLY:...> and would have to be found by kilnConfig.cmake).
+set(KILN_JSON $<BUILD_INTERFACE:nlohmann_json::nlohmann_json>)
 
 if(NOT Torch_DIR)
   set(_kiln_venv_python "${PROJECT_SOURCE_DIR}/.venv/bin/python")

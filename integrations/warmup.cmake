@@ -14,3 +14,4 @@ target_link_libraries(kiln_warmup_lib PUBLIC kiln_warmup_args kiln)
 kiln_executable(kiln_warmup warmup/kiln_warmup_main.cpp)
 set_target_properties(kiln_warmup PROPERTIES OUTPUT_NAME kiln-warmup)
 target_link_libraries(kiln_warmup PRIVATE kiln_warmup_lib kiln)
+target_link_libraries(kiln_warmup_lib PRIVATE ${KILN_JSON})  # Note [JSON stays private]

@@ -7,7 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-packages=(cmake ninja-build g++ make libgtest-dev libtbb-dev libfmt-dev python3 python3-venv)
+packages=(cmake ninja-build g++ make libgtest-dev libtbb-dev libfmt-dev nlohmann-json3-dev python3
+          python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

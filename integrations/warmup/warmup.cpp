@@ -1,6 +1,7 @@
 #include "integrations/warmup/warmup.h"
 
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -9,6 +10,7 @@
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <torch/script.h>
+#include <nlohmann/json.hpp>
 
 #include "cache/kernel_cache.h"
 #include "jit/capture/capture.h"
@@ -24,38 +26,6 @@ namespace kiln::warmup {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string jsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\u{:04x}", static_cast<int>(c));
-        else
-          out += c;
-    }
-  }
-  return out + "\"";
-}
-
-std::string jsonList(const std::vector<std::string>& items) {
-  std::vector<std::string> quoted;
-  for (const std::string& s : items) quoted.push_back(jsonString(s));
-  return fmt::format("[{}]", fmt::join(quoted, ", "));
-}
 
 // LibTorch messages carry a C++ backtrace and several lines of context. Keep one line: the
 // error itself, which a TorchScript interpreter failure puts last ("RuntimeError: ...").
@@ -141,17 +111,31 @@ at::Tensor exampleInput(ir::DType dtype, const std::optional<ir::DType>& retypeT
 }  // namespace
 
 std::string toJson(const WarmupSummary& s) {
-  return fmt::format(
-      "{{\"kernels_compiled\": {}, \"kernels_cached\": {}, \"buckets\": {}, \"groups\": {}, "
-      "\"groups_failed\": {}, \"eager_ops\": {}, \"skipped_buckets\": {}, \"seconds\": {:.3f}, "
-      "\"arch\": {}, \"cache_dir\": {}, \"tuned\": {}, \"kernels_tuned\": {}, "
-      "\"variants_tried\": {}, \"device\": {}, \"capture_stored\": {}, \"capture_cached\": {}, "
-      "\"writes_failed\": {}, \"entries_evicted\": {}}}\n",
-      s.kernelsCompiled, s.kernelsCached, s.buckets, s.groups, s.groupsFailed, jsonList(s.eagerOps),
-      jsonList(s.skippedBuckets), s.seconds, jsonString(s.arch), jsonString(s.cacheDir),
-      s.tuned ? "true" : "false", s.kernelsTuned, s.variantsTried, jsonString(s.device),
-      s.captureStored ? "true" : "false", s.captureCached ? "true" : "false", s.writesFailed,
-      s.entriesEvicted);
+  using Json = nlohmann::ordered_json;
+  const Json j = {{"kernels_compiled", s.kernelsCompiled},
+                  {"kernels_cached", s.kernelsCached},
+                  {"buckets", s.buckets},
+                  {"groups", s.groups},
+                  {"groups_failed", s.groupsFailed},
+                  {"eager_ops", s.eagerOps},
+                  {"skipped_buckets", s.skippedBuckets},
+                  {"seconds", std::round(s.seconds * 1000) / 1000},
+                  {"arch", s.arch},
+                  {"cache_dir", s.cacheDir},
+                  {"tuned", s.tuned},
+                  {"kernels_tuned", s.kernelsTuned},
+                  {"variants_tried", s.variantsTried},
+                  {"device", s.device},
+                  {"capture_stored", s.captureStored},
+                  {"capture_cached", s.captureCached},
+                  {"writes_failed", s.writesFailed},
+                  {"entries_evicted", s.entriesEvicted}};
+  // nlohmann writes every key and value; the fields go on one line as `"key": value, ...`.
+  std::vector<std::string> fields;
+  for (const auto& [key, value] : j.items())
+    fields.push_back(fmt::format("{}: {}", Json(key).dump(),
+                                 value.dump(-1, ' ', false, Json::error_handler_t::replace)));
+  return fmt::format("{{{}}}\n", fmt::join(fields, ", "));
 }
 
 std::string toText(const WarmupSummary& s) {

@@ -13,6 +13,7 @@
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/nn/module.h>
+#include <nlohmann/json.hpp>
 
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
@@ -35,6 +36,47 @@ std::string ModuleStats::toString() const {
       plansEvicted, kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds,
       plansServedGeneric, swaps, backgroundPending, kernelLaunches, groupFallbacks, tuningJobs,
       variantsTried, kernelsTuned, eagerFallbacks, eagerCalls);
+}
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// Pretty-printed; bytes that are not UTF-8 (paths, messages) become U+FFFD instead of throwing.
+std::string dumpJson(const Json& j) {
+  return j.dump(2, ' ', false, Json::error_handler_t::replace);
+}
+
+Json statsJson(const ModuleStats& s) {
+  return {{"calls", s.calls},
+          {"planHits", s.planHits},
+          {"planMisses", s.planMisses},
+          {"captures", s.captures},
+          {"capturesCached", s.capturesCached},
+          {"plansAlive", s.plansAlive},
+          {"familiesAlive", s.familiesAlive},
+          {"plansEvicted", s.plansEvicted},
+          {"kernelsCompiled", s.kernelsCompiled},
+          {"backgroundCompiles", s.backgroundCompiles},
+          {"kernelsCached", s.kernelsCached},
+          {"plansServedGeneric", s.plansServedGeneric},
+          {"swaps", s.swaps},
+          {"backgroundPending", s.backgroundPending},
+          {"kernelLaunches", s.kernelLaunches},
+          {"groupFallbacks", s.groupFallbacks},
+          {"eagerFallbacks", s.eagerFallbacks},
+          {"eagerCalls", s.eagerCalls},
+          {"compileSeconds", s.compileSeconds},
+          {"tuningJobs", s.tuningJobs},
+          {"variantsTried", s.variantsTried},
+          {"kernelsTuned", s.kernelsTuned},
+          {"tuning", s.tuning}};
+}
+
+}  // namespace
+
+std::string ModuleStats::toJson() const {
+  return dumpJson(statsJson(*this));
 }
 
 namespace {
@@ -723,39 +765,88 @@ PlanProfile OptimizedModule::profile(const std::vector<c10::IValue>& inputs, int
   return profilePlan(*plan, tensors, reps);
 }
 
-std::string OptimizedModule::explain() const {
-  std::shared_ptr<Plan> plan;
-  std::string head = stats().toString() + "\n";
-  {
-    std::shared_lock<std::shared_mutex> lock(impl_->mutex);
-    plan = impl_->lastPlan;
-    if (!impl_->lru.empty()) head += "plans (most recent first):\n";
-    for (const std::string& sig : impl_->lru) {
-      const auto& e = impl_->plans.at(sig);
-      std::shared_ptr<const KernelSet> set = e.plan->kernels();
-      std::string state = set->generic ? "generic kernels" : "kernels for " + set->bucket;
-      if (e.plan->buildInfo().servedGeneric)
-        state += e.plan->swaps() > 0 ? " (swapped in from the background)"
-                                     : " (specializing in the background)";
-      head += fmt::format("  {} -> {}, {} calls\n", sig, state, e.plan->stats().calls.load());
+namespace {
+
+// What explain() and explainJson() report, read once under the module's lock.
+struct ExplainState {
+  struct PlanLine {
+    std::string signature;
+    std::shared_ptr<const KernelSet> kernels;
+    bool servedGeneric = false;
+    uint64_t swaps = 0;
+    uint64_t calls = 0;
+    // Where a plan that started on generic kernels stands, or null.
+    const char* background() const {
+      if (!servedGeneric) return nullptr;
+      return swaps > 0 ? "swapped in from the background" : "specializing in the background";
     }
+  };
+  // Note [Never worse than eager]: `kind` is "guard family" or "signature".
+  struct EagerLine {
+    std::string kind, key, why;
+  };
+  ModuleStats stats;
+  std::vector<PlanLine> plans;   // most recently used first
+  std::vector<EagerLine> eager;  // families, then signatures not listed as a family
+  std::shared_ptr<Plan> plan;    // the most recently used
+};
+
+ExplainState explainState(const OptimizedModule::Impl& impl, ModuleStats stats) {
+  ExplainState st;
+  st.stats = std::move(stats);
+  std::shared_lock<std::shared_mutex> lock(impl.mutex);
+  st.plan = impl.lastPlan;
+  for (const std::string& sig : impl.lru) {
+    const Plan& p = *impl.plans.at(sig).plan;
+    st.plans.push_back(
+        {sig, p.kernels(), p.buildInfo().servedGeneric, p.swaps(), p.stats().calls.load()});
   }
-  {
-    std::lock_guard<std::mutex> lock(impl_->shared->tuningMutex);
-    if (!impl_->shared->tuningLines.empty()) head += "tuning:\n";
-    for (const std::string& line : impl_->shared->tuningLines) head += "  " + line + "\n";
+  for (const auto& [key, why] : impl.eagerFamilies) st.eager.push_back({"guard family", key, why});
+  for (const auto& [key, why] : impl.eagerSignatures)
+    if (!impl.eagerFamilies.count(key)) st.eager.push_back({"signature", key, why});
+  return st;
+}
+
+}  // namespace
+
+std::string OptimizedModule::explain() const {
+  const ExplainState st = explainState(*impl_, stats());
+  std::string head = st.stats.toString() + "\n";
+  if (!st.plans.empty()) head += "plans (most recent first):\n";
+  for (const ExplainState::PlanLine& p : st.plans) {
+    std::string state = p.kernels->generic ? "generic kernels" : "kernels for " + p.kernels->bucket;
+    if (const char* background = p.background()) state += fmt::format(" ({})", background);
+    head += fmt::format("  {} -> {}, {} calls\n", p.signature, state, p.calls);
   }
-  {
-    std::shared_lock<std::shared_mutex> lock(impl_->mutex);
-    if (!impl_->eagerFamilies.empty() || !impl_->eagerSignatures.empty())
-      head += "runs eagerly (as the module itself; Note [Never worse than eager]):\n";
-    for (const auto& [key, why] : impl_->eagerFamilies)
-      head += fmt::format("  guard family {}: {}\n", key, why);
-    for (const auto& [key, why] : impl_->eagerSignatures)
-      if (!impl_->eagerFamilies.count(key)) head += fmt::format("  signature {}: {}\n", key, why);
+  if (!st.stats.tuning.empty()) head += "tuning:\n";
+  for (const std::string& line : st.stats.tuning) head += "  " + line + "\n";
+  if (!st.eager.empty())
+    head += "runs eagerly (as the module itself; Note [Never worse than eager]):\n";
+  for (const ExplainState::EagerLine& e : st.eager)
+    head += fmt::format("  {} {}: {}\n", e.kind, e.key, e.why);
+  if (st.plan == nullptr) return head + "no plan yet: call forward() first\n";
+  return head + st.plan->explain();
+}
+
+std::string OptimizedModule::explainJson() const {
+  const ExplainState st = explainState(*impl_, stats());
+  Json plans = Json::array();
+  for (const ExplainState::PlanLine& p : st.plans) {
+    const char* background = p.background();
+    plans.push_back({{"signature", p.signature},
+                     {"generic", p.kernels->generic},
+                     {"bucket", p.kernels->bucket},
+                     {"background", background ? Json(background) : Json(nullptr)},
+                     {"calls", p.calls}});
   }
-  if (plan == nullptr) return head + "no plan yet: call forward() first\n";
-  return head + plan->explain();
+  Json eager = Json::array();
+  for (const ExplainState::EagerLine& e : st.eager)
+    eager.push_back({{"kind", e.kind}, {"key", e.key}, {"reason", e.why}});
+  Json out = {{"stats", statsJson(st.stats)},
+              {"plans", std::move(plans)},
+              {"eagerFallbacks", std::move(eager)},
+              {"plan", st.plan ? Json::parse(st.plan->explainJson()) : Json(nullptr)}};
+  return dumpJson(out);
 }
 
 ModuleStats OptimizedModule::stats() const {

@@ -135,6 +135,9 @@ struct ModuleStats {
   // and its speedup (or "kept"), and the variants tried.
   std::vector<std::string> tuning;
   std::string toString() const;
+  // Every field above as one JSON object (pretty-printed), keyed by its name here ("planHits",
+  // "tuning": the lines as an array).
+  std::string toJson() const;
 };
 
 class OptimizedModule {
@@ -145,6 +148,17 @@ class OptimizedModule {
   // Stats, the plans alive with their buckets and kernel state, and the partition of the most
   // recently used plan: groups, kernels, eager leftovers.
   std::string explain() const;
+  // The same content as one JSON object (pretty-printed), for tools:
+  //   "stats"           ModuleStats::toJson (its "tuning" holds the tuning lines)
+  //   "plans"           the plans alive, most recent first: signature, generic, bucket,
+  //                     background (for a plan first served by generic kernels "specializing in
+  //                     the background" or "swapped in from the background", else null), calls
+  //   "eagerFallbacks"  what runs as the module itself: kind ("guard family" or "signature"),
+  //                     key, reason
+  //   "plan"            Plan::explainJson of the most recently used plan (partition steps,
+  //                     groups, kernels, eager leftovers), or null before the first plan
+  // Strings are escaped as JSON requires; bytes that are not UTF-8 become U+FFFD.
+  std::string explainJson() const;
   ModuleStats stats() const;
   // Runs `inputs` through their plan (built as forward() would) once to warm up, then `reps` more
   // times, timing every step (Note [Profiling steps] in profile.h). UserError when kiln is

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
+#include <nlohmann/json.hpp>
 
 #include "cache/kernel_cache.h"
 #include "codegen/emit_cuda.h"
@@ -605,6 +606,30 @@ std::string Plan::stepLabel(size_t s) const {
   return label;
 }
 
+namespace {
+
+// Why kernel `k` leaves its group to ATen (Note [Fallback is per group]); empty when it launches.
+std::string whyEager(const KernelStep& k) {
+  if (k.kernel != nullptr) return "";
+  return k.state == KernelState::kPending ? "not compiled yet" : k.fallbackReason;
+}
+
+std::string_view kernelStateName(KernelState state) {
+  switch (state) {
+    case KernelState::kNoKernel:
+      return "noKernel";
+    case KernelState::kPending:
+      return "pending";
+    case KernelState::kReady:
+      return "ready";
+    case KernelState::kFailed:
+      return "failed";
+  }
+  return "?";
+}
+
+}  // namespace
+
 std::string Plan::explain() const {
   std::shared_ptr<const KernelSet> set = kernels_.load();
   std::string out = partition::explain(graph(), partition());
@@ -614,15 +639,12 @@ std::string Plan::explain() const {
       out += fmt::format("  {} [{}{}] {} in {:.1f} ms\n", k.name, codegen::toString(k.schedule),
                          k.tuned ? ", tuned" : "", k.fromCache ? "loaded from cache" : "compiled",
                          k.compileSeconds * 1e3);
-    else if (k.state == KernelState::kPending)
-      out += fmt::format("  {} [{}{}] runs eagerly: not compiled yet\n", k.name,
-                         codegen::toString(k.schedule), k.tuned ? ", tuned" : "");
     else if (k.state == KernelState::kNoKernel)
-      out += fmt::format("  {} runs eagerly: {}\n", k.name.empty() ? "<group>" : k.name,
-                         k.fallbackReason);
+      out +=
+          fmt::format("  {} runs eagerly: {}\n", k.name.empty() ? "<group>" : k.name, whyEager(k));
     else
       out += fmt::format("  {} [{}{}] runs eagerly: {}\n", k.name, codegen::toString(k.schedule),
-                         k.tuned ? ", tuned" : "", k.fallbackReason);
+                         k.tuned ? ", tuned" : "", whyEager(k));
   }
   for (size_t s = 0; s < program_->runtime_.size(); ++s)
     if (const KilnGemm* gemm = program_->runtime_[s].gemm.get())
@@ -634,6 +656,48 @@ std::string Plan::explain() const {
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
   out += fmt::format("capture: {}\n", captured().report());
   return out;
+}
+
+std::string Plan::explainJson() const {
+  using Json = nlohmann::ordered_json;
+  std::shared_ptr<const KernelSet> set = kernels_.load();
+  Json out;
+  out["partition"] = Json::parse(partition::explainJson(graph(), partition()));
+  for (Json& step : out["partition"]["steps"]) {
+    const size_t s = step["step"].get<size_t>();
+    step["label"] = stepLabel(s);
+    if (program_->runtime_[s].kernel >= 0) step["kernel"] = program_->runtime_[s].kernel;
+  }
+  out["kernelSet"] = {{"generic", set->generic}, {"bucket", set->bucket}};
+  Json kernels = Json::array();
+  for (size_t i = 0; i < set->kernels.size(); ++i) {
+    const KernelStep& k = set->kernels[i];
+    kernels.push_back(
+        {{"name", k.name},
+         {"group", program_->group(i).id},
+         {"state", kernelStateName(k.state)},
+         {"schedule",
+          k.state == KernelState::kNoKernel ? Json(nullptr) : Json(codegen::toString(k.schedule))},
+         {"tuned", k.tuned},
+         {"runsEagerly", k.kernel == nullptr},
+         {"reason", whyEager(k)},
+         {"fromCache", k.fromCache},
+         {"compileMs", k.compileSeconds * 1e3}});
+  }
+  out["kernels"] = std::move(kernels);
+  Json gemms = Json::array();
+  for (size_t s = 0; s < program_->runtime_.size(); ++s)
+    if (const KilnGemm* gemm = program_->runtime_[s].gemm.get())
+      gemms.push_back({{"step", s},
+                       {"kernel", gemm->hasKernel()},
+                       {"name", gemm->name()},
+                       {"activation", codegen::toString(gemm->spec().activation)},
+                       {"reason", gemm->reason()}});
+  out["gemms"] = std::move(gemms);
+  out["convLayout"] = {{"channelsLast", program_->convLayout().channelsLast},
+                       {"reason", program_->convLayout().reason}};
+  out["capture"] = captured().report();
+  return out.dump(2, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace kiln::jit

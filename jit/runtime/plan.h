@@ -266,6 +266,12 @@ class Plan {
   // True for the first caller only: the plan's one tuning job (Note [Background tuning]).
   bool claimTuning() const { return !tuningClaimed_.exchange(true); }
   std::string explain() const;
+  // The same content as one JSON object (pretty-printed): "partition" (partition::explainJson,
+  // each step also with its stepLabel and, for a fusion step, its "kernel" index), "kernelSet"
+  // (generic, bucket), "kernels" (name, group id, state, schedule or null, tuned, runsEagerly,
+  // reason, fromCache, compileMs), "gemms" (the steps run by a kiln GEMM or why not),
+  // "convLayout" (channelsLast, reason) and "capture" (CapturedGraph::report).
+  std::string explainJson() const;
 
  private:
   Plan() = default;

@@ -10,6 +10,7 @@
 #include <ATen/cuda/Sleep.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "jit/runtime/plan.h"
 #include "src/support/error.h"
@@ -84,17 +85,50 @@ PlanProfile profilePlan(const Plan& plan, const std::vector<at::Tensor>& inputs,
   return profile;
 }
 
-std::string PlanProfile::toString() const {
-  std::string out =
-      fmt::format("profile: {} per call (median of {}, {})\n", fmt::format("{:.4f} ms", totalMs),
-                  reps, device ? "CUDA events" : "host clock");
+namespace {
+
+// Each step's share of the sum of the step medians, in percent (0 when the sum is 0).
+std::vector<double> sharesOf(const std::vector<StepTime>& steps) {
   double sum = 0;
   for (const StepTime& s : steps) sum += s.ms;
-  for (const StepTime& s : steps) {
-    const double share = sum > 0 ? 100.0 * s.ms / sum : 0.0;
-    out += fmt::format("  step {:>3}  {:>9.4f} ms  {:>5.1f}%  {}\n", s.step, s.ms, share, s.label);
+  std::vector<double> shares;
+  for (const StepTime& s : steps) shares.push_back(sum > 0 ? 100.0 * s.ms / sum : 0.0);
+  return shares;
+}
+
+const char* clockName(bool device) {
+  return device ? "CUDA events" : "host clock";
+}
+
+}  // namespace
+
+std::string PlanProfile::toString() const {
+  std::string out = fmt::format("profile: {} per call (median of {}, {})\n",
+                                fmt::format("{:.4f} ms", totalMs), reps, clockName(device));
+  const std::vector<double> shares = sharesOf(steps);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const StepTime& s = steps[i];
+    out +=
+        fmt::format("  step {:>3}  {:>9.4f} ms  {:>5.1f}%  {}\n", s.step, s.ms, shares[i], s.label);
   }
   return out;
+}
+
+std::string PlanProfile::toJson() const {
+  using Json = nlohmann::ordered_json;
+  const std::vector<double> shares = sharesOf(steps);
+  Json list = Json::array();
+  for (size_t i = 0; i < steps.size(); ++i)
+    list.push_back({{"step", steps[i].step},
+                    {"label", steps[i].label},
+                    {"ms", steps[i].ms},
+                    {"sharePercent", shares[i]}});
+  Json out = {{"totalMs", totalMs},
+              {"reps", reps},
+              {"device", device},
+              {"clock", clockName(device)},
+              {"steps", std::move(list)}};
+  return out.dump(2, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace kiln::jit

@@ -32,6 +32,10 @@ struct PlanProfile {
   bool device = false;  // CUDA events (true) or the host clock
   // A table, slowest steps marked with their share of the total.
   std::string toString() const;
+  // The same as one JSON object (pretty-printed): totalMs, reps, device, clock ("CUDA events" or
+  // "host clock") and steps, each with step, label, ms and sharePercent (its share of the sum of
+  // the step medians, as in the table).
+  std::string toJson() const;
 };
 
 // UserError unless reps >= 1.

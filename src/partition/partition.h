@@ -77,5 +77,9 @@ Partition partitionGraph(const ir::Graph& graph, const PartitionOptions& options
 
 // Human-readable listing of the partition: groups with their ops, library calls, views, eager ops.
 std::string explain(const ir::Graph& graph, const Partition& partition);
+// The same content as one JSON object (pretty-printed; its layout is in explain.cpp): step counts
+// per kind, every step with its kind, op and node text or its group (id, kind, rowDims, domain,
+// inputs, node texts, outputs, epilogueOf), and the eager leftovers with their reasons.
+std::string explainJson(const ir::Graph& graph, const Partition& partition);
 
 }  // namespace kiln::partition
