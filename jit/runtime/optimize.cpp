@@ -14,6 +14,7 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/nn/module.h>
 
+#include "jit/runtime/buckets.h"
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
@@ -297,8 +298,8 @@ struct OptimizedModule::Impl {
   // The family's generic kernels when ready (in memory, or all in the kernel cache), else null.
   std::shared_ptr<const KernelSet> readyGeneric(Family& fam, const std::string& arch) const {
     if (auto g = fam.generic.load()) return g;
-    auto set = emitKernels(*fam.program, genericBucket(fam.symbolEdges.size()), arch,
-                           tuningRecords(*session));
+    auto set = emitKernels(fam.program->graph(), fam.program->groups(),
+                           genericBucket(fam.symbolEdges.size()), arch, tuningRecords(*session));
     loadCachedKernels(*set, arch, *session);
     if (set->pending()) return nullptr;
     fam.generic.store(set);
@@ -329,8 +330,8 @@ struct OptimizedModule::Impl {
     Session* sess = session;
     inBackground([sh, fam, arch, sess] {
       if (!sh->alive.load()) return;
-      auto set = emitKernels(*fam->program, genericBucket(fam->symbolEdges.size()), arch,
-                             tuningRecords(*sess));
+      auto set = emitKernels(fam->program->graph(), fam->program->groups(),
+                             genericBucket(fam->symbolEdges.size()), arch, tuningRecords(*sess));
       loadCachedKernels(*set, arch, *sess);
       CompileReport r = compileKernels(*set, arch, *sess, /*background=*/true, &sh->alive);
       sh->record(r, /*background=*/true);
@@ -366,8 +367,8 @@ struct OptimizedModule::Impl {
   std::shared_ptr<Plan> buildPlan(const std::shared_ptr<Family>& fam,
                                   const codegen::BucketInfo& bucket, const std::string& arch,
                                   PlanBuildInfo info) const {
-    std::shared_ptr<KernelSet> spec =
-        emitKernels(*fam->program, bucket, arch, tuningRecords(*session));
+    std::shared_ptr<KernelSet> spec = emitKernels(fam->program->graph(), fam->program->groups(),
+                                                  bucket, arch, tuningRecords(*session));
     std::shared_ptr<const KernelSet> generic = spec->generic ? fam->generic.load() : nullptr;
     if (spec->generic && generic != nullptr) {  // overflow bucket: the generic kernels themselves
       return Plan::create(fam->program, generic, info, *session);

@@ -258,7 +258,8 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
       KernelSet one;
       one.bucket = current->bucket;
       one.bucketInfo = current->bucketInfo;
-      one.kernels.push_back(emitVariant(program, k, p, current->bucketInfo, arch));
+      one.kernels.push_back(
+          emitVariant(program.graph(), program.group(k), p, current->bucketInfo, arch));
       if (one.kernels[0].state != KernelState::kPending) continue;
       compileKernels(one, arch, session, /*background=*/true, alive);
       if (one.kernels[0].state != KernelState::kReady) continue;

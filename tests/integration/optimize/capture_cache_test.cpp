@@ -15,8 +15,9 @@
 #include "tests/support/temp_dir.h"
 
 #include "codegen/schedule.h"
+#include "jit/runtime/buckets.h"
 #include "jit/runtime/capture_cache.h"
-#include "jit/runtime/plan.h"
+#include "jit/runtime/program.h"
 #include "jit/tuner/records.h"
 
 namespace {
