@@ -4,7 +4,7 @@
 //   emit (codegen, cheap) -> key (Note [Cache key contents]) -> kernel cache -> NVRTC -> load
 //
 // It takes a graph and its fusion groups, not a plan: Program::build, the background compiles in
-// optimize.cpp, the tuner (tuner.h) and the hand-written kernels (gemm_kernels.h,
+// optimize.cpp, the tuner (jit/tuner/tuner.h) and the hand-written kernels (gemm_kernels.h,
 // layout_kernels.h) all build through it, and nothing here knows about plans.
 #include <atomic>
 #include <cstdint>

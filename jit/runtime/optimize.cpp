@@ -18,7 +18,7 @@
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
-#include "jit/runtime/tuner.h"
+#include "jit/tuner/tuner.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 

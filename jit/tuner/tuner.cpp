@@ -1,4 +1,4 @@
-#include "jit/runtime/tuner.h"
+#include "jit/tuner/tuner.h"
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +12,7 @@
 
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/kernel_launcher.h"
+#include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/records.h"
 #include "src/support/error.h"
