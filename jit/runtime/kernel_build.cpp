@@ -13,6 +13,7 @@
 #include "jit/nvrtc.h"
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/kernel_launcher.h"
+#include "jit/runtime/profiler_range.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/records.h"
 #include "src/support/error.h"
@@ -66,6 +67,8 @@ std::string cubinThroughCache(const Session& session, const cache::CacheKey& key
     struct AfterCompile {  // also when NVRTC throws
       ~AfterCompile() { Session::afterCompile(); }
     } after;
+    const std::string range = "kiln::compile " + name;  // Note [Profiler ranges]
+    const ProfilerRange profilerRange(range.c_str());
     CompiledKernel kernel = compileToCubin(source, name, arch);
     return std::string(kernel.cubin.begin(), kernel.cubin.end());
   });

@@ -17,6 +17,7 @@
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
+#include "jit/runtime/profiler_range.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/tuner.h"
 #include "src/support/error.h"
@@ -598,6 +599,7 @@ std::vector<at::Tensor> inputTensors(const OptimizedModule::Impl& impl,
 }  // namespace
 
 c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) const {
+  const ProfilerRange range("kiln::forward");  // Note [Profiler ranges]
   Impl& impl = *impl_;
   impl.calls.fetch_add(1, std::memory_order_relaxed);
   if (impl.session->options().disable) return impl.eagerForward(inputs);

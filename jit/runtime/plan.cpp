@@ -10,6 +10,7 @@
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/kernel_launcher.h"
+#include "jit/runtime/profiler_range.h"
 #include "jit/runtime/session.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -164,6 +165,7 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   for (size_t s = 0; s < p.partition_.steps.size(); ++s) {
     const partition::Step& step = p.partition_.steps[s];
     const Program::StepRuntime& rt = p.runtime_[s];
+    const ProfilerRange range(rt.rangeName.c_str());
     if (step.kind == partition::StepKind::kFusion) {
       const KernelStep& k = set->kernels[static_cast<size_t>(rt.kernel)];
       if (k.kernel == nullptr || !runKernel(k, rt, values, symbols)) {

@@ -3,12 +3,32 @@
 #include <algorithm>
 #include <map>
 
+#include <fmt/format.h>
+
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/session.h"
 #include "src/passes/pipeline.h"
 #include "src/support/error.h"
 
 namespace kiln::jit {
+namespace {
+
+// Note [Profiler ranges]: what a step is, without the kernel (a kernel set may be swapped).
+std::string stepRangeName(const partition::Step& step) {
+  switch (step.kind) {
+    case partition::StepKind::kFusion:
+      return fmt::format("kiln::group #{}", step.group.id);
+    case partition::StepKind::kLibrary:
+      return fmt::format("kiln::library {}", ir::toString(step.node->kind()));
+    case partition::StepKind::kView:
+      return fmt::format("kiln::view {}", ir::toString(step.node->kind()));
+    case partition::StepKind::kEager:
+      return fmt::format("kiln::eager {}", ir::toString(step.node->kind()));
+  }
+  return "kiln::step";
+}
+
+}  // namespace
 
 std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session) {
   std::shared_ptr<Program> program(new Program());
@@ -62,6 +82,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   for (size_t s = 0; s < p.partition_.steps.size(); ++s) {
     const partition::Step& step = p.partition_.steps[s];
     StepRuntime& rt = p.runtime_[s];
+    rt.rangeName = stepRangeName(step);
     if (step.kind == partition::StepKind::kFusion) {
       rt.kernel = static_cast<int>(p.groups_.size());
       p.groups_.push_back(&step.group);

@@ -3,6 +3,7 @@
 // graph after passes, its partition, and the bookkeeping Plan::run follows step by step. Built
 // once per guard family, shared read-only by that family's plans.
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -52,6 +53,7 @@ class Program {
     std::vector<int> release;              // value ids whose last use is this step
     int kernel = -1;                       // index into KernelSet::kernels (kFusion)
     std::shared_ptr<const KilnGemm> gemm;  // a linear's kiln GEMM (kLibrary), or null
+    std::string rangeName;  // "kiln::group #3", ... (Note [Profiler ranges] in profiler_range.h)
   };
   Program() = default;
 
