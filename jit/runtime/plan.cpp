@@ -212,24 +212,14 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
 std::string Plan::stepLabel(size_t s) const {
   auto kindLabel = [&]() -> std::string {
     const partition::Step& step = partition().steps.at(s);
-    switch (step.kind) {
-      case partition::StepKind::kFusion: {
-        std::shared_ptr<const KernelSet> set = kernels_.load();
-        const KernelStep& k = set->kernels[static_cast<size_t>(program_->runtime_[s].kernel)];
-        if (k.kernel != nullptr) return "kernel " + k.name;
-        return fmt::format("eager group #{}", step.group.id);
-      }
-      case partition::StepKind::kLibrary: {
-        const std::shared_ptr<const KilnGemm>& gemm = program_->runtime_[s].gemm;
-        if (gemm != nullptr && gemm->hasKernel()) return "kernel " + gemm->name();
-        return fmt::format("library {}", ir::toString(step.node->kind()));
-      }
-      case partition::StepKind::kView:
-        return fmt::format("view {}", ir::toString(step.node->kind()));
-      case partition::StepKind::kEager:
-        return fmt::format("eager {}", ir::toString(step.node->kind()));
+    const Program::StepRuntime& rt = program_->runtime_[s];
+    if (step.kind == partition::StepKind::kFusion) {
+      std::shared_ptr<const KernelSet> set = kernels_.load();
+      const KernelStep& k = set->kernels[static_cast<size_t>(rt.kernel)];
+      return k.kernel != nullptr ? "kernel " + k.name : "eager " + describeStep(step);
     }
-    return "?";
+    if (rt.gemm != nullptr && rt.gemm->hasKernel()) return "kernel " + rt.gemm->name();
+    return describeStep(step);
   };
   // Profiles charge the layout conversions at a channels-last program's boundary (Note
   // [Channels-last convolutions]) to its first and last steps.

@@ -11,24 +11,20 @@
 #include "src/support/error.h"
 
 namespace kiln::jit {
-namespace {
 
-// Note [Profiler ranges]: what a step is, without the kernel (a kernel set may be swapped).
-std::string stepRangeName(const partition::Step& step) {
+std::string describeStep(const partition::Step& step) {
   switch (step.kind) {
     case partition::StepKind::kFusion:
-      return fmt::format("kiln::group #{}", step.group.id);
+      return fmt::format("group #{}", step.group.id);
     case partition::StepKind::kLibrary:
-      return fmt::format("kiln::library {}", ir::toString(step.node->kind()));
+      return fmt::format("library {}", ir::toString(step.node->kind()));
     case partition::StepKind::kView:
-      return fmt::format("kiln::view {}", ir::toString(step.node->kind()));
+      return fmt::format("view {}", ir::toString(step.node->kind()));
     case partition::StepKind::kEager:
-      return fmt::format("kiln::eager {}", ir::toString(step.node->kind()));
+      return fmt::format("eager {}", ir::toString(step.node->kind()));
   }
-  return "kiln::step";
+  return "?";
 }
-
-}  // namespace
 
 std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session) {
   std::shared_ptr<Program> program(new Program());
@@ -82,7 +78,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   for (size_t s = 0; s < p.partition_.steps.size(); ++s) {
     const partition::Step& step = p.partition_.steps[s];
     StepRuntime& rt = p.runtime_[s];
-    rt.rangeName = stepRangeName(step);
+    rt.rangeName = "kiln::" + describeStep(step);  // Note [Profiler ranges]
     if (step.kind == partition::StepKind::kFusion) {
       rt.kernel = static_cast<int>(p.groups_.size());
       p.groups_.push_back(&step.group);

@@ -23,6 +23,10 @@ namespace kiln::jit {
 
 class FoldedParams;  // jit/runtime/fold_conv_bn.h
 
+// What a step is, whichever kernel runs it: "group #3", "library linear", "view reshape",
+// "eager <op>". Plan::stepLabel and the profiler ranges (Note [Profiler ranges]) use it.
+std::string describeStep(const partition::Step& step);
+
 class Program {
  public:
   // Passes, partition and step bookkeeping. Params are bound by name to captured.params.

@@ -87,17 +87,26 @@ bool startsWith(const std::string& s, std::string_view prefix) {
   return s.rfind(prefix, 0) == 0;
 }
 
-TEST(ProfilerRanges, TorchProfilerSeesForwardAndEverySteps) {
-  torch::NoGradGuard ng;
-  kiln::Session session(kiln::testing::compileOnlyOptions(), kiln::testing::noEnvironment());
+kiln::jit::OptimizedModule optimizeOn(kiln::Session& session, const torch::jit::Module& m) {
   kiln::jit::Options opt;
   opt.session = &session;
-  torch::jit::Module m = smallModule();
-  auto fast = kiln::jit::optimize(m, opt);
+  return kiln::jit::optimize(m, opt);
+}
+
+// smallModule optimized on a session of its own, so that its first call compiles (NVRTC).
+class ProfilerRanges : public ::testing::Test {
+ protected:
+  torch::NoGradGuard noGrad_;
+  kiln::Session session_{kiln::testing::compileOnlyOptions(), kiln::testing::noEnvironment()};
+  torch::jit::Module m_ = smallModule();
+  kiln::jit::OptimizedModule fast_ = optimizeOn(session_, m_);
+};
+
+TEST_F(ProfilerRanges, TorchProfilerSeesForwardAndEveryStep) {
   const std::vector<torch::IValue> in = smallInputs();
-  fast.forward(in);  // builds the plan outside the profiled region
-  const size_t steps = fast.profile(in, 1).steps.size();
-  ASSERT_GT(steps, 2u) << fast.explain();
+  fast_.forward(in);  // builds the plan outside the profiled region
+  const size_t steps = fast_.profile(in, 1).steps.size();
+  ASSERT_GT(steps, 2u) << fast_.explain();
 
   namespace prof = torch::autograd::profiler;
   const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
@@ -105,7 +114,7 @@ TEST(ProfilerRanges, TorchProfilerSeesForwardAndEverySteps) {
       torch::profiler::impl::ActivityType::CPU};
   prof::prepareProfiler(config, activities);
   prof::enableProfiler(config, activities);
-  kiln::testing::expectClose(fast.forward(in).toTensor(), m.forward(in).toTensor(), 1e-5);
+  kiln::testing::expectClose(fast_.forward(in).toTensor(), m_.forward(in).toTensor(), 1e-5);
   std::unique_ptr<prof::ProfilerResult> result = prof::disableProfiler();
 
   std::vector<std::string> kiln;
@@ -124,18 +133,12 @@ TEST(ProfilerRanges, TorchProfilerSeesForwardAndEverySteps) {
   EXPECT_TRUE(has("kiln::view ")) << all;
 }
 
-TEST(ProfilerRanges, NvtxRangesNestStepsInForwardAndMarkCompiles) {
-  torch::NoGradGuard ng;
-  kiln::Session session(kiln::testing::compileOnlyOptions(), kiln::testing::noEnvironment());
-  kiln::jit::Options opt;
-  opt.session = &session;
-  torch::jit::Module m = smallModule();
-  auto fast = kiln::jit::optimize(m, opt);
+TEST_F(ProfilerRanges, NvtxRangesNestStepsInForwardAndMarkCompiles) {
   {
     std::lock_guard<std::mutex> lock(nvtxMutex);
     nvtxEvents.clear();
   }
-  fast.forward(smallInputs());  // the first call captures, compiles (NVRTC) and runs
+  fast_.forward(smallInputs());  // the first call captures, compiles (NVRTC) and runs
   std::lock_guard<std::mutex> lock(nvtxMutex);
   std::string all;
   int compiles = 0;
