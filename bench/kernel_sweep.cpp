@@ -34,8 +34,8 @@
 #include "jit/capture/capture.h"
 #include "jit/eval/aten_eval.h"
 #include "jit/nvrtc.h"
+#include "jit/runtime/buckets.h"
 #include "jit/runtime/kernel_launcher.h"
-#include "jit/runtime/plan.h"
 #include "src/partition/partition.h"
 #include "src/passes/pipeline.h"
 

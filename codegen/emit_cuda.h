@@ -14,23 +14,12 @@
 #include <string>
 
 #include "codegen/kernel_abi.h"
+#include "codegen/kernel_source.h"
 #include "codegen/schedule.h"
 #include "src/ir/graph.h"
 #include "src/partition/partition.h"
 
 namespace kiln::codegen {
-
-struct KernelSource {
-  std::string name;    // the __global__ function's name, "kiln_row_1a2b3c4d5e6f7a8b"
-  std::string source;  // complete CUDA C++ for NVRTC
-  KernelAbi abi;
-  LaunchSpec launch;
-  // The kernel uses approximate exp/division (all its float outputs are 16-bit; Note [Fast math
-  // for 16-bit outputs] in runtime/kiln_math.cuh). The choice is in the source, so in the cache
-  // key.
-  bool fastMath = false;
-  uint64_t hash = 0;      // of `source` (the name embeds it)
-};
 
 // Throws Unsupported for groups or ops it cannot generate (the runtime runs them eagerly), with
 // the reason; InternalError for inconsistent groups.

@@ -31,7 +31,7 @@
 #include <array>
 #include <string_view>
 
-#include "codegen/emit_cuda.h"
+#include "codegen/kernel_source.h"
 
 namespace kiln::codegen {
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "codegen/emit_cuda.h"
+#include "codegen/kernel_source.h"
 
 namespace kiln::codegen {
 

@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "codegen/emit_cuda.h"
+#include "codegen/kernel_source.h"
 
 namespace kiln::jit {
 

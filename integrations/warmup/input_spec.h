@@ -26,7 +26,7 @@
 //
 // Note [Warmup buckets]
 // The runtime guards on the power-of-two bucket of each dynamic dim and compiles kernels whose
-// text depends only on the bucket (Note [Buckets are deterministic] in jit/runtime/plan.cpp), so
+// text depends only on the bucket (Note [Buckets are deterministic] in jit/runtime/buckets.cpp), so
 // warming one example per bucket covers every size in it. For a symbol with range [lo, hi] every
 // bucket intersecting the range is compiled. Buckets 0 and 1 are skipped: capture cannot make a
 // dim of example size 0 or 1 symbolic (it would specialize broadcasting), so no cache entry can be

@@ -19,7 +19,7 @@
 #include "jit/nvrtc.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
-#include "jit/runtime/tuner.h"
+#include "jit/tuner/tuner.h"
 #include "src/support/log.h"
 
 namespace kiln::warmup {

@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 
 #include "jit/eval/aten_eval.h"
-#include "jit/runtime/plan.h"
+#include "jit/runtime/kernel_build.h"
 #include "jit/runtime/session.h"
 #include "src/support/error.h"
 #include "src/support/log.h"

@@ -15,10 +15,12 @@
 #include <torch/nn/module.h>
 #include <nlohmann/json.hpp>
 
+#include "jit/runtime/buckets.h"
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
+#include "jit/runtime/profiler_range.h"
 #include "jit/runtime/session.h"
-#include "jit/runtime/tuner.h"
+#include "jit/tuner/tuner.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 
@@ -340,8 +342,8 @@ struct OptimizedModule::Impl {
   // The family's generic kernels when ready (in memory, or all in the kernel cache), else null.
   std::shared_ptr<const KernelSet> readyGeneric(Family& fam, const std::string& arch) const {
     if (auto g = fam.generic.load()) return g;
-    auto set = emitKernels(*fam.program, genericBucket(fam.symbolEdges.size()), arch,
-                           tuningRecords(*session));
+    auto set = emitKernels(fam.program->graph(), fam.program->groups(),
+                           genericBucket(fam.symbolEdges.size()), arch, tuningRecords(*session));
     loadCachedKernels(*set, arch, *session);
     if (set->pending()) return nullptr;
     fam.generic.store(set);
@@ -372,8 +374,8 @@ struct OptimizedModule::Impl {
     Session* sess = session;
     inBackground([sh, fam, arch, sess] {
       if (!sh->alive.load()) return;
-      auto set = emitKernels(*fam->program, genericBucket(fam->symbolEdges.size()), arch,
-                             tuningRecords(*sess));
+      auto set = emitKernels(fam->program->graph(), fam->program->groups(),
+                             genericBucket(fam->symbolEdges.size()), arch, tuningRecords(*sess));
       loadCachedKernels(*set, arch, *sess);
       CompileReport r = compileKernels(*set, arch, *sess, /*background=*/true, &sh->alive);
       sh->record(r, /*background=*/true);
@@ -409,8 +411,8 @@ struct OptimizedModule::Impl {
   std::shared_ptr<Plan> buildPlan(const std::shared_ptr<Family>& fam,
                                   const codegen::BucketInfo& bucket, const std::string& arch,
                                   PlanBuildInfo info) const {
-    std::shared_ptr<KernelSet> spec =
-        emitKernels(*fam->program, bucket, arch, tuningRecords(*session));
+    std::shared_ptr<KernelSet> spec = emitKernels(fam->program->graph(), fam->program->groups(),
+                                                  bucket, arch, tuningRecords(*session));
     std::shared_ptr<const KernelSet> generic = spec->generic ? fam->generic.load() : nullptr;
     if (spec->generic && generic != nullptr) {  // overflow bucket: the generic kernels themselves
       return Plan::create(fam->program, generic, info, *session);
@@ -576,7 +578,7 @@ struct OptimizedModule::Impl {
   // Note [Preparing plans ahead]: the family's generic kernels, compiled now unless ready.
   void prepareGeneric(Family& fam, const std::string& arch, PreparedPlan& out) const {
     if (arch.empty() || fam.symbolEdges.empty() || fam.generic.load() != nullptr) return;
-    auto set = emitKernels(*fam.program, genericBucket(fam.symbolEdges.size()), arch,
+    auto set = emitKernels(fam.program->graph(), fam.program->groups(), genericBucket(fam.symbolEdges.size()), arch,
                            tuningRecords(*session));
     const int cached = loadCachedKernels(*set, arch, *session);
     shared->kernelsCached.fetch_add(static_cast<uint64_t>(cached));
@@ -666,6 +668,7 @@ std::vector<at::Tensor> inputTensors(const OptimizedModule::Impl& impl,
 }  // namespace
 
 c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) const {
+  const ProfilerRange range("kiln::forward");  // Note [Profiler ranges]
   Impl& impl = *impl_;
   impl.calls.fetch_add(1, std::memory_order_relaxed);
   if (impl.session->options().disable) return impl.eagerForward(inputs);

@@ -6,7 +6,7 @@
 // Note [Guards and plans]
 // forward() computes a guard signature of its inputs: per input dtype, device, rank and every
 // static dim's size; each dynamic dim (Options::dynamicDims) contributes its shape bucket (Note
-// [Buckets] in plan.h: powers of two, or BucketPolicy edges; sizes 0 and 1 are buckets of their
+// [Buckets] in buckets.h: powers of two, or BucketPolicy edges; sizes 0 and 1 are buckets of their
 // own; values above the last explicit edge are the overflow bucket). Contiguity and alignment are
 // not guarded: kernels take strides at run time and packArgs picks the vector path per call.
 //   - A signature seen before runs its plan: no capture, no compile, no lock but a shared one.
@@ -66,7 +66,7 @@ namespace kiln::jit {
 
 // Explicit shape buckets for one dynamic dim, named as in its DynamicDim (same input and dim).
 // `edges` strictly increasing, >= 1: a size v >= 2 is in the bucket of the smallest edge >= v;
-// sizes above the last edge run the generic kernels (Note [Buckets] in plan.h). Dims sharing a
+// sizes above the last edge run the generic kernels (Note [Buckets] in buckets.h). Dims sharing a
 // symbol share the policy. Without a policy a dim uses powers of two.
 struct BucketPolicy {
   std::string input;

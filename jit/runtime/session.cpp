@@ -1,7 +1,7 @@
 #include "jit/runtime/session.h"
 
 #include "jit/nvrtc.h"
-#include "jit/runtime/tuner.h"
+#include "jit/tuner/tuner.h"
 
 #include <algorithm>
 #include <condition_variable>

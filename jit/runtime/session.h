@@ -39,7 +39,7 @@ class TuningLab;
 }  // namespace kiln::jit
 namespace kiln {
 
-// Makes the lab a tuning job measures with (jit/runtime/tuner.h); null: no tuning.
+// Makes the lab a tuning job measures with (jit/tuner/tuner.h); null: no tuning.
 using TuningLabFactory = std::function<std::unique_ptr<jit::TuningLab>()>;
 
 class Session {

@@ -720,7 +720,7 @@ TEST(GpuModels, CnnBlockFoldsBatchNormIntoConvs) {
   }
 }
 
-// Issue 7 on the GPU: KILN_TUNE=eager runs the device lab (jit/runtime/tuner.cpp) on the plan
+// Issue 7 on the GPU: KILN_TUNE=eager runs the device lab (jit/tuner/tuner.cpp) on the plan
 // of a bucket that reached the threshold: variants compile, run on synthetic data on a side
 // stream and are compared with the incumbent; whatever is swapped in must still match eager. A
 // replaced kernel's record is reused by a new session over the same disk cache.

@@ -19,7 +19,7 @@
 
 #include "tests/support/sessions.h"
 
-#include "jit/runtime/plan.h"
+#include "jit/runtime/buckets.h"
 
 namespace {
 

@@ -16,8 +16,9 @@
 
 #include "codegen/schedule.h"
 #include "jit/capture/lower.h"
+#include "jit/runtime/buckets.h"
 #include "jit/runtime/capture_cache.h"
-#include "jit/runtime/plan.h"
+#include "jit/runtime/program.h"
 #include "jit/tuner/records.h"
 
 namespace {

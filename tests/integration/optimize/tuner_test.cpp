@@ -1,4 +1,4 @@
-// The background tuner (Note [Background tuning] in jit/runtime/tuner.h) on the CPU: kernels are
+// The background tuner (Note [Background tuning] in jit/tuner/tuner.h) on the CPU: kernels are
 // compiled for sm_90 for real, and a fake lab stands in for the device's timings and output
 // checks, so the search, the decision, the swap, the records and shutdown are all exercised.
 #include <gtest/gtest.h>
@@ -18,7 +18,7 @@
 #include "tests/support/temp_dir.h"
 
 #include "codegen/schedule.h"
-#include "jit/runtime/tuner.h"
+#include "jit/tuner/tuner.h"
 
 namespace {
 

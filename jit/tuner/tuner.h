@@ -19,11 +19,14 @@
 #include <string>
 #include <vector>
 
-#include "jit/runtime/plan.h"
+#include "jit/runtime/kernel_build.h"
 #include "jit/tuner/decision.h"
 #include "src/support/options.h"
 
 namespace kiln::jit {
+
+class Plan;     // jit/runtime/plan.h
+class Program;  // jit/runtime/program.h
 
 // What tuning needs from a device, behind an interface: tests pass a fake.
 class TuningLab {

@@ -1,4 +1,4 @@
-#include "jit/runtime/tuner.h"
+#include "jit/tuner/tuner.h"
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +12,7 @@
 
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/kernel_launcher.h"
+#include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/records.h"
 #include "src/support/error.h"
@@ -258,7 +259,8 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
       KernelSet one;
       one.bucket = current->bucket;
       one.bucketInfo = current->bucketInfo;
-      one.kernels.push_back(emitVariant(program, k, p, current->bucketInfo, arch));
+      one.kernels.push_back(
+          emitVariant(program.graph(), program.group(k), p, current->bucketInfo, arch));
       if (one.kernels[0].state != KernelState::kPending) continue;
       compileKernels(one, arch, session, /*background=*/true, alive);
       if (one.kernels[0].state != KernelState::kReady) continue;

@@ -1,0 +1,129 @@
+#include "jit/runtime/program.h"
+
+#include <algorithm>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "jit/runtime/fold_conv_bn.h"
+#include "jit/runtime/session.h"
+#include "src/passes/pipeline.h"
+#include "src/support/error.h"
+
+namespace kiln::jit {
+
+std::string describeStep(const partition::Step& step) {
+  switch (step.kind) {
+    case partition::StepKind::kFusion:
+      return fmt::format("group #{}", step.group.id);
+    case partition::StepKind::kLibrary:
+      return fmt::format("library {}", ir::toString(step.node->kind()));
+    case partition::StepKind::kView:
+      return fmt::format("view {}", ir::toString(step.node->kind()));
+    case partition::StepKind::kEager:
+      return fmt::format("eager {}", ir::toString(step.node->kind()));
+  }
+  return "?";
+}
+
+std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session) {
+  std::shared_ptr<Program> program(new Program());
+  Program& p = *program;
+  p.captured_ = std::move(captured);
+  p.convLayout_ = chooseConvLayout(p.captured_, session.options().convLayout);
+  // Needs the param tensors, so here rather than among the passes; adds params.
+  p.folds_ =
+      foldConvBatchNorm(p.captured_, p.convLayout_.channelsLast ? at::MemoryFormat::ChannelsLast
+                                                                : at::MemoryFormat::Contiguous);
+  ir::Graph& graph = *p.captured_.graph;
+  passes::PassOptions passOptions;
+  passOptions.geluGemmEpilogue = kilnGemmTarget(session);
+  passes::runDefaultPasses(graph, passOptions);
+  if (p.convLayout_.channelsLast) {
+    p.convEntryInputs_ = convEntryInputs(graph);
+    for (const auto& n : graph.nodes())
+      if (n->kind() == ir::OpKind::kConv2d) {
+        p.layout_ =
+            std::make_shared<const LayoutConverter>(session, toAtenDType(n->output()->dtype()));
+        break;
+      }
+  }
+  p.partition_ = partition::partitionGraph(graph);
+
+  // Value table layout and constants/params bound once.
+  int maxId = -1;
+  for (const auto& n : graph.nodes())
+    for (const ir::Value* v : n->outputs()) maxId = std::max(maxId, v->id());
+  p.numValues_ = maxId + 1;
+  p.constantValues_.resize(static_cast<size_t>(p.numValues_));
+  std::map<std::string, at::Tensor> paramsByName;
+  for (size_t i = 0; i < p.captured_.params.size() && i < p.captured_.paramNames.size(); ++i)
+    paramsByName[p.captured_.paramNames[i]] = p.captured_.params[i];
+  for (const auto& n : graph.nodes()) {
+    if (n->kind() == ir::OpKind::kConstant) {
+      p.constantValues_[static_cast<size_t>(n->output()->id())] =
+          makeScalarOperand(n->attrs().getDouble("value"), n->output()->dtype());
+    } else if (n->kind() == ir::OpKind::kParam) {
+      const std::string& name = n->attrs().getString("name");
+      auto it = paramsByName.find(name);
+      KILN_CHECK(it != paramsByName.end(), "param '{}' has no captured tensor", name);
+      p.constantValues_[static_cast<size_t>(n->output()->id())] = it->second;
+    }
+  }
+  for (const ir::Value* v : graph.outputs()) p.outputIds_.push_back(v->id());
+
+  // Step bookkeeping: which values each step reads and writes, and where each value dies.
+  p.runtime_.resize(p.partition_.steps.size());
+  std::vector<int> lastUse(static_cast<size_t>(p.numValues_), -1);
+  for (size_t s = 0; s < p.partition_.steps.size(); ++s) {
+    const partition::Step& step = p.partition_.steps[s];
+    StepRuntime& rt = p.runtime_[s];
+    rt.rangeName = "kiln::" + describeStep(step);  // Note [Profiler ranges]
+    if (step.kind == partition::StepKind::kFusion) {
+      rt.kernel = static_cast<int>(p.groups_.size());
+      p.groups_.push_back(&step.group);
+      for (const ir::Value* v : step.group.inputs) rt.inputIds.push_back(v->id());
+      // Constants inside a group are inlined by codegen but the ATen fallback reads them.
+      for (const ir::Node* n : step.group.nodes)
+        for (const ir::Value* v : n->inputs())
+          if (v->producer()->kind() == ir::OpKind::kConstant) rt.inputIds.push_back(v->id());
+      for (const ir::Value* v : step.group.outputs) rt.outputIds.push_back(v->id());
+    } else {
+      for (const ir::Value* v : step.node->inputs()) rt.inputIds.push_back(v->id());
+      for (const ir::Value* v : step.node->outputs()) rt.outputIds.push_back(v->id());
+      const ir::Node& node = *step.node;
+      if (node.kind() == ir::OpKind::kLinear && node.attrs().has("activation") &&
+          node.attrs().getString("activation") == "gelu") {
+        codegen::GemmSpec spec;
+        spec.dtype = node.output()->dtype();
+        spec.activation = codegen::GemmActivation::kGeluErf;
+        spec.hasBias = node.inputs().size() == 3;
+        for (const StepRuntime& other : p.runtime_)  // one kernel per spec
+          if (other.gemm != nullptr && other.gemm->spec().dtype == spec.dtype &&
+              other.gemm->spec().hasBias == spec.hasBias)
+            rt.gemm = other.gemm;
+        if (rt.gemm == nullptr) rt.gemm = std::make_shared<const KilnGemm>(session, spec);
+      }
+    }
+    for (int id : rt.inputIds) lastUse[static_cast<size_t>(id)] = static_cast<int>(s);
+  }
+  for (int id : p.outputIds_) lastUse[static_cast<size_t>(id)] = -2;  // never released
+  for (int id = 0; id < p.numValues_; ++id) {
+    int s = lastUse[static_cast<size_t>(id)];
+    if (s >= 0 && !p.constantValues_[static_cast<size_t>(id)].defined())
+      p.runtime_[static_cast<size_t>(s)].release.push_back(id);
+  }
+
+  const CapturedGraph* cap = &p.captured_;
+  p.eager_ = [cap](const ir::Node& node, const std::vector<at::Tensor>& in,
+                   const std::vector<int64_t>& symbols) {
+    return runEagerNode(*cap, node, in, symbols);
+  };
+  return program;
+}
+
+bool Program::foldedParamsStale() const {
+  return folds_ != nullptr && folds_->stale();
+}
+
+}  // namespace kiln::jit

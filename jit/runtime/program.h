@@ -1,0 +1,78 @@
+#pragma once
+// The shape-independent part of a plan (Note [Programs and kernel sets] in plan.h): the captured
+// graph after passes, its partition, and the bookkeeping Plan::run follows step by step. Built
+// once per guard family, shared read-only by that family's plans.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "jit/capture/capture.h"
+#include "jit/eval/aten_eval.h"
+#include "jit/runtime/conv_layout.h"
+#include "jit/runtime/gemm_kernels.h"
+#include "jit/runtime/layout_kernels.h"
+#include "src/partition/partition.h"
+
+namespace kiln {
+class Session;
+}  // namespace kiln
+
+namespace kiln::jit {
+
+class FoldedParams;  // jit/runtime/fold_conv_bn.h
+
+// What a step is, whichever kernel runs it: "group #3", "library linear", "view reshape",
+// "eager <op>". Plan::stepLabel and the profiler ranges (Note [Profiler ranges]) use it.
+std::string describeStep(const partition::Step& step);
+
+class Program {
+ public:
+  // Passes, partition and step bookkeeping. Params are bound by name to captured.params.
+  static std::shared_ptr<const Program> build(CapturedGraph captured, const Session& session);
+
+  const ir::Graph& graph() const { return *captured_.graph; }
+  const CapturedGraph& captured() const { return captured_; }
+  const partition::Partition& partition() const { return partition_; }
+  size_t numKernels() const { return groups_.size(); }
+  // The fusion group of kernel k (KernelSet::kernels index), and all of them in kernel order:
+  // what emitKernels takes.
+  const partition::FusionGroup& group(size_t k) const { return *groups_[k]; }
+  const std::vector<const partition::FusionGroup*>& groups() const { return groups_; }
+  // Batchnorms folded into convolutions (Note [Folding batchnorm into convolutions] in
+  // fold_conv_bn.h), or null. Folded params are snapshots of module tensors bound by reference
+  // (Note [Folded params are snapshots]): stale once a source changed in place, and recomputed by
+  // Plan::run before it uses them.
+  const FoldedParams* foldedParams() const { return folds_.get(); }
+  bool foldedParamsStale() const;
+  // Whether the convs run channels-last, and why (Note [Channels-last convolutions]).
+  const ConvLayoutChoice& convLayout() const { return convLayout_; }
+
+ private:
+  friend class Plan;
+  struct StepRuntime {
+    std::vector<int> inputIds;             // value ids read (kFusion: group inputs)
+    std::vector<int> outputIds;            // value ids written (kFusion: group outputs)
+    std::vector<int> release;              // value ids whose last use is this step
+    int kernel = -1;                       // index into KernelSet::kernels (kFusion)
+    std::shared_ptr<const KilnGemm> gemm;  // a linear's kiln GEMM (kLibrary), or null
+    std::string rangeName;  // "kiln::group #3", ... (Note [Profiler ranges] in profiler_range.h)
+  };
+  Program() = default;
+
+  CapturedGraph captured_;
+  std::shared_ptr<const FoldedParams> folds_;
+  ConvLayoutChoice convLayout_;
+  std::vector<int> convEntryInputs_;  // converted to channels-last at the start of a call
+  std::shared_ptr<const LayoutConverter> layout_;  // when channels-last
+  partition::Partition partition_;
+  std::vector<StepRuntime> runtime_;
+  std::vector<const partition::FusionGroup*> groups_;  // of kernel k, in partition_.steps
+  std::vector<at::Tensor> constantValues_;  // by value id; defined for kConstant/kParam values
+  std::vector<int> outputIds_;
+  int numValues_ = 0;
+  EagerRunner eager_;
+};
+
+}  // namespace kiln::jit
