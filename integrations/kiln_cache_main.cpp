@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "cache/disk_store.h"
+#include "src/support/version_flag.h"
 
 namespace {
 using kiln::cache::DiskMode;
@@ -20,6 +21,7 @@ using kiln::cache::DiskStoreOptions;
 
 constexpr std::string_view kUsage =
     "usage: kiln-cache [--cache-dir DIR] stats|list|verify|clear\n"
+    "       kiln-cache --version\n"
     "  stats   entries, bytes and location of the cache\n"
     "  list    one line per entry: digest, kind, arch, bytes, last use\n"
     "  verify  check every entry's header, key and checksum; remove bad ones\n"
@@ -104,6 +106,10 @@ int main(int argc, char** argv) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::fputs(std::string(kUsage).c_str(), stdout);
+      return 0;
+    }
+    if (arg == "--version") {
+      kiln::printVersion();
       return 0;
     }
     if (arg == "--cache-dir") {

@@ -25,12 +25,14 @@ struct WarmupArgs {
   bool quiet = false;                      // --quiet: only errors and the final summary
   bool tune = false;                       // --tune: also tune every kernel on the local GPU
   bool help = false;                       // --help
+  bool version = false;                    // --version
 };
 
 inline constexpr const char* kWarmupUsage =
     "usage: kiln-warmup --model MODEL.pt --input NAME:DTYPE:[DIMS] [--input ...]\n"
     "                   [--cache-dir DIR] [--arch sm_XX] [--summary-json FILE] [--quiet]\n"
     "                   [--tune]\n"
+    "       kiln-warmup --version\n"
     "Compiles every kernel of MODEL for every shape bucket of the dynamic dims into kiln's\n"
     "kernel cache, so that a later process compiles nothing.\n"
     "  --input      one per forward() argument, in order. DTYPE: float16|half|bfloat16|float32|\n"
@@ -51,7 +53,7 @@ inline constexpr const char* kWarmupUsage =
 
 // Parses argv[1..]. Throws UsageError naming the bad argument (unknown flag, missing value,
 // malformed spec, dtype typo, missing model file, malformed --arch, ...). Checks that the model
-// file exists; --help skips every other check.
+// file exists; --help and --version skip every other check.
 WarmupArgs parseWarmupArgs(const std::vector<std::string>& args);
 
 }  // namespace kiln::warmup
