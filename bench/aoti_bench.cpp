@@ -26,6 +26,7 @@
 
 #include "bench/timing.h"
 #include "bench/workloads.h"
+#include "src/support/version_flag.h"
 
 namespace {
 
@@ -200,6 +201,7 @@ void guarded(const Package& p, const std::function<void()>& bench) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (kiln::printVersionIfAsked(argc, argv)) return 0;
   std::string dir;
   bool quick = false, cuda = true;
   for (int i = 1; i < argc; ++i) {

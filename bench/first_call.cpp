@@ -23,6 +23,8 @@
 
 #include <kiln/kiln.h>
 
+#include "src/support/version_flag.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -35,6 +37,7 @@ double msSince(Clock::time_point t0) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (kiln::printVersionIfAsked(argc, argv)) return 0;
   std::string model = "encoder", mode = "kiln";
   int64_t batch = 32, seq = 128;
   bool prime = false;

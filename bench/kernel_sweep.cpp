@@ -38,6 +38,7 @@
 #include "jit/runtime/kernel_launcher.h"
 #include "src/partition/partition.h"
 #include "src/passes/pipeline.h"
+#include "src/support/version_flag.h"
 
 namespace {
 
@@ -286,6 +287,7 @@ int sweep(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (kiln::printVersionIfAsked(argc, argv)) return 0;
   try {
     Args a = parseArgs(argc, argv);
     return a.dumpDir.empty() ? sweep(a) : dump(a);

@@ -21,6 +21,7 @@
 
 #include "bench/timing.h"
 #include "bench/workloads.h"
+#include "src/support/version_flag.h"
 
 namespace {
 
@@ -89,6 +90,7 @@ void benchModels(kiln::Session& session, bool quick, bool profile, const std::st
 // n=32768, --models skips the memory-bound workloads and --memory-bound the models, --profile adds
 // per-step profiles of the models, --filter runs only workloads whose name contains TEXT.
 int main(int argc, char** argv) {
+  if (kiln::printVersionIfAsked(argc, argv)) return 0;
   bool quick = false, modelsOnly = false, memoryOnly = false, profile = false;
   std::string filter;
   for (int i = 1; i < argc; ++i) {

@@ -28,6 +28,8 @@
 
 #include <kiln/kiln.h>
 
+#include "src/support/version_flag.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -238,6 +240,7 @@ void benchKiln(const MixedWorkload& w, const std::vector<Call>& stream) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (kiln::printVersionIfAsked(argc, argv)) return 0;
   if (!torch::cuda::is_available()) {
     std::fprintf(stderr, "kiln-mixed-bench: needs a GPU\n");
     return 1;

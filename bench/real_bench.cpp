@@ -56,6 +56,7 @@
 #endif
 
 #include "bench/timing.h"
+#include "src/support/version_flag.h"
 
 namespace {
 
@@ -508,6 +509,7 @@ const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (kiln::printVersionIfAsked(argc, argv)) return 0;
   Args a;
   std::string batches, models;
   for (int i = 1; i < argc; ++i) {

@@ -27,6 +27,7 @@
 
 #include "bench/timing.h"
 #include "bench/workloads.h"
+#include "src/support/version_flag.h"
 #include "tests/support/temp_dir.h"
 
 namespace {
@@ -90,6 +91,7 @@ std::vector<Case> cases(bool quick, bool fp32) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (kiln::printVersionIfAsked(argc, argv)) return 0;
   if (!torch::cuda::is_available()) {
     std::fprintf(stderr, "kiln-tune-bench: needs a GPU\n");
     return 1;

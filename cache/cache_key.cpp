@@ -1,5 +1,8 @@
 #include "cache/cache_key.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include <fmt/format.h>
 
 namespace kiln::cache {
@@ -47,50 +50,67 @@ void appendField(std::string& out, std::string_view name, std::string_view value
 
 }  // namespace
 
-Digest hash128(std::string_view bytes) {
+constexpr uint64_t kC1 = 0x87c37b91114253d5ull;
+constexpr uint64_t kC2 = 0x4cf5ad432745937full;
+
+void Hasher128::mixBlock(const unsigned char* block) {
+  uint64_t k1 = load64(block);
+  uint64_t k2 = load64(block + 8);
+  k1 *= kC1;
+  k1 = rotl(k1, 31);
+  k1 *= kC2;
+  h1_ ^= k1;
+  h1_ = rotl(h1_, 27);
+  h1_ += h2_;
+  h1_ = h1_ * 5 + 0x52dce729;
+  k2 *= kC2;
+  k2 = rotl(k2, 33);
+  k2 *= kC1;
+  h2_ ^= k2;
+  h2_ = rotl(h2_, 31);
+  h2_ += h1_;
+  h2_ = h2_ * 5 + 0x38495ab5;
+}
+
+void Hasher128::update(std::string_view bytes) {
   const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
-  const size_t len = bytes.size();
-  const size_t nblocks = len / 16;
-  constexpr uint64_t c1 = 0x87c37b91114253d5ull;
-  constexpr uint64_t c2 = 0x4cf5ad432745937full;
-  uint64_t h1 = 0, h2 = 0;
-  for (size_t i = 0; i < nblocks; ++i) {
-    uint64_t k1 = load64(data + i * 16);
-    uint64_t k2 = load64(data + i * 16 + 8);
-    k1 *= c1;
-    k1 = rotl(k1, 31);
-    k1 *= c2;
-    h1 ^= k1;
-    h1 = rotl(h1, 27);
-    h1 += h2;
-    h1 = h1 * 5 + 0x52dce729;
-    k2 *= c2;
-    k2 = rotl(k2, 33);
-    k2 *= c1;
-    h2 ^= k2;
-    h2 = rotl(h2, 31);
-    h2 += h1;
-    h2 = h2 * 5 + 0x38495ab5;
+  size_t len = bytes.size();
+  length_ += len;
+  if (tailBytes_ > 0) {
+    const size_t take = std::min(len, sizeof tail_ - tailBytes_);
+    std::memcpy(tail_ + tailBytes_, data, take);
+    tailBytes_ += take;
+    data += take;
+    len -= take;
+    if (tailBytes_ < sizeof tail_) return;
+    mixBlock(tail_);
+    tailBytes_ = 0;
   }
-  const unsigned char* tail = data + nblocks * 16;
-  const size_t rest = len & 15;
+  for (; len >= 16; data += 16, len -= 16) mixBlock(data);
+  std::memcpy(tail_, data, len);
+  tailBytes_ = len;
+}
+
+Digest Hasher128::finish() const {
+  uint64_t h1 = h1_, h2 = h2_;
+  const size_t rest = tailBytes_;
   uint64_t k1 = 0, k2 = 0;
-  for (size_t i = rest; i > 8; --i) k2 ^= uint64_t{tail[i - 1]} << ((i - 9) * 8);
+  for (size_t i = rest; i > 8; --i) k2 ^= uint64_t{tail_[i - 1]} << ((i - 9) * 8);
   if (rest > 8) {
-    k2 *= c2;
+    k2 *= kC2;
     k2 = rotl(k2, 33);
-    k2 *= c1;
+    k2 *= kC1;
     h2 ^= k2;
   }
-  for (size_t i = rest < 8 ? rest : 8; i > 0; --i) k1 ^= uint64_t{tail[i - 1]} << ((i - 1) * 8);
+  for (size_t i = rest < 8 ? rest : 8; i > 0; --i) k1 ^= uint64_t{tail_[i - 1]} << ((i - 1) * 8);
   if (rest > 0) {
-    k1 *= c1;
+    k1 *= kC1;
     k1 = rotl(k1, 31);
-    k1 *= c2;
+    k1 *= kC2;
     h1 ^= k1;
   }
-  h1 ^= len;
-  h2 ^= len;
+  h1 ^= length_;
+  h2 ^= length_;
   h1 += h2;
   h2 += h1;
   h1 = fmix64(h1);
@@ -98,6 +118,12 @@ Digest hash128(std::string_view bytes) {
   h1 += h2;
   h2 += h1;
   return Digest{h1, h2};
+}
+
+Digest hash128(std::string_view bytes) {
+  Hasher128 hasher;
+  hasher.update(bytes);
+  return hasher.finish();
 }
 
 std::string Digest::hex() const {

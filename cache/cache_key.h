@@ -26,6 +26,22 @@ struct Digest {
 
 Digest hash128(std::string_view bytes);
 
+// hash128 over bytes given in pieces: update(a); update(b); finish() == hash128(a + b). For files
+// too big to hold in memory (cache packs).
+class Hasher128 {
+ public:
+  void update(std::string_view bytes);
+  Digest finish() const;
+
+ private:
+  void mixBlock(const unsigned char* block);
+
+  uint64_t h1_ = 0, h2_ = 0;
+  uint64_t length_ = 0;
+  unsigned char tail_[16] = {};
+  size_t tailBytes_ = 0;
+};
+
 // Hash functor for unordered containers keyed by Digest (the digest is already uniform).
 struct DigestHash {
   size_t operator()(const Digest& d) const noexcept { return static_cast<size_t>(d.lo ^ d.hi); }

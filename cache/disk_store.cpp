@@ -17,37 +17,29 @@
 
 #include <fmt/format.h>
 
+#include "cache/file_io.h"
+#include "kiln/version.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 
 namespace kiln::cache {
 namespace fs = std::filesystem;
 namespace {
+using detail::getLE;
+using detail::putU32;
+using detail::putU64;
+using detail::readAll;
+using detail::writeAll;
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'C', 'B', 'I', 'N'};
 constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 + 8 + 8;
 constexpr size_t kTrailerBytes = 8;
 // Sanity bounds so that a corrupt size field cannot make us allocate gigabytes.
 constexpr uint64_t kMaxKeyTextBytes = uint64_t{1} << 20;
-// Note [Entry files are untrusted]: the largest entry file kiln writes or reads. Kernels and
-// captured graphs are megabytes; a larger file under an entry's name is not kiln's, and reading
-// it whole could exhaust memory (a sparse file of terabytes costs nothing on disk).
-constexpr uint64_t kMaxEntryFileBytes = uint64_t{256} << 20;
 constexpr std::string_view kEntrySuffix = ".kbin";
 constexpr std::string_view kLockSuffix = ".lock";
 constexpr std::string_view kTempPrefix = ".tmp-";
-
-void putU32(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void putU64(std::string& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint64_t getLE(std::string_view s, size_t offset, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(s[offset + i]);
-  return v;
-}
+constexpr std::string_view kVersionFile = "VERSION";  // Note [Cache version file]
 
 std::string errnoText(int err) {
   return std::strerror(err);
@@ -69,33 +61,17 @@ int openEntry(const fs::path& path, struct stat* st) {
   return fd;
 }
 
-// Reads a whole file from an open descriptor. False on an I/O error.
-bool readAll(int fd, std::string& out) {
-  out.clear();
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (n == 0) return true;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
-
-// Writes everything or returns the errno of the failure.
-int writeAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return EIO;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return 0;
+// Reads the entry file at `path` and decodes it against `digest`; *file holds the bytes read and
+// *st what fstat said. kMissing when there is no such file; kIoError when it is not a regular file
+// of a plausible size (Note [Entry files are untrusted]) or cannot be read.
+EntryStatus readEntryAt(const fs::path& path, const Digest& digest, std::string& file,
+                        struct stat& st) {
+  int fd = openEntry(path, &st);
+  if (fd < 0) return errno == ENOENT ? EntryStatus::kMissing : EntryStatus::kIoError;
+  EntryStatus status = EntryStatus::kIoError;
+  if (readAll(fd, file)) status = decodeEntry(file, digest, nullptr, nullptr, nullptr);
+  ::close(fd);
+  return status;
 }
 
 bool isHex2(std::string_view name) {
@@ -533,6 +509,12 @@ bool DiskStore::put(const CacheKey& key, std::string_view payload) {
 
 bool DiskStore::publishLocked(const CacheKey& key, const Digest& digest, std::string_view payload) {
   if (mode_ != DiskMode::kReadWrite) return false;
+  return publishFileLocked(digest, encodeEntry(key, payload));
+}
+
+// Publishes `data`, a complete entry file, as the entry for `digest` (temp file, fsync, rename).
+bool DiskStore::publishFileLocked(const Digest& digest, std::string_view data) {
+  if (mode_ != DiskMode::kReadWrite) return false;
   const fs::path path = entryPath(digest);
   const fs::path shard = path.parent_path();
   auto fail = [&](const std::string& what, int err) {
@@ -542,19 +524,15 @@ bool DiskStore::publishLocked(const CacheKey& key, const Digest& digest, std::st
                                   path.string(), what, errnoText(err)));
     return false;
   };
+  if (data.size() > kMaxEntryFileBytes)  // Note [Entry files are untrusted]: readers skip it
+    return fail(
+        fmt::format("entry of {} bytes is over the {} byte limit", data.size(), kMaxEntryFileBytes),
+        EFBIG);
   if (int err = makeDirs(shard)) return fail("creating shard directory", err);
   const fs::path tmp =
       shard / fmt::format("{}{}-{}-{}", kTempPrefix, digest.hex(), ::getpid(), tempCounter_++);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return fail("creating temp file", errno);
-  const std::string data = encodeEntry(key, payload);
-  if (data.size() > kMaxEntryFileBytes) {  // Note [Entry files are untrusted]: readers skip it
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return fail(fmt::format("entry of {} bytes is over the {} byte limit", data.size(),
-                            kMaxEntryFileBytes),
-                EFBIG);
-  }
   int err = writeAll(fd, data);
   if (err == 0 && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
@@ -569,8 +547,62 @@ bool DiskStore::publishLocked(const CacheKey& key, const Digest& digest, std::st
     ::close(dfd);
   }
   ++writes_;
+  if (!versionRecorded_.exchange(true)) recordVersion();
   if ((bytes_ += data.size()) > options_.maxBytes) evictExcept(digest);
   return true;
+}
+
+std::optional<std::string> DiskStore::readEntryFile(const Digest& digest,
+                                                    EntryStatus* status) const {
+  EntryStatus got = EntryStatus::kMissing;
+  std::string file;
+  struct stat st {};
+  if (mode_ != DiskMode::kDisabled) got = readEntryAt(entryPath(digest), digest, file, st);
+  if (status) *status = got;
+  if (got != EntryStatus::kOk) return std::nullopt;
+  return file;
+}
+
+PutEntryResult DiskStore::putEntryFile(const Digest& digest, std::string_view file) {
+  if (decodeEntry(file, digest, nullptr, nullptr, nullptr) != EntryStatus::kOk)
+    return PutEntryResult::kInvalid;
+  if (mode_ != DiskMode::kReadWrite) return PutEntryResult::kNotWritten;
+  const fs::path path = entryPath(digest);
+  // As in put(): without the lock (timeout) the publish is still atomic.
+  KeyLock lock(fs::path(path).replace_extension(kLockSuffix));
+  if (makeDirs(path.parent_path()) == 0) lock.acquire(options_.lockTimeout);
+  if (readEntryFile(digest)) return PutEntryResult::kAlreadyPresent;
+  return publishFileLocked(digest, file) ? PutEntryResult::kWritten : PutEntryResult::kNotWritten;
+}
+
+// Note [Cache version file]. Best effort: a failure costs only the record.
+void DiskStore::recordVersion() {
+  if (recordedVersion() == version()) return;
+  const fs::path path = versionDir_ / kVersionFile;
+  const fs::path tmp = versionDir_ / fmt::format("{}{}-{}-{}", kTempPrefix, kVersionFile,
+                                                 ::getpid(), tempCounter_++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  bool ok = writeAll(fd, fmt::format("{}\n", version())) == 0;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
+}
+
+std::optional<std::string> DiskStore::recordedVersion() const {
+  if (mode_ == DiskMode::kDisabled) return std::nullopt;
+  struct stat st {};
+  int fd = openEntry(versionDir_ / kVersionFile, &st);  // untrusted like an entry
+  if (fd < 0) return std::nullopt;
+  std::string text(256, '\0');
+  const ssize_t n = ::pread(fd, text.data(), text.size(), 0);
+  ::close(fd);
+  if (n <= 0) return std::nullopt;
+  text.resize(static_cast<size_t>(n));
+  text.resize(std::min(text.find('\n'), text.size()));
+  // Shown to the user as is: one line of printable ASCII.
+  for (char& c : text)
+    if (c < 0x20 || c == 0x7f) c = '?';
+  return text;
 }
 
 // Note [LRU by mtime]
@@ -718,13 +750,10 @@ VerifyResult DiskStore::verify() {
     if (!info.digest) {
       status = EntryStatus::kKeyMismatch;
       ::lstat(info.path.c_str(), &st);
-    } else if (int fd = openEntry(info.path, &st); fd >= 0) {
+    } else {
       std::string file;
-      if (readAll(fd, file))
-        status = decodeEntry(file, *info.digest, nullptr, nullptr, nullptr);
-      ::close(fd);
-    } else if (errno == ENOENT) {
-      continue;  // evicted or dropped meanwhile
+      status = readEntryAt(info.path, *info.digest, file, st);
+      if (status == EntryStatus::kMissing) continue;  // evicted or dropped meanwhile
     }
     if (status == EntryStatus::kOk) {
       ++result.ok;

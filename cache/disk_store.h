@@ -19,6 +19,7 @@ namespace kiln::cache {
 //   <root>/v<kFormatVersion>/<first 2 hex of digest>/<32 hex digest>.kbin   entries
 //                                                  /<32 hex digest>.lock   "compile once" locks
 //                                                  /.tmp-<hex>-<pid>-<n>   writes in progress
+//   <root>/v<kFormatVersion>/VERSION   the kiln that last wrote entries (Note [Cache version file])
 // Entry file (integers little-endian):
 //   magic "KILNCBIN" | u32 format version | u32 key text size | u64 digest.hi | u64 digest.lo |
 //   u64 payload size | key text | payload | u64 checksum (hash128(all preceding bytes).lo)
@@ -45,6 +46,12 @@ namespace kiln::cache {
 // holder is bounded by lockTimeout, after which the waiter compiles anyway (a duplicate compile,
 // never a wrong or partial entry). flock is advisory and may not work across NFS clients; there,
 // duplicates are possible but still correct.
+// Note [Cache version file]
+// <root>/v<N>/VERSION holds one line, kiln::version() of the last kiln that wrote an entry there
+// (written once per store, at its first publish, and only when it differs), so that a cache can
+// say which build filled it (kiln-cache stats). It is informational: readers never consult it,
+// entries stay readable by any kiln with the same kFormatVersion, and a missing or garbled file
+// changes nothing. Opening a store does not write it, so inspecting a cache does not overwrite it.
 enum class DiskMode {
   kReadWrite,
   kReadOnly,  // root not writable: existing entries are served, new ones stay in memory
@@ -66,6 +73,10 @@ enum class EntryStatus {
 std::string_view toString(EntryStatus status);
 
 inline constexpr uint32_t kFormatVersion = 1;
+// Note [Entry files are untrusted] (disk_store.cpp): the largest entry file kiln writes or reads.
+// Kernels and captured graphs are megabytes; a larger file under an entry's name is not kiln's,
+// and reading it whole could exhaust memory (a sparse file of terabytes costs nothing on disk).
+inline constexpr uint64_t kMaxEntryFileBytes = uint64_t{256} << 20;
 inline constexpr uint64_t kDefaultDiskMaxBytes = uint64_t{2} << 30;  // 2 GiB
 
 struct DiskStoreOptions {
@@ -128,6 +139,14 @@ EntryStatus decodeEntry(std::string_view file, const Digest& expected,
                         const std::string* expectedKeyText, std::string* payload,
                         std::string* keyText);
 
+// What putEntryFile() did.
+enum class PutEntryResult {
+  kWritten,
+  kAlreadyPresent,  // a valid entry for the digest was there and was kept
+  kInvalid,         // the bytes do not decode against the digest; nothing written
+  kNotWritten,      // the disk is not writable or the write failed (one warning)
+};
+
 class DiskStore {
  public:
   explicit DiskStore(DiskStoreOptions options = {});
@@ -161,6 +180,19 @@ class DiskStore {
   VerifyResult verify();
   uint64_t clear();
 
+  // Whole entry files, for copying a cache between machines (cache/pack.h). readEntryFile()
+  // returns an entry file's exact bytes when they decode against `digest` (read as Note [Entry
+  // files are untrusted] says), else nullopt and *status says why; it changes nothing, not even
+  // the entry's last use. putEntryFile() publishes such bytes like put(), under the key's lock,
+  // unless a valid entry is already there: that one is kept even if its bytes differ (two builds
+  // of one kernel may), while a corrupt one is replaced.
+  std::optional<std::string> readEntryFile(const Digest& digest,
+                                           EntryStatus* status = nullptr) const;
+  PutEntryResult putEntryFile(const Digest& digest, std::string_view file);
+
+  // Note [Cache version file]: what VERSION says, or nullopt if it is missing or unreadable.
+  std::optional<std::string> recordedVersion() const;
+
   DiskStoreStats stats() const;
 
  private:
@@ -171,6 +203,8 @@ class DiskStore {
   void dropCorrupt(const std::filesystem::path& path, uint64_t dev, uint64_t ino,
                    EntryStatus status, bool haveLock);
   bool publishLocked(const CacheKey& key, const Digest& digest, std::string_view payload);
+  bool publishFileLocked(const Digest& digest, std::string_view data);
+  void recordVersion();
   void cleanStaleFiles();
   void evictExcept(const Digest& keep);
   void warnOnce(std::string_view what, const std::string& message) const;
@@ -183,6 +217,7 @@ class DiskStore {
 
   std::mutex evictMutex_;
   std::atomic<uint64_t> tempCounter_{0};
+  std::atomic<bool> versionRecorded_{false};
   std::atomic<uint64_t> bytes_{0};
   std::atomic<uint64_t> hits_{0}, misses_{0}, corruptDropped_{0}, writes_{0}, writeFailures_{0},
       evictions_{0}, staleFilesRemoved_{0};

@@ -1,7 +1,7 @@
 // kiln-demo: optimizes a real model, Hugging Face's BERT (a small config with random weights,
 // traced by tests/models/make_fixtures.py; any TorchScript model taking token ids and an attention
 // mask can be passed instead), and prints eager vs kiln time and max error.
-//   kiln-demo [MODEL.pt] [BATCH] [SEQ]
+//   kiln-demo [MODEL.pt] [BATCH] [SEQ]     (kiln-demo --version prints the version)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +14,8 @@
 #include <torch/script.h>
 
 #include <kiln/kiln.h>
+
+#include "src/support/version_flag.h"
 
 namespace {
 
@@ -53,6 +55,7 @@ double medianMs(F&& fn, bool cuda, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (kiln::printVersionIfAsked(argc, argv)) return 0;
   try {
     kiln::Session& session = kiln::Session::defaultSession();
     const bool cuda = !session.cudaEnvironment().devices.empty() && torch::cuda::is_available();

@@ -112,6 +112,9 @@ WarmupArgs parseWarmupArgs(const std::vector<std::string>& args) {
     if (flag == "--help" || flag == "-h") {
       out.help = true;
       return out;
+    } else if (flag == "--version") {
+      out.version = true;
+      return out;
     } else if (flag == "--model") {
       std::optional<std::string> model;
       if (!out.model.empty()) throw UsageError("--model given twice");

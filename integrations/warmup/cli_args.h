@@ -29,12 +29,14 @@ struct WarmupArgs {
   bool quiet = false;                      // --quiet: only errors and the final summary
   bool tune = false;                       // --tune: also tune every kernel on the local GPU
   bool help = false;                       // --help
+  bool version = false;                    // --version
 };
 
 inline constexpr const char* kWarmupUsage =
     "usage: kiln-warmup --model MODEL.pt --input NAME:DTYPE:[DIMS] [--input ...]\n"
     "                   [--buckets NAME=E1,E2,...] [--cache-dir DIR] [--arch sm_XX]\n"
     "                   [--device cpu|cuda] [--summary-json FILE] [--quiet] [--tune]\n"
+    "       kiln-warmup --version\n"
     "Compiles every kernel of MODEL for every shape bucket of the dynamic dims into kiln's\n"
     "kernel cache, and stores the captured graph, so that a later process neither traces nor\n"
     "compiles. The model runs only once, at small sizes.\n"
@@ -63,7 +65,7 @@ inline constexpr const char* kWarmupUsage =
 
 // Parses argv[1..]. Throws UsageError naming the bad argument (unknown flag, missing value,
 // malformed spec, dtype typo, missing model file, malformed --arch, ...). Checks that the model
-// file exists; --help skips every other check.
+// file exists; --help and --version skip every other check.
 WarmupArgs parseWarmupArgs(const std::vector<std::string>& args);
 
 }  // namespace kiln::warmup

@@ -16,6 +16,7 @@
 
 #include "integrations/warmup/cli_args.h"
 #include "integrations/warmup/warmup.h"
+#include "src/support/version_flag.h"
 
 namespace {
 
@@ -83,6 +84,10 @@ int main(int argc, char** argv) {
   }
   if (args.help) {
     fmt::print("{}", kiln::warmup::kWarmupUsage);
+    return 0;
+  }
+  if (args.version) {
+    kiln::printVersion();
     return 0;
   }
   Progress progress(args.quiet);

@@ -1,9 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "kiln/version.h"
 #include "src/support/error.h"
 #include "src/support/hash.h"
 #include "src/support/log.h"
@@ -158,6 +162,27 @@ TEST(Hash, StableValues) {
   EXPECT_EQ(fnv1a(""), 14695981039346656037ull);
   EXPECT_EQ(fnv1a("a"), 0xaf63dc4c8601ec8cull);
   EXPECT_NE(hashCombine(1, 2), hashCombine(2, 1));
+}
+
+// Note [Versions]: the header's numbers are project(kiln VERSION ...) of the top-level
+// CMakeLists.txt, and version() starts with them.
+TEST(VersionTest, MatchesTheHeaderAndTheProjectVersion) {
+  const std::string dotted =
+      fmt::format("{}.{}.{}", KILN_VERSION_MAJOR, KILN_VERSION_MINOR, KILN_VERSION_PATCH);
+  EXPECT_EQ(dotted, KILN_VERSION_STRING);
+  const std::string_view v = version();
+  ASSERT_FALSE(v.empty());
+  EXPECT_EQ(v.substr(0, 5 + dotted.size()), "kiln " + dotted) << v;
+  EXPECT_TRUE(std::regex_match(std::string(v), std::regex(R"(kiln \S+ \(torch \S+, CUDA \S+\))")))
+      << v;
+  EXPECT_EQ(v.find("unknown"), std::string_view::npos) << "the build passes both versions: " << v;
+  std::ifstream in(std::string(KILN_SOURCE_DIR) + "/CMakeLists.txt");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::smatch m;
+  const std::string cmake = text.str();
+  ASSERT_TRUE(std::regex_search(cmake, m, std::regex(R"(project\(kiln VERSION ([0-9.]+))")));
+  EXPECT_EQ(m[1].str(), dotted);
 }
 
 }  // namespace

@@ -67,6 +67,12 @@ TEST_F(CliArgs, HelpSkipsOtherChecks) {
   EXPECT_TRUE(parseWarmupArgs({"--model", "/nonexistent", "-h"}).help);
 }
 
+TEST_F(CliArgs, VersionSkipsOtherChecks) {
+  EXPECT_TRUE(parseWarmupArgs({"--version"}).version);
+  EXPECT_TRUE(parseWarmupArgs({"--model", "/nonexistent", "--version"}).version);
+  EXPECT_FALSE(parseWarmupArgs({"--help"}).version);
+}
+
 TEST_F(CliArgs, BadUsage) {
   const std::string in = "x:float16:[1..8,64]";
   EXPECT_EQ(error({"--modle", model_, "--input", in}), "unknown flag --modle");

@@ -25,6 +25,21 @@ TEST(CacheKeyTest, GoldenDigests) {
   EXPECT_EQ(baseKey().digest().hex(), "d12d642ef33b572e5a7ac6d806b855ff");
 }
 
+// Hasher128 (used for cache packs) gives hash128 of the concatenation however the bytes are split.
+TEST(CacheKeyTest, StreamingHashMatchesOneShot) {
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += static_cast<char>((i * 131 + 7) & 0xff);
+  for (size_t len :
+       {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{33}, size_t{300}}) {
+    const std::string_view bytes(text.data(), len);
+    for (size_t piece : {size_t{1}, size_t{3}, size_t{16}, size_t{29}, size_t{512}}) {
+      Hasher128 hasher;
+      for (size_t at = 0; at < len; at += piece) hasher.update(bytes.substr(at, piece));
+      EXPECT_EQ(hasher.finish(), hash128(bytes)) << "len " << len << ", pieces of " << piece;
+    }
+  }
+}
+
 TEST(CacheKeyTest, DigestIsDeterministic) {
   EXPECT_EQ(baseKey().digest(), baseKey().digest());
   EXPECT_EQ(baseKey(), baseKey());

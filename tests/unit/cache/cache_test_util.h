@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "cache/cache_key.h"
+#include "cache/disk_store.h"
 #include "src/support/log.h"
 
 namespace kiln::cache::testing {
@@ -96,6 +97,35 @@ inline int runInChild(const std::function<int()>& body) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
+}
+
+// Makes `dir` and every directory below it read-only (0500) for the process that checks it. Root
+// ignores permission bits, so when euid is 0 the whole of `tree` (which holds `dir`) is first given
+// to nobody (uid/gid 65534), and the checking child must call becomeChecker(), which drops to that
+// user. Returns false if the tree could not be handed over.
+inline bool makeReadOnlyForChecker(const std::filesystem::path& tree,
+                                   const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  if (::geteuid() == 0) {
+    for (const auto& e : fs::recursive_directory_iterator(tree))
+      if (::lchown(e.path().c_str(), 65534, 65534) != 0) return false;
+    if (::chown(tree.c_str(), 65534, 65534) != 0) return false;
+  }
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_directory()) fs::permissions(e.path(), fs::perms(0500));
+  fs::permissions(dir, fs::perms(0500));
+  return true;
+}
+
+// In the checking child of makeReadOnlyForChecker(): false if it could not drop to nobody.
+inline bool becomeChecker() {
+  return ::getuid() != 0 || (::setgid(65534) == 0 && ::setuid(65534) == 0);
+}
+
+inline DiskStoreOptions storeAt(const std::filesystem::path& root) {
+  DiskStoreOptions o;
+  o.root = root;
+  return o;
 }
 
 inline CacheKey testKey(std::string_view source, std::string arch = "sm_90") {
