@@ -156,6 +156,10 @@ std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::No
                                      const std::vector<at::Tensor>& inputs,
                                      const std::vector<int64_t>& symbols);
 
+// Whether eager call `eagerId` writes into any of its arguments (its schema is mutable); false for
+// kiln's own calls and an id out of range.
+bool eagerCallMutates(const CapturedGraph& captured, int64_t eagerId);
+
 // Note [Eager calls in the capture cache]
 // A kEager node runs an EagerCall (lower.h), which the IR text cannot hold: an ATen operator, a
 // stack template of constants and the slots that fill it per call. encodeEagerCalls writes them

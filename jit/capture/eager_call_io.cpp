@@ -161,6 +161,15 @@ std::vector<const ir::Node*> eagerNodesById(const ir::Graph& g, size_t count) {
 
 }  // namespace
 
+bool eagerCallMutates(const CapturedGraph& captured, int64_t eagerId) {
+  if (eagerId < 0 || static_cast<size_t>(eagerId) >= captured.eagerCalls.size()) return false;
+  const EagerCall& call = *captured.eagerCalls[static_cast<size_t>(eagerId)];
+  if (!call.op) return false;
+  std::shared_ptr<torch::jit::Operator> op = findOp(call.name, call.overload);
+  // An operator kiln cannot look up is assumed to write: the answer gates a cache.
+  return op == nullptr || op->schema().is_mutable();
+}
+
 std::optional<std::string> encodeEagerCalls(const CapturedGraph& captured, std::string* why) {
   auto refuse = [&](std::string reason) -> std::optional<std::string> {
     if (why != nullptr) *why = std::move(reason);

@@ -1,6 +1,8 @@
 #include "jit/runtime/plan.h"
 
 #include <limits>
+#include <list>
+#include <mutex>
 #include <optional>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -18,6 +20,38 @@
 
 namespace kiln::jit {
 
+// Note [Shape-only steps] in program.h.
+struct Plan::ShapeOnlyKey {
+  int64_t stream = 0;  // the CUDA stream's id; 0 on the CPU
+  std::vector<int64_t> symbols;
+  std::vector<std::pair<const void*, int64_t>> stamps;  // per param read: storage, version
+  bool operator==(const ShapeOnlyKey&) const = default;
+};
+
+struct Plan::ShapeOnlyCache {
+  static constexpr size_t kCapacity = 8;
+  std::mutex mutex;
+  std::list<std::pair<ShapeOnlyKey, std::vector<at::Tensor>>> entries;  // front: most recent
+
+  // The frontier values of `key`, or empty.
+  std::vector<at::Tensor> find(const ShapeOnlyKey& key) {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      if (!(it->first == key)) continue;
+      entries.splice(entries.begin(), entries, it);
+      return entries.front().second;
+    }
+    return {};
+  }
+  void insert(ShapeOnlyKey key, std::vector<at::Tensor> values) {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (const auto& e : entries)
+      if (e.first == key) return;
+    entries.emplace_front(std::move(key), std::move(values));
+    if (entries.size() > kCapacity) entries.pop_back();
+  }
+};
+
 std::shared_ptr<Plan> Plan::create(std::shared_ptr<const Program> program,
                                    std::shared_ptr<const KernelSet> kernels, PlanBuildInfo info,
                                    const Session& session) {
@@ -30,6 +64,7 @@ std::shared_ptr<Plan> Plan::create(std::shared_ptr<const Program> program,
   plan->kernels_.store(std::move(kernels));
   plan->poisonOutputs_ = session.options().poisonOutputs;
   plan->info_ = info;
+  if (plan->program_->shapeOnly().enabled) plan->shapeOnly_ = std::make_shared<ShapeOnlyCache>();
   return plan;
 }
 
@@ -163,9 +198,40 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
                   : t.contiguous(at::MemoryFormat::ChannelsLast);
   }
 
+  // Note [Shape-only steps]: reuse what sizes alone determine, or compute and keep it.
+  const Program::ShapeOnly& so = p.shapeOnly_;
+  ShapeOnlyKey soKey;
+  bool soHit = false;
+  std::vector<at::Tensor> soValues;
+  if (shapeOnly_ != nullptr) {
+    for (const at::Tensor& t : inputs)
+      if (t.is_cuda()) {
+        soKey.stream = at::cuda::getCurrentCUDAStream(t.device().index()).id();
+        break;
+      }
+    soKey.symbols = symbols;
+    for (int id : so.params) {
+      const at::Tensor& t = values[static_cast<size_t>(id)];
+      soKey.stamps.emplace_back(t.data_ptr(), t.is_inference() ? 0 : t._version());
+    }
+    soValues = shapeOnly_->find(soKey);
+    soHit = !soValues.empty();
+    if (soHit) {
+      stats_.shapeOnlyHits.fetch_add(1, std::memory_order_relaxed);
+      for (size_t k = 0; k < so.frontier.size(); ++k)
+        values[static_cast<size_t>(so.frontier[k])] = soValues[k];
+    } else {
+      soValues.resize(so.frontier.size());
+    }
+  }
+
   for (size_t s = 0; s < p.partition_.steps.size(); ++s) {
     const partition::Step& step = p.partition_.steps[s];
     const Program::StepRuntime& rt = p.runtime_[s];
+    if (soHit && so.step[s]) {
+      if (afterStep != nullptr && s + 1 < p.partition_.steps.size()) (*afterStep)(s);
+      continue;
+    }
     const ProfilerRange range(rt.rangeName.c_str());
     if (step.kind == partition::StepKind::kFusion) {
       const KernelStep& k = set->kernels[static_cast<size_t>(rt.kernel)];
@@ -189,10 +255,15 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
       for (size_t i = 0; i < out.size(); ++i)
         values[static_cast<size_t>(rt.outputIds[i])] = std::move(out[i]);
     }
+    if (shapeOnly_ != nullptr && !soHit && so.step[s])
+      for (int id : rt.outputIds)
+        if (const int k = so.frontierOf[static_cast<size_t>(id)]; k >= 0)
+          soValues[static_cast<size_t>(k)] = values[static_cast<size_t>(id)];
     for (int id : rt.release) values[static_cast<size_t>(id)].reset();
     // The last step's mark comes after the outputs' layout conversion below.
     if (afterStep != nullptr && s + 1 < p.partition_.steps.size()) (*afterStep)(s);
   }
+  if (shapeOnly_ != nullptr && !soHit) shapeOnly_->insert(std::move(soKey), std::move(soValues));
   std::vector<at::Tensor> outputs;
   outputs.reserve(p.outputIds_.size());
   for (size_t i = 0; i < p.outputIds_.size(); ++i) {
@@ -280,6 +351,12 @@ std::string Plan::explain() const {
                  : fmt::format("step {}: linear + gelu through ATen: {}\n", s, gemm->reason());
   if (!program_->convLayout().reason.empty())
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
+  const Program::ShapeOnly& so = program_->shapeOnly();
+  out += so.enabled ? fmt::format("shape-only steps: {} of {}, {} values kept per sizes, reused by "
+                                  "{} calls (Note [Shape-only steps])\n",
+                                  so.steps, partition().steps.size(), so.frontier.size(),
+                                  stats_.shapeOnlyHits.load())
+                    : fmt::format("shape-only steps: none reused: {}\n", so.why);
   out += fmt::format("capture: {}\n", captured().report());
   return out;
 }
@@ -295,6 +372,10 @@ std::string Plan::explainJson() const {
     if (program_->runtime_[s].kernel >= 0) step["kernel"] = program_->runtime_[s].kernel;
   }
   out["kernelSet"] = {{"generic", set->generic}, {"bucket", set->bucket}};
+  const Program::ShapeOnly& so = program_->shapeOnly();
+  out["shapeOnly"] = {{"enabled", so.enabled},     {"steps", so.steps},
+                      {"values", so.frontier.size()}, {"hits", stats_.shapeOnlyHits.load()},
+                      {"why", so.why}};
   Json kernels = Json::array();
   for (size_t i = 0; i < set->kernels.size(); ++i) {
     const KernelStep& k = set->kernels[i];

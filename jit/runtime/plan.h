@@ -48,6 +48,8 @@ class AssumptionViolated : public Unsupported {
 
 struct PlanStats {
   std::atomic<uint64_t> calls{0};
+  std::atomic<uint64_t> shapeOnlyHits{0};  // calls that reused shape-only values (Note [Shape-only
+                                           // steps] in program.h)
   std::atomic<uint64_t> kernelLaunches{0};
   std::atomic<uint64_t> groupFallbacks{0};  // group executions through ATen
 };
@@ -109,7 +111,12 @@ class Plan {
   bool runKernel(const KernelStep& k, const Program::StepRuntime& rt,
                  std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols) const;
 
+  // Note [Shape-only steps]: values of the frontier per (stream, symbols, param stamps).
+  struct ShapeOnlyCache;
+  struct ShapeOnlyKey;
+
   std::shared_ptr<const Program> program_;
+  std::shared_ptr<ShapeOnlyCache> shapeOnly_;  // null when the program has no shape-only steps
   std::atomic<std::shared_ptr<const KernelSet>> kernels_;
   std::atomic<uint64_t> swaps_{0};
   mutable std::atomic<bool> tuningClaimed_{false};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -114,12 +115,82 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       p.runtime_[static_cast<size_t>(s)].release.push_back(id);
   }
 
+  p.markShapeOnlySteps(session.options().shapeOnlyCache);
+
   const CapturedGraph* cap = &p.captured_;
   p.eager_ = [cap](const ir::Node& node, const std::vector<at::Tensor>& in,
                    const std::vector<int64_t>& symbols) {
     return runEagerNode(*cap, node, in, symbols);
   };
   return program;
+}
+
+// Note [Shape-only steps].
+void Program::markShapeOnlySteps(bool allowed) {
+  ShapeOnly& so = shapeOnly_;
+  const size_t numSteps = partition_.steps.size();
+  so.step.assign(numSteps, false);
+  so.frontierOf.assign(static_cast<size_t>(numValues_), -1);
+  if (!allowed) {
+    so.why = "off (KILN_SHAPE_CACHE=0)";
+    return;
+  }
+  const ir::Graph& g = graph();
+  std::vector<bool> fromSizes(static_cast<size_t>(numValues_), false);
+  std::vector<bool> isParam(static_cast<size_t>(numValues_), false);
+  for (const auto& n : g.nodes()) {
+    if (n->kind() == ir::OpKind::kConstant || n->kind() == ir::OpKind::kParam)
+      fromSizes[static_cast<size_t>(n->output()->id())] = true;
+    if (n->kind() == ir::OpKind::kParam) isParam[static_cast<size_t>(n->output()->id())] = true;
+    if (n->kind() != ir::OpKind::kEager) continue;
+    if (eagerCallMutates(captured_, n->attrs().getInt("eager_id"))) {
+      so.why = fmt::format("{} writes into its arguments", n->attrs().getString("schema"));
+      return;
+    }
+  }
+  auto random = [](const partition::Step& step) {
+    if (step.node == nullptr || step.node->kind() != ir::OpKind::kEager) return false;
+    const std::string& name = step.node->attrs().getString("schema");
+    for (std::string_view word : {"rand", "normal", "bernoulli", "dropout", "multinomial",
+                                  "uniform", "exponential", "poisson", "cauchy", "geometric"})
+      if (name.find(word) != std::string::npos) return true;
+    return false;
+  };
+  std::vector<bool> paramRead(static_cast<size_t>(numValues_), false);
+  for (size_t s = 0; s < numSteps; ++s) {
+    const StepRuntime& rt = runtime_[s];
+    bool only = !random(partition_.steps[s]);
+    for (int id : rt.inputIds) only = only && fromSizes[static_cast<size_t>(id)];
+    so.step[s] = only;
+    if (!only) continue;
+    ++so.steps;
+    for (int id : rt.outputIds) fromSizes[static_cast<size_t>(id)] = true;
+    for (int id : rt.inputIds)
+      if (isParam[static_cast<size_t>(id)]) paramRead[static_cast<size_t>(id)] = true;
+  }
+  if (so.steps == 0) {
+    so.why = "no step computes from sizes alone";
+    return;
+  }
+  for (int id : outputIds_)
+    if (fromSizes[static_cast<size_t>(id)] && !constantValues_[static_cast<size_t>(id)].defined()) {
+      so.why = "a graph output is computed from sizes alone";
+      so.step.assign(numSteps, false);
+      so.steps = 0;
+      return;
+    }
+  for (size_t s = 0; s < numSteps; ++s) {
+    if (so.step[s]) continue;
+    for (int id : runtime_[s].inputIds) {
+      const size_t v = static_cast<size_t>(id);
+      if (!fromSizes[v] || constantValues_[v].defined() || so.frontierOf[v] >= 0) continue;
+      so.frontierOf[v] = static_cast<int>(so.frontier.size());
+      so.frontier.push_back(id);
+    }
+  }
+  for (int id = 0; id < numValues_; ++id)
+    if (paramRead[static_cast<size_t>(id)]) so.params.push_back(id);
+  so.enabled = true;
 }
 
 bool Program::foldedParamsStale() const {

@@ -49,6 +49,28 @@ class Program {
   // Whether the convs run channels-last, and why (Note [Channels-last convolutions]).
   const ConvLayoutChoice& convLayout() const { return convLayout_; }
 
+  // Note [Shape-only steps]
+  // Traced models compute much from sizes alone: position ids (arange(seq)) and their embedding
+  // rows, token-type rows, causal masks, rotary cos/sin tables, run-time scalars. A step whose
+  // every input is a param, a constant or the output of another such step computes the same
+  // tensors for the same symbol values, so a plan computes them once per symbol values and
+  // reuses them (Plan::run: a small LRU per plan, keyed also by the CUDA stream, so a cached
+  // tensor is only read on the stream that wrote it, and by a stamp of the params they read
+  // (storage and version counter), so weights changed in place are seen). Not shape-only: steps
+  // that read a graph input, eager ops that draw random numbers. The whole cache is off, with the
+  // reason, when a graph output would be a cached tensor (callers may write to outputs) or when
+  // any eager op mutates its arguments (it could write into a cached tensor).
+  struct ShapeOnly {
+    bool enabled = false;
+    std::string why;              // why not enabled (no such steps, or the rule that forbids it)
+    std::vector<bool> step;       // per step
+    std::vector<int> frontier;    // value ids such steps write that other steps read
+    std::vector<int> frontierOf;  // per value id: index into frontier, or -1
+    std::vector<int> params;      // kParam value ids such steps read (stamped per call)
+    int steps = 0;                // how many steps are shape-only
+  };
+  const ShapeOnly& shapeOnly() const { return shapeOnly_; }
+
  private:
   friend class Plan;
   struct StepRuntime {
@@ -60,6 +82,7 @@ class Program {
     std::string rangeName;  // "kiln::group #3", ... (Note [Profiler ranges] in profiler_range.h)
   };
   Program() = default;
+  void markShapeOnlySteps(bool allowed);
 
   CapturedGraph captured_;
   std::shared_ptr<const FoldedParams> folds_;
@@ -71,6 +94,7 @@ class Program {
   std::vector<const partition::FusionGroup*> groups_;  // of kernel k, in partition_.steps
   std::vector<at::Tensor> constantValues_;  // by value id; defined for kConstant/kParam values
   std::vector<int> outputIds_;
+  ShapeOnly shapeOnly_;
   int numValues_ = 0;
   EagerRunner eager_;
 };

@@ -132,6 +132,7 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
     o.maxPlans = static_cast<int>(parseInt("KILN_MAX_PLANS", *v, 1, 1 << 20));
   if (auto v = env("KILN_BACKGROUND_COMPILE"))
     o.backgroundCompile = parseBool("KILN_BACKGROUND_COMPILE", *v);
+  if (auto v = env("KILN_SHAPE_CACHE")) o.shapeOnlyCache = parseBool("KILN_SHAPE_CACHE", *v);
   if (auto v = env("KILN_TUNE")) o.tune = parseTuneMode("KILN_TUNE", *v);
   if (auto v = env("KILN_TUNE_THRESHOLD"))
     o.tuneThreshold = static_cast<int>(parseInt("KILN_TUNE_THRESHOLD", *v, 1, 1 << 30));

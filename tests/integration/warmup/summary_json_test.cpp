@@ -26,6 +26,10 @@ TEST(WarmupSummaryJson, OneLineWithTheSameKeysAndExactStrings) {
   s.eagerOps = {"aten::cumsum", "odd \"op\""};
   s.skippedBuckets = {"s0:1"};
   s.seconds = 1.23456;
+  s.device = "cpu";
+  s.captureStored = true;
+  s.writesFailed = 2;
+  s.entriesEvicted = 1;
   const std::string text = kiln::warmup::toJson(s);
   ASSERT_FALSE(text.empty());
   EXPECT_EQ(text.back(), '\n');
@@ -39,8 +43,15 @@ TEST(WarmupSummaryJson, OneLineWithTheSameKeysAndExactStrings) {
   EXPECT_EQ(keys, (std::vector<std::string>{"kernels_compiled", "kernels_cached", "buckets",
                                             "groups", "groups_failed", "eager_ops",
                                             "skipped_buckets", "seconds", "arch", "cache_dir",
-                                            "tuned", "kernels_tuned", "variants_tried"}));
+                                            "tuned", "kernels_tuned", "variants_tried", "device",
+                                            "capture_stored", "capture_cached", "writes_failed",
+                                            "entries_evicted"}));
   EXPECT_EQ(j.at("kernels_compiled").get<int>(), 3);
+  EXPECT_EQ(j.at("device").get<std::string>(), "cpu");
+  EXPECT_TRUE(j.at("capture_stored").get<bool>());
+  EXPECT_FALSE(j.at("capture_cached").get<bool>());
+  EXPECT_EQ(j.at("writes_failed").get<int>(), 2);
+  EXPECT_EQ(j.at("entries_evicted").get<int>(), 1);
   EXPECT_EQ(j.at("kernels_cached").get<int>(), 2);
   EXPECT_EQ(j.at("buckets").get<int>(), 4);
   EXPECT_EQ(j.at("groups").get<int>(), 5);
