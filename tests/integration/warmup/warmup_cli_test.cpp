@@ -417,10 +417,16 @@ TEST_F(Warmup, ContainerFlowFirstCallNeitherTracesNorCompiles) {
   EXPECT_NE(j.find("\"capture_stored\": true"), std::string::npos) << j << w.output;
   ASSERT_EQ(std::system(("chmod -R a+rX,go-w " + quote(dir_->string())).c_str()), 0);
   const bool asRoot = ::geteuid() == 0;
+  const std::string self = quote(fs::read_symlink("/proc/self/exe").string());
+  const std::string asService =
+      asRoot ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  // The service user must be able to run this binary (its directory and LibTorch's).
+  if (asRoot && std::system((asService + self + " --gtest_list_tests >/dev/null 2>&1").c_str()) != 0)
+    GTEST_SKIP() << "user nobody cannot run " << self
+                 << " (a parent directory is private); the service half needs it";
   if (!asRoot) ASSERT_EQ(std::system(("chmod -R a-w " + quote(cache)).c_str()), 0);
-  std::string cmd = std::string(asRoot ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "") +
-                    "env HOME=/nonexistent KILN_TEST_SERVICE_CACHE=" + quote(cache) + " " +
-                    quote(fs::read_symlink("/proc/self/exe").string()) +
+  std::string cmd = asService + "env HOME=/nonexistent KILN_TEST_SERVICE_CACHE=" + quote(cache) +
+                    " " + self +
                     " --gtest_filter=WarmupService.FirstCallNeitherTracesNorCompiles 2>&1";
   FILE* pipe = ::popen(cmd.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
