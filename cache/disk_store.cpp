@@ -570,7 +570,7 @@ PutEntryResult DiskStore::putEntryFile(const Digest& digest, std::string_view fi
   const fs::path path = entryPath(digest);
   // As in put(): without the lock (timeout) the publish is still atomic.
   KeyLock lock(fs::path(path).replace_extension(kLockSuffix));
-  if (makeDirs(path.parent_path()) == 0) lock.acquire(options_.lockTimeout);
+  if (makeDirs(path.parent_path()) == 0) (void)lock.acquire(options_.lockTimeout);
   if (readEntryFile(digest)) return PutEntryResult::kAlreadyPresent;
   return publishFileLocked(digest, file) ? PutEntryResult::kWritten : PutEntryResult::kNotWritten;
 }

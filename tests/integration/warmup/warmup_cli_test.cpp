@@ -424,7 +424,9 @@ TEST_F(Warmup, ContainerFlowFirstCallNeitherTracesNorCompiles) {
   if (asRoot && std::system((asService + self + " --gtest_list_tests >/dev/null 2>&1").c_str()) != 0)
     GTEST_SKIP() << "user nobody cannot run " << self
                  << " (a parent directory is private); the service half needs it";
-  if (!asRoot) ASSERT_EQ(std::system(("chmod -R a-w " + quote(cache)).c_str()), 0);
+  if (!asRoot) {
+    ASSERT_EQ(std::system(("chmod -R a-w " + quote(cache)).c_str()), 0);
+  }
   std::string cmd = asService + "env HOME=/nonexistent KILN_TEST_SERVICE_CACHE=" + quote(cache) +
                     " " + self +
                     " --gtest_filter=WarmupService.FirstCallNeitherTracesNorCompiles 2>&1";
@@ -434,7 +436,9 @@ TEST_F(Warmup, ContainerFlowFirstCallNeitherTracesNorCompiles) {
   char buf[4096];
   for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
   const int status = ::pclose(pipe);
-  if (!asRoot) EXPECT_EQ(std::system(("chmod -R u+w " + quote(cache)).c_str()), 0);
+  if (!asRoot) {
+    EXPECT_EQ(std::system(("chmod -R u+w " + quote(cache)).c_str()), 0);
+  }
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
 }
