@@ -43,7 +43,15 @@ namespace {
 // running ones finish (one NVRTC compile at most) before exit goes on. Handlers run in reverse
 // order of registration, and NVRTC registers its own teardown lazily, during its first compile:
 // so the handler is registered once when the first session is made and once more after the
-// first compile (Session::afterCompile), which puts it ahead of NVRTC's teardown.
+// first compile (Session::afterCompile), which puts it ahead of NVRTC's teardown. Other libraries
+// make statics lazily too, after both (LibTorch's cuBLAS handle pool at the first GPU matmul, the
+// CUDA caching allocator's state): a tuning or compile job still running at exit then used them
+// after their destructors, and the process crashed after its last test had passed (the
+// intermittent "GEMM crash" of issue 20: GpuGemm.ErfGeluLinearMatchesEager, and the real-model
+// CPU tests on a GPU machine, on an H200, 2026-12-05). So the handler is also registered again
+// with each queued job, ahead of every static made before that job: at most
+// kMaxExitRegistrations times (each costs a few bytes of the exit list), which covers the
+// warm-up of any real process; past that the earlier registrations still apply.
 struct LiveSessions {
   std::mutex mutex;
   std::vector<Session*> sessions;
@@ -57,6 +65,15 @@ void stopLiveSessions() {
   }
   for (Session* s : sessions) s->stopBackground();
 }
+constexpr int kMaxExitRegistrations = 4096;
+std::atomic<int> gExitRegistrations{0};
+
+// Note [Background jobs at exit]: registers the handler again, at most kMaxExitRegistrations times.
+void registerExitStop() {
+  if (gExitRegistrations.fetch_add(1, std::memory_order_relaxed) < kMaxExitRegistrations)
+    std::atexit(stopLiveSessions);
+}
+
 LiveSessions& liveSessions() {
   static LiveSessions* live = [] {
     // NVRTC recurses deeply on large kernels, and compiles run on TBB workers, whose default
@@ -162,6 +179,7 @@ void Session::runInBackground(std::function<void()> job) const {
     if (stopping_.load()) return;
     ++bg.pending;
   }
+  registerExitStop();  // Note [Background jobs at exit]
   // enqueue() wants a const-callable functor; the holder lets the job be released early.
   auto holder = std::make_shared<std::function<void()>>(std::move(job));
   bg.arena.enqueue([this, &bg, holder] {

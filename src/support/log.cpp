@@ -13,9 +13,11 @@ namespace {
 std::atomic<LogLevel> gLevel{LogLevel::kWarn};
 std::atomic<LogSink> gSink{nullptr};
 std::mutex gOnceMutex;
+// Leaked: background jobs may log while static destructors run at exit (Note [Background jobs
+// at exit] in jit/runtime/session.cpp).
 std::set<std::string, std::less<>>& onceKeys() {
-  static std::set<std::string, std::less<>> keys;
-  return keys;
+  static auto* keys = new std::set<std::string, std::less<>>();
+  return *keys;
 }
 }  // namespace
 
