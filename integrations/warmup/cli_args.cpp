@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <string_view>
 
@@ -35,14 +35,14 @@ void checkSummaryPath(const std::string& path) {
     if (!std::filesystem::is_regular_file(p, ec))
       throw UsageError(fmt::format("--summary-json {}: exists and is not a regular file", path));
     if (::access(path.c_str(), W_OK) != 0)
-      throw UsageError(fmt::format("--summary-json {}: not writable ({})", path,
-                                   std::strerror(errno)));
+      throw UsageError(
+          fmt::format("--summary-json {}: not writable ({})", path, std::strerror(errno)));
     return;
   }
   const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : ".";
   if (!std::filesystem::is_directory(dir, ec))
-    throw UsageError(fmt::format("--summary-json {}: directory {} does not exist", path,
-                                 dir.string()));
+    throw UsageError(
+        fmt::format("--summary-json {}: directory {} does not exist", path, dir.string()));
   if (::access(dir.c_str(), W_OK | X_OK) != 0)
     throw UsageError(fmt::format("--summary-json {}: cannot create files in {} ({})", path,
                                  dir.string(), std::strerror(errno)));
@@ -57,9 +57,10 @@ void parseBucketEdges(const std::string& text, WarmupArgs& out) {
   if (eq == std::string::npos || known == out.symbols.end()) {
     std::vector<std::string> names;
     for (const Symbol& s : out.symbols) names.push_back(s.name);
-    throw UsageError(fmt::format("--buckets \"{}\": expected NAME=E1,E2,... with NAME one of the "
-                                 "dynamic dims' symbols [{}]",
-                                 text, fmt::join(names, ", ")));
+    throw UsageError(
+        fmt::format("--buckets \"{}\": expected NAME=E1,E2,... with NAME one of the "
+                    "dynamic dims' symbols [{}]",
+                    text, fmt::join(names, ", ")));
   }
   if (out.bucketEdges.count(name)) throw UsageError(fmt::format("--buckets {} given twice", name));
   std::vector<int64_t> edges;
@@ -184,8 +185,8 @@ WarmupArgs parseWarmupArgs(const std::vector<std::string>& args) {
   for (const Symbol& sym : out.symbols) {
     auto edges = out.bucketEdges.find(sym.name);
     const size_t buckets =
-        bucketsIn(sym.lo, sym.hi, edges == out.bucketEdges.end() ? std::vector<int64_t>{}
-                                                                 : edges->second)
+        bucketsIn(sym.lo, sym.hi,
+                  edges == out.bucketEdges.end() ? std::vector<int64_t>{} : edges->second)
             .size();
     const InputSpec& in = out.inputs[static_cast<size_t>(sym.uses.front().input)];
     if (buckets == 0)

@@ -26,10 +26,10 @@ struct WarmupArgs {
   // --buckets NAME=E1,E2,...: explicit bucket edges of symbol NAME (Note [Warmup buckets]).
   std::map<std::string, std::vector<int64_t>> bucketEdges;
   std::optional<std::string> device;  // --device cpu|cuda; default cuda when a GPU is usable
-  bool quiet = false;                      // --quiet: only errors and the final summary
-  bool tune = false;                       // --tune: also tune every kernel on the local GPU
-  bool help = false;                       // --help
-  bool version = false;                    // --version
+  bool quiet = false;                 // --quiet: only errors and the final summary
+  bool tune = false;                  // --tune: also tune every kernel on the local GPU
+  bool help = false;                  // --help
+  bool version = false;               // --version
 };
 
 inline constexpr const char* kWarmupUsage =

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <map>
 #include <limits>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -33,8 +33,8 @@ std::optional<int64_t> parseSize(std::string_view s) {
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (end != s.data() + s.size()) return std::nullopt;
   if (ec == std::errc::result_out_of_range || (ec == std::errc() && v > kMaxSize))
-    throw UserError(fmt::format("{} is larger than {}, the largest size kiln-warmup accepts", s,
-                                kMaxSize));
+    throw UserError(
+        fmt::format("{} is larger than {}, the largest size kiln-warmup accepts", s, kMaxSize));
   if (ec != std::errc()) return std::nullopt;
   return v;
 }
@@ -230,12 +230,14 @@ std::vector<WarmBucket> bucketsIn(int64_t lo, int64_t hi, const std::vector<int6
   std::vector<WarmBucket> out;
   lo = std::max<int64_t>(lo, 2);  // buckets 0 and 1 are never warmed (Note [Warmup buckets])
   if (edges.empty()) {
-    for (int64_t e : bucketEdgesIn(lo, hi)) out.push_back({e, std::max(e / 2 + 1, lo), std::min(e, hi)});
+    for (int64_t e : bucketEdgesIn(lo, hi))
+      out.push_back({e, std::max(e / 2 + 1, lo), std::min(e, hi)});
     return out;
   }
   int64_t bottom = 2;
   for (int64_t e : edges) {
-    if (e >= bottom && e >= lo && bottom <= hi) out.push_back({e, std::max(bottom, lo), std::min(e, hi)});
+    if (e >= bottom && e >= lo && bottom <= hi)
+      out.push_back({e, std::max(bottom, lo), std::min(e, hi)});
     bottom = std::max(bottom, e + 1);
   }
   if (hi >= bottom) out.push_back({kOverflowEdge, std::max(bottom, lo), hi});
@@ -252,7 +254,8 @@ std::vector<BucketCombo> bucketCombos(const std::vector<InputSpec>& specs,
   std::vector<std::vector<WarmBucket>> perSymbol;
   for (const Symbol& s : symbols) {
     auto it = edges.find(s.name);
-    perSymbol.push_back(bucketsIn(s.lo, s.hi, it == edges.end() ? std::vector<int64_t>{} : it->second));
+    perSymbol.push_back(
+        bucketsIn(s.lo, s.hi, it == edges.end() ? std::vector<int64_t>{} : it->second));
     if (perSymbol.back().empty()) return {};
   }
   std::set<int64_t> staticSizes;

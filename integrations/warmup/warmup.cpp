@@ -15,8 +15,8 @@
 #include "cache/kernel_cache.h"
 #include "jit/capture/capture.h"
 #include "jit/eval/aten_eval.h"
-#include "jit/runtime/optimize.h"
 #include "jit/nvrtc.h"
+#include "jit/runtime/optimize.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/tuner.h"
@@ -93,9 +93,9 @@ void checkArity(const torch::jit::Module& module, const WarmupArgs& args) {
     required += schemaArgs[i].default_value().has_value() ? 0 : 1;
   }
   if (args.inputs.size() < required || args.inputs.size() > names.size())
-    throw UsageError(fmt::format("--input: {}'s forward takes {} input{} ({}), got {}",
-                                 args.model, names.size(), names.size() == 1 ? "" : "s",
-                                 fmt::join(names, ", "), args.inputs.size()));
+    throw UsageError(fmt::format("--input: {}'s forward takes {} input{} ({}), got {}", args.model,
+                                 names.size(), names.size() == 1 ? "" : "s", fmt::join(names, ", "),
+                                 args.inputs.size()));
 }
 
 // An example input: normal noise for floating dtypes (float32 when traced so, Note [Tracing in
@@ -209,8 +209,7 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
     throw WarmupError(fmt::format("no --arch given and no usable GPU ({}); pass --arch sm_XX",
                                   session->cudaEnvironment().describe()));
   summary.arch = *arch;
-  const std::optional<std::string> localArch =
-      cuda::targetArch("", session->cudaEnvironment());
+  const std::optional<std::string> localArch = cuda::targetArch("", session->cudaEnvironment());
   std::unique_ptr<jit::TuningLab> lab;
   if (args.tune) {
     if (!localArch)
@@ -241,8 +240,8 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
   // float16/bfloat16 models are traced in float32 (Note [Tracing in float32]).
   const bool onCuda = args.device ? *args.device == "cuda" : localArch.has_value();
   if (onCuda && !localArch)
-    throw WarmupError(fmt::format("--device cuda: no usable GPU ({})",
-                                  session->cudaEnvironment().describe()));
+    throw WarmupError(
+        fmt::format("--device cuda: no usable GPU ({})", session->cudaEnvironment().describe()));
   const at::Device device = onCuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   summary.device = onCuda ? "cuda" : "cpu";
   std::optional<ir::DType> retypeTo;
@@ -376,9 +375,10 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
 std::optional<std::string> cacheProblem(const WarmupSummary& s) {
   std::vector<std::string> problems;
   if (s.writesFailed > 0)
-    problems.push_back(fmt::format("{} cache write{} failed (full disk or unwritable shard; see "
-                                   "the warning above)",
-                                   s.writesFailed, s.writesFailed == 1 ? "" : "s"));
+    problems.push_back(
+        fmt::format("{} cache write{} failed (full disk or unwritable shard; see "
+                    "the warning above)",
+                    s.writesFailed, s.writesFailed == 1 ? "" : "s"));
   if (s.entriesEvicted > 0)
     problems.push_back(fmt::format(
         "the cache's size cap (KILN_CACHE_MAX_BYTES) evicted {} entr{} while warming up; raise "

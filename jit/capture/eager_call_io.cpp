@@ -81,7 +81,8 @@ std::optional<std::string> encodeValue(const c10::IValue& v) {
   if (v.isBool()) return fmt::format("b {}", v.toBool() ? 1 : 0);
   if (v.isInt()) return fmt::format("i {}", v.toInt());
   if (v.isDouble()) return fmt::format("d {}", doubleToken(v.toDouble()));
-  if (v.isIntList()) return fmt::format("I {} {}", v.toIntVector().size(), fmt::join(v.toIntVector(), " "));
+  if (v.isIntList())
+    return fmt::format("I {} {}", v.toIntVector().size(), fmt::join(v.toIntVector(), " "));
   if (v.isBoolList()) {
     std::vector<int> bits;
     for (bool b : v.toBoolList()) bits.push_back(b ? 1 : 0);
@@ -116,8 +117,9 @@ c10::IValue decodeValue(Cursor& in) {
   };
   if (tag == "n") return c10::IValue();
   if (tag == "b") return c10::IValue(in.integer(0, 1) != 0);
-  if (tag == "i") return c10::IValue(in.integer(std::numeric_limits<int64_t>::min(),
-                                                std::numeric_limits<int64_t>::max()));
+  if (tag == "i")
+    return c10::IValue(
+        in.integer(std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()));
   if (tag == "d") return c10::IValue(dbl());
   if (tag == "I") {
     std::vector<int64_t> list(count());

@@ -586,7 +586,8 @@ void Lowerer::lowerEager(const tj::Node* n) {
   auto call = std::make_unique<EagerCall>();
   call->name = name;
   call->op = n->getOperation();
-  if (const c10::FunctionSchema* schema = n->maybeSchema()) call->overload = schema->overload_name();
+  if (const c10::FunctionSchema* schema = n->maybeSchema())
+    call->overload = schema->overload_name();
   using Kind = EagerCall::Slot::Kind;
   std::vector<ir::Value*> operands;
   auto operandIndex = [&](const tj::Value* v) {

@@ -107,8 +107,8 @@ std::optional<std::string> captureFingerprint(const torch::jit::Module& module,
   // declarations of the same dims in another order (kiln-warmup's and a service's) share an
   // entry. Unnamed dims get their symbols by position, so then the order itself counts.
   std::vector<DynamicDim> dims = options.dynamicDims;
-  const bool named = std::all_of(dims.begin(), dims.end(),
-                                 [](const DynamicDim& d) { return !d.symbol.empty(); });
+  const bool named =
+      std::all_of(dims.begin(), dims.end(), [](const DynamicDim& d) { return !d.symbol.empty(); });
   if (named) {
     std::vector<std::string> order;
     for (const DynamicDim& d : dims)
@@ -195,10 +195,10 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
     out += fmt::format("{} {} {}\n", a.lhs.toString(), a.rhs.toString(), oneLine(a.what));
   out += fmt::format("eager-ops {}\n", captured.unsupportedOps.size());
   for (size_t k = 0; k < captured.unsupportedOps.size(); ++k)
-    out += fmt::format("{} {}\n", captured.unsupportedOps[k],
-                       k < captured.unsupportedReasons.size()
-                           ? oneLine(captured.unsupportedReasons[k])
-                           : std::string());
+    out +=
+        fmt::format("{} {}\n", captured.unsupportedOps[k],
+                    k < captured.unsupportedReasons.size() ? oneLine(captured.unsupportedReasons[k])
+                                                           : std::string());
   out += fmt::format("eager-calls {}\n", eager->size());
   out += *eager;
   out += "\ngraph\n";
@@ -252,7 +252,8 @@ std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
       std::getline(ls >> std::ws, a.what);
       for (const ir::SymDim* d : {&a.lhs, &a.rhs})
         for (int sym : d->symbols())
-          if (sym >= c.graph->numSymbols()) throw UserError("an assumption names a symbol the graph lacks");
+          if (sym >= c.graph->numSymbols())
+            throw UserError("an assumption names a symbol the graph lacks");
       c.assumptions.push_back(std::move(a));
     }
     decodeEagerCalls(eager, c);

@@ -578,8 +578,8 @@ struct OptimizedModule::Impl {
   // Note [Preparing plans ahead]: the family's generic kernels, compiled now unless ready.
   void prepareGeneric(Family& fam, const std::string& arch, PreparedPlan& out) const {
     if (arch.empty() || fam.symbolEdges.empty() || fam.generic.load() != nullptr) return;
-    auto set = emitKernels(fam.program->graph(), fam.program->groups(), genericBucket(fam.symbolEdges.size()), arch,
-                           tuningRecords(*session));
+    auto set = emitKernels(fam.program->graph(), fam.program->groups(),
+                           genericBucket(fam.symbolEdges.size()), arch, tuningRecords(*session));
     const int cached = loadCachedKernels(*set, arch, *session);
     shared->kernelsCached.fetch_add(static_cast<uint64_t>(cached));
     out.kernelsCached += cached;

@@ -137,13 +137,12 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
     if (poisonOutputs_) {
       at::Tensor& t = tensors.back();
       t.fill_(at::isFloatingType(t.scalar_type()) ? std::numeric_limits<double>::quiet_NaN()
-                                                    : (t.scalar_type() == at::kBool ? 1.0 : -77.0));
+                                                  : (t.scalar_type() == at::kBool ? 1.0 : -77.0));
     }
   }
   std::vector<codegen::TensorView> views;
   views.reserve(tensors.size());
-  for (const at::Tensor& t : tensors)
-    views.push_back({t.data_ptr(), t.sizes(), t.strides()});
+  for (const at::Tensor& t : tensors) views.push_back({t.data_ptr(), t.sizes(), t.strides()});
   codegen::KilnArgs args;
   try {
     args = codegen::packArgs(abi, domain, views);
@@ -155,8 +154,8 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
   }
   c10::cuda::CUDAGuard guard(device);
   const int ordinal = device.index();
-  codegen::LaunchDims dims = codegen::launchDims(k.launch, abi, args,
-                                                 k.kernel->multiprocessors(ordinal));
+  codegen::LaunchDims dims =
+      codegen::launchDims(k.launch, abi, args, k.kernel->multiprocessors(ordinal));
   CUstream stream = at::cuda::getCurrentCUDAStream(ordinal).stream();
   k.kernel->launch(ordinal, dims, args, stream);
   for (size_t i = numInputs; i < abi.tensors.size(); ++i)
@@ -352,10 +351,11 @@ std::string Plan::explain() const {
   if (!program_->convLayout().reason.empty())
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
   const Program::ShapeOnly& so = program_->shapeOnly();
-  out += so.enabled ? fmt::format("shape-only steps: {} of {}, {} values kept per sizes, reused by "
-                                  "{} calls (Note [Shape-only steps])\n",
-                                  so.steps, partition().steps.size(), so.frontier.size(),
-                                  stats_.shapeOnlyHits.load())
+  out += so.enabled ? fmt::format(
+                          "shape-only steps: {} of {}, {} values kept per sizes, reused by "
+                          "{} calls (Note [Shape-only steps])\n",
+                          so.steps, partition().steps.size(), so.frontier.size(),
+                          stats_.shapeOnlyHits.load())
                     : fmt::format("shape-only steps: none reused: {}\n", so.why);
   out += fmt::format("capture: {}\n", captured().report());
   return out;
@@ -373,8 +373,10 @@ std::string Plan::explainJson() const {
   }
   out["kernelSet"] = {{"generic", set->generic}, {"bucket", set->bucket}};
   const Program::ShapeOnly& so = program_->shapeOnly();
-  out["shapeOnly"] = {{"enabled", so.enabled},     {"steps", so.steps},
-                      {"values", so.frontier.size()}, {"hits", stats_.shapeOnlyHits.load()},
+  out["shapeOnly"] = {{"enabled", so.enabled},
+                      {"steps", so.steps},
+                      {"values", so.frontier.size()},
+                      {"hits", stats_.shapeOnlyHits.load()},
                       {"why", so.why}};
   Json kernels = Json::array();
   for (size_t i = 0; i < set->kernels.size(); ++i) {

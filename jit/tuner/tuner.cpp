@@ -228,8 +228,7 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
   const Program& program = *plan.program();
   const std::vector<int64_t>& symbols = current->bucketInfo.symbolHint;
   const std::string bucket =
-      symbols.empty() ? std::string()
-                      : fmt::format("bucket of [{}]: ", fmt::join(symbols, ", "));
+      symbols.empty() ? std::string() : fmt::format("bucket of [{}]: ", fmt::join(symbols, ", "));
   const auto t0 = Clock::now();
   auto next = std::make_shared<KernelSet>(*current);
   bool changed = false;

@@ -49,7 +49,9 @@ kiln::Session& evalSession() {
   return *s;
 }
 
-double maxAbs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
+double maxAbs(const torch::Tensor& t) {
+  return t.abs().max().item<double>();
+}
 
 class RealModel : public ::testing::TestWithParam<Fixture> {};
 
@@ -61,8 +63,8 @@ TEST_P(RealModel, MatchesTheModuleAtNewShapes) {
   // The trace's shape first, then new buckets of the same family (odd sizes such as 3x77), then
   // batch 1, which is a guard family of its own (Note [Guards and plans]).
   const std::vector<std::pair<int64_t, int64_t>> shapes =
-      f.text ? std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {3, 77}, {5, 33}, {3, 7},
-                                                        {1, 5}}
+      f.text ? std::vector<std::pair<int64_t, int64_t>>{{3, 7},  {2, 16}, {3, 77},
+                                                        {5, 33}, {3, 7},  {1, 5}}
              : std::vector<std::pair<int64_t, int64_t>>{{3, 0}, {2, 0}, {5, 0}, {1, 0}};
   uint64_t seed = 10;
   for (auto [batch, seq] : shapes) {
@@ -151,7 +153,10 @@ TEST(RealModels, ShapeOnlyStepsAreReusedAndSeeWeightChanges) {
   auto reuses = [&] {
     std::smatch mt;
     const std::string e = fast.explain();
-    EXPECT_TRUE(std::regex_search(e, mt, std::regex(R"(shape-only steps: (\d+) of \d+, (\d+) values kept per sizes, reused by (\d+) calls)")))
+    EXPECT_TRUE(std::regex_search(
+        e, mt,
+        std::regex(
+            R"(shape-only steps: (\d+) of \d+, (\d+) values kept per sizes, reused by (\d+) calls)")))
         << e;
     if (mt.empty()) return -1;
     EXPECT_GT(std::stoi(mt[1].str()), 0);

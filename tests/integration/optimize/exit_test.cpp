@@ -34,7 +34,8 @@ constexpr int kJobSawADestroyedStatic = 42;
 TEST(SessionExit, ChildExitsWhileAJobRuns) {
   if (std::getenv("KILN_TEST_EXIT_CHILD") == nullptr)
     GTEST_SKIP() << "run by SessionExit.ExitWaitsForRunningBackgroundJobs";
-  static kiln::Session* session = new kiln::Session(kiln::Options{}, kiln::testing::noEnvironment());
+  static kiln::Session* session =
+      new kiln::Session(kiln::Options{}, kiln::testing::noEnvironment());
   static LibraryStatic library;  // made after the session, as a library makes its statics
   session->runInBackground([] {
     gJobStarted = true;

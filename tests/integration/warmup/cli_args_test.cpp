@@ -107,9 +107,10 @@ TEST_F(CliArgs, BadUsage) {
   EXPECT_EQ(error({"--model", model_, "--input", "x:half:[b=1..1099511627776,64]"}),
             "--input \"x:half:[b=1..1099511627776,64]\": dim 0 (\"b=1..1099511627776\"): "
             "1099511627776 is larger than 2147483647, the largest size kiln-warmup accepts");
-  EXPECT_EQ(error({"--model", model_, "--input", "x:half:[a=1..64,b=1..64,c=1..64,d=1..64,e=1..64]"}),
-            "the dynamic dims give more than 4096 bucket combinations (symbol e = 1..64 has 6 "
-            "buckets); narrow the ranges or give --buckets");
+  EXPECT_EQ(
+      error({"--model", model_, "--input", "x:half:[a=1..64,b=1..64,c=1..64,d=1..64,e=1..64]"}),
+      "the dynamic dims give more than 4096 bucket combinations (symbol e = 1..64 has 6 "
+      "buckets); narrow the ranges or give --buckets");
   EXPECT_EQ(error({"--model", model_, "--input", "x:half:[b=1..64,64]", "--buckets", "b=8,8"}),
             "--buckets \"b=8,8\": edge \"8\" must be an integer in 1..2147483647 above the edge "
             "before it");

@@ -40,12 +40,11 @@ TEST(WarmupSummaryJson, OneLineWithTheSameKeysAndExactStrings) {
   const nlohmann::ordered_json j = nlohmann::ordered_json::parse(text);
   std::vector<std::string> keys;
   for (const auto& item : j.items()) keys.push_back(item.key());
-  EXPECT_EQ(keys, (std::vector<std::string>{"kernels_compiled", "kernels_cached", "buckets",
-                                            "groups", "groups_failed", "eager_ops",
-                                            "skipped_buckets", "seconds", "arch", "cache_dir",
-                                            "tuned", "kernels_tuned", "variants_tried", "device",
-                                            "capture_stored", "capture_cached", "writes_failed",
-                                            "entries_evicted"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{
+                      "kernels_compiled", "kernels_cached", "buckets", "groups", "groups_failed",
+                      "eager_ops", "skipped_buckets", "seconds", "arch", "cache_dir", "tuned",
+                      "kernels_tuned", "variants_tried", "device", "capture_stored",
+                      "capture_cached", "writes_failed", "entries_evicted"}));
   EXPECT_EQ(j.at("kernels_compiled").get<int>(), 3);
   EXPECT_EQ(j.at("device").get<std::string>(), "cpu");
   EXPECT_TRUE(j.at("capture_stored").get<bool>());

@@ -347,10 +347,10 @@ TEST_F(Warmup, AbsurdRangesAreRefusedUpFront) {
   }
   EXPECT_FALSE(fs::exists(path("cache-absurd")));
   // A huge but sane range costs compile time only: nothing runs at 2^20 rows.
-  RunResult big = run({"--model", path("model.pt"), "--input", "x:float:[b=2..1048576,16,64]",
-                       "--input", "mask:float:[b,1,64]", "--buckets", "b=4,1048576", "--arch",
-                       "sm_90", "--cache-dir", path("cache-big"), "--quiet", "--summary-json",
-                       path("big.json")});
+  RunResult big =
+      run({"--model", path("model.pt"), "--input", "x:float:[b=2..1048576,16,64]", "--input",
+           "mask:float:[b,1,64]", "--buckets", "b=4,1048576", "--arch", "sm_90", "--cache-dir",
+           path("cache-big"), "--quiet", "--summary-json", path("big.json")});
   ASSERT_EQ(big.rc, 0) << big.output;
   EXPECT_EQ(jsonInt(readFile(path("big.json")), "buckets"), 2);
 }
@@ -368,9 +368,10 @@ TEST_F(Warmup, UnwritableSummaryJsonIsRefusedBeforeAnyWork) {
 // JSON: a shard path taken by a file (root ignores permission bits, not this), a full disk
 // (RLIMIT_FSIZE, as the disk store test does), and a size cap that evicts what was written.
 TEST_F(Warmup, ACacheThatKeptNothingExitsOne) {
-  const std::vector<std::string> model = {"--model", path("model.pt"), "--input",
-                                          "x:float:[2..4,16,64]", "--input",
-                                          "mask:float:[2..4,1,64]", "--arch", "sm_90", "--quiet"};
+  const std::vector<std::string> model = {
+      "--model", path("model.pt"),         "--input", "x:float:[2..4,16,64]",
+      "--input", "mask:float:[2..4,1,64]", "--arch",  "sm_90",
+      "--quiet"};
   auto withCache = [&](const std::string& cache, const std::string& json) {
     std::vector<std::string> a = model;
     a.insert(a.end(), {"--cache-dir", cache, "--summary-json", json});
@@ -386,8 +387,8 @@ TEST_F(Warmup, ACacheThatKeptNothingExitsOne) {
     EXPECT_GT(jsonInt(j, "writes_failed"), 0) << j;
   }
   {  // A size cap smaller than the entries: each write evicts the one before.
-    RunResult r = start(withCache(path("cache-cap"), path("cap.json")),
-                        "KILN_CACHE_MAX_BYTES=4096").finish();
+    RunResult r =
+        start(withCache(path("cache-cap"), path("cap.json")), "KILN_CACHE_MAX_BYTES=4096").finish();
     EXPECT_EQ(r.rc, 1) << r.output;
     EXPECT_NE(r.output.find("evicted"), std::string::npos) << r.output;
     EXPECT_GT(jsonInt(readFile(path("cap.json")), "entries_evicted"), 0);
@@ -418,10 +419,10 @@ TEST_F(Warmup, ContainerFlowFirstCallNeitherTracesNorCompiles) {
   ASSERT_EQ(std::system(("chmod -R a+rX,go-w " + quote(dir_->string())).c_str()), 0);
   const bool asRoot = ::geteuid() == 0;
   const std::string self = quote(fs::read_symlink("/proc/self/exe").string());
-  const std::string asService =
-      asRoot ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  const std::string asService = asRoot ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
   // The service user must be able to run this binary (its directory and LibTorch's).
-  if (asRoot && std::system((asService + self + " --gtest_list_tests >/dev/null 2>&1").c_str()) != 0)
+  if (asRoot &&
+      std::system((asService + self + " --gtest_list_tests >/dev/null 2>&1").c_str()) != 0)
     GTEST_SKIP() << "user nobody cannot run " << self
                  << " (a parent directory is private); the service half needs it";
   if (!asRoot) {
@@ -446,7 +447,8 @@ TEST_F(Warmup, ContainerFlowFirstCallNeitherTracesNorCompiles) {
 // The service half of the container flow; skipped unless that test runs it.
 TEST(WarmupService, FirstCallNeitherTracesNorCompiles) {
   const char* cache = std::getenv("KILN_TEST_SERVICE_CACHE");
-  if (cache == nullptr) GTEST_SKIP() << "run by Warmup.ContainerFlowFirstCallNeitherTracesNorCompiles";
+  if (cache == nullptr)
+    GTEST_SKIP() << "run by Warmup.ContainerFlowFirstCallNeitherTracesNorCompiles";
   torch::NoGradGuard ng;
   kiln::Options o;
   o.arch = "sm_90";
