@@ -32,11 +32,12 @@ std::string ModuleStats::toString() const {
       "in {} families (evicted {}), "
       "kernels compiled {} ({} in the background) and cached {} in {:.2f} s, plans served by "
       "generic kernels {}, swaps {}, background jobs pending {}, launches {}, groups run "
-      "eagerly {}, tuning jobs {} ({} variants tried, {} kernels replaced), eager fallbacks {} "
-      "({} calls run by the module)",
+      "eagerly {}, CUDA graphs captured {} and replayed {}, tuning jobs {} ({} variants tried, {} "
+      "kernels replaced), eager fallbacks {} ({} calls run by the module)",
       calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive,
       plansEvicted, kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds,
-      plansServedGeneric, swaps, backgroundPending, kernelLaunches, groupFallbacks, tuningJobs,
+      plansServedGeneric, swaps, backgroundPending, kernelLaunches, groupFallbacks, graphCaptures,
+      graphReplays, tuningJobs,
       variantsTried, kernelsTuned, eagerFallbacks, eagerCalls);
 }
 
@@ -66,6 +67,8 @@ Json statsJson(const ModuleStats& s) {
           {"backgroundPending", s.backgroundPending},
           {"kernelLaunches", s.kernelLaunches},
           {"groupFallbacks", s.groupFallbacks},
+          {"graphCaptures", s.graphCaptures},
+          {"graphReplays", s.graphReplays},
           {"eagerFallbacks", s.eagerFallbacks},
           {"eagerCalls", s.eagerCalls},
           {"compileSeconds", s.compileSeconds},
@@ -141,7 +144,8 @@ struct OptimizedModule::Impl {
   mutable std::atomic<uint64_t> calls{0}, hits{0}, misses{0}, captures{0}, capturesCached{0},
       evicted{0}, servedGeneric{0};
   // Launch/fallback/swap counters of evicted plans, so stats() stays monotonic.
-  mutable std::atomic<uint64_t> retiredLaunches{0}, retiredFallbacks{0};
+  mutable std::atomic<uint64_t> retiredLaunches{0}, retiredFallbacks{0}, retiredCaptures{0},
+      retiredReplays{0};
   // Note [Never worse than eager]: families and signatures that run the module itself, with why
   // (under `mutex`), and the calls served so.
   mutable std::map<std::string, std::string> eagerFamilies, eagerSignatures;
@@ -560,6 +564,10 @@ struct OptimizedModule::Impl {
       auto victim = plans.find(lru.back());
       retiredLaunches += victim->second.plan->stats().kernelLaunches.load();
       retiredFallbacks += victim->second.plan->stats().groupFallbacks.load();
+      if (const GraphReplay* gr = victim->second.plan->graphs()) {
+        retiredCaptures += gr->captures();
+        retiredReplays += gr->replays();
+      }
       std::shared_ptr<Family> vf = victim->second.family;
       plans.erase(victim);
       lru.pop_back();
@@ -879,6 +887,8 @@ ModuleStats OptimizedModule::stats() const {
   s.eagerCalls = impl.eagerCalls.load();
   s.kernelLaunches = impl.retiredLaunches.load();
   s.groupFallbacks = impl.retiredFallbacks.load();
+  s.graphCaptures = impl.retiredCaptures.load();
+  s.graphReplays = impl.retiredReplays.load();
   std::shared_lock<std::shared_mutex> lock(impl.mutex);
   s.plansAlive = impl.plans.size();
   s.eagerFallbacks = impl.eagerSignatures.size();  // a family's failure marks its signature too
@@ -886,6 +896,10 @@ ModuleStats OptimizedModule::stats() const {
   for (const auto& [sig, e] : impl.plans) {
     s.kernelLaunches += e.plan->stats().kernelLaunches.load();
     s.groupFallbacks += e.plan->stats().groupFallbacks.load();
+    if (const GraphReplay* gr = e.plan->graphs()) {
+      s.graphCaptures += gr->captures();
+      s.graphReplays += gr->replays();
+    }
   }
   return s;
 }

@@ -123,6 +123,9 @@ struct ModuleStats {
   uint64_t backgroundPending = 0;   // background jobs queued or running now
   uint64_t kernelLaunches = 0;
   uint64_t groupFallbacks = 0;  // fusion groups run through ATen
+  // Note [CUDA graph replay] in graph_replay.h: graphs captured, and calls served by replaying one.
+  uint64_t graphCaptures = 0;
+  uint64_t graphReplays = 0;
   // Note [Never worse than eager]: guard families and signatures kiln gave up on, and the calls
   // the module itself served because of them.
   uint64_t eagerFallbacks = 0;

@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/jit/ir/ir.h>
 
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/fold_conv_bn.h"
@@ -52,6 +53,20 @@ struct Plan::ShapeOnlyCache {
   }
 };
 
+namespace {
+
+// Note [CUDA graph replay]: why no call of this program may be replayed, or "". A graph would
+// repeat one draw of an op that draws random numbers.
+std::string graphBlocker(const Program& p) {
+  for (const torch::jit::Node* n : p.captured().eagerNodes)
+    if (n != nullptr && n->isNondeterministic())
+      return fmt::format("{} draws random numbers, which a replay would repeat",
+                         n->kind().toQualString());
+  return "";
+}
+
+}  // namespace
+
 std::shared_ptr<Plan> Plan::create(std::shared_ptr<const Program> program,
                                    std::shared_ptr<const KernelSet> kernels, PlanBuildInfo info,
                                    const Session& session) {
@@ -65,6 +80,7 @@ std::shared_ptr<Plan> Plan::create(std::shared_ptr<const Program> program,
   plan->poisonOutputs_ = session.options().poisonOutputs;
   plan->info_ = info;
   if (plan->program_->shapeOnly().enabled) plan->shapeOnly_ = std::make_shared<ShapeOnlyCache>();
+  if (session.options().cudaGraphs) plan->graphs_ = std::make_unique<GraphReplay>(graphBlocker(*plan->program_));
   return plan;
 }
 
@@ -168,10 +184,28 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
                                   const std::function<void(size_t step)>* afterStep) const {
   const Program& p = *program_;
   if (p.folds_ != nullptr) p.folds_->refresh();  // Note [Folded params are snapshots]
-  const ir::Graph& g = p.graph();
   // One set for the whole call, even if a swap lands meanwhile.
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
+  if (graphs_ != nullptr && afterStep == nullptr) {
+    // Note [CUDA graph replay]: not a set that is about to be swapped for the bucket's own.
+    const bool ready =
+        !set->pending() && !(set->generic && info_.servedGeneric && swaps_.load() == 0);
+    const GraphReplay::RunSteps steps = [&](const std::vector<at::Tensor>& in, bool bypass) {
+      return runSteps(*set, in, nullptr, bypass);
+    };
+    if (std::optional<std::vector<at::Tensor>> outs =
+            graphs_->run(inputs, set, ready, p.captured_.params, steps))
+      return std::move(*outs);
+  }
+  return runSteps(*set, inputs, afterStep, /*bypassShapeOnly=*/false);
+}
+
+std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<at::Tensor>& inputs,
+                                       const std::function<void(size_t step)>* afterStep,
+                                       bool bypassShapeOnly) const {
+  const Program& p = *program_;
+  const ir::Graph& g = p.graph();
   std::vector<int64_t> symbols = bindSymbols(g, inputs);
   for (const SizeAssumption& a : p.captured_.assumptions) {
     const int64_t lhs = a.lhs.evaluate(symbols);
@@ -202,7 +236,8 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   ShapeOnlyKey soKey;
   bool soHit = false;
   std::vector<at::Tensor> soValues;
-  if (shapeOnly_ != nullptr) {
+  ShapeOnlyCache* const shapeOnly = bypassShapeOnly ? nullptr : shapeOnly_.get();
+  if (shapeOnly != nullptr) {
     for (const at::Tensor& t : inputs)
       if (t.is_cuda()) {
         soKey.stream = at::cuda::getCurrentCUDAStream(t.device().index()).id();
@@ -213,7 +248,7 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
       const at::Tensor& t = values[static_cast<size_t>(id)];
       soKey.stamps.emplace_back(t.data_ptr(), t.is_inference() ? 0 : t._version());
     }
-    soValues = shapeOnly_->find(soKey);
+    soValues = shapeOnly->find(soKey);
     soHit = !soValues.empty();
     if (soHit) {
       stats_.shapeOnlyHits.fetch_add(1, std::memory_order_relaxed);
@@ -233,7 +268,7 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
     }
     const ProfilerRange range(rt.rangeName.c_str());
     if (step.kind == partition::StepKind::kFusion) {
-      const KernelStep& k = set->kernels[static_cast<size_t>(rt.kernel)];
+      const KernelStep& k = set.kernels[static_cast<size_t>(rt.kernel)];
       if (k.kernel == nullptr || !runKernel(k, rt, values, symbols)) {
         stats_.groupFallbacks.fetch_add(1, std::memory_order_relaxed);
         runGroupEagerly(step.group, values, symbols);
@@ -254,7 +289,7 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
       for (size_t i = 0; i < out.size(); ++i)
         values[static_cast<size_t>(rt.outputIds[i])] = std::move(out[i]);
     }
-    if (shapeOnly_ != nullptr && !soHit && so.step[s])
+    if (shapeOnly != nullptr && !soHit && so.step[s])
       for (int id : rt.outputIds)
         if (const int k = so.frontierOf[static_cast<size_t>(id)]; k >= 0)
           soValues[static_cast<size_t>(k)] = values[static_cast<size_t>(id)];
@@ -262,7 +297,7 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
     // The last step's mark comes after the outputs' layout conversion below.
     if (afterStep != nullptr && s + 1 < p.partition_.steps.size()) (*afterStep)(s);
   }
-  if (shapeOnly_ != nullptr && !soHit) shapeOnly_->insert(std::move(soKey), std::move(soValues));
+  if (shapeOnly != nullptr && !soHit) shapeOnly->insert(std::move(soKey), std::move(soValues));
   std::vector<at::Tensor> outputs;
   outputs.reserve(p.outputIds_.size());
   for (size_t i = 0; i < p.outputIds_.size(); ++i) {
@@ -326,6 +361,16 @@ std::string_view kernelStateName(KernelState state) {
 
 }  // namespace
 
+std::string Plan::graphsLine() const {
+  if (graphs_ == nullptr) return "CUDA graphs: off (KILN_CUDA_GRAPHS=off)";
+  if (std::string why = graphs_->offReason(); !why.empty())
+    return fmt::format("CUDA graphs: off: {} ({} replays before)", why, graphs_->replays());
+  return fmt::format(
+      "CUDA graphs: {} captured, {} alive, {} replays (Note [CUDA graph replay]; a size is "
+      "captured at its second call)",
+      graphs_->captures(), graphs_->graphsAlive(), graphs_->replays());
+}
+
 std::string Plan::explain() const {
   std::shared_ptr<const KernelSet> set = kernels_.load();
   std::string out = partition::explain(graph(), partition());
@@ -357,6 +402,7 @@ std::string Plan::explain() const {
                           so.steps, partition().steps.size(), so.frontier.size(),
                           stats_.shapeOnlyHits.load())
                     : fmt::format("shape-only steps: none reused: {}\n", so.why);
+  out += graphsLine() + "\n";
   out += fmt::format("capture: {}\n", captured().report());
   return out;
 }
@@ -378,6 +424,12 @@ std::string Plan::explainJson() const {
                       {"values", so.frontier.size()},
                       {"hits", stats_.shapeOnlyHits.load()},
                       {"why", so.why}};
+  out["cudaGraphs"] = {{"enabled", graphs_ != nullptr && graphs_->offReason().empty()},
+                       {"captures", graphs_ != nullptr ? graphs_->captures() : 0},
+                       {"replays", graphs_ != nullptr ? graphs_->replays() : 0},
+                       {"alive", graphs_ != nullptr ? graphs_->graphsAlive() : 0},
+                       {"why", graphs_ == nullptr ? "off (KILN_CUDA_GRAPHS=off)"
+                                                  : graphs_->offReason()}};
   Json kernels = Json::array();
   for (size_t i = 0; i < set->kernels.size(); ++i) {
     const KernelStep& k = set->kernels[i];

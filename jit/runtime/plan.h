@@ -28,6 +28,7 @@
 #include <ATen/ATen.h>
 
 #include "jit/capture/capture.h"
+#include "jit/runtime/graph_replay.h"
 #include "jit/runtime/kernel_build.h"
 #include "jit/runtime/program.h"
 #include "src/partition/partition.h"
@@ -76,7 +77,8 @@ class Plan {
 
   // Runs the plan. `inputs` in graph input order. Thread-safe, also against swapKernels.
   // `afterStep`, when given, is called with each step's index once the step has been issued
-  // (profile.h times steps with it).
+  // (profile.h times steps with it); such a call runs step by step. Other calls may replay a CUDA
+  // graph of the plan (Note [CUDA graph replay] in graph_replay.h).
   std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs,
                               const std::function<void(size_t step)>* afterStep = nullptr) const;
   // What step s runs, for people: "kernel <name>", "eager group #<id>" (no kernel in the current
@@ -94,9 +96,13 @@ class Plan {
   const PlanBuildInfo& buildInfo() const { return info_; }
   const PlanStats& stats() const { return stats_; }
   uint64_t swaps() const { return swaps_.load(); }
+  // Note [CUDA graph replay]; null when KILN_CUDA_GRAPHS=off.
+  const GraphReplay* graphs() const { return graphs_.get(); }
   // True for the first caller only: the plan's one tuning job (Note [Background tuning]).
   bool claimTuning() const { return !tuningClaimed_.exchange(true); }
   std::string explain() const;
+  // "CUDA graphs: 2 captured, 2 alive, 40 replays ..." or "CUDA graphs: off: <why>".
+  std::string graphsLine() const;
   // The same content as one JSON object (pretty-printed): "partition" (partition::explainJson,
   // each step also with its stepLabel and, for a fusion step, its "kernel" index), "kernelSet"
   // (generic, bucket), "kernels" (name, group id, state, schedule or null, tuned, runsEagerly,
@@ -106,6 +112,9 @@ class Plan {
 
  private:
   Plan() = default;
+  std::vector<at::Tensor> runSteps(const KernelSet& set, const std::vector<at::Tensor>& inputs,
+                                   const std::function<void(size_t step)>* afterStep,
+                                   bool bypassShapeOnly) const;
   void runGroupEagerly(const partition::FusionGroup& group, std::vector<at::Tensor>& values,
                        const std::vector<int64_t>& symbols) const;
   bool runKernel(const KernelStep& k, const Program::StepRuntime& rt,
@@ -117,6 +126,7 @@ class Plan {
 
   std::shared_ptr<const Program> program_;
   std::shared_ptr<ShapeOnlyCache> shapeOnly_;  // null when the program has no shape-only steps
+  std::unique_ptr<GraphReplay> graphs_;        // null when KILN_CUDA_GRAPHS=off
   std::atomic<std::shared_ptr<const KernelSet>> kernels_;
   std::atomic<uint64_t> swaps_{0};
   mutable std::atomic<bool> tuningClaimed_{false};

@@ -133,6 +133,12 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_BACKGROUND_COMPILE"))
     o.backgroundCompile = parseBool("KILN_BACKGROUND_COMPILE", *v);
   if (auto v = env("KILN_SHAPE_CACHE")) o.shapeOnlyCache = parseBool("KILN_SHAPE_CACHE", *v);
+  if (auto v = env("KILN_CUDA_GRAPHS")) {
+    const std::string t = lowerTrim(*v);
+    if (t != "auto" && t != "off")
+      throw UserError(fmt::format("KILN_CUDA_GRAPHS: expected auto or off, got '{}'", *v));
+    o.cudaGraphs = t == "auto";
+  }
   if (auto v = env("KILN_TUNE")) o.tune = parseTuneMode("KILN_TUNE", *v);
   if (auto v = env("KILN_TUNE_THRESHOLD"))
     o.tuneThreshold = static_cast<int>(parseInt("KILN_TUNE_THRESHOLD", *v, 1, 1 << 30));

@@ -43,6 +43,9 @@ struct Options {
   // KILN_SHAPE_CACHE: reuse what steps compute from sizes alone (Note [Shape-only steps] in
   // jit/runtime/program.h).
   bool shapeOnlyCache = true;
+  // KILN_CUDA_GRAPHS: auto|off. auto replays a warm plan as a CUDA graph per exact input sizes
+  // (Note [CUDA graph replay] in jit/runtime/graph_replay.h).
+  bool cudaGraphs = true;
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
   // Background by default: on an H200 (bench/RESULTS.md, 2026-12-02) request p99 while a job ran
   // stayed within 1.25x of p50 after it (Note [Tuning beside traffic]).

@@ -58,7 +58,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_TUNE_THRESHOLD", "42"},
                                                    {"KILN_TUNE_MAX_VARIANTS", "7"},
                                                    {"KILN_TUNE_SECONDS", "9"},
-                                                   {"KILN_CONV_LAYOUT", "Channels_Last"}}));
+                                                   {"KILN_CONV_LAYOUT", "Channels_Last"},
+                                                   {"KILN_CUDA_GRAPHS", "OFF"}}));
   EXPECT_EQ(o.logLevel, LogLevel::kDebug);
   EXPECT_TRUE(o.disable);
   EXPECT_EQ(o.cacheDir, "/tmp/kc");
@@ -72,6 +73,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_EQ(o.tuneMaxVariants, 7);
   EXPECT_EQ(o.tuneSeconds, 9);
   EXPECT_EQ(o.convLayout, ConvLayout::kChannelsLast);
+  EXPECT_FALSE(o.cudaGraphs);
+  EXPECT_TRUE(applyEnvironment(Options{}, fakeEnv({{"KILN_CUDA_GRAPHS", "auto"}})).cudaGraphs);
 }
 
 TEST(Options, MalformedValuesNameTheVariable) {
@@ -81,6 +84,8 @@ TEST(Options, MalformedValuesNameTheVariable) {
               applyEnvironment({}, fakeEnv({{"KILN_CONV_LAYOUT", "nhwc"}}));
             }),
             "KILN_CONV_LAYOUT: expected auto, channels_last or contiguous, got 'nhwc'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_CUDA_GRAPHS", "1"}})); }),
+            "KILN_CUDA_GRAPHS: expected auto or off, got '1'");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_MAX_PLANS", "0"}})); }),
             "KILN_MAX_PLANS: expected a value in [1, 1048576], got 0");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_MAX_PLANS", "12x"}})); }),

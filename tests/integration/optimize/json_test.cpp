@@ -56,6 +56,8 @@ void expectStatsEqual(const Json& j, const kiln::jit::ModuleStats& s) {
   EXPECT_EQ(j.at("backgroundPending").get<uint64_t>(), s.backgroundPending);
   EXPECT_EQ(j.at("kernelLaunches").get<uint64_t>(), s.kernelLaunches);
   EXPECT_EQ(j.at("groupFallbacks").get<uint64_t>(), s.groupFallbacks);
+  EXPECT_EQ(j.at("graphCaptures").get<uint64_t>(), s.graphCaptures);
+  EXPECT_EQ(j.at("graphReplays").get<uint64_t>(), s.graphReplays);
   EXPECT_EQ(j.at("eagerFallbacks").get<uint64_t>(), s.eagerFallbacks);
   EXPECT_EQ(j.at("eagerCalls").get<uint64_t>(), s.eagerCalls);
   EXPECT_DOUBLE_EQ(j.at("compileSeconds").get<double>(), s.compileSeconds);
@@ -63,7 +65,7 @@ void expectStatsEqual(const Json& j, const kiln::jit::ModuleStats& s) {
   EXPECT_EQ(j.at("variantsTried").get<uint64_t>(), s.variantsTried);
   EXPECT_EQ(j.at("kernelsTuned").get<uint64_t>(), s.kernelsTuned);
   EXPECT_EQ(j.at("tuning").get<std::vector<std::string>>(), s.tuning);
-  EXPECT_EQ(j.size(), 23u) << "one key per ModuleStats field";
+  EXPECT_EQ(j.size(), 25u) << "one key per ModuleStats field";
 }
 
 // The exported MLP (fc1, gelu, fc2), its kernels compiled for sm_90 and run through ATen.

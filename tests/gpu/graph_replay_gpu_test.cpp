@@ -1,0 +1,280 @@
+// Note [CUDA graph replay] on the GPU: replayed calls against the same plan run step by step and
+// against the module, with new inputs every call; several sizes in one bucket; kernel-set swaps
+// while calls replay; eight threads on their own streams and the default one; a plan whose step
+// synchronizes with the host, which must stay ungraphed and leave the stream and the allocator
+// working.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <kiln/kiln.h>
+
+#include "jit/runtime/plan.h"
+#include "tests/support/real_models.h"
+
+namespace {
+
+using kiln::testing::Fixture;
+using kiln::testing::kFixtures;
+
+kiln::Session& graphSession(bool graphs) {
+  static kiln::Session* on = nullptr;
+  static kiln::Session* off = nullptr;
+  kiln::Session*& s = graphs ? on : off;
+  if (s == nullptr) {
+    kiln::Options o;
+    o.poisonOutputs = true;
+    o.diskCache = false;
+    o.strict = true;
+    o.tune = kiln::TuneMode::kOff;
+    o.backgroundCompile = false;  // every plan runs its own bucket's kernels from its first call
+    o.cudaGraphs = graphs;
+    s = new kiln::Session(o);
+  }
+  return *s;
+}
+
+bool haveGpu(std::string* why) {
+  if (!torch::cuda::is_available()) {
+    *why = "no CUDA device visible to LibTorch";
+    return false;
+  }
+  if (graphSession(true).cudaEnvironment().devices.empty()) {
+    *why = graphSession(true).cudaEnvironment().reason;
+    return false;
+  }
+  return true;
+}
+
+#define REQUIRE_GPU()                                      \
+  do {                                                     \
+    std::string why;                                       \
+    if (!haveGpu(&why)) GTEST_SKIP() << "no GPU: " << why; \
+  } while (0)
+
+// Issue 19's bar against the module: cosine >= 0.9999, max error <= 2% of max |ref|. Returns
+// whether it held, for threads.
+bool accurate(const torch::Tensor& got, const torch::Tensor& want, std::string* why) {
+  if (got.sizes() != want.sizes()) {
+    *why = "sizes differ";
+    return false;
+  }
+  torch::Tensor g = got.to(torch::kFloat).flatten(), w = want.to(torch::kFloat).flatten();
+  if (!torch::isfinite(g).all().item<bool>()) {
+    *why = "non-finite values";
+    return false;
+  }
+  const double cosine = torch::cosine_similarity(g, w, 0).item<double>();
+  const double err = (g - w).abs().max().item<double>();
+  const double ref = w.abs().max().item<double>();
+  *why = "cosine " + std::to_string(cosine) + ", max error " + std::to_string(err) +
+         " against max |ref| " + std::to_string(ref);
+  return cosine >= 0.9999 && err <= 0.02 * ref;
+}
+
+void expectAccurate(const torch::Tensor& got, const torch::Tensor& want, const std::string& what) {
+  std::string why;
+  EXPECT_TRUE(accurate(got, want, &why)) << what << ": " << why;
+}
+
+const Fixture& fixture(std::string_view name) {
+  for (const Fixture& f : kFixtures)
+    if (f.name == name) return f;
+  throw std::runtime_error("no fixture " + std::string(name));
+}
+
+std::vector<torch::IValue> inputsFor(const Fixture& f, int64_t batch, int64_t seq, uint64_t seed) {
+  return kiln::testing::fixtureInputs(f, batch, seq, seed, torch::kCUDA, torch::kHalf);
+}
+
+class GraphReplayGpu : public ::testing::TestWithParam<Fixture> {};
+
+// Calls 1 and 2 run step by step (the second captures), 3..6 replay. Every call has new inputs:
+// a replay that kept the captured inputs would repeat call 2's answer.
+TEST_P(GraphReplayGpu, ReplaysMatchStepByStepAndFollowTheInputs) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  const Fixture& f = GetParam();
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto graphed = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, graphSession(true)));
+  auto stepped = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, graphSession(false)));
+  torch::Tensor previous;
+  for (int call = 0; call < 6; ++call) {
+    const std::vector<torch::IValue> in = inputsFor(f, 3, 77, 100 + static_cast<uint64_t>(call));
+    const torch::Tensor want = m.forward(in).toTensor();
+    const torch::Tensor got = graphed.forward(in).toTensor();
+    const torch::Tensor ref = stepped.forward(in).toTensor();
+    const std::string what = std::string(f.name) + " call " + std::to_string(call);
+    expectAccurate(got, want, what + " against the module");
+    const double scale = ref.abs().max().item<double>();
+    EXPECT_LE((got.to(torch::kFloat) - ref.to(torch::kFloat)).abs().max().item<double>(),
+              1e-3 * scale + 1e-3)
+        << what << " against the same plan step by step";
+    if (previous.defined()) {
+      EXPECT_FALSE(torch::equal(got, previous)) << what << ": a stale answer";
+    }
+    previous = got;
+  }
+  const kiln::jit::ModuleStats st = graphed.stats();
+  EXPECT_EQ(st.graphCaptures, 1u) << graphed.explain();
+  EXPECT_EQ(st.graphReplays, 4u) << graphed.explain();
+  EXPECT_EQ(st.eagerFallbacks, 0u) << graphed.explain();
+  EXPECT_EQ(stepped.stats().graphReplays, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GraphReplayGpu, ::testing::ValuesIn(kFixtures),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// Sequence lengths 9, 12 and 16 share bucket 16: one graph each, captured at its second call.
+TEST(GpuGraphs, SizesInOneBucketGetAGraphEach) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  const Fixture& f = fixture("hf_bert");
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, graphSession(true)));
+  uint64_t seed = 1;
+  for (int round = 0; round < 3; ++round)
+    for (int64_t seq : {9, 12, 16}) {
+      const std::vector<torch::IValue> in = inputsFor(f, 2, seq, seed++);
+      expectAccurate(fast.forward(in).toTensor(), m.forward(in).toTensor(),
+                     "seq " + std::to_string(seq) + " round " + std::to_string(round));
+    }
+  const kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.planMisses, 1u) << fast.explain();
+  EXPECT_EQ(st.graphCaptures, 3u) << fast.explain();
+  EXPECT_EQ(st.graphReplays, 3u) << fast.explain();
+}
+
+// A kernel-set swap (what the tuner and background specialization do) drops the plan's graphs;
+// they are captured again. Swaps land from another thread while calls replay.
+TEST(GpuGraphs, SwapsWhileReplayingRecapture) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  const Fixture& f = fixture("hf_bert");
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, graphSession(true)));
+  const kiln::jit::PreparedPlan prepared = fast.prepare(inputsFor(f, 2, 8, 1), {{4, 32}, {4, 32}});
+  ASSERT_NE(prepared.plan, nullptr) << prepared.eagerReason;
+  std::atomic<bool> done{false};
+  std::thread swapper([&] {
+    for (int i = 0; i < 5 && !done.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+      prepared.plan->swapKernels(
+          std::make_shared<kiln::jit::KernelSet>(*prepared.plan->kernels()));
+    }
+  });
+  int bad = 0;
+  std::string lastWhy;
+  for (int call = 0; call < 60; ++call) {
+    const std::vector<torch::IValue> in = inputsFor(f, 4, 32, 500 + static_cast<uint64_t>(call));
+    std::string why;
+    if (!accurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), &why)) {
+      ++bad;
+      lastWhy = why;
+    }
+  }
+  done.store(true);
+  swapper.join();
+  // After the last swap: capture again, then replay.
+  for (int call = 0; call < 3; ++call) {
+    const std::vector<torch::IValue> in = inputsFor(f, 4, 32, 900 + static_cast<uint64_t>(call));
+    expectAccurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), "after the swaps");
+  }
+  EXPECT_EQ(bad, 0) << lastWhy;
+  const kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_GE(prepared.plan->swaps(), 1u);
+  EXPECT_GE(st.graphCaptures, 2u) << fast.explain();
+  EXPECT_GT(st.graphReplays, 0u) << fast.explain();
+}
+
+// Eight threads call one module at one size: four on streams of their own, four on the default
+// stream. Replays share the plan's static buffers, so they must be ordered across streams.
+TEST(GpuGraphs, EightThreadsOnTheirOwnStreams) {
+  REQUIRE_GPU();
+  const Fixture& f = fixture("hf_bert");
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, graphSession(true)));
+  std::atomic<int> bad{0};
+  std::mutex whyMutex;
+  std::string lastWhy;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      torch::NoGradGuard ng;
+      std::optional<c10::cuda::CUDAStreamGuard> own;
+      if (t % 2 == 1) own.emplace(c10::cuda::getStreamFromPool());
+      for (int i = 0; i < 20; ++i) {
+        const std::vector<torch::IValue> in =
+            inputsFor(f, 3, 40, 1000 + static_cast<uint64_t>(t * 100 + i));
+        const torch::Tensor got = fast.forward(in).toTensor();
+        const torch::Tensor want = m.forward(in).toTensor();
+        std::string why;
+        if (!accurate(got, want, &why)) {
+          bad++;
+          std::lock_guard<std::mutex> lock(whyMutex);
+          lastWhy = "thread " + std::to_string(t) + " call " + std::to_string(i) + ": " + why;
+        }
+      }
+    });
+  for (auto& th : threads) th.join();
+  const kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(bad.load(), 0) << lastWhy;
+  EXPECT_EQ(st.graphCaptures, 1u) << fast.explain();
+  EXPECT_GE(st.graphReplays, 100u) << fast.explain();
+}
+
+// int() of a tensor is read on the host at every call (Note [Run-time scalars]): capturing that
+// fails, so the plan stays ungraphed, says why, and keeps answering right. The stream and the
+// allocator must work afterwards: another module is then captured and replayed.
+TEST(GpuGraphs, HostSyncStepLeavesThePlanUngraphed) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  torch::jit::Module m("m");
+  m.define(R"(
+def forward(self, x):
+    k = int((x > 0).sum())
+    return torch.relu(x) * 2.0 + k
+)");
+  m.eval();
+  kiln::jit::Options o;
+  o.session = &graphSession(true);
+  o.inputNames = {"x"};
+  auto fast = kiln::jit::optimize(m, o);
+  for (int call = 0; call < 5; ++call) {
+    torch::manual_seed(static_cast<uint64_t>(call));
+    const torch::Tensor x = torch::randn({16, 33}, torch::TensorOptions().device(torch::kCUDA));
+    const torch::Tensor want = m.forward({x}).toTensor();
+    const torch::Tensor got = fast.forward({x}).toTensor();
+    EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5)) << "call " << call;
+  }
+  const kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.graphCaptures, 0u) << fast.explain();
+  EXPECT_EQ(st.eagerFallbacks, 0u) << fast.explain();
+  EXPECT_NE(fast.explain().find("CUDA graphs: off: capturing it failed"), std::string::npos)
+      << fast.explain();
+
+  torch::jit::Module plain("p");
+  plain.define("def forward(self, x):\n    return torch.sigmoid(x) * x + 1.0\n");
+  plain.eval();
+  auto fastPlain = kiln::jit::optimize(plain, o);
+  for (int call = 0; call < 3; ++call) {
+    const torch::Tensor x = torch::randn({16, 33}, torch::TensorOptions().device(torch::kCUDA));
+    EXPECT_TRUE(torch::allclose(fastPlain.forward({x}).toTensor(), plain.forward({x}).toTensor(),
+                                1e-5, 1e-5))
+        << "call " << call;
+  }
+  EXPECT_EQ(fastPlain.stats().graphCaptures, 1u) << fastPlain.explain();
+  EXPECT_EQ(fastPlain.stats().graphReplays, 1u) << fastPlain.explain();
+}
+
+}  // namespace

@@ -1,0 +1,98 @@
+// Note [CUDA graph replay] on the CPU: what explain(), explainJson() and stats() say about graphs
+// when no call can be replayed (CPU tensors), when KILN_CUDA_GRAPHS=off, and when an op that draws
+// random numbers turns graphs off for the plan up front. Replay itself is tested on the GPU
+// (tests/gpu/graph_replay_gpu_test.cpp).
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <kiln/kiln.h>
+
+#include "tests/support/sessions.h"
+
+namespace {
+
+kiln::Session& session(bool graphs) {
+  static kiln::Session* on = nullptr;
+  static kiln::Session* off = nullptr;
+  kiln::Session*& s = graphs ? on : off;
+  if (s == nullptr) {
+    kiln::Options o;
+    o.diskCache = false;
+    o.tune = kiln::TuneMode::kOff;
+    o.strict = true;
+    o.cudaGraphs = graphs;
+    s = new kiln::Session(o, kiln::testing::noEnvironment());
+  }
+  return *s;
+}
+
+kiln::jit::OptimizedModule optimized(const std::string& source, bool graphs) {
+  static std::vector<torch::jit::Module> keep;  // the modules outlive their optimized forms
+  torch::jit::Module m("m");
+  m.define(source);
+  m.eval();
+  keep.push_back(m);
+  kiln::jit::Options o;
+  o.session = &session(graphs);
+  o.inputNames = {"x"};
+  return kiln::jit::optimize(m, o);
+}
+
+nlohmann::json planGraphs(const kiln::jit::OptimizedModule& fast) {
+  return nlohmann::json::parse(fast.explainJson()).at("plan").at("cudaGraphs");
+}
+
+TEST(GraphReplay, CpuCallsAreNeverCapturedAndSaySo) {
+  torch::NoGradGuard ng;
+  auto fast = optimized("def forward(self, x):\n    return torch.relu(x * 2.0) + 1.0\n", true);
+  const std::vector<torch::IValue> in{torch::randn({4, 8})};
+  for (int i = 0; i < 4; ++i) fast.forward(in);
+  const kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.graphCaptures, 0u);
+  EXPECT_EQ(st.graphReplays, 0u);
+  EXPECT_NE(fast.explain().find("CUDA graphs: 0 captured, 0 alive, 0 replays"), std::string::npos)
+      << fast.explain();
+  const nlohmann::json g = planGraphs(fast);
+  EXPECT_TRUE(g.at("enabled").get<bool>()) << g.dump();
+  EXPECT_EQ(g.at("replays").get<uint64_t>(), 0u);
+}
+
+TEST(GraphReplay, OffByOption) {
+  torch::NoGradGuard ng;
+  auto fast = optimized("def forward(self, x):\n    return torch.relu(x * 2.0) + 1.0\n", false);
+  fast.forward({torch::randn({4, 8})});
+  EXPECT_NE(fast.explain().find("CUDA graphs: off (KILN_CUDA_GRAPHS=off)"), std::string::npos)
+      << fast.explain();
+  const nlohmann::json g = planGraphs(fast);
+  EXPECT_FALSE(g.at("enabled").get<bool>());
+  EXPECT_EQ(g.at("why").get<std::string>(), "off (KILN_CUDA_GRAPHS=off)");
+}
+
+TEST(GraphReplay, RandomOpsTurnGraphsOffWithTheReason) {
+  torch::NoGradGuard ng;
+  auto fast =
+      optimized("def forward(self, x):\n    return x * torch.rand_like(x) + torch.relu(x)\n", true);
+  const torch::Tensor x = torch::randn({4, 8});
+  const torch::Tensor out = fast.forward({x}).toTensor();
+  // rand_like draws from [0, 1): x * r + relu(x) lies between min(x, 0) + relu(x) and x + relu(x).
+  EXPECT_TRUE((out >= torch::minimum(x, torch::zeros_like(x)) + torch::relu(x) - 1e-6)
+                  .all()
+                  .item<bool>());
+  EXPECT_TRUE((out <= torch::maximum(x, torch::zeros_like(x)) + torch::relu(x) + 1e-6)
+                  .all()
+                  .item<bool>());
+  const std::string explain = fast.explain();
+  EXPECT_NE(explain.find("CUDA graphs: off: aten::rand_like draws random numbers, which a replay "
+                         "would repeat"),
+            std::string::npos)
+      << explain;
+  EXPECT_FALSE(planGraphs(fast).at("enabled").get<bool>());
+}
+
+}  // namespace
