@@ -9,6 +9,10 @@
 #include <optional>
 #include <shared_mutex>
 
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/core/GradMode.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/api/module.h>
@@ -33,12 +37,13 @@ std::string ModuleStats::toString() const {
       "kernels compiled {} ({} in the background) and cached {} in {:.2f} s, plans served by "
       "generic kernels {}, swaps {}, background jobs pending {}, launches {}, groups run "
       "eagerly {}, CUDA graphs captured {} and replayed {}, tuning jobs {} ({} variants tried, {} "
-      "kernels replaced), eager fallbacks {} ({} calls run by the module)",
+      "kernels replaced), eager fallbacks {} ({} calls run by the module), {} calls run by the "
+      "module because it was faster",
       calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive,
       plansEvicted, kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds,
       plansServedGeneric, swaps, backgroundPending, kernelLaunches, groupFallbacks, graphCaptures,
       graphReplays, tuningJobs,
-      variantsTried, kernelsTuned, eagerFallbacks, eagerCalls);
+      variantsTried, kernelsTuned, eagerFallbacks, eagerCalls, moduleFasterCalls);
 }
 
 namespace {
@@ -71,6 +76,7 @@ Json statsJson(const ModuleStats& s) {
           {"graphReplays", s.graphReplays},
           {"eagerFallbacks", s.eagerFallbacks},
           {"eagerCalls", s.eagerCalls},
+          {"moduleFasterCalls", s.moduleFasterCalls},
           {"compileSeconds", s.compileSeconds},
           {"tuningJobs", s.tuningJobs},
           {"variantsTried", s.variantsTried},
@@ -150,6 +156,8 @@ struct OptimizedModule::Impl {
   // (under `mutex`), and the calls served so.
   mutable std::map<std::string, std::string> eagerFamilies, eagerSignatures;
   mutable std::atomic<uint64_t> eagerCalls{0};
+  // Note [Plan against the module]: calls the module served because it was faster.
+  mutable std::atomic<uint64_t> moduleFasterCalls{0};
 
   // Records that `key` (a family or a signature) runs eagerly; logs the first time.
   void giveUp(std::map<std::string, std::string>& table, const std::string& key,
@@ -628,6 +636,56 @@ struct OptimizedModule::Impl {
       inBackground(job);
   }
 
+  // Note [Plan against the module] in against_module.h: once per settled CUDA plan.
+  void maybeCompare(const std::shared_ptr<Plan>& plan, const std::vector<at::Tensor>& inputs) const {
+    const kiln::Options& o = session->options();
+    if (!o.compareModule ||
+        plan->stats().calls.load(std::memory_order_relaxed) < static_cast<uint64_t>(kCompareAfter))
+      return;
+    if (inputs.empty()) return;
+    for (const at::Tensor& t : inputs)
+      if (!t.is_cuda() || t.device() != inputs.front().device()) return;
+    if (!plan->settled() || !plan->claimComparison()) return;
+    // Copies: the caller owns its tensors. The job waits for them on the host.
+    const at::Device device = inputs.front().device();
+    std::vector<at::Tensor> copies;
+    for (const at::Tensor& t : inputs) copies.push_back(t.clone());
+    auto copied = std::make_shared<at::cuda::CUDAEvent>();
+    copied->record(at::cuda::getCurrentCUDAStream(device.index()));
+    std::function<c10::IValue(const std::vector<c10::IValue>&)> module;
+    if (scripted)
+      module = [m = *scripted](const std::vector<c10::IValue>& in) mutable {
+        return m.forward(in);
+      };
+    else
+      module = nnForward;
+    std::shared_ptr<ModuleShared> sh = shared;
+    auto job = [sh, plan, copies, copied, module, device] {
+      if (!sh->alive.load()) return;
+      c10::cuda::CUDAGuard guard(device);
+      c10::NoGradGuard noGrad;
+      copied->synchronize();
+      const std::vector<c10::IValue> ivalues(copies.begin(), copies.end());
+      ModuleComparison c;
+      try {
+        c = compareAgainstModule([&] { plan->run(copies); }, [&] { module(ivalues); }, device);
+      } catch (const std::exception& e) {
+        c.reason = fmt::format("timing failed: {}", e.what());
+      }
+      if (c.moduleFaster)
+        KILN_LOG_WARN("kiln: the module is faster than kiln's plan for these sizes, so it runs "
+                      "them: {}",
+                      c.line());
+      else
+        KILN_LOG_INFO("kiln: plan against the module: {}", c.line());
+      plan->setComparison(std::move(c));
+    };
+    if (o.tune == TuneMode::kEager)
+      job();
+    else
+      inBackground(job);
+  }
+
   c10::IValue eagerForward(const std::vector<c10::IValue>& inputs) const {
     if (scripted) {
       torch::jit::Module m = *scripted;
@@ -638,9 +696,9 @@ struct OptimizedModule::Impl {
 
   // Note [Never worse than eager]: the module serves the call. Its own failure is the caller's
   // (bad input): a UserError that says so.
-  c10::IValue fallbackForward(const std::vector<c10::IValue>& inputs,
-                              const std::string& why) const {
-    eagerCalls.fetch_add(1, std::memory_order_relaxed);
+  c10::IValue fallbackForward(const std::vector<c10::IValue>& inputs, const std::string& why,
+                              bool faster = false) const {
+    (faster ? moduleFasterCalls : eagerCalls).fetch_add(1, std::memory_order_relaxed);
     try {
       return eagerForward(inputs);
     } catch (const c10::Error& e) {
@@ -684,6 +742,8 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
   const std::string sig = impl.signature(tensors);
   std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors, sig);
   if (plan == nullptr) return impl.fallbackForward(inputs, impl.eagerReason(sig).value_or("?"));
+  if (plan->runsModule())
+    return impl.fallbackForward(inputs, "the module is faster for these sizes", /*faster=*/true);
   std::vector<at::Tensor> outs;
   try {
     outs = plan->run(tensors);
@@ -701,6 +761,7 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
     return impl.fallbackForward(inputs, e.what());
   }
   impl.maybeTune(plan);
+  impl.maybeCompare(plan, tensors);
   const OutputStructure& structure = plan->captured().outputs;
   switch (structure.kind) {
     case OutputStructure::Kind::kTensor:
@@ -885,6 +946,7 @@ ModuleStats OptimizedModule::stats() const {
     s.tuning = sh.tuningLines;
   }
   s.eagerCalls = impl.eagerCalls.load();
+  s.moduleFasterCalls = impl.moduleFasterCalls.load();
   s.kernelLaunches = impl.retiredLaunches.load();
   s.groupFallbacks = impl.retiredFallbacks.load();
   s.graphCaptures = impl.retiredCaptures.load();

@@ -130,6 +130,9 @@ struct ModuleStats {
   // the module itself served because of them.
   uint64_t eagerFallbacks = 0;
   uint64_t eagerCalls = 0;
+  // Note [Plan against the module] in against_module.h: calls of signatures whose plan was timed
+  // slower than the module, served by the module.
+  uint64_t moduleFasterCalls = 0;
   double compileSeconds = 0;    // wall time of compile phases, foreground and background
   uint64_t tuningJobs = 0;      // plans tuned (Note [Background tuning] in tuner.h)
   uint64_t variantsTried = 0;   // schedule variants compiled and measured

@@ -100,6 +100,25 @@ std::shared_ptr<Plan> Plan::build(CapturedGraph captured, const std::string& arc
   return create(std::move(program), std::move(set), info, session);
 }
 
+bool Plan::settled() const {
+  return settled(*kernels_.load(std::memory_order_acquire));
+}
+
+bool Plan::settled(const KernelSet& set) const {
+  return !set.pending() && !(set.generic && info_.servedGeneric && swaps_.load() == 0);
+}
+
+void Plan::setComparison(ModuleComparison c) const {
+  std::lock_guard<std::mutex> lock(comparisonMutex_);
+  runsModule_.store(c.decided && c.moduleFaster, std::memory_order_relaxed);
+  comparison_ = std::move(c);
+}
+
+std::optional<ModuleComparison> Plan::comparison() const {
+  std::lock_guard<std::mutex> lock(comparisonMutex_);
+  return comparison_;
+}
+
 void Plan::swapKernels(std::shared_ptr<const KernelSet> kernels) {
   KILN_CHECK(kernels != nullptr && kernels->kernels.size() == program_->numKernels(),
              "swapKernels: kernel set does not match the program");
@@ -189,8 +208,7 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
   if (graphs_ != nullptr && afterStep == nullptr) {
     // Note [CUDA graph replay]: not a set that is about to be swapped for the bucket's own.
-    const bool ready =
-        !set->pending() && !(set->generic && info_.servedGeneric && swaps_.load() == 0);
+    const bool ready = settled(*set);
     const GraphReplay::RunSteps steps = [&](const std::vector<at::Tensor>& in, bool bypass) {
       return runSteps(*set, in, nullptr, bypass);
     };
@@ -403,6 +421,12 @@ std::string Plan::explain() const {
                           stats_.shapeOnlyHits.load())
                     : fmt::format("shape-only steps: none reused: {}\n", so.why);
   out += graphsLine() + "\n";
+  const std::optional<ModuleComparison> cmp = comparison();
+  out += fmt::format("against the module: {}\n",
+                     cmp ? cmp->line()
+                         : fmt::format("not compared yet (CUDA plans, after {} settled calls; Note "
+                                       "[Plan against the module])",
+                                       kCompareAfter));
   out += fmt::format("capture: {}\n", captured().report());
   return out;
 }
@@ -430,6 +454,12 @@ std::string Plan::explainJson() const {
                        {"alive", graphs_ != nullptr ? graphs_->graphsAlive() : 0},
                        {"why", graphs_ == nullptr ? "off (KILN_CUDA_GRAPHS=off)"
                                                   : graphs_->offReason()}};
+  if (const std::optional<ModuleComparison> cmp = comparison())
+    out["againstModule"] = {{"decided", cmp->decided},     {"moduleFaster", cmp->moduleFaster},
+                            {"kilnMs", cmp->kilnMs},       {"moduleMs", cmp->moduleMs},
+                            {"reps", cmp->reps},           {"reason", cmp->reason}};
+  else
+    out["againstModule"] = nullptr;
   Json kernels = Json::array();
   for (size_t i = 0; i < set->kernels.size(); ++i) {
     const KernelStep& k = set->kernels[i];

@@ -22,12 +22,15 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 
 #include "jit/capture/capture.h"
+#include "jit/runtime/against_module.h"
 #include "jit/runtime/graph_replay.h"
 #include "jit/runtime/kernel_build.h"
 #include "jit/runtime/program.h"
@@ -100,6 +103,15 @@ class Plan {
   const GraphReplay* graphs() const { return graphs_.get(); }
   // True for the first caller only: the plan's one tuning job (Note [Background tuning]).
   bool claimTuning() const { return !tuningClaimed_.exchange(true); }
+  // Runs its own bucket's kernels, none pending, no swap from generic kernels still to come:
+  // what CUDA graphs capture and what is compared against the module.
+  bool settled() const;
+  // Note [Plan against the module] in against_module.h: the first caller only, then the result.
+  bool claimComparison() const { return !comparisonClaimed_.exchange(true); }
+  void setComparison(ModuleComparison c) const;
+  std::optional<ModuleComparison> comparison() const;
+  // The comparison chose the module: calls of this plan's signature run the module.
+  bool runsModule() const { return runsModule_.load(std::memory_order_relaxed); }
   std::string explain() const;
   // "CUDA graphs: 2 captured, 2 alive, 40 replays ..." or "CUDA graphs: off: <why>".
   std::string graphsLine() const;
@@ -112,6 +124,7 @@ class Plan {
 
  private:
   Plan() = default;
+  bool settled(const KernelSet& set) const;
   std::vector<at::Tensor> runSteps(const KernelSet& set, const std::vector<at::Tensor>& inputs,
                                    const std::function<void(size_t step)>* afterStep,
                                    bool bypassShapeOnly) const;
@@ -130,6 +143,10 @@ class Plan {
   std::atomic<std::shared_ptr<const KernelSet>> kernels_;
   std::atomic<uint64_t> swaps_{0};
   mutable std::atomic<bool> tuningClaimed_{false};
+  mutable std::atomic<bool> comparisonClaimed_{false};
+  mutable std::atomic<bool> runsModule_{false};
+  mutable std::mutex comparisonMutex_;
+  mutable std::optional<ModuleComparison> comparison_;  // under comparisonMutex_
   bool poisonOutputs_ = false;
   PlanBuildInfo info_;
   mutable PlanStats stats_;

@@ -90,6 +90,13 @@ uint64_t parseByteSize(std::string_view what, std::string_view text) {
   return v * mult;
 }
 
+bool parseAutoOff(std::string_view what, std::string_view text) {
+  const std::string t = lowerTrim(text);
+  if (t != "auto" && t != "off")
+    throw UserError(fmt::format("{}: expected auto or off, got '{}'", what, text));
+  return t == "auto";
+}
+
 TuneMode parseTuneMode(std::string_view what, std::string_view text) {
   std::string t = lowerTrim(text);
   for (TuneMode m : {TuneMode::kOff, TuneMode::kBackground, TuneMode::kEager})
@@ -133,12 +140,9 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_BACKGROUND_COMPILE"))
     o.backgroundCompile = parseBool("KILN_BACKGROUND_COMPILE", *v);
   if (auto v = env("KILN_SHAPE_CACHE")) o.shapeOnlyCache = parseBool("KILN_SHAPE_CACHE", *v);
-  if (auto v = env("KILN_CUDA_GRAPHS")) {
-    const std::string t = lowerTrim(*v);
-    if (t != "auto" && t != "off")
-      throw UserError(fmt::format("KILN_CUDA_GRAPHS: expected auto or off, got '{}'", *v));
-    o.cudaGraphs = t == "auto";
-  }
+  if (auto v = env("KILN_CUDA_GRAPHS")) o.cudaGraphs = parseAutoOff("KILN_CUDA_GRAPHS", *v);
+  if (auto v = env("KILN_COMPARE_MODULE"))
+    o.compareModule = parseAutoOff("KILN_COMPARE_MODULE", *v);
   if (auto v = env("KILN_TUNE")) o.tune = parseTuneMode("KILN_TUNE", *v);
   if (auto v = env("KILN_TUNE_THRESHOLD"))
     o.tuneThreshold = static_cast<int>(parseInt("KILN_TUNE_THRESHOLD", *v, 1, 1 << 30));

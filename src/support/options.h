@@ -46,6 +46,10 @@ struct Options {
   // KILN_CUDA_GRAPHS: auto|off. auto replays a warm plan as a CUDA graph per exact input sizes
   // (Note [CUDA graph replay] in jit/runtime/graph_replay.h).
   bool cudaGraphs = true;
+  // KILN_COMPARE_MODULE: auto|off. auto times each settled CUDA plan once against the module run
+  // eagerly and runs the module for that signature when it is faster (Note [Plan against the
+  // module] in jit/runtime/against_module.h).
+  bool compareModule = true;
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
   // Background by default: on an H200 (bench/RESULTS.md, 2026-12-02) request p99 while a job ran
   // stayed within 1.25x of p50 after it (Note [Tuning beside traffic]).
@@ -85,6 +89,7 @@ bool parseBool(std::string_view what, std::string_view text);
 int64_t parseInt(std::string_view what, std::string_view text, int64_t min, int64_t max);
 uint64_t parseByteSize(std::string_view what, std::string_view text);  // "512M", "2G", "1048576"
 TuneMode parseTuneMode(std::string_view what, std::string_view text);
+bool parseAutoOff(std::string_view what, std::string_view text);  // true for auto
 ConvLayout parseConvLayout(std::string_view what, std::string_view text);
 
 }  // namespace kiln

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <ATen/cuda/CUDAContext.h>
+#include <nlohmann/json.hpp>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
@@ -39,6 +40,7 @@ kiln::Session& graphSession(bool graphs) {
     o.tune = kiln::TuneMode::kOff;
     o.backgroundCompile = false;  // every plan runs its own bucket's kernels from its first call
     o.cudaGraphs = graphs;
+    o.compareModule = false;  // GpuCompare tests it; here the plan must serve every call
     s = new kiln::Session(o);
   }
   return *s;
@@ -275,6 +277,72 @@ def forward(self, x):
   }
   EXPECT_EQ(fastPlain.stats().graphCaptures, 1u) << fastPlain.explain();
   EXPECT_EQ(fastPlain.stats().graphReplays, 1u) << fastPlain.explain();
+}
+
+// Note [Plan against the module]: a settled plan is timed once against the module (here in the
+// foreground: KILN_TUNE=eager), both medians and the choice are explained, and every call stays
+// right whichever runs.
+TEST(GpuCompare, SettledPlanIsTimedAgainstTheModule) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  kiln::Options o;
+  o.diskCache = false;
+  o.strict = true;
+  o.tune = kiln::TuneMode::kEager;
+  o.tuneThreshold = 1000;  // no kernel tuning, only the comparison
+  kiln::Session session(o);
+  const Fixture& f = fixture("hf_bert");
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, session));
+  for (int call = 0; call < kiln::jit::kCompareAfter + 3; ++call) {
+    const std::vector<torch::IValue> in = inputsFor(f, 3, 40, 2000 + static_cast<uint64_t>(call));
+    expectAccurate(fast.forward(in).toTensor(), m.forward(in).toTensor(),
+                   "call " + std::to_string(call));
+  }
+  const std::string explain = fast.explain();
+  EXPECT_NE(explain.find("against the module: kiln "), std::string::npos) << explain;
+  const nlohmann::json cmp =
+      nlohmann::json::parse(fast.explainJson()).at("plan").at("againstModule");
+  ASSERT_TRUE(cmp.is_object()) << fast.explainJson();
+  EXPECT_TRUE(cmp.at("decided").get<bool>()) << cmp.dump();
+  EXPECT_GT(cmp.at("kilnMs").get<double>(), 0.0) << cmp.dump();
+  EXPECT_GT(cmp.at("moduleMs").get<double>(), 0.0) << cmp.dump();
+  const kiln::jit::ModuleStats st = fast.stats();
+  if (cmp.at("moduleFaster").get<bool>()) {
+    EXPECT_GT(st.moduleFasterCalls, 0u) << explain;
+  } else {
+    EXPECT_EQ(st.moduleFasterCalls, 0u) << explain;
+  }
+  std::printf("[compare] hf_bert 3x40: %s\n", cmp.dump().c_str());
+}
+
+// A plan judged slower than the module hands its signature's calls to the module.
+TEST(GpuCompare, ModuleChoiceRoutesTheSignatureToTheModule) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  const Fixture& f = fixture("hf_bert");
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, graphSession(true)));
+  const kiln::jit::PreparedPlan prepared = fast.prepare(inputsFor(f, 2, 8, 1), {{2, 24}, {2, 24}});
+  ASSERT_NE(prepared.plan, nullptr) << prepared.eagerReason;
+  kiln::jit::ModuleComparison slower;
+  slower.decided = true;
+  slower.moduleFaster = true;
+  slower.kilnMs = 2.0;
+  slower.moduleMs = 1.0;
+  slower.reps = 10;
+  slower.reason = "set by the test";
+  prepared.plan->setComparison(slower);
+  for (int call = 0; call < 3; ++call) {
+    const std::vector<torch::IValue> in = inputsFor(f, 2, 24, 3000 + static_cast<uint64_t>(call));
+    expectAccurate(fast.forward(in).toTensor(), m.forward(in).toTensor(),
+                   "call " + std::to_string(call));
+  }
+  const kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.moduleFasterCalls, 3u) << fast.explain();
+  EXPECT_EQ(st.eagerCalls, 0u) << fast.explain();
+  EXPECT_EQ(prepared.plan->stats().calls.load(), 0u);
+  EXPECT_NE(fast.explain().find("the module runs"), std::string::npos) << fast.explain();
 }
 
 }  // namespace

@@ -59,7 +59,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_TUNE_MAX_VARIANTS", "7"},
                                                    {"KILN_TUNE_SECONDS", "9"},
                                                    {"KILN_CONV_LAYOUT", "Channels_Last"},
-                                                   {"KILN_CUDA_GRAPHS", "OFF"}}));
+                                                   {"KILN_CUDA_GRAPHS", "OFF"},
+                                                   {"KILN_COMPARE_MODULE", "off"}}));
   EXPECT_EQ(o.logLevel, LogLevel::kDebug);
   EXPECT_TRUE(o.disable);
   EXPECT_EQ(o.cacheDir, "/tmp/kc");
@@ -74,6 +75,7 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_EQ(o.tuneSeconds, 9);
   EXPECT_EQ(o.convLayout, ConvLayout::kChannelsLast);
   EXPECT_FALSE(o.cudaGraphs);
+  EXPECT_FALSE(o.compareModule);
   EXPECT_TRUE(applyEnvironment(Options{}, fakeEnv({{"KILN_CUDA_GRAPHS", "auto"}})).cudaGraphs);
 }
 

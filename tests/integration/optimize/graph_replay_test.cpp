@@ -13,6 +13,8 @@
 
 #include <kiln/kiln.h>
 
+#include "jit/runtime/against_module.h"
+
 #include "tests/support/sessions.h"
 
 namespace {
@@ -93,6 +95,40 @@ TEST(GraphReplay, RandomOpsTurnGraphsOffWithTheReason) {
             std::string::npos)
       << explain;
   EXPECT_FALSE(planGraphs(fast).at("enabled").get<bool>());
+}
+
+// Note [Plan against the module]: the module takes a signature only beyond the noise.
+TEST(AgainstModule, TheModuleMustWinBeyondTheNoise) {
+  using kiln::tuner::Timing;
+  const Timing kiln{{1.00, 1.01, 0.99, 1.00, 1.02, 0.98}};
+  const kiln::jit::ModuleComparison faster =
+      kiln::jit::judgeAgainstModule(kiln, Timing{{0.50, 0.51, 0.49, 0.50, 0.50, 0.52}});
+  EXPECT_TRUE(faster.decided);
+  EXPECT_TRUE(faster.moduleFaster) << faster.line();
+  EXPECT_NE(faster.line().find("the module runs"), std::string::npos) << faster.line();
+  const kiln::jit::ModuleComparison tie =
+      kiln::jit::judgeAgainstModule(kiln, Timing{{0.99, 1.00, 0.98, 0.99, 1.01, 0.99}});
+  EXPECT_FALSE(tie.moduleFaster) << tie.line();
+  EXPECT_NE(tie.line().find("kiln runs"), std::string::npos) << tie.line();
+  const kiln::jit::ModuleComparison slower =
+      kiln::jit::judgeAgainstModule(kiln, Timing{{2.0, 2.1, 1.9, 2.0, 2.0, 2.0}});
+  EXPECT_FALSE(slower.moduleFaster) << slower.line();
+  // Noisy samples: a 10% median gain inside a 30% spread is no reason to switch.
+  const kiln::jit::ModuleComparison noisy = kiln::jit::judgeAgainstModule(
+      Timing{{1.0, 1.3, 0.8, 1.0, 1.2, 0.9}}, Timing{{0.9, 1.2, 0.7, 0.9, 1.1, 0.8}});
+  EXPECT_FALSE(noisy.moduleFaster) << noisy.line();
+  EXPECT_FALSE(kiln::jit::judgeAgainstModule(kiln, Timing{}).decided);
+}
+
+TEST(AgainstModule, CpuPlansAreNotCompared) {
+  torch::NoGradGuard ng;
+  auto fast = optimized("def forward(self, x):\n    return torch.relu(x * 3.0)\n", true);
+  for (int i = 0; i < kiln::jit::kCompareAfter + 5; ++i) fast.forward({torch::randn({4, 8})});
+  EXPECT_NE(fast.explain().find("against the module: not compared yet"), std::string::npos)
+      << fast.explain();
+  EXPECT_EQ(fast.stats().moduleFasterCalls, 0u);
+  EXPECT_TRUE(
+      nlohmann::json::parse(fast.explainJson()).at("plan").at("againstModule").is_null());
 }
 
 }  // namespace
