@@ -5,12 +5,15 @@
 
 #include <atomic>
 #include <cmath>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -418,6 +421,80 @@ TEST(GpuGemm, KernelAgainstFloat64) {
         gemm.run(rnd({4, 16}, torch::kFloat), rnd({8, 16}, torch::kFloat), nullptr).has_value())
         << "f32";
   }
+}
+
+// Issue 20's stress test of the default sm_90 GEMM: eight threads share one kernel, half of them
+// on streams of their own, each with random odd M, N and K (K a multiple of 8: TMA needs 16-byte
+// rows), operands whose rows are padded (a row stride other than K), bases off 16-byte alignment
+// and transposed weights. Every call the kernel takes must match float64 to one rounding; every
+// call it cannot take must come back empty rather than launch.
+TEST(GpuGemm, StressOddShapesStridesAndThreads) {
+  REQUIRE_GPU();
+  if (gpuSession().cudaEnvironment().devices.front().major != 9)
+    GTEST_SKIP() << "kiln's GEMM needs an sm_90 device";
+  kiln::codegen::GemmSpec spec;
+  spec.dtype = kiln::ir::DType::kFloat16;
+  spec.activation = kiln::codegen::GemmActivation::kGeluErf;
+  kiln::jit::KilnGemm gemm(gpuSession(), spec);
+  ASSERT_TRUE(gemm.hasKernel()) << gemm.reason();
+  std::atomic<int> ran{0}, declined{0}, bad{0};
+  std::mutex whyMutex;
+  std::string lastBad;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      torch::NoGradGuard ng;
+      std::optional<c10::cuda::CUDAStreamGuard> own;
+      if (t % 2 == 1) own.emplace(c10::cuda::getStreamFromPool());
+      std::mt19937 rng(static_cast<unsigned>(t) * 7919u + 3u);
+      auto pick = [&](int64_t lo, int64_t hi) {
+        return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+      };
+      for (int i = 0; i < 24; ++i) {
+        const int64_t m = pick(1, 2500), n = pick(1, 1500), k = 8 * pick(1, 160);
+        const int layout = static_cast<int>(pick(0, 3));  // plain, padded rows, misaligned, w^T
+        const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kHalf);
+        torch::Tensor x, w = torch::randn({n, k}, opts) / std::sqrt(double(k));
+        const torch::Tensor b = torch::randn({n}, opts);
+        if (layout == 1) {
+          x = torch::randn({m, k + 8 * pick(1, 4)}, opts).index({Slice(), Slice(0, k)});
+        } else if (layout == 2) {
+          x = torch::randn({m * k + 1}, opts).index({Slice(1, None)}).view({m, k});
+        } else {
+          x = torch::randn({m, k}, opts);
+        }
+        if (layout == 3) w = w.t().contiguous().t();  // stride(1) != 1: not for TMA
+        const std::optional<torch::Tensor> got = gemm.run(x, w, &b);
+        const bool takeable = layout == 0 || layout == 1;
+        if (!got.has_value()) {
+          declined++;
+          if (takeable) {
+            bad++;
+            std::lock_guard<std::mutex> lock(whyMutex);
+            lastBad = fmt::format("declined a plain call {}x{}x{} layout {}", m, n, k, layout);
+          }
+          continue;
+        }
+        ran++;
+        const torch::Tensor want = torch::gelu(
+            torch::linear(x.to(torch::kDouble), w.to(torch::kDouble), b.to(torch::kDouble)));
+        const double err =
+            ((got->to(torch::kDouble) - want).abs() / (want.abs() + 1.0)).max().item<double>();
+        if (!takeable || !(err <= 1.0 / 1024)) {
+          bad++;
+          std::lock_guard<std::mutex> lock(whyMutex);
+          lastBad = fmt::format("{}x{}x{} layout {} thread {}: max rel error {}", m, n, k, layout,
+                                t, err);
+        }
+      }
+    });
+  for (auto& th : threads) th.join();
+  c10::cuda::device_synchronize();
+  EXPECT_EQ(bad.load(), 0) << lastBad;
+  EXPECT_GT(ran.load(), 50) << "calls the kernel ran";
+  EXPECT_GT(declined.load(), 0) << "calls it declined";
+  std::printf("[gemm stress] %d calls ran on the kernel, %d declined\n", ran.load(),
+              declined.load());
 }
 
 // The CNN block against eager. Batchnorm is folded into the conv weights (Note [Folding batchnorm
