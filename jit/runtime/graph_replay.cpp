@@ -64,6 +64,7 @@ struct GraphReplay::DeviceState {
   c10::cuda::CUDAStream stream;
   c10::MempoolId_t pool;
   at::cuda::CUDAEvent lastDone;  // recorded after each replay's outputs were copied out
+  c10::StreamId lastStream = 0;  // where lastDone was recorded
   bool hasLast = false;
 
   DeviceState(int dev, cudaStream_t s)
@@ -179,17 +180,44 @@ std::optional<std::vector<at::Tensor>> GraphReplay::run(
   return capture(e, inputs, params, runSteps);
 }
 
+namespace {
+
+// dst <- src on `stream`: one cudaMemcpyAsync when both are dense with the same strides (the
+// usual case; an ATen copy costs a dispatch more), else an ATen copy.
+void copyInto(const at::Tensor& dst, const at::Tensor& src, cudaStream_t stream) {
+  if (dst.scalar_type() == src.scalar_type() && dst.sizes() == src.sizes() &&
+      dst.strides() == src.strides() && src.is_non_overlapping_and_dense()) {
+    const size_t bytes = static_cast<size_t>(src.numel()) * src.element_size();
+    if (bytes == 0 || cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), bytes,
+                                      cudaMemcpyDeviceToDevice, stream) == cudaSuccess)
+      return;
+    (void)cudaGetLastError();
+  }
+  dst.copy_(src, /*non_blocking=*/true);
+}
+
+// A copy of a static output, with its strides, allocated on the caller's stream.
+at::Tensor copyOut(const at::Tensor& t, cudaStream_t stream) {
+  if (!t.is_cuda() || !t.is_non_overlapping_and_dense()) return t.clone();
+  at::Tensor out = at::empty_strided(t.sizes(), t.strides(), t.options());
+  copyInto(out, t, stream);
+  return out;
+}
+
+}  // namespace
+
 std::vector<at::Tensor> GraphReplay::replay(Entry& e, const std::vector<at::Tensor>& inputs) {
   at::cuda::CUDAStream stream = at::cuda::getCurrentCUDAStream(dev_->device);
-  // The previous replay (perhaps on another stream) has copied its outputs out before this one
-  // overwrites the static buffers.
-  if (dev_->hasLast) dev_->lastDone.block(stream);
-  for (size_t i = 0; i < inputs.size(); ++i) e.staticInputs[i].copy_(inputs[i], true);
+  // The previous replay, on another stream, has copied its outputs out before this one
+  // overwrites the static buffers (on the same stream, stream order says so already).
+  if (dev_->hasLast && dev_->lastStream != stream.id()) dev_->lastDone.block(stream);
+  for (size_t i = 0; i < inputs.size(); ++i) copyInto(e.staticInputs[i], inputs[i], stream);
   e.graph->replay();
   std::vector<at::Tensor> outs;
   outs.reserve(e.staticOutputs.size());
-  for (const at::Tensor& t : e.staticOutputs) outs.push_back(t.clone());
+  for (const at::Tensor& t : e.staticOutputs) outs.push_back(copyOut(t, stream));
   dev_->lastDone.record(stream);
+  dev_->lastStream = stream.id();
   dev_->hasLast = true;
   replays_.fetch_add(1, std::memory_order_relaxed);
   return outs;
@@ -263,6 +291,7 @@ std::vector<at::Tensor> GraphReplay::capture(Entry& e, const std::vector<at::Ten
   for (const at::Tensor& t : outs)
     if (t.defined() && t.is_cuda()) t.record_stream(caller);
   dev_->lastDone.record(side);
+  dev_->lastStream = side.id();
   dev_->hasLast = true;
   if (!failure.empty()) {
     if (failure.size() > 300) failure = failure.substr(0, 300) + "...";

@@ -12,6 +12,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/core/GradMode.h>
+#include <c10/util/SmallVector.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -183,9 +184,13 @@ struct OptimizedModule::Impl {
   }
 
   // Per dim of input `input`: the index into options.dynamicDims of the dim's DynamicDim, or -1.
-  std::vector<int> dynamicIndex(size_t input, int64_t rank) const {
-    std::vector<int> index(static_cast<size_t>(rank), -1);
-    std::string name = inputName(input);
+  c10::SmallVector<int, 8> dynamicIndex(size_t input, int64_t rank) const {
+    c10::SmallVector<int, 8> index(static_cast<size_t>(rank), -1);
+    // Every call computes a signature: no string made for a named input.
+    std::string unnamed;
+    if (input >= options.inputNames.size()) unnamed = inputName(input);
+    const std::string& name =
+        input < options.inputNames.size() ? options.inputNames[input] : unnamed;
     for (size_t k = 0; k < options.dynamicDims.size(); ++k) {
       const DynamicDim& d = options.dynamicDims[k];
       if (d.input != name) continue;
@@ -205,7 +210,7 @@ struct OptimizedModule::Impl {
     auto out = std::back_inserter(key);
     for (size_t i = 0; i < inputs.size(); ++i) {
       const at::Tensor& t = inputs[i];
-      std::vector<int> dyn = dynamicIndex(i, t.dim());
+      const c10::SmallVector<int, 8> dyn = dynamicIndex(i, t.dim());
       fmt::format_to(out, "{}:{}:{}:{}", static_cast<int>(t.scalar_type()),
                      static_cast<int>(t.device().type()), t.device().index(), t.dim());
       for (int64_t d = 0; d < t.dim(); ++d) {
@@ -639,7 +644,7 @@ struct OptimizedModule::Impl {
   // Note [Plan against the module] in against_module.h: once per settled CUDA plan.
   void maybeCompare(const std::shared_ptr<Plan>& plan, const std::vector<at::Tensor>& inputs) const {
     const kiln::Options& o = session->options();
-    if (!o.compareModule ||
+    if (!o.compareModule || plan->compared() ||
         plan->stats().calls.load(std::memory_order_relaxed) < static_cast<uint64_t>(kCompareAfter))
       return;
     if (inputs.empty()) return;

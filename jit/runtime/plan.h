@@ -108,6 +108,7 @@ class Plan {
   bool settled() const;
   // Note [Plan against the module] in against_module.h: the first caller only, then the result.
   bool claimComparison() const { return !comparisonClaimed_.exchange(true); }
+  bool compared() const { return comparisonClaimed_.load(std::memory_order_relaxed); }
   void setComparison(ModuleComparison c) const;
   std::optional<ModuleComparison> comparison() const;
   // The comparison chose the module: calls of this plan's signature run the module.
