@@ -306,13 +306,15 @@ struct OptimizedModule::Impl {
   // KV head) can be read the wrong way. The first call's inputs are therefore resized along their
   // dynamic dims to small distinct primes (3, 5, 7, ...) by repeating or dropping rows, which
   // keeps every value one the module has seen (token ids, mask bits), and captured there; if the
-  // module rejects those sizes, capture uses the call's own. Empty: no dynamic dims to resize.
+  // module rejects those sizes, capture uses the call's own. Empty when the probe would be the
+  // call itself (no dynamic dims, or sizes already the primes): capture then runs once, not twice.
   std::vector<c10::IValue> probeInputs(const std::vector<at::Tensor>& tensors,
                                        const std::vector<DynamicDim>& dims) const {
     static constexpr int64_t kPrimes[] = {3, 5, 7, 11, 13, 17, 19, 23, 29, 31};
     std::map<std::string, int64_t> bySymbol;
     std::vector<at::Tensor> out = tensors;
     size_t next = 0;
+    bool resized = false;
     for (const DynamicDim& d : dims) {
       int64_t target = 0;
       if (!d.symbol.empty() && bySymbol.count(d.symbol)) {
@@ -330,8 +332,10 @@ struct OptimizedModule::Impl {
         at::Tensor rows =
             at::arange(target, at::TensorOptions().dtype(at::kLong)).remainder(t.size(dim));
         t = t.index_select(dim, rows.to(t.device()));
+        resized = true;
       }
     }
+    if (!resized) return {};
     return std::vector<c10::IValue>(out.begin(), out.end());
   }
 
