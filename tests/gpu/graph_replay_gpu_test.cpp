@@ -290,6 +290,7 @@ TEST(GpuCompare, SettledPlanIsTimedAgainstTheModule) {
   o.strict = true;
   o.tune = kiln::TuneMode::kEager;
   o.tuneThreshold = 1000;  // no kernel tuning, only the comparison
+  o.compareModule = true;
   kiln::Session session(o);
   const Fixture& f = fixture("hf_bert");
   torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
