@@ -9,8 +9,8 @@ namespace kiln::jit {
 
 std::string ModuleComparison::line() const {
   if (!decided) return fmt::format("not compared: {}", reason);
-  return fmt::format("kiln {:.3f} ms, module {:.3f} ms (medians of {}): {} ({})", kilnMs,
-                     moduleMs, reps, moduleFaster ? "the module runs" : "kiln runs", reason);
+  return fmt::format("kiln {:.3f} ms, module {:.3f} ms (medians of {}): {} ({})", kilnMs, moduleMs,
+                     reps, moduleFaster ? "the module runs" : "kiln runs", reason);
 }
 
 ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timing& module,
@@ -32,8 +32,7 @@ ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timi
 }
 
 ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
-                                      const std::function<void()>& runModule,
-                                      at::Device device) {
+                                      const std::function<void()>& runModule, at::Device device) {
   c10::cuda::CUDAGuard guard(device);
   c10::cuda::CUDAStreamGuard onSide(c10::cuda::getStreamFromPool(false, device.index()));
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());

@@ -23,12 +23,12 @@
 namespace kiln::jit {
 
 struct ModuleComparison {
-  bool decided = false;      // measured
+  bool decided = false;       // measured
   bool moduleFaster = false;  // the module takes the signature
-  double kilnMs = 0;         // medians
+  double kilnMs = 0;          // medians
   double moduleMs = 0;
-  int reps = 0;              // samples of each
-  std::string reason;        // the decision's, or why nothing was measured
+  int reps = 0;        // samples of each
+  std::string reason;  // the decision's, or why nothing was measured
   // "kiln 0.412 ms, module 0.833 ms (medians of 10): kiln runs (2.02x)".
   std::string line() const;
 };
@@ -44,7 +44,6 @@ ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timi
 // Times `runPlan` against `runModule` on `device` (a CUDA device) as described above; each
 // callable issues one call on the current stream. Exceptions from either propagate.
 ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
-                                      const std::function<void()>& runModule,
-                                      at::Device device);
+                                      const std::function<void()>& runModule, at::Device device);
 
 }  // namespace kiln::jit

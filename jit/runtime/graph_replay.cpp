@@ -1,9 +1,9 @@
 #include "jit/runtime/graph_replay.h"
 
+#include <ATen/core/CachingHostAllocator.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
-#include <ATen/core/CachingHostAllocator.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -54,8 +54,8 @@ struct GraphReplay::Entry {
   std::shared_ptr<const void> generation;  // the kernel set the graph launches
   std::unique_ptr<Graph> graph;            // null until captured
   std::vector<at::Tensor> staticInputs;
-  std::vector<at::Tensor> staticOutputs;   // in the pool
-  std::vector<const void*> paramPtrs;      // the params' storage when captured
+  std::vector<at::Tensor> staticOutputs;  // in the pool
+  std::vector<const void*> paramPtrs;     // the params' storage when captured
 };
 
 struct GraphReplay::DeviceState {

@@ -19,11 +19,11 @@
 // as the reason in explain(); ops that draw random numbers turn them off up front, as replaying
 // them would repeat one draw.
 //
-// Replay. Under the plan's replay lock: the caller's stream waits for the previous replay (which may
-// have run on another stream), the inputs are copied into the static buffers, the graph is launched
-// on the caller's stream, and the outputs are copied out of the pool, so a caller's tensors are
-// never overwritten by a later replay. Params are read in place by the graph, so in-place updates
-// are seen; a param whose storage moved (set_data, .to()) drops the plan's graphs.
+// Replay. Under the plan's replay lock: the caller's stream waits for the previous replay (which
+// may have run on another stream), the inputs are copied into the static buffers, the graph is
+// launched on the caller's stream, and the outputs are copied out of the pool, so a caller's
+// tensors are never overwritten by a later replay. Params are read in place by the graph, so
+// in-place updates are seen; a param whose storage moved (set_data, .to()) drops the plan's graphs.
 //
 // Invalidation. Graphs are keyed by the kernel set they launched: a swap (background specialization
 // or the tuner) drops them, and they are captured again on the next calls. At most kGraphsPerPlan

@@ -12,8 +12,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/core/GradMode.h>
-#include <c10/util/SmallVector.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/util/SmallVector.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/api/module.h>
@@ -43,8 +43,8 @@ std::string ModuleStats::toString() const {
       calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive,
       plansEvicted, kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds,
       plansServedGeneric, swaps, backgroundPending, kernelLaunches, groupFallbacks, graphCaptures,
-      graphReplays, tuningJobs,
-      variantsTried, kernelsTuned, eagerFallbacks, eagerCalls, moduleFasterCalls);
+      graphReplays, tuningJobs, variantsTried, kernelsTuned, eagerFallbacks, eagerCalls,
+      moduleFasterCalls);
 }
 
 namespace {
@@ -291,13 +291,13 @@ struct OptimizedModule::Impl {
       return cachedCapture(
           session->kernelCache(), m, family, copt,
           [&] {
-            return captureAt([&](const std::vector<c10::IValue>& in) { return capture(m, in, copt); });
+            return captureAt(
+                [&](const std::vector<c10::IValue>& in) { return capture(m, in, copt); });
           },
           fromCache);
     }
-    return captureAt([&](const std::vector<c10::IValue>& in) {
-      return capture(nnModule, nnForward, in, copt);
-    });
+    return captureAt(
+        [&](const std::vector<c10::IValue>& in) { return capture(nnModule, nnForward, in, copt); });
   }
 
   // Note [Probe sizes for capture]
@@ -646,7 +646,8 @@ struct OptimizedModule::Impl {
   }
 
   // Note [Plan against the module] in against_module.h: once per settled CUDA plan.
-  void maybeCompare(const std::shared_ptr<Plan>& plan, const std::vector<at::Tensor>& inputs) const {
+  void maybeCompare(const std::shared_ptr<Plan>& plan,
+                    const std::vector<at::Tensor>& inputs) const {
     const kiln::Options& o = session->options();
     if (!o.compareModule || plan->compared() ||
         plan->stats().calls.load(std::memory_order_relaxed) < static_cast<uint64_t>(kCompareAfter))
@@ -682,9 +683,10 @@ struct OptimizedModule::Impl {
         c.reason = fmt::format("timing failed: {}", e.what());
       }
       if (c.moduleFaster)
-        KILN_LOG_WARN("kiln: the module is faster than kiln's plan for these sizes, so it runs "
-                      "them: {}",
-                      c.line());
+        KILN_LOG_WARN(
+            "kiln: the module is faster than kiln's plan for these sizes, so it runs "
+            "them: {}",
+            c.line());
       else
         KILN_LOG_INFO("kiln: plan against the module: {}", c.line());
       plan->setComparison(std::move(c));
@@ -718,7 +720,6 @@ struct OptimizedModule::Impl {
                                   why, e.what()));
     }
   }
-
 };
 
 namespace {

@@ -8,8 +8,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/csrc/jit/ir/ir.h>
+#include <nlohmann/json.hpp>
 
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/fold_conv_bn.h"
@@ -80,7 +80,8 @@ std::shared_ptr<Plan> Plan::create(std::shared_ptr<const Program> program,
   plan->poisonOutputs_ = session.options().poisonOutputs;
   plan->info_ = info;
   if (plan->program_->shapeOnly().enabled) plan->shapeOnly_ = std::make_shared<ShapeOnlyCache>();
-  if (session.options().cudaGraphs) plan->graphs_ = std::make_unique<GraphReplay>(graphBlocker(*plan->program_));
+  if (session.options().cudaGraphs)
+    plan->graphs_ = std::make_unique<GraphReplay>(graphBlocker(*plan->program_));
   return plan;
 }
 
@@ -448,16 +449,16 @@ std::string Plan::explainJson() const {
                       {"values", so.frontier.size()},
                       {"hits", stats_.shapeOnlyHits.load()},
                       {"why", so.why}};
-  out["cudaGraphs"] = {{"enabled", graphs_ != nullptr && graphs_->offReason().empty()},
-                       {"captures", graphs_ != nullptr ? graphs_->captures() : 0},
-                       {"replays", graphs_ != nullptr ? graphs_->replays() : 0},
-                       {"alive", graphs_ != nullptr ? graphs_->graphsAlive() : 0},
-                       {"why", graphs_ == nullptr ? "off (KILN_CUDA_GRAPHS=off)"
-                                                  : graphs_->offReason()}};
+  out["cudaGraphs"] = {
+      {"enabled", graphs_ != nullptr && graphs_->offReason().empty()},
+      {"captures", graphs_ != nullptr ? graphs_->captures() : 0},
+      {"replays", graphs_ != nullptr ? graphs_->replays() : 0},
+      {"alive", graphs_ != nullptr ? graphs_->graphsAlive() : 0},
+      {"why", graphs_ == nullptr ? "off (KILN_CUDA_GRAPHS=off)" : graphs_->offReason()}};
   if (const std::optional<ModuleComparison> cmp = comparison())
-    out["againstModule"] = {{"decided", cmp->decided},     {"moduleFaster", cmp->moduleFaster},
-                            {"kilnMs", cmp->kilnMs},       {"moduleMs", cmp->moduleMs},
-                            {"reps", cmp->reps},           {"reason", cmp->reason}};
+    out["againstModule"] = {{"decided", cmp->decided}, {"moduleFaster", cmp->moduleFaster},
+                            {"kilnMs", cmp->kilnMs},   {"moduleMs", cmp->moduleMs},
+                            {"reps", cmp->reps},       {"reason", cmp->reason}};
   else
     out["againstModule"] = nullptr;
   Json kernels = Json::array();

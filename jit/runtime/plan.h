@@ -63,7 +63,7 @@ struct PlanBuildInfo {
   int kernelsCached = 0;
   int groupsWithoutKernel = 0;
   double captureSeconds = 0;
-  double compileSeconds = 0;  // wall time of the (parallel) compile phase
+  double compileSeconds = 0;   // wall time of the (parallel) compile phase
   bool servedGeneric = false;  // started on generic kernels, specialized in the background
 };
 

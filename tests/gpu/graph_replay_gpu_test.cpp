@@ -12,11 +12,11 @@
 #include <vector>
 
 #include <ATen/cuda/CUDAContext.h>
-#include <nlohmann/json.hpp>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <kiln/kiln.h>
 
@@ -171,8 +171,7 @@ TEST(GpuGraphs, SwapsWhileReplayingRecapture) {
   std::thread swapper([&] {
     for (int i = 0; i < 5 && !done.load(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(15));
-      prepared.plan->swapKernels(
-          std::make_shared<kiln::jit::KernelSet>(*prepared.plan->kernels()));
+      prepared.plan->swapKernels(std::make_shared<kiln::jit::KernelSet>(*prepared.plan->kernels()));
     }
   });
   int bad = 0;

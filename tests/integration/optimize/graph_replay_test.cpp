@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <kiln/kiln.h>
 
@@ -83,12 +83,10 @@ TEST(GraphReplay, RandomOpsTurnGraphsOffWithTheReason) {
   const torch::Tensor x = torch::randn({4, 8});
   const torch::Tensor out = fast.forward({x}).toTensor();
   // rand_like draws from [0, 1): x * r + relu(x) lies between min(x, 0) + relu(x) and x + relu(x).
-  EXPECT_TRUE((out >= torch::minimum(x, torch::zeros_like(x)) + torch::relu(x) - 1e-6)
-                  .all()
-                  .item<bool>());
-  EXPECT_TRUE((out <= torch::maximum(x, torch::zeros_like(x)) + torch::relu(x) + 1e-6)
-                  .all()
-                  .item<bool>());
+  EXPECT_TRUE(
+      (out >= torch::minimum(x, torch::zeros_like(x)) + torch::relu(x) - 1e-6).all().item<bool>());
+  EXPECT_TRUE(
+      (out <= torch::maximum(x, torch::zeros_like(x)) + torch::relu(x) + 1e-6).all().item<bool>());
   const std::string explain = fast.explain();
   EXPECT_NE(explain.find("CUDA graphs: off: aten::rand_like draws random numbers, which a replay "
                          "would repeat"),
@@ -127,8 +125,7 @@ TEST(AgainstModule, CpuPlansAreNotCompared) {
   EXPECT_NE(fast.explain().find("against the module: not compared yet"), std::string::npos)
       << fast.explain();
   EXPECT_EQ(fast.stats().moduleFasterCalls, 0u);
-  EXPECT_TRUE(
-      nlohmann::json::parse(fast.explainJson()).at("plan").at("againstModule").is_null());
+  EXPECT_TRUE(nlohmann::json::parse(fast.explainJson()).at("plan").at("againstModule").is_null());
 }
 
 }  // namespace
