@@ -3,7 +3,7 @@
 // run by LibTorch ("eager") vs the model's AOTInductor package, in one process, on one card.
 //
 //   kiln-real-bench DIR [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N] [--tune]
-//                       [--device cuda|cpu]
+//                       [--graphs] [--device cuda|cpu]
 //   kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq 128]
 //
 // Per model (DIR/models.tsv) and batch (text: [batch, seq] ids in [0, 1000) and a mask with the
@@ -20,6 +20,10 @@
 // workspaces, the output; weights and anything held between calls are not counted; the second
 // table lists those). A contender that fails is an "error: ..." cell; the run goes on.
 // kiln's stats and explain() go to stderr per model.
+//
+// --graphs: a second kiln module of the same model, in a session with CUDA graph replay on (Note
+// [CUDA graph replay]), settled and timed in the same turns; its median, speedups, accuracy and
+// replay count go to the row's notes, so the table keeps its columns.
 //
 // --first-call: one measurement per process (bench/run_real.sh runs eager, then kiln with an empty
 // KILN_CACHE_DIR, cold, then kiln warm over the same directory). One markdown row: load ms (from
@@ -285,7 +289,7 @@ struct Args {
   std::vector<int64_t> batches;
   int64_t seq = 0;
   int reps = 0;
-  bool cuda = true, tune = false;
+  bool cuda = true, tune = false, graphs = false;
   std::string firstCall, model;
   int64_t batch = 1;
 };
@@ -339,7 +343,8 @@ kiln::jit::Options kilnOptions(const Model& m, kiln::Session& session) {
 
 // One model at every batch. Loads the TorchScript once, optimizes it once (one kiln module serves
 // every batch, as in production) and loads each AOTI package once.
-Resident benchModel(const Args& a, const Device& d, kiln::Session& session, const Model& m) {
+Resident benchModel(const Args& a, const Device& d, kiln::Session& session,
+                    kiln::Session* graphSession, const Model& m) {
   Resident res;
   const double before = d.cuda ? allocatedMb() : 0;
   torch::jit::Module module = torch::jit::load(a.dir + "/" + m.file, d.device());
@@ -353,6 +358,17 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session, cons
     fast = std::make_unique<kiln::jit::OptimizedModule>(kiln::jit::optimize(module, o));
   } catch (const std::exception& e) {
     kilnSetupError = "error: " + oneLine(e.what());
+  }
+
+  std::unique_ptr<kiln::jit::OptimizedModule> fastGraphs;  // --graphs
+  std::string graphsSetupError;
+  if (graphSession != nullptr) {
+    try {
+      fastGraphs = std::make_unique<kiln::jit::OptimizedModule>(
+          kiln::jit::optimize(module, kilnOptions(m, *graphSession)));
+    } catch (const std::exception& e) {
+      graphsSetupError = "error: " + oneLine(e.what());
+    }
   }
 
   std::map<std::string, std::unique_ptr<AotiLoader>> loaders;  // by package path
@@ -376,7 +392,7 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session, cons
       in.push_back(makeInputs(m, batch, seq, d, set));
       iv.emplace_back(in.back().begin(), in.back().end());
     }
-    Contender eagerRun, kilnRun, aotiRun;
+    Contender eagerRun, kilnRun, aotiRun, graphsRun;
     std::string notes;
     eagerRun.call = [&](size_t i) { return firstTensor(module.forward(iv[i])); };
     torch::Tensor want;
@@ -404,6 +420,19 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session, cons
       }
     }
 
+    graphsRun.error = graphSession == nullptr ? "not asked for" : graphsSetupError;
+    if (fastGraphs) {
+      graphsRun.call = [&](size_t i) { return firstTensor(fastGraphs->forward(iv[i])); };
+      try {
+        graphsRun.call(0);
+        settle(*graphSession, *fastGraphs, iv[0], d, 60);
+        graphsRun.call(1);  // both input sets' sizes captured (they are the same sizes)
+        graphsRun.acc = compare(graphsRun.call(0), want);
+      } catch (const std::exception& e) {
+        graphsRun.error = "error: " + oneLine(e.what());
+      }
+    }
+
     // AOTI: the package's first run at this batch is part of its warm-up, as kiln's.
     const std::string path = aotiPath(a, m, batch);
     if (path.empty()) {
@@ -420,11 +449,13 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session, cons
 
     try {
       std::vector<Contender*> live;
-      for (Contender* c : {&eagerRun, &kilnRun, &aotiRun})
+      for (Contender* c : {&eagerRun, &kilnRun, &aotiRun, &graphsRun})
         if (c->ok()) live.push_back(c);
       for (int w = 0; w < 5; ++w)  // also past TorchScript's profiling runs
         for (Contender* c : live) c->call(static_cast<size_t>(w % 2));
       const kiln::jit::ModuleStats before = fast ? fast->stats() : kiln::jit::ModuleStats{};
+      const kiln::jit::ModuleStats graphsBefore =
+          fastGraphs ? fastGraphs->stats() : kiln::jit::ModuleStats{};
       std::vector<std::function<void(int)>> fns;
       for (Contender* c : live) fns.push_back([c](int i) { c->call(static_cast<size_t>(i % 2)); });
       const std::vector<double> ms = d.medianMsInTurns(fns, a.reps, 5);
@@ -446,6 +477,23 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session, cons
           notes += strf("%.0f fusion groups per call via ATen; ",
                         static_cast<double>(g) / static_cast<double>(calls));
       }
+      if (fastGraphs && graphSession != nullptr) {
+        if (!graphsRun.ok()) {
+          notes += "kiln with CUDA graphs: " + graphsRun.error + "; ";
+        } else {
+          const kiln::jit::ModuleStats after = fastGraphs->stats();
+          auto ratio = [&](const Contender& num) {
+            return num.ok() ? strf("%.2fx", num.ms / graphsRun.ms) : std::string("-");
+          };
+          notes += strf(
+              "kiln with CUDA graphs: %.4f ms (%s eager, %s AOTI; max err %.3g, cosine %.6f; "
+              "%llu of %llu timed calls replayed); ",
+              graphsRun.ms, ratio(eagerRun).c_str(), ratio(aotiRun).c_str(), graphsRun.acc.maxErr,
+              graphsRun.acc.cosine,
+              static_cast<unsigned long long>(after.graphReplays - graphsBefore.graphReplays),
+              static_cast<unsigned long long>(after.calls - graphsBefore.calls));
+        }
+      }
     } catch (const std::exception& e) {
       notes += "timing failed: " + oneLine(e.what());
     }
@@ -457,6 +505,9 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session, cons
     std::fprintf(stderr, "== %s\n%s\n%s\n", m.name.c_str(), fast->stats().toString().c_str(),
                  fast->explain().c_str());
   }
+  if (fastGraphs)
+    std::fprintf(stderr, "== %s (CUDA graphs)\n%s\n%s\n", m.name.c_str(),
+                 fastGraphs->stats().toString().c_str(), fastGraphs->explain().c_str());
   return res;
 }
 
@@ -514,7 +565,7 @@ int firstCall(const Args& a, const Device& d, kiln::Session& session) {
 
 const char* kUsage =
     "usage: kiln-real-bench DIR [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N] "
-    "[--tune] [--device cuda|cpu]\n"
+    "[--tune] [--graphs] [--device cuda|cpu]\n"
     "       kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq S]\n";
 
 }  // namespace
@@ -542,6 +593,8 @@ int main(int argc, char** argv) {
       a.model = argv[++i];
     } else if (flag == "--batch" && hasValue) {
       a.batch = std::atoll(argv[++i]);
+    } else if (flag == "--graphs") {
+      a.graphs = true;
     } else if (flag == "--tune") {
       a.tune = true;
     } else if (a.dir.empty() && flag.rfind("--", 0) != 0) {
@@ -577,6 +630,12 @@ int main(int argc, char** argv) {
   try {
     kiln::Session session(kopt);
     if (firstCallMode) return firstCall(a, d, session);
+    std::unique_ptr<kiln::Session> graphSession;  // --graphs: the same options, graphs on
+    if (a.graphs) {
+      kiln::Options g = session.options();
+      g.cudaGraphs = true;
+      graphSession = std::make_unique<kiln::Session>(g);
+    }
 
     torch::NoGradGuard ng;
     const std::vector<Model> all = readModels(a.dir);
@@ -603,7 +662,7 @@ int main(int argc, char** argv) {
         continue;
       }
       try {
-        resident.emplace_back(m.name, benchModel(a, d, session, m));
+        resident.emplace_back(m.name, benchModel(a, d, session, graphSession.get(), m));
       } catch (const std::exception& e) {
         std::printf("| %s | | | error: %s |\n", m.name.c_str(), oneLine(e.what()).c_str());
         std::fflush(stdout);

@@ -15,6 +15,8 @@
 #   FIRST_CALL=bert,resnet50              models of the first-call runs (of those in MODELS; empty:
 #                                         none), at batch FIRST_BATCH=1
 #   AOTI_JOBS=1                           AOTI packages compiled at once (> 1 inflates seconds)
+#   GRAPHS=1                              also time kiln with CUDA graph replay on (kiln-real-bench
+#                                         --graphs: in the row's notes)
 # Output in $OUT: real.md (the table), real_models.md (trace checks, AOTI compile seconds,
 # torch.compile table), real_first_call.md, models.tsv, aoti_manifest.tsv, torch_compile.tsv, and
 # the logs (real.err: kiln's stats and explain() per model).
@@ -47,8 +49,9 @@ done
 
 # A fresh kiln cache, so "kiln first call + settling" is the cold cost on every machine.
 kc=$(mktemp -d /tmp/kiln-real-cache-XXXXXX)
-KILN_CACHE_DIR=$kc ./build-gpu/bench/kiln-real-bench "$dir" --models "$models" \
-  --batches "$batches" --seq "$seq" > "$out/real.md" 2> "$out/real.err"
+kflags=(--models "$models" --batches "$batches" --seq "$seq")
+[ "${GRAPHS:-0}" = 1 ] && kflags+=(--graphs)
+KILN_CACHE_DIR=$kc ./build-gpu/bench/kiln-real-bench "$dir" "${kflags[@]}" > "$out/real.md" 2> "$out/real.err"
 echo "== kiln-real-bench rc=$? ($((SECONDS - start)) s)"
 rm -rf "$kc"
 

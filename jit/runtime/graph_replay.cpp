@@ -1,9 +1,8 @@
 #include "jit/runtime/graph_replay.h"
 
-#include <ATen/core/CachingHostAllocator.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
-#include <ATen/cuda/CUDAGraph.h>
+#include <ATen/cuda/CUDAGraph.h>  // at::cuda::graph_pool_handle
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -11,40 +10,118 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <atomic>
+#include <stdexcept>
+
 #include "src/support/log.h"
 
 namespace kiln::jit {
 
 namespace {
 
-// at::cuda::CUDAGraph, with whether its capture ended (and so owns a share of the pool).
-struct Graph : at::cuda::CUDAGraph {
-  bool captureEnded() const { return capture_ended_; }
-};
+// One stream's capture, instantiated, with its share of the plan's private pool (Note [CUDA graph
+// replay] says why not at::cuda::CUDAGraph). The allocator serves this capture's allocations from
+// the pool between begin() and end(); the pool keeps them until the graph is destroyed.
+class CapturedGraph {
+ public:
+  CapturedGraph(c10::DeviceIndex dev, c10::MempoolId_t pool) : dev_(dev), pool_(pool) {}
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
 
-// After a capture failed before it ended: ends the capture if the stream is still in it, and
-// takes the pool out of the allocator's capture mode, so the stream and the allocator work as
-// before. Each step may already have happened (capture_end fails part-way), so none may throw.
-void abandonCapture(cudaStream_t stream, c10::DeviceIndex dev, c10::MempoolId_t pool) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
-      status != cudaStreamCaptureStatusNone) {
-    cudaGraph_t broken = nullptr;
-    cudaStreamEndCapture(stream, &broken);
-    if (broken != nullptr) cudaGraphDestroy(broken);
+  ~CapturedGraph() {
+    if (state_ == State::kCapturing) abandon();
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    if (state_ == State::kReady) releasePool();
+    (void)cudaGetLastError();
   }
-  (void)cudaGetLastError();
-  const auto quietly = [](auto&& f) {
+
+  // Starts capturing `stream` (thread-local mode: other threads' CUDA calls stay legal).
+  void begin(cudaStream_t stream) {
+    stream_ = stream;
+    // The filter runs on whichever thread allocates: only this capture's stream draws from the pool.
+    c10::cuda::CUDACachingAllocator::beginAllocateToPool(dev_, pool_, [this](cudaStream_t s) {
+      cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+      unsigned long long id = 0;
+      return cudaStreamGetCaptureInfo(s, &status, &id) == cudaSuccess &&
+             status == cudaStreamCaptureStatusActive &&
+             id == id_.load(std::memory_order_acquire);
+    });
+    state_ = State::kCapturing;
+    cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    unsigned long long id = 0;
+    if (err == cudaSuccess) err = cudaStreamGetCaptureInfo(stream, &status, &id);
+    if (err != cudaSuccess) {
+      abandon();
+      throw std::runtime_error(fmt::format("cudaStreamBeginCapture: {}", cudaGetErrorString(err)));
+    }
+    id_.store(id, std::memory_order_release);
+  }
+
+  // Ends the capture and instantiates the graph; throws (with the capture abandoned) on failure.
+  void end() {
+    cudaGraph_t graph = nullptr;
+    cudaError_t err = cudaStreamEndCapture(stream_, &graph);
+    c10::cuda::CUDACachingAllocator::endAllocateToPool(dev_, pool_);
+    if (err == cudaSuccess && graph == nullptr) err = cudaErrorStreamCaptureInvalidated;
+    if (err == cudaSuccess)
+      err = cudaGraphInstantiateWithFlags(&exec_, graph, cudaGraphInstantiateFlagAutoFreeOnLaunch);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      exec_ = nullptr;
+      state_ = State::kFailed;
+      releasePool();
+      throw std::runtime_error(fmt::format("ending the capture: {}", cudaGetErrorString(err)));
+    }
+    state_ = State::kReady;
+  }
+
+  // After a failure between begin() and end(): ends the capture if the stream is still in it and
+  // gives the pool back, so the stream and the allocator work as before. Never throws.
+  void abandon() noexcept {
+    if (state_ != State::kCapturing) return;
+    state_ = State::kFailed;
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream_, &status) == cudaSuccess &&
+        status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(stream_, &broken);
+      if (broken != nullptr) cudaGraphDestroy(broken);
+    }
+    (void)cudaGetLastError();
     try {
-      f();
+      c10::cuda::CUDACachingAllocator::endAllocateToPool(dev_, pool_);
     } catch (const std::exception&) {
     }
-  };
-  quietly([&] { c10::cuda::CUDACachingAllocator::endAllocateToPool(dev, pool); });
-  quietly([&] { at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool); });
-  quietly([&] { c10::cuda::CUDACachingAllocator::releasePool(dev, pool); });
-  quietly([&] { at::getHostAllocator(at::kCUDA)->release_pool(pool); });
-}
+    releasePool();
+  }
+
+  void launch(cudaStream_t stream) const {
+    const cudaError_t err = cudaGraphLaunch(exec_, stream);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw std::runtime_error(fmt::format("cudaGraphLaunch: {}", cudaGetErrorString(err)));
+    }
+  }
+
+ private:
+  enum class State { kIdle, kCapturing, kReady, kFailed };
+
+  void releasePool() noexcept {
+    try {
+      c10::cuda::CUDACachingAllocator::releasePool(dev_, pool_);
+    } catch (const std::exception&) {
+    }
+  }
+
+  c10::DeviceIndex dev_;
+  c10::MempoolId_t pool_;
+  cudaStream_t stream_ = nullptr;
+  std::atomic<unsigned long long> id_{0};
+  cudaGraphExec_t exec_ = nullptr;
+  State state_ = State::kIdle;
+};
 
 }  // namespace
 
@@ -52,7 +129,7 @@ struct GraphReplay::Entry {
   Key key;
   int calls = 0;
   std::shared_ptr<const void> generation;  // the kernel set the graph launches
-  std::unique_ptr<Graph> graph;            // null until captured
+  std::unique_ptr<CapturedGraph> graph;    // null until captured
   std::vector<at::Tensor> staticInputs;
   std::vector<at::Tensor> staticOutputs;  // in the pool
   std::vector<const void*> paramPtrs;     // the params' storage when captured
@@ -171,9 +248,9 @@ std::optional<std::vector<at::Tensor>> GraphReplay::run(
     if (!stale) return replay(e, inputs);
     // A swapped kernel set or a moved param: capture again (the sizes are warm already).
     waitIdle();
-    e.graph.reset();
+    e.staticOutputs.clear();  // pool blocks: before the graph gives its share of the pool back
     e.staticInputs.clear();
-    e.staticOutputs.clear();
+    e.graph.reset();
   }
   if (!ready || e.calls < kWarmCalls) return std::nullopt;
   e.generation = generation;
@@ -212,7 +289,7 @@ std::vector<at::Tensor> GraphReplay::replay(Entry& e, const std::vector<at::Tens
   // overwrites the static buffers (on the same stream, stream order says so already).
   if (dev_->hasLast && dev_->lastStream != stream.id()) dev_->lastDone.block(stream);
   for (size_t i = 0; i < inputs.size(); ++i) copyInto(e.staticInputs[i], inputs[i], stream);
-  e.graph->replay();
+  e.graph->launch(stream.stream());
   std::vector<at::Tensor> outs;
   outs.reserve(e.staticOutputs.size());
   for (const at::Tensor& t : e.staticOutputs) outs.push_back(copyOut(t, stream));
@@ -266,23 +343,22 @@ std::vector<at::Tensor> GraphReplay::capture(Entry& e, const std::vector<at::Ten
     bool anyAlive = false;
     for (const Entry& other : entries_) anyAlive |= other.graph != nullptr;
     if (!anyAlive) dev_->pool = at::cuda::graph_pool_handle();
-    auto graph = std::make_unique<Graph>();
+    auto graph = std::make_unique<CapturedGraph>(dev, dev_->pool);
     try {
-      graph->capture_begin(dev_->pool, cudaStreamCaptureModeThreadLocal);
+      graph->begin(side.stream());
       e.staticOutputs = runSteps(e.staticInputs, true);
-      graph->capture_end();
+      graph->end();
     } catch (const c10::Error& ex) {
       failure = ex.what_without_backtrace();
     } catch (const std::exception& ex) {
       failure = ex.what();
     }
-    if (!failure.empty() && !graph->captureEnded()) abandonCapture(side.stream(), dev, dev_->pool);
-    if (failure.empty()) {
-      e.graph = std::move(graph);
-    } else {
-      (void)cudaGetLastError();
-      e.staticOutputs.clear();
+    if (!failure.empty()) {
+      e.staticOutputs.clear();  // before the pool goes back
+      graph->abandon();
+      graph.reset();
     }
+    if (failure.empty()) e.graph = std::move(graph);
   }
   // The caller's stream continues after the capture stream's work: this call's outputs.
   at::cuda::CUDAEvent done;

@@ -30,12 +30,13 @@
 // graphs per plan (LRU). KILN_CUDA_GRAPHS=auto|off (Options::cudaGraphs) turns it on or off; off by
 // default.
 //
-// Known defect (2026-12-05, H100, tests/gpu/graph_replay_gpu_test.cpp): capture and replay were
-// right in GpuGraphs.SizesInOneBucketGetAGraphEach and EightThreadsOnTheirOwnStreams (61 replays,
-// 8 threads), but the recapture after a kernel-set swap failed (SwapsWhileReplayingRecapture: one
-// capture, not two), and after that failed capture every CUDA random-number call of the process
-// threw "Offset increment outside graph capture encountered unexpectedly": the abandon path leaves
-// the CUDA generator's capture state open. Both must be fixed before the default becomes auto.
+// Not at::cuda::CUDAGraph. In torch 2.11 its capture_begin registers the device's default CUDA
+// generator and marks it capturing for the whole process until capture_end: while kiln captured on
+// one thread, a random op on any other thread threw "Offset increment outside graph capture
+// encountered unexpectedly", and a capture that failed left the generator so for good (found on an
+// H100, 2026-12-05). Plans with random ops are never captured, so kiln needs none of that: it
+// captures with the runtime API and the caching allocator's pool calls (CapturedGraph in
+// graph_replay.cpp), and a random op that slipped through fails the capture, which turns graphs off.
 #include <atomic>
 #include <cstdint>
 #include <functional>

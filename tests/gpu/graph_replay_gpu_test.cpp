@@ -167,35 +167,83 @@ TEST(GpuGraphs, SwapsWhileReplayingRecapture) {
   auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, graphSession(true)));
   const kiln::jit::PreparedPlan prepared = fast.prepare(inputsFor(f, 2, 8, 1), {{4, 32}, {4, 32}});
   ASSERT_NE(prepared.plan, nullptr) << prepared.eagerReason;
-  std::atomic<bool> done{false};
-  std::thread swapper([&] {
-    for (int i = 0; i < 5 && !done.load(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(15));
-      prepared.plan->swapKernels(std::make_shared<kiln::jit::KernelSet>(*prepared.plan->kernels()));
-    }
-  });
+  const auto swap = [&] {
+    prepared.plan->swapKernels(std::make_shared<kiln::jit::KernelSet>(*prepared.plan->kernels()));
+  };
   int bad = 0;
   std::string lastWhy;
-  for (int call = 0; call < 60; ++call) {
-    const std::vector<torch::IValue> in = inputsFor(f, 4, 32, 500 + static_cast<uint64_t>(call));
+  const auto call = [&](uint64_t seed) {
+    const std::vector<torch::IValue> in = inputsFor(f, 4, 32, seed);
     std::string why;
     if (!accurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), &why)) {
       ++bad;
       lastWhy = why;
     }
-  }
+  };
+  // Replaying first (calls 1-2 run and capture), then swaps land from another thread while
+  // calls replay or capture again.
+  for (uint64_t i = 0; i < 4; ++i) call(500 + i);
+  ASSERT_EQ(fast.stats().graphCaptures, 1u) << fast.explain();
+  std::atomic<bool> done{false};
+  std::thread swapper([&] {
+    for (int i = 0; i < 5 && !done.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      swap();
+    }
+  });
+  for (uint64_t i = 0; i < 60; ++i) call(600 + i);
   done.store(true);
   swapper.join();
-  // After the last swap: capture again, then replay.
-  for (int call = 0; call < 3; ++call) {
-    const std::vector<torch::IValue> in = inputsFor(f, 4, 32, 900 + static_cast<uint64_t>(call));
-    expectAccurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), "after the swaps");
-  }
+  // A swap between two calls: the next call captures again, the one after replays.
+  const uint64_t capturesBefore = fast.stats().graphCaptures;
+  const uint64_t replaysBefore = fast.stats().graphReplays;
+  swap();
+  for (uint64_t i = 0; i < 2; ++i) call(900 + i);
   EXPECT_EQ(bad, 0) << lastWhy;
   const kiln::jit::ModuleStats st = fast.stats();
-  EXPECT_GE(prepared.plan->swaps(), 1u);
-  EXPECT_GE(st.graphCaptures, 2u) << fast.explain();
-  EXPECT_GT(st.graphReplays, 0u) << fast.explain();
+  EXPECT_GE(prepared.plan->swaps(), 2u);
+  EXPECT_EQ(st.graphCaptures, capturesBefore + 1) << fast.explain();
+  EXPECT_EQ(st.graphReplays, replaysBefore + 1) << fast.explain();
+}
+
+// kiln's captures must not touch the CUDA generator: random ops on another thread keep working
+// while plans capture (at::cuda::CUDAGraph marks the default generator capturing process-wide).
+TEST(GpuGraphs, RandomOpsOnAnotherThreadDuringCaptures) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  const Fixture& f = fixture("hf_bert");
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, graphSession(true)));
+  std::atomic<bool> done{false};
+  std::atomic<int> draws{0};
+  std::string failure;
+  std::thread random([&] {
+    torch::NoGradGuard ngThread;
+    c10::cuda::CUDAStreamGuard own(c10::cuda::getStreamFromPool());
+    try {
+      while (!done.load()) {
+        torch::Tensor x = torch::randn({256, 256}, torch::TensorOptions().device(torch::kCUDA));
+        x = torch::dropout(x, 0.1, /*train=*/true);
+        draws.fetch_add(1);
+      }
+      torch::cuda::synchronize();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  });
+  // Several sizes in one bucket: each is captured at its second call.
+  for (int64_t seq = 20; seq <= 32; seq += 4)
+    for (uint64_t i = 0; i < 3; ++i) {
+      const std::vector<torch::IValue> in = inputsFor(f, 2, seq, 700 + static_cast<uint64_t>(seq) * 10 + i);
+      expectAccurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), "with draws beside it");
+    }
+  done.store(true);
+  random.join();
+  EXPECT_TRUE(failure.empty()) << failure;
+  EXPECT_GT(draws.load(), 0);
+  EXPECT_GE(fast.stats().graphCaptures, 4u) << fast.explain();
+  // And on this thread, after the captures.
+  EXPECT_NO_THROW(torch::randn({8}, torch::TensorOptions().device(torch::kCUDA)));
 }
 
 // Eight threads call one module at one size: four on streams of their own, four on the default
