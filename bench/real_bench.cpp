@@ -21,9 +21,10 @@
 // table lists those). A contender that fails is an "error: ..." cell; the run goes on.
 // kiln's stats and explain() go to stderr per model.
 //
-// --graphs: a second kiln module of the same model, in a session with CUDA graph replay on (Note
-// [CUDA graph replay]), settled and timed in the same turns; its median, speedups, accuracy and
-// replay count go to the row's notes, so the table keeps its columns.
+// --graphs: a second kiln module of the same model, in a session with CUDA graph replay (Note
+// [CUDA graph replay]) set the other way (off, as it is on by default), settled and timed in the
+// same turns; its median, speedups, accuracy and replay count go to the row's notes, so the table
+// keeps its columns.
 //
 // --first-call: one measurement per process (bench/run_real.sh runs eager, then kiln with an empty
 // KILN_CACHE_DIR, cold, then kiln warm over the same directory). One markdown row: load ms (from
@@ -478,15 +479,18 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session,
                         static_cast<double>(g) / static_cast<double>(calls));
       }
       if (fastGraphs && graphSession != nullptr) {
+        const std::string graphsLabel = graphSession->options().cudaGraphs
+                                            ? "kiln with CUDA graphs"
+                                            : "kiln without CUDA graphs";
         if (!graphsRun.ok()) {
-          notes += "kiln with CUDA graphs: " + graphsRun.error + "; ";
+          notes += graphsLabel + ": " + graphsRun.error + "; ";
         } else {
           const kiln::jit::ModuleStats after = fastGraphs->stats();
           auto ratio = [&](const Contender& num) {
             return num.ok() ? strf("%.2fx", num.ms / graphsRun.ms) : std::string("-");
           };
-          notes += strf(
-              "kiln with CUDA graphs: %.4f ms (%s eager, %s AOTI; max err %.3g, cosine %.6f; "
+          notes += graphsLabel + strf(
+              ": %.4f ms (%s eager, %s AOTI; max err %.3g, cosine %.6f; "
               "%llu of %llu timed calls replayed); ",
               graphsRun.ms, ratio(eagerRun).c_str(), ratio(aotiRun).c_str(), graphsRun.acc.maxErr,
               graphsRun.acc.cosine,
@@ -506,7 +510,8 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session,
                  fast->explain().c_str());
   }
   if (fastGraphs)
-    std::fprintf(stderr, "== %s (CUDA graphs)\n%s\n%s\n", m.name.c_str(),
+    std::fprintf(stderr, "== %s (CUDA graphs %s)\n%s\n%s\n", m.name.c_str(),
+                 graphSession->options().cudaGraphs ? "on" : "off",
                  fastGraphs->stats().toString().c_str(), fastGraphs->explain().c_str());
   return res;
 }
@@ -630,10 +635,10 @@ int main(int argc, char** argv) {
   try {
     kiln::Session session(kopt);
     if (firstCallMode) return firstCall(a, d, session);
-    std::unique_ptr<kiln::Session> graphSession;  // --graphs: the same options, graphs on
+    std::unique_ptr<kiln::Session> graphSession;  // --graphs: the same options, graphs flipped
     if (a.graphs) {
       kiln::Options g = session.options();
-      g.cudaGraphs = true;
+      g.cudaGraphs = !g.cudaGraphs;
       graphSession = std::make_unique<kiln::Session>(g);
     }
 

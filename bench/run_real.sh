@@ -15,7 +15,7 @@
 #   FIRST_CALL=bert,resnet50              models of the first-call runs (of those in MODELS; empty:
 #                                         none), at batch FIRST_BATCH=1
 #   AOTI_JOBS=1                           AOTI packages compiled at once (> 1 inflates seconds)
-#   GRAPHS=1                              also time kiln with CUDA graph replay on (kiln-real-bench
+#   GRAPHS=1                              also time kiln with CUDA graph replay off (kiln-real-bench
 #                                         --graphs: in the row's notes)
 # Output in $OUT: real.md (the table), real_models.md (trace checks, AOTI compile seconds,
 # torch.compile table), real_first_call.md, models.tsv, aoti_manifest.tsv, torch_compile.tsv, and

@@ -22,13 +22,13 @@ namespace {
 // One stream's capture, instantiated, with its share of the plan's private pool (Note [CUDA graph
 // replay] says why not at::cuda::CUDAGraph). The allocator serves this capture's allocations from
 // the pool between begin() and end(); the pool keeps them until the graph is destroyed.
-class CapturedGraph {
+class StreamGraph {
  public:
-  CapturedGraph(c10::DeviceIndex dev, c10::MempoolId_t pool) : dev_(dev), pool_(pool) {}
-  CapturedGraph(const CapturedGraph&) = delete;
-  CapturedGraph& operator=(const CapturedGraph&) = delete;
+  StreamGraph(c10::DeviceIndex dev, c10::MempoolId_t pool) : dev_(dev), pool_(pool) {}
+  StreamGraph(const StreamGraph&) = delete;
+  StreamGraph& operator=(const StreamGraph&) = delete;
 
-  ~CapturedGraph() {
+  ~StreamGraph() {
     if (state_ == State::kCapturing) abandon();
     if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
     if (state_ == State::kReady) releasePool();
@@ -129,7 +129,7 @@ struct GraphReplay::Entry {
   Key key;
   int calls = 0;
   std::shared_ptr<const void> generation;  // the kernel set the graph launches
-  std::unique_ptr<CapturedGraph> graph;    // null until captured
+  std::unique_ptr<StreamGraph> graph;    // null until captured
   std::vector<at::Tensor> staticInputs;
   std::vector<at::Tensor> staticOutputs;  // in the pool
   std::vector<const void*> paramPtrs;     // the params' storage when captured
@@ -343,7 +343,7 @@ std::vector<at::Tensor> GraphReplay::capture(Entry& e, const std::vector<at::Ten
     bool anyAlive = false;
     for (const Entry& other : entries_) anyAlive |= other.graph != nullptr;
     if (!anyAlive) dev_->pool = at::cuda::graph_pool_handle();
-    auto graph = std::make_unique<CapturedGraph>(dev, dev_->pool);
+    auto graph = std::make_unique<StreamGraph>(dev, dev_->pool);
     try {
       graph->begin(side.stream());
       e.staticOutputs = runSteps(e.staticInputs, true);

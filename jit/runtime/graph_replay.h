@@ -16,8 +16,9 @@
 // [Shape-only steps]) bypassed so the graph recomputes those values. Memory comes from one private
 // pool per plan, shared by its graphs. A capture that fails (an eager step that synchronizes, reads
 // a tensor on the host, or makes a shape from data) turns graphs off for the plan, with the error
-// as the reason in explain(); ops that draw random numbers turn them off up front, as replaying
-// them would repeat one draw.
+// as the reason in explain(). What can be seen up front turns them off before any capture: ops
+// that draw random numbers (a replay would repeat one draw), ops known to read data on the host
+// (nonzero, masked_select, unique, item, ...) and scalars read from tensors at every call.
 //
 // Replay. Under the plan's replay lock: the caller's stream waits for the previous replay (which
 // may have run on another stream), the inputs are copied into the static buffers, the graph is
@@ -27,15 +28,15 @@
 //
 // Invalidation. Graphs are keyed by the kernel set they launched: a swap (background specialization
 // or the tuner) drops them, and they are captured again on the next calls. At most kGraphsPerPlan
-// graphs per plan (LRU). KILN_CUDA_GRAPHS=auto|off (Options::cudaGraphs) turns it on or off; off by
-// default.
+// graphs per plan (LRU). KILN_CUDA_GRAPHS=auto|off (Options::cudaGraphs) turns it on or off; auto
+// by default since its GPU tests and the real-models benchmark ran (bench/RESULTS.md, 2026-12-05).
 //
 // Not at::cuda::CUDAGraph. In torch 2.11 its capture_begin registers the device's default CUDA
 // generator and marks it capturing for the whole process until capture_end: while kiln captured on
 // one thread, a random op on any other thread threw "Offset increment outside graph capture
 // encountered unexpectedly", and a capture that failed left the generator so for good (found on an
 // H100, 2026-12-05). Plans with random ops are never captured, so kiln needs none of that: it
-// captures with the runtime API and the caching allocator's pool calls (CapturedGraph in
+// captures with the runtime API and the caching allocator's pool calls (StreamGraph in
 // graph_replay.cpp), and a random op that slipped through fails the capture, which turns graphs off.
 #include <atomic>
 #include <cstdint>

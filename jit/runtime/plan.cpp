@@ -1,16 +1,20 @@
 #include "jit/runtime/plan.h"
 
+#include <algorithm>
 #include <limits>
 #include <list>
 #include <mutex>
 #include <optional>
+#include <string_view>
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <nlohmann/json.hpp>
 
+#include "jit/capture/lower.h"
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/kernel_launcher.h"
@@ -57,11 +61,54 @@ namespace {
 
 // Note [CUDA graph replay]: why no call of this program may be replayed, or "". A graph would
 // repeat one draw of an op that draws random numbers.
+// Ops whose output shape comes from data, or that hand a tensor's value to the host: the host waits
+// for the GPU inside them, which a capture cannot do.
+bool readsDataOnTheHost(std::string_view op) {
+  static constexpr std::string_view kOps[] = {
+      "aten::nonzero",      "aten::masked_select", "aten::_unique2",      "aten::unique_dim",
+      "aten::unique_consecutive", "aten::item",      "aten::_local_scalar_dense",
+      "aten::bincount",     "aten::equal",         "aten::allclose",      "aten::is_nonzero",
+      "aten::tolist"};
+  for (std::string_view o : kOps)
+    if (o == op) return true;
+  return false;
+}
+
+// Whether the op's schema takes a Generator: every op that draws random numbers does.
+bool takesAGenerator(const EagerCall& call) {
+  const std::optional<c10::OperatorHandle> op =
+      c10::Dispatcher::singleton().findSchema({call.name, call.overload});
+  if (!op) return false;
+  for (const c10::Argument& a : op->schema().arguments()) {
+    c10::TypePtr t = a.type();
+    if (auto opt = t->cast<c10::OptionalType>()) t = opt->getElementType();
+    if (t->kind() == c10::TypeKind::GeneratorType) return true;
+  }
+  return false;
+}
+
+// Why a plan is never captured (Note [CUDA graph replay]), or "" when it may be. A step that the
+// capture would fail on is caught here, so no capture is attempted (and no CUDA API error raised).
 std::string graphBlocker(const Program& p) {
-  for (const torch::jit::Node* n : p.captured().eagerNodes)
-    if (n != nullptr && n->isNondeterministic())
-      return fmt::format("{} draws random numbers, which a replay would repeat",
-                         n->kind().toQualString());
+  const CapturedGraph& c = p.captured();
+  for (size_t i = 0; i < std::max(c.eagerNodes.size(), c.eagerCalls.size()); ++i) {
+    const torch::jit::Node* n = i < c.eagerNodes.size() ? c.eagerNodes[i] : nullptr;
+    const EagerCall* call = i < c.eagerCalls.size() ? c.eagerCalls[i].get() : nullptr;
+    const std::string name =
+        call != nullptr ? call->name : n != nullptr ? n->kind().toQualString() : "";
+    if ((n != nullptr && n->isNondeterministic()) || (call != nullptr && takesAGenerator(*call)))
+      return fmt::format("{} draws random numbers, which a replay would repeat", name);
+    if (readsDataOnTheHost(name))
+      return fmt::format("{} reads tensor data on the host, which a capture cannot", name);
+    if (call == nullptr) continue;
+    for (const EagerCall::Slot& slot : call->slots)
+      for (const EagerCall::Scalar& sc : slot.scalars)
+        if (sc.operand >= 0)
+          return fmt::format(
+              "{} takes a scalar read from a tensor on the host at every call (Note [Run-time "
+              "scalars]), which a capture cannot",
+              name);
+  }
   return "";
 }
 

@@ -44,14 +44,12 @@ struct Options {
   // jit/runtime/program.h).
   bool shapeOnlyCache = true;
   // KILN_CUDA_GRAPHS: auto|off. auto replays a warm plan as a CUDA graph per exact input sizes
-  // (Note [CUDA graph replay] in jit/runtime/graph_replay.h). Off by default until its GPU tests
-  // have run on a GPU (see the notes).
-  bool cudaGraphs = false;
+  // (Note [CUDA graph replay] in jit/runtime/graph_replay.h).
+  bool cudaGraphs = true;
   // KILN_COMPARE_MODULE: auto|off. auto times each settled CUDA plan once against the module run
   // eagerly and runs the module for that signature when it is faster (Note [Plan against the
-  // module] in jit/runtime/against_module.h). Off by default until its GPU tests have run on a
-  // GPU (see the notes).
-  bool compareModule = false;
+  // module] in jit/runtime/against_module.h).
+  bool compareModule = true;
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
   // Background by default: on an H200 (bench/RESULTS.md, 2026-12-02) request p99 while a job ran
   // stayed within 1.25x of p50 after it (Note [Tuning beside traffic]).

@@ -74,9 +74,12 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_EQ(o.tuneMaxVariants, 7);
   EXPECT_EQ(o.tuneSeconds, 9);
   EXPECT_EQ(o.convLayout, ConvLayout::kChannelsLast);
-  EXPECT_FALSE(o.cudaGraphs);
-  EXPECT_FALSE(o.compareModule);
+  EXPECT_TRUE(o.cudaGraphs);
+  EXPECT_TRUE(o.compareModule);
   EXPECT_TRUE(applyEnvironment(Options{}, fakeEnv({{"KILN_CUDA_GRAPHS", "auto"}})).cudaGraphs);
+  EXPECT_FALSE(applyEnvironment(Options{}, fakeEnv({{"KILN_CUDA_GRAPHS", "off"}})).cudaGraphs);
+  EXPECT_FALSE(
+      applyEnvironment(Options{}, fakeEnv({{"KILN_COMPARE_MODULE", "off"}})).compareModule);
 }
 
 TEST(Options, MalformedValuesNameTheVariable) {

@@ -1,6 +1,6 @@
 // Note [CUDA graph replay] on the CPU: what explain(), explainJson() and stats() say about graphs
 // when no call can be replayed (CPU tensors), when KILN_CUDA_GRAPHS=off, and when an op that draws
-// random numbers turns graphs off for the plan up front. Replay itself is tested on the GPU
+// random numbers or a scalar read on the host turns graphs off for the plan up front. Replay itself is tested on the GPU
 // (tests/gpu/graph_replay_gpu_test.cpp).
 #include <gtest/gtest.h>
 
@@ -90,6 +90,23 @@ TEST(GraphReplay, RandomOpsTurnGraphsOffWithTheReason) {
   const std::string explain = fast.explain();
   EXPECT_NE(explain.find("CUDA graphs: off: aten::rand_like draws random numbers, which a replay "
                          "would repeat"),
+            std::string::npos)
+      << explain;
+  EXPECT_FALSE(planGraphs(fast).at("enabled").get<bool>());
+}
+
+// int() of a tensor is read on the host at every call (Note [Run-time scalars]): the plan is never
+// captured, and says why up front, rather than failing a capture on the GPU.
+TEST(GraphReplay, HostScalarReadsTurnGraphsOffWithTheReason) {
+  torch::NoGradGuard ng;
+  auto fast = optimized(
+      "def forward(self, x):\n    k = int((x > 0).sum())\n    return torch.relu(x) * 2.0 + k\n",
+      true);
+  const torch::Tensor x = torch::randn({4, 8});
+  const torch::Tensor want = torch::relu(x) * 2.0 + (x > 0).sum().item<int64_t>();
+  EXPECT_TRUE(torch::allclose(fast.forward({x}).toTensor(), want));
+  const std::string explain = fast.explain();
+  EXPECT_NE(explain.find("takes a scalar read from a tensor on the host at every call"),
             std::string::npos)
       << explain;
   EXPECT_FALSE(planGraphs(fast).at("enabled").get<bool>());
