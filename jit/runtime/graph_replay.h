@@ -18,7 +18,9 @@
 // a tensor on the host, or makes a shape from data) turns graphs off for the plan, with the error
 // as the reason in explain(). What can be seen up front turns them off before any capture: ops
 // that draw random numbers (a replay would repeat one draw), ops known to read data on the host
-// (nonzero, masked_select, unique, item, ...) and scalars read from tensors at every call.
+// (nonzero, masked_select, unique, item, ...), scalars read from tensors at every call, and plans of
+// fewer than kMinStepsForGraphs launching steps (the replay's input and output copies would cost
+// more than the launches saved).
 //
 // Replay. Under the plan's replay lock: the caller's stream waits for the previous replay (which
 // may have run on another stream), the inputs are copied into the static buffers, the graph is
@@ -57,6 +59,8 @@ class GraphReplay {
   static constexpr size_t kGraphsPerPlan = 8;
   // Calls of one exact input size before its graph is captured (the first runs step by step).
   static constexpr int kWarmCalls = 2;
+  // Plans with fewer launching steps a call (fused groups, library and eager ops) stay ungraphed.
+  static constexpr size_t kMinStepsForGraphs = 4;
 
   // `offReason` non-empty: graphs are off for this plan from the start, for that reason.
   explicit GraphReplay(std::string offReason = "");

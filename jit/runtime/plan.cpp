@@ -109,6 +109,18 @@ std::string graphBlocker(const Program& p) {
               "scalars]), which a capture cannot",
               name);
   }
+  // A replay copies the inputs in and the outputs out around one launch: with few launches a call
+  // it saves little host time and adds memory traffic (kiln-bench's one-kernel workloads ran
+  // 0.5-0.9x eager with graphs on an H100, 2026-12-05).
+  size_t launching = 0;
+  const Program::ShapeOnly& so = p.shapeOnly();
+  for (size_t s = 0; s < p.partition().steps.size(); ++s)
+    launching += p.partition().steps[s].kind != partition::StepKind::kView &&
+                 !(so.enabled && s < so.step.size() && so.step[s]);
+  if (launching < GraphReplay::kMinStepsForGraphs)
+    return fmt::format(
+        "{} launching step{} a call; a graph pays for its input and output copies from {}",
+        launching, launching == 1 ? "" : "s", GraphReplay::kMinStepsForGraphs);
   return "";
 }
 

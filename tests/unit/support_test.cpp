@@ -74,8 +74,10 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_EQ(o.tuneMaxVariants, 7);
   EXPECT_EQ(o.tuneSeconds, 9);
   EXPECT_EQ(o.convLayout, ConvLayout::kChannelsLast);
-  EXPECT_TRUE(o.cudaGraphs);
-  EXPECT_TRUE(o.compareModule);
+  EXPECT_FALSE(o.cudaGraphs);  // both on by default: the environment turned them off
+  EXPECT_FALSE(o.compareModule);
+  EXPECT_TRUE(Options{}.cudaGraphs);
+  EXPECT_TRUE(Options{}.compareModule);
   EXPECT_TRUE(applyEnvironment(Options{}, fakeEnv({{"KILN_CUDA_GRAPHS", "auto"}})).cudaGraphs);
   EXPECT_FALSE(applyEnvironment(Options{}, fakeEnv({{"KILN_CUDA_GRAPHS", "off"}})).cudaGraphs);
   EXPECT_FALSE(

@@ -50,9 +50,18 @@ nlohmann::json planGraphs(const kiln::jit::OptimizedModule& fast) {
   return nlohmann::json::parse(fast.explainJson()).at("plan").at("cudaGraphs");
 }
 
+// Several launching steps (library matmuls, fused groups), so graphs would be on for CUDA calls.
+constexpr const char* kManySteps = R"(
+def forward(self, x):
+    a = torch.relu(torch.matmul(x, x.t()))
+    b = torch.matmul(torch.softmax(a, -1), x)
+    c = torch.tanh(torch.matmul(b, x.t()))
+    return torch.matmul(c, x) * 0.5 + torch.sum(c, -1, keepdim=True)
+)";
+
 TEST(GraphReplay, CpuCallsAreNeverCapturedAndSaySo) {
   torch::NoGradGuard ng;
-  auto fast = optimized("def forward(self, x):\n    return torch.relu(x * 2.0) + 1.0\n", true);
+  auto fast = optimized(kManySteps, true);
   const std::vector<torch::IValue> in{torch::randn({4, 8})};
   for (int i = 0; i < 4; ++i) fast.forward(in);
   const kiln::jit::ModuleStats st = fast.stats();
@@ -92,6 +101,18 @@ TEST(GraphReplay, RandomOpsTurnGraphsOffWithTheReason) {
                          "would repeat"),
             std::string::npos)
       << explain;
+  EXPECT_FALSE(planGraphs(fast).at("enabled").get<bool>());
+}
+
+// One fused kernel a call: a replay would add its copies and save one launch, so no graph.
+TEST(GraphReplay, PlansOfFewStepsStayUngraphed) {
+  torch::NoGradGuard ng;
+  auto fast = optimized("def forward(self, x):\n    return torch.relu(x * 2.0) + 1.0\n", true);
+  fast.forward({torch::randn({4, 8})});
+  EXPECT_NE(fast.explain().find("CUDA graphs: off: 1 launching step a call; a graph pays for its "
+                                "input and output copies from 4"),
+            std::string::npos)
+      << fast.explain();
   EXPECT_FALSE(planGraphs(fast).at("enabled").get<bool>());
 }
 
