@@ -471,9 +471,9 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session,
               strf("kiln ran %llu of %llu calls eagerly (fallback); ",
                    static_cast<unsigned long long>(ran), static_cast<unsigned long long>(calls));
         if (uint64_t ran = after.moduleFasterCalls - before.moduleFasterCalls; ran > 0)
-          notes += strf("the module served %llu of %llu kiln calls (timed faster than the plan); ",
-                        static_cast<unsigned long long>(ran),
-                        static_cast<unsigned long long>(calls));
+          notes +=
+              strf("the module served %llu of %llu kiln calls (timed faster than the plan); ",
+                   static_cast<unsigned long long>(ran), static_cast<unsigned long long>(calls));
         if (uint64_t g = after.groupFallbacks - before.groupFallbacks; g > 0 && calls > 0)
           notes += strf("%.0f fusion groups per call via ATen; ",
                         static_cast<double>(g) / static_cast<double>(calls));
@@ -489,13 +489,15 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session,
           auto ratio = [&](const Contender& num) {
             return num.ok() ? strf("%.2fx", num.ms / graphsRun.ms) : std::string("-");
           };
-          notes += graphsLabel + strf(
-              ": %.4f ms (%s eager, %s AOTI; max err %.3g, cosine %.6f; "
-              "%llu of %llu timed calls replayed); ",
-              graphsRun.ms, ratio(eagerRun).c_str(), ratio(aotiRun).c_str(), graphsRun.acc.maxErr,
-              graphsRun.acc.cosine,
-              static_cast<unsigned long long>(after.graphReplays - graphsBefore.graphReplays),
-              static_cast<unsigned long long>(after.calls - graphsBefore.calls));
+          notes +=
+              graphsLabel +
+              strf(
+                  ": %.4f ms (%s eager, %s AOTI; max err %.3g, cosine %.6f; "
+                  "%llu of %llu timed calls replayed); ",
+                  graphsRun.ms, ratio(eagerRun).c_str(), ratio(aotiRun).c_str(),
+                  graphsRun.acc.maxErr, graphsRun.acc.cosine,
+                  static_cast<unsigned long long>(after.graphReplays - graphsBefore.graphReplays),
+                  static_cast<unsigned long long>(after.calls - graphsBefore.calls));
         }
       }
     } catch (const std::exception& e) {

@@ -38,13 +38,13 @@ class StreamGraph {
   // Starts capturing `stream` (thread-local mode: other threads' CUDA calls stay legal).
   void begin(cudaStream_t stream) {
     stream_ = stream;
-    // The filter runs on whichever thread allocates: only this capture's stream draws from the pool.
+    // The filter runs on whichever thread allocates: only this capture's stream draws from the
+    // pool.
     c10::cuda::CUDACachingAllocator::beginAllocateToPool(dev_, pool_, [this](cudaStream_t s) {
       cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
       unsigned long long id = 0;
       return cudaStreamGetCaptureInfo(s, &status, &id) == cudaSuccess &&
-             status == cudaStreamCaptureStatusActive &&
-             id == id_.load(std::memory_order_acquire);
+             status == cudaStreamCaptureStatusActive && id == id_.load(std::memory_order_acquire);
     });
     state_ = State::kCapturing;
     cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
@@ -129,7 +129,7 @@ struct GraphReplay::Entry {
   Key key;
   int calls = 0;
   std::shared_ptr<const void> generation;  // the kernel set the graph launches
-  std::unique_ptr<StreamGraph> graph;    // null until captured
+  std::unique_ptr<StreamGraph> graph;      // null until captured
   std::vector<at::Tensor> staticInputs;
   std::vector<at::Tensor> staticOutputs;  // in the pool
   std::vector<const void*> paramPtrs;     // the params' storage when captured

@@ -18,8 +18,8 @@
 // a tensor on the host, or makes a shape from data) turns graphs off for the plan, with the error
 // as the reason in explain(). What can be seen up front turns them off before any capture: ops
 // that draw random numbers (a replay would repeat one draw), ops known to read data on the host
-// (nonzero, masked_select, unique, item, ...), scalars read from tensors at every call, and plans of
-// fewer than kMinStepsForGraphs launching steps (the replay's input and output copies would cost
+// (nonzero, masked_select, unique, item, ...), scalars read from tensors at every call, and plans
+// of fewer than kMinStepsForGraphs launching steps (the replay's input and output copies would cost
 // more than the launches saved).
 //
 // Replay. Under the plan's replay lock: the caller's stream waits for the previous replay (which
@@ -39,7 +39,8 @@
 // encountered unexpectedly", and a capture that failed left the generator so for good (found on an
 // H100, 2026-12-05). Plans with random ops are never captured, so kiln needs none of that: it
 // captures with the runtime API and the caching allocator's pool calls (StreamGraph in
-// graph_replay.cpp), and a random op that slipped through fails the capture, which turns graphs off.
+// graph_replay.cpp), and a random op that slipped through fails the capture, which turns graphs
+// off.
 #include <atomic>
 #include <cstdint>
 #include <functional>

@@ -64,11 +64,18 @@ namespace {
 // Ops whose output shape comes from data, or that hand a tensor's value to the host: the host waits
 // for the GPU inside them, which a capture cannot do.
 bool readsDataOnTheHost(std::string_view op) {
-  static constexpr std::string_view kOps[] = {
-      "aten::nonzero",      "aten::masked_select", "aten::_unique2",      "aten::unique_dim",
-      "aten::unique_consecutive", "aten::item",      "aten::_local_scalar_dense",
-      "aten::bincount",     "aten::equal",         "aten::allclose",      "aten::is_nonzero",
-      "aten::tolist"};
+  static constexpr std::string_view kOps[] = {"aten::nonzero",
+                                              "aten::masked_select",
+                                              "aten::_unique2",
+                                              "aten::unique_dim",
+                                              "aten::unique_consecutive",
+                                              "aten::item",
+                                              "aten::_local_scalar_dense",
+                                              "aten::bincount",
+                                              "aten::equal",
+                                              "aten::allclose",
+                                              "aten::is_nonzero",
+                                              "aten::tolist"};
   for (std::string_view o : kOps)
     if (o == op) return true;
   return false;
@@ -94,8 +101,9 @@ std::string graphBlocker(const Program& p) {
   for (size_t i = 0; i < std::max(c.eagerNodes.size(), c.eagerCalls.size()); ++i) {
     const torch::jit::Node* n = i < c.eagerNodes.size() ? c.eagerNodes[i] : nullptr;
     const EagerCall* call = i < c.eagerCalls.size() ? c.eagerCalls[i].get() : nullptr;
-    const std::string name =
-        call != nullptr ? call->name : n != nullptr ? n->kind().toQualString() : "";
+    const std::string name = call != nullptr ? call->name
+                             : n != nullptr  ? n->kind().toQualString()
+                                             : "";
     if ((n != nullptr && n->isNondeterministic()) || (call != nullptr && takesAGenerator(*call)))
       return fmt::format("{} draws random numbers, which a replay would repeat", name);
     if (readsDataOnTheHost(name))

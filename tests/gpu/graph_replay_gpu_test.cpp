@@ -234,7 +234,8 @@ TEST(GpuGraphs, RandomOpsOnAnotherThreadDuringCaptures) {
   // Several sizes in one bucket: each is captured at its second call.
   for (int64_t seq = 20; seq <= 32; seq += 4)
     for (uint64_t i = 0; i < 3; ++i) {
-      const std::vector<torch::IValue> in = inputsFor(f, 2, seq, 700 + static_cast<uint64_t>(seq) * 10 + i);
+      const std::vector<torch::IValue> in =
+          inputsFor(f, 2, seq, 700 + static_cast<uint64_t>(seq) * 10 + i);
       expectAccurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), "with draws beside it");
     }
   done.store(true);
@@ -318,9 +319,8 @@ TEST(GpuGraphs, HostSyncStepLeavesThePlanUngraphed) {
     EXPECT_EQ(st.graphCaptures, 0u) << explain;
     EXPECT_TRUE(explain.find(reason) != std::string::npos || st.eagerFallbacks > 0) << explain;
   };
-  check(
-      "def forward(self, x):\n    k = int((x > 0).sum())\n    return torch.relu(x) * 2.0 + k\n",
-      "takes a scalar read from a tensor on the host at every call");
+  check("def forward(self, x):\n    k = int((x > 0).sum())\n    return torch.relu(x) * 2.0 + k\n",
+        "takes a scalar read from a tensor on the host at every call");
   check("def forward(self, x):\n    y = torch.relu(x) * 2.0\n    return y[x > 0.5] + 1.0\n",
         "CUDA graphs: off: ");
 

@@ -1,7 +1,7 @@
 // Note [CUDA graph replay] on the CPU: what explain(), explainJson() and stats() say about graphs
 // when no call can be replayed (CPU tensors), when KILN_CUDA_GRAPHS=off, and when an op that draws
-// random numbers or a scalar read on the host turns graphs off for the plan up front. Replay itself is tested on the GPU
-// (tests/gpu/graph_replay_gpu_test.cpp).
+// random numbers or a scalar read on the host turns graphs off for the plan up front. Replay itself
+// is tested on the GPU (tests/gpu/graph_replay_gpu_test.cpp).
 #include <gtest/gtest.h>
 
 #include <string>
