@@ -4,6 +4,11 @@
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cache/kernel_cache.h"
+#include "codegen/kernel_abi.h"
+#include "src/ir/printer.h"
 
 namespace kiln::jit {
 
@@ -60,6 +65,59 @@ ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
     spent += k + m;
   }
   return judgeAgainstModule(kiln, module);
+}
+
+namespace {
+
+std::string comparisonSignature(const ir::Graph& graph) {
+  return "plan against the module\n" + ir::print(graph);
+}
+
+}  // namespace
+
+std::string encodeComparison(const ModuleComparison& c) {
+  return nlohmann::json{{"moduleFaster", c.moduleFaster},
+                        {"kilnMs", c.kilnMs},
+                        {"moduleMs", c.moduleMs},
+                        {"reps", c.reps},
+                        {"reason", c.reason}}
+      .dump();
+}
+
+std::optional<ModuleComparison> decodeComparison(std::string_view text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return std::nullopt;
+  try {
+    ModuleComparison c;
+    c.decided = true;
+    c.moduleFaster = j.at("moduleFaster").get<bool>();
+    c.kilnMs = j.at("kilnMs").get<double>();
+    c.moduleMs = j.at("moduleMs").get<double>();
+    c.reps = j.at("reps").get<int>();
+    c.reason = j.at("reason").get<std::string>();
+    if (!(c.kilnMs > 0) || !(c.moduleMs > 0) || c.reps <= 0) return std::nullopt;
+    return c;
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
+bool storeComparison(cache::KernelCache& records, const ir::Graph& graph, std::string_view bucket,
+                     const std::string& arch, const ModuleComparison& c) {
+  if (!c.decided) return false;
+  return records.putTuningRecord(comparisonSignature(graph), bucket, arch, codegen::kCodegenVersion,
+                                 encodeComparison(c));
+}
+
+std::optional<ModuleComparison> storedComparison(cache::KernelCache& records,
+                                                 const ir::Graph& graph, std::string_view bucket,
+                                                 const std::string& arch) {
+  const std::optional<std::string> text =
+      records.getTuningRecord(comparisonSignature(graph), bucket, arch, codegen::kCodegenVersion);
+  if (!text) return std::nullopt;
+  std::optional<ModuleComparison> c = decodeComparison(*text);
+  if (c) c->reason = "from the tuning records: " + c->reason;
+  return c;
 }
 
 }  // namespace kiln::jit

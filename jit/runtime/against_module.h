@@ -13,12 +13,22 @@
 //   KILN_TUNE=eager       the call that reaches the threshold runs it.
 //   KILN_COMPARE_MODULE=off (Options::compareModule) skips it: every settled plan runs.
 // CPU plans are not compared: kiln runs ATen there, step by step.
+// A decision is stored with the tuning records (Note [Tuning records]; not with KILN_TUNE=off),
+// keyed by the plan's whole IR, its bucket and the arch, so a later process with a warm cache
+// takes it without timing again: storeComparison / storedComparison.
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <ATen/ATen.h>
 
 #include "jit/tuner/decision.h"
+#include "src/ir/graph.h"
+
+namespace kiln::cache {
+class KernelCache;
+}  // namespace kiln::cache
 
 namespace kiln::jit {
 
@@ -45,5 +55,18 @@ ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timi
 // callable issues one call on the current stream. Exceptions from either propagate.
 ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
                                       const std::function<void()>& runModule, at::Device device);
+
+// The stored form of a decided comparison (JSON), and back; nullopt for anything that is not one.
+std::string encodeComparison(const ModuleComparison& c);
+std::optional<ModuleComparison> decodeComparison(std::string_view text);
+
+// The tuning-record store for a plan's decision: `graph` is the plan's IR, `bucket` its kernel
+// set's bucket label. storeComparison stores decided comparisons only and returns whether the
+// disk tier took it; storedComparison's reason says where it came from.
+bool storeComparison(cache::KernelCache& records, const ir::Graph& graph, std::string_view bucket,
+                     const std::string& arch, const ModuleComparison& c);
+std::optional<ModuleComparison> storedComparison(cache::KernelCache& records,
+                                                 const ir::Graph& graph, std::string_view bucket,
+                                                 const std::string& arch);
 
 }  // namespace kiln::jit

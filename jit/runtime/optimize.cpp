@@ -656,6 +656,21 @@ struct OptimizedModule::Impl {
     for (const at::Tensor& t : inputs)
       if (!t.is_cuda() || t.device() != inputs.front().device()) return;
     if (!plan->settled() || !plan->claimComparison()) return;
+    // A decision of an earlier process (Note [Plan against the module]).
+    cache::KernelCache* records = tuningRecords(*session);
+    const std::optional<std::string> arch = session->targetArch();
+    const std::string bucket = plan->kernels()->bucket;
+    if (records != nullptr && arch) {
+      try {
+        if (std::optional<ModuleComparison> stored =
+                storedComparison(*records, plan->program()->graph(), bucket, *arch)) {
+          plan->setComparison(std::move(*stored));
+          return;
+        }
+      } catch (const std::exception& e) {
+        KILN_LOG_WARN("kiln: reading a stored plan-against-module decision failed: {}", e.what());
+      }
+    }
     // Copies: the caller owns its tensors. The job waits for them on the host.
     const at::Device device = inputs.front().device();
     std::vector<at::Tensor> copies;
@@ -670,7 +685,7 @@ struct OptimizedModule::Impl {
     else
       module = nnForward;
     std::shared_ptr<ModuleShared> sh = shared;
-    auto job = [sh, plan, copies, copied, module, device] {
+    auto job = [sh, plan, copies, copied, module, device, records, arch, bucket] {
       if (!sh->alive.load()) return;
       c10::cuda::CUDAGuard guard(device);
       c10::NoGradGuard noGrad;
@@ -689,6 +704,13 @@ struct OptimizedModule::Impl {
             c.line());
       else
         KILN_LOG_INFO("kiln: plan against the module: {}", c.line());
+      if (records != nullptr && arch && c.decided) {
+        try {
+          storeComparison(*records, plan->program()->graph(), bucket, *arch, c);
+        } catch (const std::exception& e) {
+          KILN_LOG_WARN("kiln: storing the plan-against-module decision failed: {}", e.what());
+        }
+      }
       plan->setComparison(std::move(c));
     };
     if (o.tune == TuneMode::kEager)

@@ -4,6 +4,7 @@
 // is tested on the GPU (tests/gpu/graph_replay_gpu_test.cpp).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -13,7 +14,9 @@
 
 #include <kiln/kiln.h>
 
+#include "cache/kernel_cache.h"
 #include "jit/runtime/against_module.h"
+#include "src/ir/parser.h"
 
 #include "tests/support/sessions.h"
 
@@ -164,6 +167,64 @@ TEST(AgainstModule, CpuPlansAreNotCompared) {
       << fast.explain();
   EXPECT_EQ(fast.stats().moduleFasterCalls, 0u);
   EXPECT_TRUE(nlohmann::json::parse(fast.explainJson()).at("plan").at("againstModule").is_null());
+}
+
+// A decision is stored with the tuning records and found by a later process (a second cache over
+// the same directory), for the same graph, bucket and arch only; what does not decode is ignored.
+TEST(AgainstModule, DecisionsPersistWithTheTuningRecords) {
+  kiln::jit::ModuleComparison c;
+  c.decided = true;
+  c.moduleFaster = true;
+  c.kilnMs = 1.25;
+  c.moduleMs = 0.5;
+  c.reps = 12;
+  c.reason = "module 2.5x beats the 1.03x needed";
+  const std::optional<kiln::jit::ModuleComparison> back =
+      kiln::jit::decodeComparison(kiln::jit::encodeComparison(c));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_TRUE(back->decided && back->moduleFaster);
+  EXPECT_EQ(back->kilnMs, 1.25);
+  EXPECT_EQ(back->moduleMs, 0.5);
+  EXPECT_EQ(back->reps, 12);
+  EXPECT_EQ(back->reason, c.reason);
+  EXPECT_FALSE(kiln::jit::decodeComparison("not json").has_value());
+  EXPECT_FALSE(kiln::jit::decodeComparison(R"({"moduleFaster":true})").has_value());
+  EXPECT_FALSE(kiln::jit::decodeComparison(
+                   R"({"moduleFaster":true,"kilnMs":0,"moduleMs":1,"reps":3,"reason":""})")
+                   .has_value());
+
+  char dirTemplate[] = "/tmp/kiln-compare-XXXXXX";
+  ASSERT_NE(mkdtemp(dirTemplate), nullptr);
+  const std::string dir = dirTemplate;
+  kiln::cache::KernelCacheOptions o;
+  o.dir = dir;
+  const auto graph = kiln::ir::parse(R"(graph(%x: f16[s0, 128]) {
+  %0: f16[s0, 128] = relu(%x)
+  return(%0)
+}
+)");
+  const auto other = kiln::ir::parse(R"(graph(%x: f16[s0, 128]) {
+  %0: f16[s0, 128] = sigmoid(%x)
+  return(%0)
+}
+)");
+  kiln::jit::ModuleComparison undecided;
+  undecided.reason = "no measurement";
+  {
+    kiln::cache::KernelCache first(o);
+    EXPECT_FALSE(kiln::jit::storeComparison(first, *graph, "b8", "sm_90", undecided));
+    EXPECT_TRUE(kiln::jit::storeComparison(first, *graph, "b8", "sm_90", c));
+  }
+  kiln::cache::KernelCache second(o);
+  const std::optional<kiln::jit::ModuleComparison> stored =
+      kiln::jit::storedComparison(second, *graph, "b8", "sm_90");
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_TRUE(stored->moduleFaster);
+  EXPECT_EQ(stored->reason, "from the tuning records: " + c.reason);
+  EXPECT_FALSE(kiln::jit::storedComparison(second, *graph, "b16", "sm_90").has_value());
+  EXPECT_FALSE(kiln::jit::storedComparison(second, *graph, "b8", "sm_89").has_value());
+  EXPECT_FALSE(kiln::jit::storedComparison(second, *other, "b8", "sm_90").has_value());
+  EXPECT_EQ(std::system(("rm -rf " + dir).c_str()), 0);
 }
 
 }  // namespace
