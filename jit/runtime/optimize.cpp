@@ -656,21 +656,9 @@ struct OptimizedModule::Impl {
     for (const at::Tensor& t : inputs)
       if (!t.is_cuda() || t.device() != inputs.front().device()) return;
     if (!plan->settled() || !plan->claimComparison()) return;
-    // A decision of an earlier process (Note [Plan against the module]).
     cache::KernelCache* records = tuningRecords(*session);
     const std::optional<std::string> arch = session->targetArch();
     const std::string bucket = plan->kernels()->bucket;
-    if (records != nullptr && arch) {
-      try {
-        if (std::optional<ModuleComparison> stored =
-                storedComparison(*records, plan->program()->graph(), bucket, *arch)) {
-          plan->setComparison(std::move(*stored));
-          return;
-        }
-      } catch (const std::exception& e) {
-        KILN_LOG_WARN("kiln: reading a stored plan-against-module decision failed: {}", e.what());
-      }
-    }
     // Copies: the caller owns its tensors. The job waits for them on the host.
     const at::Device device = inputs.front().device();
     std::vector<at::Tensor> copies;
@@ -689,6 +677,19 @@ struct OptimizedModule::Impl {
       if (!sh->alive.load()) return;
       c10::cuda::CUDAGuard guard(device);
       c10::NoGradGuard noGrad;
+      // A decision of an earlier process (Note [Plan against the module]): no timing. Read here,
+      // off the caller's path.
+      if (records != nullptr && arch) {
+        try {
+          if (std::optional<ModuleComparison> stored =
+                  storedComparison(*records, plan->program()->graph(), bucket, *arch)) {
+            plan->setComparison(std::move(*stored));
+            return;
+          }
+        } catch (const std::exception& e) {
+          KILN_LOG_WARN("kiln: reading a stored plan-against-module decision failed: {}", e.what());
+        }
+      }
       copied->synchronize();
       const std::vector<c10::IValue> ivalues(copies.begin(), copies.end());
       ModuleComparison c;
