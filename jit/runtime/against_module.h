@@ -14,8 +14,8 @@
 //   KILN_COMPARE_MODULE=off (Options::compareModule) skips it: every settled plan runs.
 // CPU plans are not compared: kiln runs ATen there, step by step.
 // A decision is stored with the tuning records (Note [Tuning records]; not with KILN_TUNE=off),
-// keyed by the plan's whole IR, its bucket and the arch, so a later process with a warm cache
-// takes it without timing again: storeComparison / storedComparison.
+// keyed by the plan's whole IR, its bucket, whether graphs are on, and the arch, so a later
+// process with a warm cache takes it without timing again: storeComparison / storedComparison.
 #include <functional>
 #include <optional>
 #include <string>

@@ -658,7 +658,9 @@ struct OptimizedModule::Impl {
     if (!plan->settled() || !plan->claimComparison()) return;
     cache::KernelCache* records = tuningRecords(*session);
     const std::optional<std::string> arch = session->targetArch();
-    const std::string bucket = plan->kernels()->bucket;
+    // Keyed by the graph setting too: a decision measured without graphs says nothing of a plan
+    // that replays them.
+    const std::string bucket = plan->kernels()->bucket + (o.cudaGraphs ? " graphs" : "");
     // Copies: the caller owns its tensors. The job waits for them on the host.
     const at::Device device = inputs.front().device();
     std::vector<at::Tensor> copies;
