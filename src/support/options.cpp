@@ -40,6 +40,15 @@ std::string_view toString(ConvLayout layout) {
   return "?";
 }
 
+std::string_view toString(Precision precision) {
+  switch (precision) {
+    case Precision::kModule: return "module";
+    case Precision::kFloat16: return "fp16";
+    case Precision::kBFloat16: return "bf16";
+  }
+  return "?";
+}
+
 EnvLookup processEnvironment() {
   return [](std::string_view name) -> std::optional<std::string> {
     const char* v = std::getenv(std::string(name).c_str());
@@ -112,6 +121,18 @@ ConvLayout parseConvLayout(std::string_view what, std::string_view text) {
       fmt::format("{}: expected auto, channels_last or contiguous, got '{}'", what, text));
 }
 
+Precision parsePrecision(std::string_view what, std::string_view text) {
+  std::string t = lowerTrim(text);
+  if (t == "module") return Precision::kModule;
+  if (t == "fp16" || t == "float16" || t == "half") return Precision::kFloat16;
+  if (t == "bf16" || t == "bfloat16") return Precision::kBFloat16;
+  if (t == "fp8" || t == "int8")
+    throw UserError(fmt::format(
+        "{}: '{}' is not available yet: kiln has no {} GEMMs so far (module, fp16 and bf16 are)",
+        what, text, t));
+  throw UserError(fmt::format("{}: expected module, fp16 or bf16, got '{}'", what, text));
+}
+
 Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_LOG")) o.logLevel = parseLogLevel(*v);
   if (auto v = env("KILN_DISABLE")) o.disable = parseBool("KILN_DISABLE", *v);
@@ -151,6 +172,7 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
   if (auto v = env("KILN_TUNE_SECONDS"))
     o.tuneSeconds = static_cast<int>(parseInt("KILN_TUNE_SECONDS", *v, 1, 24 * 3600));
   if (auto v = env("KILN_CONV_LAYOUT")) o.convLayout = parseConvLayout("KILN_CONV_LAYOUT", *v);
+  if (auto v = env("KILN_PRECISION")) o.precision = parsePrecision("KILN_PRECISION", *v);
   if (auto v = env("KILN_GEMM")) o.kilnGemm = parseBool("KILN_GEMM", *v);
   if (auto v = env("KILN_POISON_OUTPUTS")) o.poisonOutputs = parseBool("KILN_POISON_OUTPUTS", *v);
   if (auto v = env("KILN_STRICT")) o.strict = parseBool("KILN_STRICT", *v);

@@ -17,6 +17,15 @@ std::string_view toString(TuneMode mode);
 // jit/runtime/conv_layout.h).
 enum class ConvLayout : uint8_t { kAuto, kChannelsLast, kContiguous };
 std::string_view toString(ConvLayout layout);
+// What precision a float32 module runs in (Note [Precision] in jit/runtime/optimize.h).
+//   kModule    the module's own dtypes (nothing changes)
+//   kFloat16   a float32 module runs in float16: params converted once, float32 inputs cast at
+//              entry and float32 outputs cast back; reductions, softmax and norms accumulate in
+//              float32
+//   kBFloat16  the same in bfloat16
+// fp8 and int8 GEMMs (issue 21) are not built yet; asking for them is a UserError that says so.
+enum class Precision : uint8_t { kModule, kFloat16, kBFloat16 };
+std::string_view toString(Precision precision);  // module, fp16, bf16
 
 struct Options {
   // KILN_LOG: off|error|warn|info|debug|trace.
@@ -66,6 +75,9 @@ struct Options {
   // bias and gelu in its epilogue (Note [Kiln GEMM] in codegen/emit_gemm.h); 0 leaves them to
   // cuBLAS and a kiln gelu kernel after it, which bench/RESULTS.md measured slower.
   bool kilnGemm = true;
+  // KILN_PRECISION: module|fp16|bf16 (Precision above). jit::Options::precision overrides it per
+  // module.
+  Precision precision = Precision::kModule;
   // KILN_POISON_OUTPUTS=1 (debugging, tests): fill kernel outputs with NaN/0xFF before each launch,
   // so an element a kernel fails to write cannot pass for a right answer left over in memory.
   bool poisonOutputs = false;
@@ -91,5 +103,7 @@ uint64_t parseByteSize(std::string_view what, std::string_view text);  // "512M"
 TuneMode parseTuneMode(std::string_view what, std::string_view text);
 bool parseAutoOff(std::string_view what, std::string_view text);  // true for auto
 ConvLayout parseConvLayout(std::string_view what, std::string_view text);
+// module, fp16 (or float16, half), bf16 (or bfloat16); fp8 and int8 are named as not built yet.
+Precision parsePrecision(std::string_view what, std::string_view text);
 
 }  // namespace kiln

@@ -60,7 +60,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_TUNE_SECONDS", "9"},
                                                    {"KILN_CONV_LAYOUT", "Channels_Last"},
                                                    {"KILN_CUDA_GRAPHS", "OFF"},
-                                                   {"KILN_COMPARE_MODULE", "off"}}));
+                                                   {"KILN_COMPARE_MODULE", "off"},
+                                                   {"KILN_PRECISION", "BF16"}}));
   EXPECT_EQ(o.logLevel, LogLevel::kDebug);
   EXPECT_TRUE(o.disable);
   EXPECT_EQ(o.cacheDir, "/tmp/kc");
@@ -76,6 +77,15 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_EQ(o.convLayout, ConvLayout::kChannelsLast);
   EXPECT_FALSE(o.cudaGraphs);  // both on by default: the environment turned them off
   EXPECT_FALSE(o.compareModule);
+  EXPECT_EQ(o.precision, Precision::kBFloat16);
+  EXPECT_EQ(Options{}.precision, Precision::kModule);
+  for (auto [text, want] : {std::pair{"module", Precision::kModule},
+                            {"fp16", Precision::kFloat16},
+                            {"half", Precision::kFloat16},
+                            {"float16", Precision::kFloat16},
+                            {" bfloat16 ", Precision::kBFloat16}})
+    EXPECT_EQ(applyEnvironment(Options{}, fakeEnv({{"KILN_PRECISION", text}})).precision, want)
+        << text;
   EXPECT_TRUE(Options{}.cudaGraphs);
   EXPECT_TRUE(Options{}.compareModule);
   EXPECT_TRUE(applyEnvironment(Options{}, fakeEnv({{"KILN_CUDA_GRAPHS", "auto"}})).cudaGraphs);
@@ -91,6 +101,15 @@ TEST(Options, MalformedValuesNameTheVariable) {
               applyEnvironment({}, fakeEnv({{"KILN_CONV_LAYOUT", "nhwc"}}));
             }),
             "KILN_CONV_LAYOUT: expected auto, channels_last or contiguous, got 'nhwc'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_PRECISION", "fp32"}})); }),
+            "KILN_PRECISION: expected module, fp16 or bf16, got 'fp32'");
+  // Issue 21's fp8 and int8 are named as not built, never silently run as something else.
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_PRECISION", "fp8"}})); }),
+            "KILN_PRECISION: 'fp8' is not available yet: kiln has no fp8 GEMMs so far (module, "
+            "fp16 and bf16 are)");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_PRECISION", "INT8"}})); }),
+            "KILN_PRECISION: 'INT8' is not available yet: kiln has no int8 GEMMs so far (module, "
+            "fp16 and bf16 are)");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_CUDA_GRAPHS", "1"}})); }),
             "KILN_CUDA_GRAPHS: expected auto or off, got '1'");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_MAX_PLANS", "0"}})); }),
