@@ -70,6 +70,9 @@ LowerRequest requestFor(ModuleTensors params, const std::vector<c10::IValue>& ex
                       *options.retypeTo == ir::DType::kBFloat16,
                   "capture: retypeTo must be float16 or bfloat16, got {}",
                   ir::toString(*options.retypeTo));
+  KILN_USER_CHECK(!options.castAtBoundary || options.retypeTo,
+                  "capture: castAtBoundary needs retypeTo");
+  result.retypedTo = options.retypeTo;
   LowerRequest req;
   req.options = options;
   for (size_t k = 0; k < exampleInputs.size(); ++k) {
@@ -287,6 +290,15 @@ std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::No
   std::vector<at::Tensor> outs = runEagerNode(captured, node.attrs().getInt("eager_id"), inputs, symbols);
   KILN_CHECK(outs.size() == node.outputs().size(), "{}: eager op gave {} tensors, node has {}",
              node.attrs().getString("schema"), outs.size(), node.outputs().size());
+  if (captured.retypedTo) {
+    // Note [Tracing in float32]: the graph says the retyped dtype where the trace said float32.
+    const at::ScalarType to =
+        *captured.retypedTo == ir::DType::kFloat16 ? at::kHalf : at::kBFloat16;
+    for (size_t o = 0; o < outs.size(); ++o)
+      if (outs[o].defined() && outs[o].scalar_type() == at::kFloat &&
+          node.output(static_cast<int>(o))->dtype() == *captured.retypedTo)
+        outs[o] = outs[o].to(to);
+  }
   return outs;
 }
 

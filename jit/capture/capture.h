@@ -38,7 +38,15 @@
 // CPU LibTorch lacks many float16 kernels, so on a machine without a GPU a float16 model cannot be
 // traced. CaptureOptions::retypeTo traces in float32 and rewrites every float32 type in the IR to
 // float16/bfloat16 (inputs, params, intermediates, explicit casts to float32 too). The params stay
-// the module's own tensors: convert the module (module->to(kHalf)) before running the graph.
+// the module's own tensors: convert the module (module->to(kHalf)) before running the graph, or
+// let Program::build convert them (Note [Precision] in jit/runtime/optimize.h).
+// Two kinds of float32 literal follow the retype rather than keep their value:
+//   - dtype arguments of eager ops (aten::zeros(..., dtype=float32)) name the retyped dtype, so
+//     eager results have the dtypes the IR says;
+//   - +-FLT_MAX, in scalar constants and eager arguments, becomes the new dtype's largest finite
+//     value: it is torch.finfo(dtype).min/max, the idiom of attention masks, which a module
+//     converted by hand computes for its own dtype. Cast as a number, it would become -inf in
+//     float16, and a fully masked row of a softmax NaN.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -76,6 +84,10 @@ struct CaptureOptions {
   std::vector<std::string> inputNames;
   // Note [Tracing in float32]. Only float16 or bfloat16.
   std::optional<ir::DType> retypeTo;
+  // With retypeTo: float32 inputs and outputs keep float32 in the graph, with a cast to retypeTo
+  // after each input and back to float32 before each output (Note [Precision] in
+  // jit/runtime/optimize.h). Without it, inputs and outputs are retyped too.
+  bool castAtBoundary = false;
 };
 
 // How the module's result maps onto graph outputs.
@@ -123,6 +135,9 @@ struct CapturedGraph {
   std::vector<int64_t> exampleSymbolValues;
   std::vector<std::string> inputNames;
   OutputStructure outputs;
+  // CaptureOptions::retypeTo of the capture (Note [Tracing in float32]): an eager op whose result
+  // is float32 where the graph says this dtype (torch.ones() with the default dtype) is cast to it.
+  std::optional<ir::DType> retypedTo;
 
   // "captured 23 ops (2 eager): aten::cumsum x1; symbols: s0=3, s1=7" style summary.
   std::string report() const;

@@ -4,6 +4,8 @@
 #include "jit/capture/lower.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <map>
 
 #include <fmt/ranges.h>
@@ -189,6 +191,29 @@ DType Lowerer::mapDType(at::ScalarType t) const {
   return *d;
 }
 
+double Lowerer::retypedNumber(double v) const {
+  const std::optional<DType>& to = req_.options.retypeTo;
+  constexpr double kFloatMax = std::numeric_limits<float>::max();
+  if (!to || std::abs(v) != kFloatMax) return v;
+  const double max = *to == DType::kFloat16
+                         ? static_cast<double>(std::numeric_limits<c10::Half>::max())
+                         : static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
+  return v > 0 ? max : -max;
+}
+
+c10::IValue Lowerer::retypedLiteral(const c10::IValue& iv, const c10::Argument* arg) const {
+  const std::optional<DType>& to = req_.options.retypeTo;
+  if (!to) return iv;
+  if (iv.isDouble()) return c10::IValue(retypedNumber(iv.toDouble()));
+  if (iv.isInt() && iv.toInt() == static_cast<int64_t>(at::kFloat) && arg != nullptr) {
+    c10::TypePtr type = arg->real_type();
+    if (auto opt = type->cast<c10::OptionalType>()) type = opt->getElementType();
+    if (type->kind() == c10::TypeKind::ScalarTypeType)
+      return c10::IValue(static_cast<int64_t>(*to == DType::kFloat16 ? at::kHalf : at::kBFloat16));
+  }
+  return iv;
+}
+
 DType Lowerer::tracedDType(const tj::Value* v) const {
   auto tt = v->type()->cast<c10::TensorType>();
   KILN_CHECK(tt, "traced value %{} is not a tensor", v->debugName());
@@ -209,7 +234,7 @@ std::optional<SymDim> Lowerer::sizeInt(const tj::Value* v) const {
 }
 
 ir::Value* Lowerer::constant(const c10::IValue& iv) {
-  if (iv.isDouble()) return g_->addConstant(iv.toDouble(), DType::kFloat32);
+  if (iv.isDouble()) return g_->addConstant(retypedNumber(iv.toDouble()), DType::kFloat32);
   if (iv.isInt()) return g_->addConstant(static_cast<double>(iv.toInt()), DType::kInt64);
   if (iv.isBool()) return g_->addConstant(iv.toBool() ? 1.0 : 0.0, DType::kBool);
   throw NotLowerable{"constant of unsupported type"};
@@ -630,7 +655,10 @@ void Lowerer::lowerEager(const tj::Node* n) {
       }
     }
     if (auto iv = constIValue(v)) {
-      call->stackTemplate.back() = *iv;
+      const c10::FunctionSchema* schema = n->maybeSchema();
+      const c10::Argument* arg =
+          schema != nullptr && i < schema->arguments().size() ? &schema->arguments()[i] : nullptr;
+      call->stackTemplate.back() = retypedLiteral(*iv, arg);
       continue;
     }
     if (auto sc = runtimeScalar(v, operandIndex)) {
@@ -750,11 +778,13 @@ void Lowerer::run() {
     if (!dt)
       throw Unsupported(fmt::format("capture: input {} (\"{}\"): kiln's IR has no dtype {}", k,
                                     names[k], c10::toString(req_.inputs[k].scalar_type())));
-    ir::Value* v =
-        g_->addInput(names[k], TensorType{mapDType(req_.inputs[k].scalar_type()), inputShapes[k]});
+    // Note [Precision] in jit/runtime/optimize.h: float32 inputs stay float32, cast at entry.
+    const bool keep = req_.options.castAtBoundary && *dt == DType::kFloat32;
+    ir::Value* v = g_->addInput(
+        names[k], TensorType{keep ? *dt : mapDType(req_.inputs[k].scalar_type()), inputShapes[k]});
     v->setName(names[k]);
     ctx_.noteShape(v->shape());
-    env_[tg.inputs()[numParams + k]] = v;
+    env_[tg.inputs()[numParams + k]] = keep ? castTo(v, mapDType(at::kFloat)) : v;
   }
   for (size_t p = 0; p < numParams; ++p) {
     const tj::Value* tv = tg.inputs()[p];
@@ -829,7 +859,14 @@ void Lowerer::run() {
         result->type()->str()));
   }
   std::vector<ir::Value*> graphOutputs;
-  for (const tj::Value* v : outs) graphOutputs.push_back(tensor(v));
+  for (const tj::Value* v : outs) {
+    ir::Value* out = tensor(v);
+    // Note [Precision]: an output the module gives in float32 goes back to float32.
+    auto tt = v->type()->cast<c10::TensorType>();
+    if (req_.options.castAtBoundary && tt && tt->scalarType() == at::kFloat)
+      out = castTo(out, DType::kFloat32);
+    graphOutputs.push_back(out);
+  }
   res_.outputs.count = static_cast<int>(graphOutputs.size());
   g_->setOutputs(graphOutputs);
   // Lowering leaves a few dead nodes (the t of Note [Linear from addmm], partial rewrites that

@@ -81,6 +81,10 @@ class Lowerer {
 
  private:
   ir::DType mapDType(at::ScalarType t) const;
+  // Note [Tracing in float32]: literals that follow the retype (+-FLT_MAX, float32 dtype
+  // arguments); `arg` is the schema argument the literal is passed as, when known.
+  double retypedNumber(double v) const;
+  c10::IValue retypedLiteral(const c10::IValue& iv, const c10::Argument* arg) const;
   ir::Shape symbolize(const torch::jit::Value* out, const torch::jit::Node* node);
   void checkAgainstTrace(const torch::jit::Value* traced, const ir::Value* v) const;
 

@@ -120,7 +120,9 @@ std::optional<std::string> captureFingerprint(const torch::jit::Module& module,
   }
   for (const DynamicDim& d : dims)
     out += fmt::format("dynamic {} {} {}\n", d.input, d.dim, d.symbol);
-  if (options.retypeTo) out += fmt::format("retype {}\n", ir::toString(*options.retypeTo));
+  if (options.retypeTo)
+    out += fmt::format("retype {}{}\n", ir::toString(*options.retypeTo),
+                       options.castAtBoundary ? " cast-at-boundary" : "");
   // Code: every method of every module (forward calls submodules' methods).
   for (const auto& sub : module.named_modules()) {
     out += fmt::format("module {} {}\n", sub.name, sub.value.type()->str());
@@ -207,13 +209,14 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
 }
 
 std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
-                                                const torch::jit::Module& module,
-                                                std::string* why) {
+                                                const torch::jit::Module& module, std::string* why,
+                                                std::optional<ir::DType> retypedTo) {
   try {
     Reader r(payload);
     if (r.line() != fmt::format("{} {}", kMagic, kCaptureFormatVersion))
       throw UserError("not a capture entry of this format");
     CapturedGraph c;
+    c.retypedTo = retypedTo;
     const int64_t inputs = r.count("inputs");
     for (int64_t i = 0; i < inputs; ++i) c.inputNames.push_back(r.line());
     const int64_t kind = r.count("outputs");
@@ -268,7 +271,9 @@ std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
       if (it == tensors.end())
         throw UserError(fmt::format("param '{}' is not in the module", name));
       const at::Tensor& t = it->second;
-      if (toAtenDType(v->dtype()) != t.scalar_type() ||
+      // Note [Tracing in float32]: a retyped param is a float32 tensor of the module.
+      const bool retyped = retypedTo && v->dtype() == *retypedTo && t.scalar_type() == at::kFloat;
+      if ((toAtenDType(v->dtype()) != t.scalar_type() && !retyped) ||
           static_cast<size_t>(v->rank()) != static_cast<size_t>(t.dim()))
         throw UserError(fmt::format("param '{}' changed type", name));
       c.params.push_back(t);
@@ -290,7 +295,8 @@ CapturedGraph cachedCapture(cache::KernelCache& cache, const torch::jit::Module&
   const cache::CacheKey key = cache::CacheKey::capture(*fingerprint, kCaptureFormatVersion);
   if (std::optional<std::string> payload = cache.get(key)) {
     std::string why;
-    if (std::optional<CapturedGraph> c = deserializeCapture(*payload, module, &why)) {
+    if (std::optional<CapturedGraph> c =
+            deserializeCapture(*payload, module, &why, options.retypeTo)) {
       *fromCache = true;
       return std::move(*c);
     }

@@ -52,9 +52,11 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
                                             std::string* why = nullptr);
 
 // A CapturedGraph from a payload, its params bound to `module`'s tensors by name; nullopt (and a
-// reason in *why) when the payload is malformed or does not fit the module.
+// reason in *why) when the payload is malformed or does not fit the module. `retypedTo`: the
+// capture's CaptureOptions::retypeTo (its params of that dtype are float32 in the module).
 std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
-                                                const torch::jit::Module& module, std::string* why);
+                                                const torch::jit::Module& module, std::string* why,
+                                                std::optional<ir::DType> retypedTo = std::nullopt);
 
 // Looks the capture up in `cache`; on a miss (or an unusable entry) runs `doCapture` and stores
 // its result when it can. *fromCache tells which happened.

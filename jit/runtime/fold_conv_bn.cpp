@@ -157,17 +157,6 @@ FoldValues compute(const ConvBnFold& fold) {
           shift.reshape({c, 1, 1}).to(fold.dtype).contiguous()};
 }
 
-// Into the same TensorImpl, which every plan of the program binds (Note [Folded params are
-// snapshots]); set_data only when the sources moved to another device.
-void overwrite(const at::Tensor& dst, const at::Tensor& src) {
-  c10::InferenceMode notInference(/*enabled=*/false);
-  c10::NoGradGuard noGrad;
-  if (dst.device() == src.device() && dst.sizes() == src.sizes())
-    dst.copy_(src);
-  else
-    dst.set_data(src);
-}
-
 std::string uniqueName(std::string name, std::set<std::string>& taken) {
   std::string out = name;
   for (int k = 2; taken.count(out); ++k) out = fmt::format("{}#{}", name, k);
@@ -176,6 +165,15 @@ std::string uniqueName(std::string name, std::set<std::string>& taken) {
 }
 
 }  // namespace
+
+void overwriteSnapshot(const at::Tensor& dst, const at::Tensor& src) {
+  c10::InferenceMode notInference(/*enabled=*/false);
+  c10::NoGradGuard noGrad;
+  if (dst.device() == src.device() && dst.sizes() == src.sizes())
+    dst.copy_(src);
+  else
+    dst.set_data(src);
+}
 
 // ---------------------------------------------------------------------------------------------
 // FoldedParams
@@ -243,8 +241,8 @@ int FoldedParams::refresh() const {
       if (cuda) c10::cuda::device_synchronize();
       std::vector<Reading> now = read(f);
       FoldValues v = compute(fold);
-      overwrite(fold.weight, v.weight);
-      overwrite(fold.shift, v.shift);
+      overwriteSnapshot(fold.weight, v.weight);
+      overwriteSnapshot(fold.shift, v.shift);
       if (cuda) c10::cuda::device_synchronize();
       publish(f, now);
     } catch (const c10::Error& e) {

@@ -105,6 +105,10 @@ class FoldedParams {
   mutable std::mutex refreshMutex_;
 };
 
+// Writes `src` into `dst`'s TensorImpl, which every plan of the program binds (Note [Folded params
+// are snapshots]); set_data only when the source moved to another device or changed size.
+void overwriteSnapshot(const at::Tensor& dst, const at::Tensor& src);
+
 // Rewrites `captured.graph` in place (Note [Folding batchnorm into convolutions]), appends the new
 // params to captured.params/paramNames and removes the dead batchnorm ops. Returns the folds
 // made, or null when there were none. W' is stored in `weightFormat`.

@@ -24,6 +24,7 @@
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/profiler_range.h"
+#include "jit/runtime/retyped_params.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/tuner.h"
 #include "src/support/error.h"
@@ -134,6 +135,9 @@ struct OptimizedModule::Impl {
   ForwardFn nnForward;
   Options options;
   Session* session = nullptr;
+  // Note [Precision]: the dtype float32 is retyped to, and explain()'s line about it.
+  std::optional<ir::DType> precisionTo;
+  std::string precisionLine;
   std::vector<std::vector<int64_t>> dimEdges;  // bucket policy per options.dynamicDims entry
   std::shared_ptr<ModuleShared> shared = std::make_shared<ModuleShared>();
 
@@ -270,6 +274,10 @@ struct OptimizedModule::Impl {
     for (size_t k : symbolicDims(tensors)) copt.dynamicDims.push_back(options.dynamicDims[k]);
     copt.inputNames = options.inputNames;
     copt.retypeTo = options.retypeTo;
+    if (!copt.retypeTo && precisionTo) {  // Note [Precision]
+      copt.retypeTo = precisionTo;
+      copt.castAtBoundary = true;
+    }
     *fromCache = false;
     const std::vector<c10::IValue> probe = probeInputs(tensors, copt.dynamicDims);
     // Note [Probe sizes for capture]: capture at the probe sizes, else at the call's own.
@@ -919,6 +927,11 @@ ExplainState explainState(const OptimizedModule::Impl& impl, ModuleStats stats) 
 std::string OptimizedModule::explain() const {
   const ExplainState st = explainState(*impl_, stats());
   std::string head = st.stats.toString() + "\n";
+  head += fmt::format("precision: {}\n", impl_->precisionLine);
+  if (st.plan != nullptr)
+    if (const RetypedParams* r = st.plan->program()->retypedParams())
+      head += fmt::format("  {} params converted ({:.1f} MiB)\n", r->size(),
+                          static_cast<double>(r->bytes()) / (1 << 20));
   if (!st.plans.empty()) head += "plans (most recent first):\n";
   for (const ExplainState::PlanLine& p : st.plans) {
     std::string state = p.kernels->generic ? "generic kernels" : "kernels for " + p.kernels->bucket;
@@ -949,7 +962,12 @@ std::string OptimizedModule::explainJson() const {
   Json eager = Json::array();
   for (const ExplainState::EagerLine& e : st.eager)
     eager.push_back({{"kind", e.kind}, {"key", e.key}, {"reason", e.why}});
+  const RetypedParams* retyped = st.plan ? st.plan->program()->retypedParams() : nullptr;
   Json out = {{"stats", statsJson(st.stats)},
+              {"precision",
+               {{"line", impl_->precisionLine},
+                {"paramsConverted", retyped ? retyped->size() : 0},
+                {"bytesConverted", retyped ? retyped->bytes() : 0}}},
               {"plans", std::move(plans)},
               {"eagerFallbacks", std::move(eager)},
               {"plan", st.plan ? Json::parse(st.plan->explainJson()) : Json(nullptr)}};
@@ -1038,6 +1056,34 @@ std::vector<std::vector<int64_t>> resolveBucketPolicies(const Options& options) 
   }
   return edges;
 }
+// Note [Precision]: what float32 becomes for a module with these params and buffers.
+void resolvePrecision(OptimizedModule::Impl& impl, const std::vector<at::Tensor>& tensors) {
+  const Precision want = impl.options.precision.value_or(impl.session->options().precision);
+  if (want == Precision::kModule) {
+    impl.precisionLine = "module (the module's own dtypes)";
+    return;
+  }
+  if (impl.options.retypeTo) {
+    impl.precisionLine = fmt::format("{} not applied: the plans are typed {} ahead of time",
+                                     toString(want), ir::toString(*impl.options.retypeTo));
+    return;
+  }
+  for (const at::Tensor& t : tensors)
+    if (t.defined() && at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kFloat) {
+      impl.precisionLine = fmt::format(
+          "{} not applied: the module has {} tensors, so it runs in its own dtypes (its float32 "
+          "upcasts are deliberate)",
+          toString(want), c10::toString(t.scalar_type()));
+      KILN_LOG_INFO("kiln: precision {}", impl.precisionLine);
+      return;
+    }
+  impl.precisionTo = want == Precision::kFloat16 ? ir::DType::kFloat16 : ir::DType::kBFloat16;
+  impl.precisionLine = fmt::format(
+      "{}: float32 runs in {} (params converted once; float32 inputs cast at entry, float32 "
+      "outputs cast back; Note [Precision])",
+      toString(want), ir::toString(*impl.precisionTo));
+}
+
 }  // namespace
 
 OptimizedModule optimize(const torch::jit::Module& module, const Options& options) {
@@ -1046,6 +1092,10 @@ OptimizedModule optimize(const torch::jit::Module& module, const Options& option
   impl->options = options;
   impl->session = resolveSession(options);
   impl->dimEdges = resolveBucketPolicies(options);
+  std::vector<at::Tensor> tensors;
+  for (const at::Tensor& t : module.parameters()) tensors.push_back(t);
+  for (const at::Tensor& t : module.buffers()) tensors.push_back(t);
+  resolvePrecision(*impl, tensors);
   return OptimizedModule(std::move(impl));
 }
 
@@ -1059,6 +1109,9 @@ OptimizedModule optimize(std::shared_ptr<torch::nn::Module> module, ForwardFn fo
   impl->options = options;
   impl->session = resolveSession(options);
   impl->dimEdges = resolveBucketPolicies(options);
+  std::vector<at::Tensor> tensors = impl->nnModule->parameters();
+  for (const at::Tensor& t : impl->nnModule->buffers()) tensors.push_back(t);
+  resolvePrecision(*impl, tensors);
   return OptimizedModule(std::move(impl));
 }
 

@@ -43,6 +43,25 @@
 // listed by explain(). Bad user input is not a kiln failure: a non-tensor input or a bad option
 // is still a UserError, and when the module itself fails on the inputs, its error comes back as
 // a UserError. Options::strict (KILN_STRICT=1, tests) rethrows instead of falling back.
+//
+// Note [Precision]
+// Options::precision (KILN_PRECISION, or jit::Options::precision per module) fp16 or bf16 runs a
+// float32 module in that dtype, as if it had been converted by hand (module.half()), and gives
+// back what the module gives:
+//   - capture retypes every float32 value of the graph (Note [Tracing in float32] in capture.h),
+//     but float32 inputs stay float32 in the graph with a cast after each, and float32 outputs
+//     get a cast back before each, so callers pass and receive what the module takes and gives,
+//     and the casts fuse into the first and last kernels;
+//   - the module's float32 params are converted once, into tensors the program owns, and again
+//     whenever they change in place (Note [Retyped params are snapshots] in retyped_params.h);
+//   - kiln's reductions, softmax and norms accumulate in float32 whatever they load, and cuBLAS
+//     and cuDNN accumulate 16-bit GEMMs and convolutions in float32;
+//   - eager ops that name float32 (dtype arguments) get the new dtype, and torch.finfo(float32)
+//     min/max literals become the new dtype's, as the converted module would compute them.
+// A module that already has float16/bfloat16 tensors runs in its own dtypes (explain() says so):
+// its explicit float32 upcasts (an RMSNorm's) are deliberate. When kiln runs the module itself
+// (Note [Never worse than eager], or the module was faster), it runs in float32 as written.
+// fp8 and int8 are not built yet: parsing them is a UserError that says so.
 #include <functional>
 #include <memory>
 #include <optional>
@@ -53,6 +72,7 @@
 
 #include "jit/capture/capture.h"
 #include "jit/runtime/profile.h"
+#include "src/support/options.h"
 
 namespace torch::jit {
 struct Module;
@@ -87,6 +107,8 @@ struct Options {
   // For ahead-of-time builds only (kiln-warmup on a machine without a GPU, prepare()): such plans
   // are compiled, never run.
   std::optional<ir::DType> retypeTo;
+  // Note [Precision]: overrides the session's kiln::Options::precision for this module.
+  std::optional<kiln::Precision> precision;
 };
 
 class Plan;
@@ -156,6 +178,8 @@ class OptimizedModule {
   std::string explain() const;
   // The same content as one JSON object (pretty-printed), for tools:
   //   "stats"           ModuleStats::toJson (its "tuning" holds the tuning lines)
+  //   "precision"       Note [Precision]: "line" (as explain() gives it), "paramsConverted" and
+  //                     "bytesConverted" (of the most recently used plan's program)
   //   "plans"           the plans alive, most recent first: signature, generic, bucket,
   //                     background (for a plan first served by generic kernels "specializing in
   //                     the background" or "swapped in from the background", else null), calls

@@ -19,6 +19,7 @@
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/profiler_range.h"
+#include "jit/runtime/retyped_params.h"
 #include "jit/runtime/session.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -270,7 +271,8 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
 std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
                                   const std::function<void(size_t step)>* afterStep) const {
   const Program& p = *program_;
-  if (p.folds_ != nullptr) p.folds_->refresh();  // Note [Folded params are snapshots]
+  if (p.folds_ != nullptr) p.folds_->refresh();      // Note [Folded params are snapshots]
+  if (p.retyped_ != nullptr) p.retyped_->refresh();  // Note [Retyped params are snapshots]
   // One set for the whole call, even if a swap lands meanwhile.
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "jit/runtime/fold_conv_bn.h"
+#include "jit/runtime/retyped_params.h"
 #include "jit/runtime/session.h"
 #include "src/passes/pipeline.h"
 #include "src/support/error.h"
@@ -68,7 +69,17 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       const std::string& name = n->attrs().getString("name");
       auto it = paramsByName.find(name);
       KILN_CHECK(it != paramsByName.end(), "param '{}' has no captured tensor", name);
-      p.constantValues_[static_cast<size_t>(n->output()->id())] = it->second;
+      at::Tensor t = it->second;
+      const at::ScalarType want = toAtenDType(n->output()->dtype());
+      if (t.scalar_type() != want) {
+        // Note [Retyped params are snapshots]: a float32 module tensor read in float16/bfloat16.
+        KILN_CHECK(t.scalar_type() == at::kFloat && (want == at::kHalf || want == at::kBFloat16),
+                   "param '{}' is {} in the module but {} in the graph", name,
+                   c10::toString(t.scalar_type()), c10::toString(want));
+        if (p.retyped_ == nullptr) p.retyped_ = std::make_shared<RetypedParams>();
+        t = p.retyped_->add(name, t, want);
+      }
+      p.constantValues_[static_cast<size_t>(n->output()->id())] = t;
     }
   }
   for (const ir::Value* v : graph.outputs()) p.outputIds_.push_back(v->id());

@@ -21,7 +21,8 @@ class Session;
 
 namespace kiln::jit {
 
-class FoldedParams;  // jit/runtime/fold_conv_bn.h
+class FoldedParams;   // jit/runtime/fold_conv_bn.h
+class RetypedParams;  // jit/runtime/retyped_params.h
 
 // What a step is, whichever kernel runs it: "group #3", "library linear", "view reshape",
 // "eager <op>". Plan::stepLabel and the profiler ranges (Note [Profiler ranges]) use it.
@@ -48,6 +49,9 @@ class Program {
   bool foldedParamsStale() const;
   // Whether the convs run channels-last, and why (Note [Channels-last convolutions]).
   const ConvLayoutChoice& convLayout() const { return convLayout_; }
+  // Float32 module tensors the graph reads in float16/bfloat16 (Note [Retyped params are
+  // snapshots] in retyped_params.h), or null. Plan::run refreshes them before it uses them.
+  const RetypedParams* retypedParams() const { return retyped_.get(); }
 
   // Note [Shape-only steps]
   // Traced models compute much from sizes alone: position ids (arange(seq)) and their embedding
@@ -86,6 +90,7 @@ class Program {
 
   CapturedGraph captured_;
   std::shared_ptr<const FoldedParams> folds_;
+  std::shared_ptr<RetypedParams> retyped_;
   ConvLayoutChoice convLayout_;
   std::vector<int> convEntryInputs_;  // converted to channels-last at the start of a call
   std::shared_ptr<const LayoutConverter> layout_;  // when channels-last

@@ -390,6 +390,55 @@ TEST(Capture, RetypeToHalf) {
   EXPECT_EQ(text.find("f32["), std::string::npos) << text;
 }
 
+// Note [Precision] and Note [Tracing in float32]: with casts at the boundary, float32 inputs and
+// outputs stay float32 around a float16 graph; torch.finfo(float32).min becomes float16's, so a
+// fully masked row stays finite (cast as a number it would be -inf, and the softmax NaN); and an
+// eager op's float32 dtype argument names float16.
+TEST(Capture, RetypeWithCastsAtTheBoundary) {
+  torch::jit::Module m("Net");
+  m.register_parameter("w", torch::randn({16}), false);
+  m.define(R"(
+def forward(self, x, mask):
+    bias = (1.0 - mask) * (-3.4028234663852886e38)
+    p = torch.softmax(x * self.w + bias, -1)
+    return p, torch.cumsum(x, dim=1, dtype=6)
+)");
+  m.eval();
+  CaptureOptions o;
+  o.inputNames = {"x", "mask"};
+  o.dynamicDims = {{"x", 0, "n"}, {"mask", 0, "n"}};
+  o.retypeTo = ir::DType::kFloat16;
+  o.castAtBoundary = true;
+  torch::NoGradGuard ng;
+  CapturedGraph c = capture(m, {torch::randn({3, 16}), torch::ones({3, 16})}, o);
+  const std::string text = printed(c);
+  EXPECT_NE(text.find("%x: f32[n, 16]"), std::string::npos) << text;
+  EXPECT_NE(text.find("f16[n, 16] = cast(%x)"), std::string::npos) << text;
+  EXPECT_NE(text.find("-65504"), std::string::npos) << text;
+  EXPECT_EQ(text.find("3.40282"), std::string::npos) << text;
+  EXPECT_NE(text.find("%w: f16[16] param"), std::string::npos) << text;
+  ASSERT_EQ(c.graph->outputs().size(), 2u);
+  for (const ir::Value* out : c.graph->outputs()) EXPECT_EQ(out->dtype(), ir::DType::kFloat32);
+  ASSERT_EQ(c.eagerCalls.size(), 1u) << text;  // the cumsum
+  EXPECT_EQ(c.retypedTo, ir::DType::kFloat16);
+
+  // Run it as Program::build would bind it: the param converted to float16.
+  at::Tensor x = torch::randn({4, 16});
+  at::Tensor mask = torch::ones({4, 16});
+  mask[0].zero_();  // a fully masked row
+  c.params[0] = c.params[0].to(torch::kHalf);
+  std::vector<at::Tensor> got = evalCaptured(c, {x, mask});
+  ASSERT_EQ(got.size(), 2u);
+  auto want = m.forward({x, mask}).toTuple();
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(got[i].scalar_type(), torch::kFloat) << i;
+    EXPECT_TRUE(torch::isfinite(got[i]).all().item<bool>()) << i << ": " << got[i];
+  }
+  EXPECT_TRUE(
+      torch::allclose(got[0].slice(0, 1), want->elements()[0].toTensor().slice(0, 1), 1e-2, 1e-3));
+  EXPECT_TRUE(torch::allclose(got[1], want->elements()[1].toTensor(), 1e-2, 1e-2));
+}
+
 TEST(Capture, BadDynamicDimIsAUserError) {
   Mlp mlp;
   CaptureOptions o;

@@ -95,7 +95,96 @@ TEST_P(RealModel, MatchesTheModuleAtNewShapes) {
   }
 }
 
-// Note [Capture cache] and Note [Eager calls in the capture cache]: a second process over the same
+double cosine(const torch::Tensor& a, const torch::Tensor& b) {
+  const torch::Tensor x = a.to(torch::kDouble).flatten();
+  const torch::Tensor y = b.to(torch::kDouble).flatten();
+  return (x.dot(y) / (x.norm() * y.norm())).item<double>();
+}
+
+// Note [Precision]: the float32 fixture runs in bfloat16 and float16 when asked, through kiln's
+// graph (strict session: no step may fall back), and gives back float32 close to the module's.
+// The steps run through ATen on the CPU, so this checks the retyped graph, the boundary casts,
+// the converted params and the eager calls' dtypes; the GPU test checks the kernels.
+TEST_P(RealModel, PrecisionRunsTheFloat32ModuleInSixteenBits) {
+  torch::NoGradGuard ng;
+  const Fixture& f = GetParam();
+  torch::jit::Module m = load(f);
+  const std::vector<std::pair<int64_t, int64_t>> shapes =
+      f.text ? std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {3, 77}, {1, 5}}
+             : std::vector<std::pair<int64_t, int64_t>>{{3, 0}, {1, 0}};
+  for (kiln::Precision precision : {kiln::Precision::kBFloat16, kiln::Precision::kFloat16}) {
+    kiln::jit::Options o = optionsFor(f, evalSession());
+    o.precision = precision;
+    auto fast = kiln::jit::optimize(m, o);
+    uint64_t seed = 40;
+    for (auto [batch, seq] : shapes) {
+      SCOPED_TRACE(::testing::Message() << f.name << " " << kiln::toString(precision) << " batch "
+                                        << batch << " seq " << seq);
+      std::vector<torch::IValue> in = inputsFor(f, batch, seq, seed++);
+      torch::Tensor want = m.forward(in).toTensor();
+      torch::Tensor got = fast.forward(in).toTensor();
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_EQ(got.scalar_type(), torch::kFloat);
+      EXPECT_TRUE(torch::isfinite(got).all().item<bool>());
+      EXPECT_GE(cosine(got, want), 0.999) << fast.explain();
+      // It did run in 16 bits: float32 to the last bit would mean the retype did nothing.
+      EXPECT_GT(maxAbs(got - want), 0.0);
+    }
+    const std::string explain = fast.explain();
+    const std::string line = "precision: " + std::string(kiln::toString(precision)) +
+                             ": float32 runs in " +
+                             (precision == kiln::Precision::kFloat16 ? "f16" : "bf16");
+    EXPECT_NE(explain.find(line), std::string::npos) << explain;
+    EXPECT_TRUE(std::regex_search(explain, std::regex(R"(  [1-9]\d* params converted)")))
+        << explain;
+    EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << explain;
+  }
+}
+
+// Note [Retyped params are snapshots]: a float32 weight changed in place after the first call is
+// converted again before the next one uses it.
+TEST(RealModels, RetypedParamsSeeWeightChanges) {
+  torch::NoGradGuard ng;
+  const Fixture& f = kFixtures[0];
+  ASSERT_STREQ(f.name, "hf_bert");
+  torch::jit::Module m = load(f);
+  kiln::jit::Options o = optionsFor(f, evalSession());
+  o.precision = kiln::Precision::kBFloat16;
+  auto fast = kiln::jit::optimize(m, o);
+  const std::vector<torch::IValue> in = inputsFor(f, 3, 7, 5);
+  const torch::Tensor before = fast.forward(in).toTensor();
+  bool changed = false;
+  for (const auto& p : m.named_parameters(/*recurse=*/true))
+    if (p.name.find("word_embeddings") != std::string::npos) {
+      p.value.mul_(3.0);
+      changed = true;
+    }
+  ASSERT_TRUE(changed) << "the fixture has word embeddings";
+  const torch::Tensor want = m.forward(in).toTensor();
+  const torch::Tensor got = fast.forward(in).toTensor();
+  EXPECT_LT(cosine(before, want), 0.999) << "the change must matter for the test to mean anything";
+  EXPECT_GE(cosine(got, want), 0.999);
+}
+
+// Note [Precision]: a module that already has 16-bit tensors keeps its own dtypes.
+TEST(RealModels, PrecisionLeavesSixteenBitModulesAlone) {
+  torch::NoGradGuard ng;
+  const Fixture& f = kFixtures[0];
+  torch::jit::Module m = load(f);
+  for (const torch::Tensor& p : m.parameters()) p.set_data(p.to(torch::kBFloat16));
+  kiln::jit::Options o = optionsFor(f, evalSession());
+  o.precision = kiln::Precision::kFloat16;
+  auto fast = kiln::jit::optimize(m, o);
+  const std::vector<torch::IValue> in = inputsFor(f, 3, 7, 6);
+  const torch::Tensor want = m.forward(in).toTensor();
+  const torch::Tensor got = fast.forward(in).toTensor();
+  EXPECT_EQ(got.scalar_type(), want.scalar_type());
+  EXPECT_LE(maxAbs(got - want), 1e-2 * std::max(1.0, maxAbs(want))) << fast.explain();
+  EXPECT_NE(fast.explain().find("precision: fp16 not applied: the module has BFloat16 tensors"),
+            std::string::npos)
+      << fast.explain();
+}
+
 // cache directory (here: a new session and the model loaded again) neither traces nor compiles,
 // although the text models' plans hold eager calls (embedding, arange, mask ops), and matches the
 // module. Kernels are compiled for sm_90 with NVRTC (no GPU needed) and the steps run through ATen.
