@@ -5,6 +5,7 @@
 //   kiln-real-bench DIR [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N] [--tune]
 //                       [--graphs] [--device cuda|cpu]
 //   kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq 128]
+//   kiln-real-bench DIR --precision DIR16 [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N]
 //
 // Per model (DIR/models.tsv) and batch (text: [batch, seq] ids in [0, 1000) and a mask with the
 // ends of some rows padded; images: [batch, 3, 224, 224]): kiln's first call builds the plan, then
@@ -32,6 +33,14 @@
 // kiln: optimize() + forward, so capture or capture-cache load, codegen and compiles or cache
 // loads), both ending on a device sync.
 //
+// --precision DIR16 (issue 21, Note [Precision]): DIR holds float32 traces (real_models.py --dtype
+// float32), DIR16 the float16 traces of the same models (same seed, so the same weights: the
+// model converted to float16 by hand). Per model and batch, in turns: eager float32 (the
+// reference), eager float16, kiln on the float16 trace ("by hand", precision module), and kiln on
+// the float32 trace with precision fp16 and bf16. Each kiln module is settled first. Cosines and
+// max errors are against eager float32's output on the same inputs (the float16 module gets the
+// images rounded to float16); "vs by hand" is kiln ms / kiln-by-hand ms (<= 1.05 is the bar).
+//
 // --device cpu: smoke test without a GPU (fp32 traces from real_models.py --device cpu; defaults
 // batches 1,2, seq 16, 3 reps; wall-clock medians; no memory figures; kiln runs eagerly there).
 #include <algorithm>
@@ -46,6 +55,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -293,6 +303,7 @@ struct Args {
   bool cuda = true, tune = false, graphs = false;
   std::string firstCall, model;
   int64_t batch = 1;
+  std::string precisionDir;  // --precision DIR16
 };
 
 // The AOTI package for `batch`: DIR/<name>.pt2 (dynamic), else DIR/<name>_b<batch>.pt2, else "".
@@ -570,10 +581,147 @@ int firstCall(const Args& a, const Device& d, kiln::Session& session) {
   return 0;
 }
 
+// The lines above a table: the device, tuning, and how each contender was timed.
+void printPreamble(const Device& d, const kiln::Session& session, int reps, const char* more) {
+  if (d.cuda)
+    std::printf("device: %s\n", session.cudaEnvironment().describe().c_str());
+  else
+    std::printf("device: cpu (wall-clock medians, tiny sizes: a smoke test, not a benchmark)\n");
+  std::printf("kiln tuning: %s; %d samples of 5 back-to-back calls per contender%s\n\n",
+              std::string(kiln::toString(session.options().tune)).c_str(), reps, more);
+}
+
+// --precision: float32 traces in DIR run in 16 bits by kiln, against the same models converted to
+// float16 by hand (DIR16), all against eager float32.
+int precisionBench(const Args& a, const Device& d, kiln::Session& session) {
+  torch::NoGradGuard ng;
+  const std::vector<Model> all = readModels(a.dir), half = readModels(a.precisionDir);
+  printPreamble(d, session, a.reps, "; cosine and max err against eager float32");
+  std::printf(
+      "| model | batch | seq | eager fp32 ms | eager fp16 ms | kiln fp16 by hand ms | kiln "
+      "precision=fp16 ms | kiln precision=bf16 ms | fp16 vs by hand | bf16 vs by hand | cosine "
+      "by hand / fp16 / bf16 | max err by hand / fp16 / bf16 | notes |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::fflush(stdout);
+  int failures = 0;
+  for (const Model& m : all) {
+    if (!a.models.empty() && std::find(a.models.begin(), a.models.end(), m.name) == a.models.end())
+      continue;
+    auto h =
+        std::find_if(half.begin(), half.end(), [&](const Model& x) { return x.name == m.name; });
+    if (!m.error.empty() || m.dtype != "float32" || h == half.end() || !h->error.empty() ||
+        h->dtype != "float16") {
+      std::printf("| %s | | | error: needs a float32 trace in DIR and a float16 one in DIR16 |\n",
+                  m.name.c_str());
+      ++failures;
+      continue;
+    }
+    try {
+      torch::jit::Module m32 = torch::jit::load(a.dir + "/" + m.file, d.device());
+      torch::jit::Module m16 = torch::jit::load(a.precisionDir + "/" + h->file, d.device());
+      m32.eval();
+      m16.eval();
+      struct Kiln {
+        const char* label;
+        std::unique_ptr<kiln::jit::OptimizedModule> fast;
+        bool onHalf;
+      };
+      std::vector<Kiln> kilns;
+      for (auto [label, precision, onHalf] :
+           {std::tuple{"by hand", kiln::Precision::kModule, true},
+            std::tuple{"fp16", kiln::Precision::kFloat16, false},
+            std::tuple{"bf16", kiln::Precision::kBFloat16, false}}) {
+        kiln::jit::Options o = kilnOptions(m, session);
+        o.precision = precision;
+        kilns.push_back({label,
+                         std::make_unique<kiln::jit::OptimizedModule>(
+                             kiln::jit::optimize(onHalf ? m16 : m32, o)),
+                         onHalf});
+      }
+      for (int64_t batch : a.batches) {
+        const int64_t seq = m.text() ? a.seq : 224;
+        std::vector<std::vector<torch::IValue>> in32, in16;
+        for (int set = 0; set < 2; ++set) {
+          std::vector<torch::Tensor> t = makeInputs(m, batch, seq, d, set);
+          in32.emplace_back(t.begin(), t.end());
+          for (torch::Tensor& x : t)
+            if (x.scalar_type() == torch::kFloat) x = x.to(torch::kHalf);
+          in16.emplace_back(t.begin(), t.end());
+        }
+        std::vector<Contender> c(2 + kilns.size());
+        c[0].call = [&](size_t i) { return firstTensor(m32.forward(in32[i])); };
+        c[1].call = [&](size_t i) { return firstTensor(m16.forward(in16[i])); };
+        for (size_t k = 0; k < kilns.size(); ++k) {
+          kiln::jit::OptimizedModule* fast = kilns[k].fast.get();
+          auto& in = kilns[k].onHalf ? in16 : in32;
+          c[2 + k].call = [fast, &in](size_t i) { return firstTensor(fast->forward(in[i])); };
+        }
+        std::string notes;
+        const torch::Tensor want = c[0].call(0);
+        for (size_t i = 1; i < c.size(); ++i) {
+          try {
+            c[i].call(0);
+            if (i >= 2)
+              settle(session, *kilns[i - 2].fast, kilns[i - 2].onHalf ? in16[0] : in32[0], d, 60);
+            c[i].acc = compare(c[i].call(0), want);
+          } catch (const std::exception& e) {
+            c[i].error = "error: " + oneLine(e.what());
+            ++failures;
+          }
+        }
+        std::vector<Contender*> live;
+        for (Contender& x : c)
+          if (x.ok()) live.push_back(&x);
+        for (int w = 0; w < 5; ++w)
+          for (Contender* x : live) x->call(static_cast<size_t>(w % 2));
+        std::vector<std::function<void(int)>> fns;
+        for (Contender* x : live)
+          fns.push_back([x](int i) { x->call(static_cast<size_t>(i % 2)); });
+        const std::vector<double> ms = d.medianMsInTurns(fns, a.reps, 5);
+        for (size_t i = 0; i < live.size(); ++i) live[i]->ms = ms[i];
+        for (const Kiln& k : kilns)
+          if (k.fast->stats().backgroundPending > 0)
+            notes += std::string(k.label) + ": background jobs still pending; ";
+        auto vs = [&](const Contender& x) {
+          return x.ok() && c[2].ok() ? strf("%.3fx", x.ms / c[2].ms) : std::string("-");
+        };
+        auto cos = [](const Contender& x) {
+          return x.ok() ? strf("%.6f", x.acc.cosine) : std::string("-");
+        };
+        auto err = [](const Contender& x) {
+          return x.ok() ? strf("%.3g", x.acc.maxErr) : std::string("-");
+        };
+        if (notes.ends_with("; ")) notes.resize(notes.size() - 2);
+        std::printf(
+            "| %s | %lld | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s / %s | "
+            "%s |\n",
+            m.name.c_str(), static_cast<long long>(batch),
+            m.text() ? std::to_string(seq).c_str() : "224x224", fmtMs(c[0]).c_str(),
+            fmtMs(c[1]).c_str(), fmtMs(c[2]).c_str(), fmtMs(c[3]).c_str(), fmtMs(c[4]).c_str(),
+            vs(c[3]).c_str(), vs(c[4]).c_str(), cos(c[2]).c_str(), cos(c[3]).c_str(),
+            cos(c[4]).c_str(), err(c[2]).c_str(), err(c[3]).c_str(), err(c[4]).c_str(),
+            notes.c_str());
+        std::fflush(stdout);
+      }
+      for (const Kiln& k : kilns)
+        std::fprintf(stderr, "== %s (%s)\n%s\n%s\n", m.name.c_str(), k.label,
+                     k.fast->stats().toString().c_str(), k.fast->explain().c_str());
+    } catch (const std::exception& e) {
+      std::printf("| %s | | | error: %s |\n", m.name.c_str(), oneLine(e.what()).c_str());
+      ++failures;
+    }
+    std::fflush(stdout);
+    if (d.cuda) c10::cuda::CUDACachingAllocator::emptyCache();
+  }
+  return failures == 0 ? 0 : 1;
+}
+
 const char* kUsage =
     "usage: kiln-real-bench DIR [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N] "
     "[--tune] [--graphs] [--device cuda|cpu]\n"
-    "       kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq S]\n";
+    "       kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq S]\n"
+    "       kiln-real-bench DIR --precision DIR16 [--models a,b] [--batches 1,8,32] [--seq S] "
+    "[--reps N]\n";
 
 }  // namespace
 
@@ -600,6 +748,8 @@ int main(int argc, char** argv) {
       a.model = argv[++i];
     } else if (flag == "--batch" && hasValue) {
       a.batch = std::atoll(argv[++i]);
+    } else if (flag == "--precision" && hasValue) {
+      a.precisionDir = argv[++i];
     } else if (flag == "--graphs") {
       a.graphs = true;
     } else if (flag == "--tune") {
@@ -637,6 +787,7 @@ int main(int argc, char** argv) {
   try {
     kiln::Session session(kopt);
     if (firstCallMode) return firstCall(a, d, session);
+    if (!a.precisionDir.empty()) return precisionBench(a, d, session);
     std::unique_ptr<kiln::Session> graphSession;  // --graphs: the same options, graphs flipped
     if (a.graphs) {
       kiln::Options g = session.options();
@@ -646,12 +797,7 @@ int main(int argc, char** argv) {
 
     torch::NoGradGuard ng;
     const std::vector<Model> all = readModels(a.dir);
-    if (a.cuda)
-      std::printf("device: %s\n", session.cudaEnvironment().describe().c_str());
-    else
-      std::printf("device: cpu (wall-clock medians, tiny sizes: a smoke test, not a benchmark)\n");
-    std::printf("kiln tuning: %s; %d samples of 5 back-to-back calls per contender\n\n",
-                std::string(kiln::toString(session.options().tune)).c_str(), a.reps);
+    printPreamble(d, session, a.reps, "");
     std::printf(
         "| model | batch | seq | eager ms | kiln ms | AOTI ms | kiln/eager speedup | kiln/AOTI "
         "speedup | kiln max err | kiln cosine | AOTI max err | AOTI cosine | peak MB "

@@ -1,7 +1,8 @@
 """Real architectures for kiln-real-bench (bench/real_bench.cpp): traces, AOTI, torch.compile.
 
-Random weights (seed 0; no network), fp16 on cuda (fp32 on cpu with --device cpu, for testing),
-eval, no_grad:
+Random weights (seed 0; no network, so one model's traces in every dtype share weights), fp16 on
+cuda (--dtype float32: fp32 on cuda, for kiln-real-bench --precision; fp32 on cpu with --device
+cpu, for testing), eval, no_grad:
   bert      transformers BertModel(BertConfig()), no pooler
   gpt2      transformers GPT2Model(GPT2Config())
   llama     transformers LlamaModel: hidden 2048, 4 layers, 32 heads, 4 KV heads, MLP 5632,
@@ -38,7 +39,8 @@ Tables (tab-separated, with a header), also printed as markdown:
 A model that fails at any stage is a row with its error, never the end of the run.
 
 Usage: real_models.py OUT_DIR [--models bert,gpt2,llama,resnet50,vit] [--no-aoti] [--no-compile]
-                      [--batches 1,8,32] [--seq 128] [--device cuda|cpu] [--jobs N]
+                      [--batches 1,8,32] [--seq 128] [--device cuda|cpu] [--dtype float16|float32]
+                      [--jobs N]
 """
 import argparse
 import concurrent.futures as cf
@@ -282,6 +284,9 @@ def main():
     p.add_argument("--iters", type=int, default=50, help="timed torch.compile calls per batch")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="cpu: trace in fp32 on the CPU (testing without a GPU)")
+    p.add_argument("--dtype", choices=["float16", "float32"], default=None,
+                   help="trace dtype (default: float16 on cuda, float32 on cpu); float32 on cuda "
+                        "feeds kiln-real-bench --precision, which runs it in fp16/bf16")
     p.add_argument("--jobs", type=int, default=1,
                    help="AOTI packages compiled at once (> 1 overlaps them: seconds inflate)")
     args = p.parse_args()
@@ -291,7 +296,9 @@ def main():
         p.error(f"--models: unknown {', '.join(unknown)}; known: {', '.join(MODELS)}")
     batches = [int(b) for b in args.batches.split(",") if b]
     device = args.device
-    dtype = torch.float16 if device == "cuda" else torch.float32
+    dtype = getattr(torch, args.dtype or ("float16" if device == "cuda" else "float32"))
+    if device == "cpu" and dtype != torch.float32:
+        p.error("--device cpu traces in float32")
     os.makedirs(args.out_dir, exist_ok=True)
     torch.backends.mha.set_fastpath_enabled(False)
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS",

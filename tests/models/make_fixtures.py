@@ -16,6 +16,8 @@ A traced Hugging Face model records the device and dtype it was traced with (ara
 device="cpu") in its mask code, .to(float32) in GPT-2's mask and Llama's rotary embedding), so it
 only runs there. --device cuda traces in float16 on the GPU into <name>.cuda.pt (run it on the
 GPU machine), which the GPU tests and kiln-demo load; the CPU fixtures are <name>.pt (float32).
+--device cuda --dtype float32 traces in float32 on the GPU into <name>.cuda32.pt, which the GPU
+tests of Options::precision (Note [Precision]) run in float16 and bfloat16 against float32.
 """
 import argparse
 import json
@@ -89,10 +91,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default=None, choices=["float16", "float32"],
+                    help="default: float32 on the CPU, float16 on the GPU")
     args = ap.parse_args()
     dev = torch.device(args.device)
-    dtype = torch.float32 if args.device == "cpu" else torch.float16
-    suffix = "" if args.device == "cpu" else ".cuda"
+    dtype = getattr(torch, args.dtype or ("float32" if args.device == "cpu" else "float16"))
+    if args.device == "cpu" and dtype != torch.float32:
+        ap.error("the CPU fixtures are float32")
+    suffix = "" if args.device == "cpu" else (".cuda" if dtype == torch.float16 else ".cuda32")
     torch.manual_seed(0)
     manifest = {}
     # Example sizes follow Note [Symbolic dims in captured graphs]: distinct, >= 2.
