@@ -36,8 +36,9 @@ ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timi
   return c;
 }
 
-ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
-                                      const std::function<void()>& runModule, at::Device device) {
+std::pair<tuner::Timing, tuner::Timing> timeInTurns(const std::function<void()>& a,
+                                                    const std::function<void()>& b,
+                                                    at::Device device) {
   c10::cuda::CUDAGuard guard(device);
   c10::cuda::CUDAStreamGuard onSide(c10::cuda::getStreamFromPool(false, device.index()));
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());
@@ -51,19 +52,25 @@ ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
   };
   // Warm-up: whatever either side sets up lazily per stream.
   for (int i = 0; i < 2; ++i) {
-    timeOne(runPlan);
-    timeOne(runModule);
+    timeOne(a);
+    timeOne(b);
   }
-  tuner::Timing kiln, module;
+  std::pair<tuner::Timing, tuner::Timing> t;
   double spent = 0;
   for (int r = 0; r < kMaxReps && (r < 3 || spent < kBudgetMs); ++r) {
     // Alternating, so drift (clocks, other work on the device) falls on both.
-    const double k = timeOne(runPlan);
-    const double m = timeOne(runModule);
-    kiln.ms.push_back(k);
-    module.ms.push_back(m);
-    spent += k + m;
+    const double ma = timeOne(a);
+    const double mb = timeOne(b);
+    t.first.ms.push_back(ma);
+    t.second.ms.push_back(mb);
+    spent += ma + mb;
   }
+  return t;
+}
+
+ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
+                                      const std::function<void()>& runModule, at::Device device) {
+  const auto [kiln, module] = timeInTurns(runPlan, runModule, device);
   return judgeAgainstModule(kiln, module);
 }
 

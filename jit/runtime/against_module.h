@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -50,6 +51,14 @@ inline constexpr double kBudgetMs = 400;
 // The decision from timings (a pure function, tested on the CPU).
 ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timing& module,
                                     const tuner::DecisionOptions& options = {});
+
+// Times `a` and `b` alternately on a stream of their own on `device` (a CUDA device), CUDA events
+// around each call, after two warm-up calls of each, until kMaxReps each or about kBudgetMs of
+// device time (3 each at least). Each callable issues one call on the current stream.
+// Exceptions from either propagate.
+std::pair<tuner::Timing, tuner::Timing> timeInTurns(const std::function<void()>& a,
+                                                    const std::function<void()>& b,
+                                                    at::Device device);
 
 // Times `runPlan` against `runModule` on `device` (a CUDA device) as described above; each
 // callable issues one call on the current stream. Exceptions from either propagate.

@@ -627,7 +627,7 @@ struct OptimizedModule::Impl {
 
   // Note [Background tuning] in tuner.h: the first call past the threshold starts the plan's one
   // tuning job.
-  void maybeTune(const std::shared_ptr<Plan>& plan) const {
+  void maybeTune(const std::shared_ptr<Plan>& plan, const std::vector<at::Tensor>& inputs) const {
     const kiln::Options& o = session->options();
     if (o.tune == TuneMode::kOff || plan->stats().calls.load(std::memory_order_relaxed) <
                                         static_cast<uint64_t>(o.tuneThreshold))
@@ -639,10 +639,25 @@ struct OptimizedModule::Impl {
     std::shared_ptr<ModuleShared> sh = shared;
     Session* sess = session;
     const TuneOptions budget = tuneOptionsFor(o);
-    auto job = [sh, plan, sess, arch, budget] {
+    // Note [Swaps checked on the plan]: a copy of this call's inputs (the caller owns its
+    // tensors); the job waits for the copies on the host.
+    std::vector<at::Tensor> copies;
+    for (const at::Tensor& t : inputs) copies.push_back(t.clone());
+    std::shared_ptr<at::cuda::CUDAEvent> copied;
+    if (!copies.empty() && copies.front().is_cuda()) {
+      copied = std::make_shared<at::cuda::CUDAEvent>();
+      copied->record(at::cuda::getCurrentCUDAStream(copies.front().device().index()));
+    }
+    auto job = [sh, plan, sess, arch, budget, copies, copied] {
       std::unique_ptr<TuningLab> lab = sess->makeTuningLab();
       if (lab == nullptr || !sh->alive.load()) return;
-      TuneReport r = tunePlan(*plan, *lab, *sess, arch, budget, &sh->alive);
+      std::optional<c10::cuda::CUDAGuard> guard;
+      if (copied != nullptr) {
+        guard.emplace(copies.front().device());
+        copied->synchronize();
+      }
+      c10::NoGradGuard noGrad;
+      TuneReport r = tunePlan(*plan, *lab, *sess, arch, budget, &sh->alive, &copies);
       sh->record(r);
       KILN_LOG_INFO("kiln: tuned plan ({} kernels, {} variants, {} replaced)", r.kernels,
                     r.variantsTried, r.replaced);
@@ -803,7 +818,7 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
                 fmt::format("its plan failed: {}", e.what()));
     return impl.fallbackForward(inputs, e.what());
   }
-  impl.maybeTune(plan);
+  impl.maybeTune(plan, tensors);
   impl.maybeCompare(plan, tensors);
   const OutputStructure& structure = plan->captured().outputs;
   switch (structure.kind) {

@@ -289,6 +289,17 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   return runSteps(*set, inputs, afterStep, /*bypassShapeOnly=*/false);
 }
 
+std::vector<at::Tensor> Plan::runWith(const KernelSet& kernels,
+                                      const std::vector<at::Tensor>& inputs) const {
+  KILN_CHECK(kernels.kernels.size() == program_->groups().size(),
+             "runWith: a set of {} kernels for a program of {} groups", kernels.kernels.size(),
+             program_->groups().size());
+  const Program& p = *program_;
+  if (p.folds_ != nullptr) p.folds_->refresh();
+  if (p.retyped_ != nullptr) p.retyped_->refresh();
+  return runSteps(kernels, inputs, nullptr, /*bypassShapeOnly=*/false);
+}
+
 std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<at::Tensor>& inputs,
                                        const std::function<void(size_t step)>* afterStep,
                                        bool bypassShapeOnly) const {

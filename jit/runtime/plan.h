@@ -88,6 +88,11 @@ class Plan {
   // set), or the op ("linear", "scaled_dot_product_attention", ...) and its step kind.
   std::string stepLabel(size_t s) const;
 
+  // Runs the plan step by step with `kernels` instead of its current set (no CUDA graph, not
+  // counted in stats): the tuner's end-to-end check of a swap (Note [Swaps checked on the plan]
+  // in tuner.h). `kernels` must be a set of this plan's program.
+  std::vector<at::Tensor> runWith(const KernelSet& kernels,
+                                  const std::vector<at::Tensor>& inputs) const;
   // Replaces the kernel set atomically; calls already running finish with the old one.
   void swapKernels(std::shared_ptr<const KernelSet> kernels);
   std::shared_ptr<const KernelSet> kernels() const { return kernels_.load(); }

@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "jit/eval/aten_eval.h"
+#include "jit/runtime/against_module.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
@@ -189,6 +190,13 @@ class CudaLab final : public TuningLab {
     return at::allclose(a.to(at::kFloat), b.to(at::kFloat), tol, tol, /*equal_nan=*/true);
   }
 
+  std::optional<std::pair<tuner::Timing, tuner::Timing>> timeRuns(const std::function<void()>& a,
+                                                                  const std::function<void()>& b,
+                                                                  at::Device device) override {
+    if (!device.is_cuda()) return std::nullopt;
+    return timeInTurns(a, b, device);
+  }
+
   const double gpuShare_;
   const Session& session_;  // outlives its background jobs, and so this lab
   at::Device device_{at::kCUDA, 0};
@@ -218,7 +226,8 @@ TuneOptions tuneOptionsFor(const kiln::Options& options) {
 }
 
 TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
-                    const TuneOptions& options, const std::atomic<bool>* alive) {
+                    const TuneOptions& options, const std::atomic<bool>* alive,
+                    const std::vector<at::Tensor>* callInputs) {
   TuneReport report;
   auto stopped = [&] {
     return (alive != nullptr && !alive->load()) || session.backgroundStopping();
@@ -231,7 +240,11 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
       symbols.empty() ? std::string() : fmt::format("bucket of [{}]: ", fmt::join(symbols, ", "));
   const auto t0 = Clock::now();
   auto next = std::make_shared<KernelSet>(*current);
-  bool changed = false;
+  struct PendingRecord {
+    size_t kernel;
+    tuner::TuningRecord winner;
+  };
+  std::vector<PendingRecord> records;  // saved once the set is checked
   for (size_t k = 0; k < current->kernels.size(); ++k) {
     const KernelStep& incumbent = current->kernels[k];
     if (incumbent.state != KernelState::kReady) continue;
@@ -284,13 +297,54 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
                                        incumbent.name, codegen::toString(incumbent.schedule),
                                        winner.name, codegen::toString(winner.schedule), d.reason,
                                        variants.size()));
-    tuner::saveRecord(session.kernelCache(), program.graph(), program.group(k), current->bucket,
-                      arch, {winner.schedule, d.speedup, static_cast<int>(variants.size())});
+    records.push_back({k, {winner.schedule, d.speedup, static_cast<int>(variants.size())}});
     next->kernels[k] = std::move(winner);
-    changed = true;
     ++report.replaced;
   }
-  if (changed && !stopped()) plan.swapKernels(next);
+  if (records.empty()) return report;
+  auto save = [&] {
+    for (const PendingRecord& r : records)
+      tuner::saveRecord(session.kernelCache(), program.graph(), program.group(r.kernel),
+                        current->bucket, arch, r.winner);
+  };
+  if (stopped()) {  // no swap; what was measured still holds for later processes
+    save();
+    return report;
+  }
+  // Note [Swaps checked on the plan].
+  if (callInputs != nullptr && !callInputs->empty()) {
+    std::optional<std::pair<tuner::Timing, tuner::Timing>> t;
+    try {
+      t = lab.timeRuns([&] { plan.runWith(*next, *callInputs); },
+                       [&] { plan.runWith(*current, *callInputs); }, callInputs->front().device());
+    } catch (const std::exception& e) {
+      report.lines.push_back(fmt::format(
+          "{}plan check: the tuned kernels failed on a real call's inputs, so they are not "
+          "swapped in: {}",
+          bucket, e.what()));
+      report.rolledBack = true;
+      report.replaced = 0;
+      return report;
+    }
+    if (t) {
+      // The old set is the candidate: it takes the plan back only if faster beyond the noise.
+      const tuner::Decision d =
+          tuner::decide(t->first, t->second, /*candidateCorrect=*/true, options.decision);
+      report.rolledBack = d.replace;
+      report.lines.push_back(fmt::format(
+          "{}plan check: {:.3f} ms with the tuned kernels, {:.3f} ms without (medians of {}): {}",
+          bucket, t->first.median(), t->second.median(),
+          std::min(t->first.ms.size(), t->second.ms.size()),
+          d.replace ? "rolled back (without them " + d.reason + ")" : "swapped in"));
+      if (report.rolledBack) {
+        KILN_LOG_INFO("kiln: {}", report.lines.back());
+        report.replaced = 0;
+        return report;
+      }
+    }
+  }
+  save();
+  plan.swapKernels(next);
   return report;
 }
 

@@ -6,7 +6,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -33,6 +36,7 @@ struct FakeLab : kiln::jit::TuningLab {
     int blocked = 0;
     std::string winner;  // schedule of the variant made fast
     int measured = 0;
+    int planChecks = 0;
   };
   std::shared_ptr<Shared> sh;
   int n = 0;
@@ -69,6 +73,26 @@ struct FakeLab : kiln::jit::TuningLab {
     for (int i = 0; i < 9; ++i) r.timing.ms.push_back(ms);
     ++n;
     return r;
+  }
+  // Note [Swaps checked on the plan]: both plans are run once (on the CPU, through ATen), then
+  // timed as scripted: the plan with the new set at `planWithNewMs`, the old at 1 ms; a negative
+  // value: this lab cannot time plans.
+  double planWithNewMs = -1;
+  std::optional<std::pair<kiln::tuner::Timing, kiln::tuner::Timing>> timeRuns(
+      const std::function<void()>& a, const std::function<void()>& b, at::Device) override {
+    if (planWithNewMs < 0) return std::nullopt;
+    a();
+    b();
+    {
+      std::lock_guard<std::mutex> lock(sh->mu);
+      ++sh->planChecks;
+    }
+    std::pair<kiln::tuner::Timing, kiln::tuner::Timing> t;
+    for (int i = 0; i < 9; ++i) {
+      t.first.ms.push_back(planWithNewMs);
+      t.second.ms.push_back(1.0);
+    }
+    return t;
   }
 };
 
@@ -166,6 +190,55 @@ TEST(Tuner, NoWinnerKeepsTheIncumbent) {
   EXPECT_EQ(fast.explain().find(", tuned"), std::string::npos);
   EXPECT_NE(fast.explain().find("kept after"), std::string::npos) << fast.explain();
   s->waitForBackground();
+}
+
+// Note [Swaps checked on the plan]: a winner that makes the whole plan slower on a real call's
+// inputs is rolled back, and its record is not kept; one that does not is swapped in.
+TEST(Tuner, ASwapThatSlowsThePlanIsRolledBack) {
+  torch::NoGradGuard ng;
+  const kiln::testing::ScratchDir scratch("kiln-tuner-test");
+  const std::string& dir = scratch.path();
+  auto m = layerNormGelu();
+  for (double newMs : {1.25, 0.8}) {
+    SCOPED_TRACE(::testing::Message() << "plan with the tuned kernel at " << newMs << " ms");
+    const bool rollBack = newMs > 1.0;
+    auto lab = std::make_shared<FakeLab::Shared>();
+    {
+      auto s =
+          session(dir + (rollBack ? "/slower" : "/faster"), kiln::TuneMode::kEager, 1, nullptr);
+      s->setTuningLabFactory([lab, newMs] {
+        auto l = std::make_unique<FakeLab>(lab);
+        l->planWithNewMs = newMs;
+        return l;
+      });
+      auto fast = kiln::jit::optimize(m, rows(*s));
+      ASSERT_TRUE(matchesEager(m, fast, 6));  // the first call tunes (eager mode, threshold 1)
+      auto st = fast.stats();
+      EXPECT_EQ(st.tuningJobs, 1u);
+      EXPECT_EQ(lab->planChecks, 1);
+      ASSERT_FALSE(lab->winner.empty());
+      ASSERT_FALSE(st.tuning.empty());
+      const std::string& check = st.tuning.back();
+      char want[96];
+      std::snprintf(want, sizeof(want),
+                    "plan check: %.3f ms with the tuned kernels, 1.000 ms without", newMs);
+      EXPECT_NE(check.find(want), std::string::npos) << check;
+      EXPECT_NE(check.find(rollBack ? "rolled back" : "swapped in"), std::string::npos) << check;
+      EXPECT_EQ(st.kernelsTuned, rollBack ? 0u : 1u) << st.toString();
+      const std::string explain = fast.explain();
+      EXPECT_EQ(explain.find(lab->winner + ", tuned") != std::string::npos, !rollBack) << explain;
+      for (int i = 0; i < 3; ++i) ASSERT_TRUE(matchesEager(m, fast, 5));
+      s->waitForBackground();
+    }
+    // A later process takes the winner only where it was swapped in.
+    auto s = session(dir + (rollBack ? "/slower" : "/faster"), kiln::TuneMode::kBackground, 1000,
+                     nullptr);
+    auto fast = kiln::jit::optimize(m, rows(*s));
+    ASSERT_TRUE(matchesEager(m, fast, 6));
+    EXPECT_EQ(fast.explain().find(lab->winner + ", tuned") != std::string::npos, !rollBack)
+        << fast.explain();
+    s->waitForBackground();
+  }
 }
 
 TEST(Tuner, SwapUnderEightConcurrentCallers) {
