@@ -380,4 +380,56 @@ std::vector<at::Tensor> GraphReplay::capture(Entry& e, const std::vector<at::Ten
   return outs;
 }
 
+struct TimingGraph::State {
+  c10::DeviceIndex device = 0;
+  std::unique_ptr<StreamGraph> graph;
+};
+
+std::unique_ptr<TimingGraph> TimingGraph::capture(const std::function<void()>& run,
+                                                  at::Device device, std::string* why) {
+  c10::cuda::CUDAGuard guard(device);
+  const c10::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream(device.index());
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device.index());
+  at::cuda::CUDAEvent ready;
+  ready.record(caller);
+  ready.block(side);
+  std::unique_ptr<TimingGraph> t(new TimingGraph);
+  t->state_ = std::make_unique<State>();
+  t->state_->device = device.index();
+  std::string failure;
+  {
+    c10::cuda::CUDAStreamGuard onSide(side);
+    run();  // outside the capture: a failure here is the plan's own and propagates
+    auto graph = std::make_unique<StreamGraph>(device.index(), at::cuda::graph_pool_handle());
+    try {
+      graph->begin(side.stream());
+      run();
+      graph->end();
+    } catch (const c10::Error& e) {
+      failure = e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (failure.empty()) {
+      t->state_->graph = std::move(graph);
+    } else {
+      graph->abandon();
+    }
+  }
+  at::cuda::CUDAEvent done;
+  done.record(side);
+  done.block(caller);
+  if (!failure.empty()) {
+    if (why != nullptr) *why = failure.size() > 300 ? failure.substr(0, 300) + "..." : failure;
+    return nullptr;
+  }
+  return t;
+}
+
+TimingGraph::~TimingGraph() = default;
+
+void TimingGraph::replay() const {
+  state_->graph->launch(at::cuda::getCurrentCUDAStream(state_->device).stream());
+}
+
 }  // namespace kiln::jit

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <tuple>
 
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
@@ -12,6 +13,7 @@
 
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/against_module.h"
+#include "jit/runtime/graph_replay.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
@@ -190,11 +192,27 @@ class CudaLab final : public TuningLab {
     return at::allclose(a.to(at::kFloat), b.to(at::kFloat), tol, tol, /*equal_nan=*/true);
   }
 
-  std::optional<std::pair<tuner::Timing, tuner::Timing>> timeRuns(const std::function<void()>& a,
-                                                                  const std::function<void()>& b,
-                                                                  at::Device device) override {
+  std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
+                                      const std::function<void()>& b, at::Device device,
+                                      bool asGraphs) override {
     if (!device.is_cuda()) return std::nullopt;
-    return timeInTurns(a, b, device);
+    PlanTimings t;
+    if (asGraphs) {
+      std::string why;
+      std::unique_ptr<TimingGraph> ga = TimingGraph::capture(a, device, &why);
+      std::unique_ptr<TimingGraph> gb =
+          ga != nullptr ? TimingGraph::capture(b, device, &why) : nullptr;
+      if (ga != nullptr && gb != nullptr) {
+        std::tie(t.a, t.b) = timeInTurns([&] { ga->replay(); }, [&] { gb->replay(); }, device);
+        t.how = "as CUDA graph replays";
+        return t;
+      }
+      t.how = "step by step (capturing failed: " + why + ")";
+    } else {
+      t.how = "step by step";
+    }
+    std::tie(t.a, t.b) = timeInTurns(a, b, device);
+    return t;
   }
 
   const double gpuShare_;
@@ -313,10 +331,12 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
   }
   // Note [Swaps checked on the plan].
   if (callInputs != nullptr && !callInputs->empty()) {
-    std::optional<std::pair<tuner::Timing, tuner::Timing>> t;
+    std::optional<TuningLab::PlanTimings> t;
+    const bool asGraphs = plan.graphs() != nullptr && plan.graphs()->offReason().empty();
     try {
       t = lab.timeRuns([&] { plan.runWith(*next, *callInputs); },
-                       [&] { plan.runWith(*current, *callInputs); }, callInputs->front().device());
+                       [&] { plan.runWith(*current, *callInputs); }, callInputs->front().device(),
+                       asGraphs);
     } catch (const std::exception& e) {
       report.lines.push_back(fmt::format(
           "{}plan check: the tuned kernels failed on a real call's inputs, so they are not "
@@ -329,12 +349,12 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
     if (t) {
       // The old set is the candidate: it takes the plan back only if faster beyond the noise.
       const tuner::Decision d =
-          tuner::decide(t->first, t->second, /*candidateCorrect=*/true, options.decision);
+          tuner::decide(t->a, t->b, /*candidateCorrect=*/true, options.decision);
       report.rolledBack = d.replace;
       report.lines.push_back(fmt::format(
-          "{}plan check: {:.3f} ms with the tuned kernels, {:.3f} ms without (medians of {}): {}",
-          bucket, t->first.median(), t->second.median(),
-          std::min(t->first.ms.size(), t->second.ms.size()),
+          "{}plan check: {:.3f} ms with the tuned kernels, {:.3f} ms without (medians of {}, {}): "
+          "{}",
+          bucket, t->a.median(), t->b.median(), std::min(t->a.ms.size(), t->b.ms.size()), t->how,
           d.replace ? "rolled back (without them " + d.reason + ")" : "swapped in"));
       if (report.rolledBack) {
         KILN_LOG_INFO("kiln: {}", report.lines.back());

@@ -18,8 +18,11 @@
 // Each winner above won alone, on synthetic data. What ships is the whole plan, where kernels
 // meet (what one leaves in L2 for the next, library steps between them), so a job given a copy of
 // a real call's inputs (OptimizedModule passes one on CUDA) checks its new set on the plan before
-// swapping it in: the plan run step by step with the new set, then with the old, alternately
-// (TuningLab::timeRuns: CUDA events, as Note [Plan against the module] times). If the old set is
+// swapping it in: the plan run with the new set, then with the old, alternately (TuningLab::
+// timeRuns: CUDA events, as Note [Plan against the module] times), each side captured into a CUDA
+// graph and replayed where the plan replays graphs (TimingGraph: at small batch a plan run step
+// by step is host-bound, and the host's time would hide what the kernels changed), else step by
+// step. If the old set is
 // faster beyond the noise (Note [Tuning decisions]: the old set is the candidate), the swap is
 // rolled back: the old set stays, and the winners' records are not saved (records are saved only
 // after the check), so a later process does not adopt them either. A new set that fails on the
@@ -58,13 +61,21 @@ class TuningLab {
   };
   // Runs and times a ready step on the prepared data; nullopt when it cannot run there.
   virtual std::optional<Result> measure(const KernelStep& step) = 0;
-  // Times whole-plan runs `a` and `b` alternately on `device` (Note [Swaps checked on the plan]);
-  // nullopt where this lab cannot (then the swap is not checked).
-  virtual std::optional<std::pair<tuner::Timing, tuner::Timing>> timeRuns(
-      const std::function<void()>& a, const std::function<void()>& b, at::Device device) {
+  // Whole-plan timings of `a` and `b` (Note [Swaps checked on the plan]), and how they ran.
+  struct PlanTimings {
+    tuner::Timing a, b;
+    std::string how;  // "as CUDA graph replays", "step by step", ...
+  };
+  // Times whole-plan runs `a` and `b` alternately on `device`, as graph replays when `asGraphs`
+  // (the plan replays graphs) and both capture; nullopt where this lab cannot (then the swap is
+  // not checked).
+  virtual std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
+                                              const std::function<void()>& b, at::Device device,
+                                              bool asGraphs) {
     (void)a;
     (void)b;
     (void)device;
+    (void)asGraphs;
     return std::nullopt;
   }
 };

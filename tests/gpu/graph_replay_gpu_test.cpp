@@ -5,8 +5,11 @@
 // working.
 #include <gtest/gtest.h>
 
+#include <iostream>
+
 #include <atomic>
 #include <chrono>
+#include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +24,7 @@
 #include <kiln/kiln.h>
 
 #include "jit/runtime/plan.h"
+#include "jit/tuner/tuner.h"
 #include "tests/support/real_models.h"
 
 namespace {
@@ -204,6 +208,75 @@ TEST(GpuGraphs, SwapsWhileReplayingRecapture) {
   EXPECT_GE(prepared.plan->swaps(), 2u);
   EXPECT_EQ(st.graphCaptures, capturesBefore + 1) << fast.explain();
   EXPECT_EQ(st.graphReplays, replaysBefore + 1) << fast.explain();
+}
+
+// Note [Swaps checked on the plan]: a tuning job on the GPU checks its new set on the whole plan,
+// as graph replays (the plan replays graphs), on the call's inputs, before it swaps; calls stay
+// right whichever way the check went. The lab's per-kernel timings are forced (the second variant
+// of each kernel "wins"), so there is always a set to check; the plan timings are the real lab's.
+struct ForcedWinnerLab : kiln::jit::TuningLab {
+  std::unique_ptr<kiln::jit::TuningLab> real;
+  int n = 0;
+  bool prepare(const kiln::jit::Program&, size_t, const kiln::jit::KernelStep&,
+               const std::vector<int64_t>&) override {
+    n = 0;
+    return true;
+  }
+  std::optional<Result> measure(const kiln::jit::KernelStep&) override {
+    Result r;
+    r.matches = true;
+    r.timing.ms.assign(9, n == 2 ? 0.5 : 1.0);
+    ++n;
+    return r;
+  }
+  std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
+                                      const std::function<void()>& b, at::Device device,
+                                      bool asGraphs) override {
+    return real->timeRuns(a, b, device, asGraphs);
+  }
+};
+
+TEST(GpuGraphs, TuningSwapIsCheckedOnThePlanAsGraphReplays) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  kiln::Options o = graphSession(true).options();
+  o.tune = kiln::TuneMode::kEager;  // the call that reaches the threshold runs the job
+  o.tuneThreshold = 4;
+  o.tuneMaxVariants = 3;
+  kiln::Session session(o);
+  session.setTuningLabFactory([&session] {
+    auto lab = std::make_unique<ForcedWinnerLab>();
+    lab->real = kiln::jit::makeCudaLab(session);
+    return lab;
+  });
+  const Fixture& f = fixture("hf_bert");
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, session));
+  int bad = 0;
+  std::string lastWhy;
+  for (uint64_t i = 0; i < 12; ++i) {
+    const std::vector<torch::IValue> in = inputsFor(f, 4, 32, 700 + i);
+    std::string why;
+    if (!accurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), &why)) {
+      ++bad;
+      lastWhy = why;
+    }
+  }
+  EXPECT_EQ(bad, 0) << lastWhy;
+  const kiln::jit::ModuleStats st = fast.stats();
+  ASSERT_EQ(st.tuningJobs, 1u) << fast.explain();
+  std::string lines;
+  for (const std::string& l : st.tuning) lines += l + "\n";
+  std::cout << lines;
+  ASSERT_NE(lines.find(" -> "), std::string::npos) << "the forced winners are missing\n" << lines;
+  EXPECT_NE(lines.find("plan check: "), std::string::npos) << lines;
+  EXPECT_NE(lines.find("as CUDA graph replays"), std::string::npos) << lines;
+  EXPECT_TRUE(lines.find("swapped in") != std::string::npos ||
+              lines.find("rolled back") != std::string::npos)
+      << lines;
+  EXPECT_EQ(st.kernelsTuned > 0, lines.find("swapped in") != std::string::npos) << lines;
+  EXPECT_GT(st.graphReplays, 0u) << fast.explain();
+  session.waitForBackground();
 }
 
 // kiln's captures must not touch the CUDA generator: random ops on another thread keep working

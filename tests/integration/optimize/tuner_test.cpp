@@ -78,8 +78,8 @@ struct FakeLab : kiln::jit::TuningLab {
   // timed as scripted: the plan with the new set at `planWithNewMs`, the old at 1 ms; a negative
   // value: this lab cannot time plans.
   double planWithNewMs = -1;
-  std::optional<std::pair<kiln::tuner::Timing, kiln::tuner::Timing>> timeRuns(
-      const std::function<void()>& a, const std::function<void()>& b, at::Device) override {
+  std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
+                                      const std::function<void()>& b, at::Device, bool) override {
     if (planWithNewMs < 0) return std::nullopt;
     a();
     b();
@@ -87,11 +87,12 @@ struct FakeLab : kiln::jit::TuningLab {
       std::lock_guard<std::mutex> lock(sh->mu);
       ++sh->planChecks;
     }
-    std::pair<kiln::tuner::Timing, kiln::tuner::Timing> t;
+    PlanTimings t;
     for (int i = 0; i < 9; ++i) {
-      t.first.ms.push_back(planWithNewMs);
-      t.second.ms.push_back(1.0);
+      t.a.ms.push_back(planWithNewMs);
+      t.b.ms.push_back(1.0);
     }
+    t.how = "step by step";
     return t;
   }
 };
@@ -219,9 +220,11 @@ TEST(Tuner, ASwapThatSlowsThePlanIsRolledBack) {
       ASSERT_FALSE(lab->winner.empty());
       ASSERT_FALSE(st.tuning.empty());
       const std::string& check = st.tuning.back();
-      char want[96];
+      char want[160];
       std::snprintf(want, sizeof(want),
-                    "plan check: %.3f ms with the tuned kernels, 1.000 ms without", newMs);
+                    "plan check: %.3f ms with the tuned kernels, 1.000 ms without (medians of 9, "
+                    "step by step)",
+                    newMs);
       EXPECT_NE(check.find(want), std::string::npos) << check;
       EXPECT_NE(check.find(rollBack ? "rolled back" : "swapped in"), std::string::npos) << check;
       EXPECT_EQ(st.kernelsTuned, rollBack ? 0u : 1u) << st.toString();
