@@ -1,4 +1,5 @@
-"""Plots kiln's speedup per workload and size from the newest section of bench/RESULTS.md.
+"""Plots kiln's speedup per workload and size from the newest section of bench/RESULTS.md that
+has kiln, eager and peer figures.
 
 Reads the "kiln vs eager LibTorch" tables (kiln ms, eager ms) and the peer's tables of the same
 section (AOTInductor's "aoti ms" where the section has them, else "torch.compile ms"), and writes a
@@ -36,13 +37,19 @@ def main():
     src = sys.argv[1] if len(sys.argv) > 1 else "bench/RESULTS.md"
     dst = sys.argv[2] if len(sys.argv) > 2 else "bench/speedup.png"
     text = open(src).read()
-    sections = re.split(r"\n## ", text)
-    section = sections[1]  # the newest dated section
+    sections = re.split(r"\n## ", text)[1:]
+    # The newest dated section with kiln-vs-eager and peer figures (a section may measure other
+    # things, such as precision against a hand-converted model).
+    for section in sections:
+        found = tables(section)
+        peer_column = next((c for c in ("aoti ms", "torch.compile ms")
+                            if any(c in header for header, _ in found)), None)
+        if peer_column and any("kiln ms" in h and "eager ms" in h for h, _ in found):
+            break
+    else:
+        sys.exit("no section with kiln ms, eager ms and a peer's figures")
     title = section.splitlines()[0]
     kiln, peer = {}, {}
-    found = tables(section)
-    peer_column = next((c for c in ("aoti ms", "torch.compile ms")
-                        if any(c in header for header, _ in found)), None)
     peer_name = {"aoti ms": "AOTInductor", "torch.compile ms": "torch.compile"}.get(peer_column)
     # The first table of a section holds its newest figures: the first row of a key wins. A row
     # that has the peer's column gives kiln's and the peer's figures of one run together.
