@@ -59,6 +59,10 @@ struct KernelSet {
   std::string bucket;              // bucketLabel
   codegen::BucketInfo bucketInfo;  // what the kernels were emitted for
   bool generic = false;
+  // Note [Library or kiln GEMM on the plan] in jit/tuner/tuner.h: the plan's kiln GEMM steps run
+  // through ATen (cuBLAS) with this set. A plan-level choice rides on the set so that it swaps
+  // atomically with it and CUDA graphs of the other choice are dropped.
+  bool libraryGemms = false;
   // Every kernel that `other` would need (not kNoKernel there) is ready here.
   bool covers(const KernelSet& other) const;
   // Some kernel still has no binary.

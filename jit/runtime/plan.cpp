@@ -378,7 +378,7 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
       in.reserve(rt.inputIds.size());
       for (int id : rt.inputIds) in.push_back(values[static_cast<size_t>(id)]);
       std::vector<at::Tensor> out;
-      if (rt.gemm != nullptr) {
+      if (rt.gemm != nullptr && !set.libraryGemms) {
         if (std::optional<at::Tensor> y =
                 rt.gemm->run(in[0], in[1], in.size() > 2 ? &in[2] : nullptr)) {
           out.push_back(std::move(*y));
@@ -424,7 +424,8 @@ std::string Plan::stepLabel(size_t s) const {
       const KernelStep& k = set->kernels[static_cast<size_t>(rt.kernel)];
       return k.kernel != nullptr ? "kernel " + k.name : "eager " + describeStep(step);
     }
-    if (rt.gemm != nullptr && rt.gemm->hasKernel()) return "kernel " + rt.gemm->name();
+    if (rt.gemm != nullptr && rt.gemm->hasKernel() && !kernels_.load()->libraryGemms)
+      return "kernel " + rt.gemm->name();
     return describeStep(step);
   };
   // Profiles charge the layout conversions at a channels-last program's boundary (Note
@@ -489,10 +490,15 @@ std::string Plan::explain() const {
   }
   for (size_t s = 0; s < program_->runtime_.size(); ++s)
     if (const KilnGemm* gemm = program_->runtime_[s].gemm.get())
-      out += gemm->hasKernel()
-                 ? fmt::format("step {}: kiln GEMM {} (bias + {} in its epilogue)\n", s,
-                               gemm->name(), codegen::toString(gemm->spec().activation))
-                 : fmt::format("step {}: linear + gelu through ATen: {}\n", s, gemm->reason());
+      out += !gemm->hasKernel()
+                 ? fmt::format("step {}: linear + gelu through ATen: {}\n", s, gemm->reason())
+             : set->libraryGemms
+                 ? fmt::format(
+                       "step {}: linear + gelu through ATen: the tuner timed the plan faster this "
+                       "way than with kiln GEMM {} (Note [Library or kiln GEMM on the plan])\n",
+                       s, gemm->name())
+                 : fmt::format("step {}: kiln GEMM {} (bias + {} in its epilogue)\n", s,
+                               gemm->name(), codegen::toString(gemm->spec().activation));
   if (!program_->convLayout().reason.empty())
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
   const Program::ShapeOnly& so = program_->shapeOnly();
@@ -562,10 +568,12 @@ std::string Plan::explainJson() const {
   for (size_t s = 0; s < program_->runtime_.size(); ++s)
     if (const KilnGemm* gemm = program_->runtime_[s].gemm.get())
       gemms.push_back({{"step", s},
-                       {"kernel", gemm->hasKernel()},
+                       {"kernel", gemm->hasKernel() && !set->libraryGemms},
                        {"name", gemm->name()},
                        {"activation", codegen::toString(gemm->spec().activation)},
-                       {"reason", gemm->reason()}});
+                       {"reason", gemm->hasKernel() && set->libraryGemms
+                                      ? "the tuner timed the plan faster through ATen"
+                                      : gemm->reason()}});
   out["gemms"] = std::move(gemms);
   out["convLayout"] = {{"channelsLast", program_->convLayout().channelsLast},
                        {"reason", program_->convLayout().reason}};

@@ -204,6 +204,12 @@ void Program::markShapeOnlySteps(bool allowed) {
   so.enabled = true;
 }
 
+size_t Program::kilnGemmSteps() const {
+  size_t n = 0;
+  for (const StepRuntime& rt : runtime_) n += rt.gemm != nullptr && rt.gemm->hasKernel();
+  return n;
+}
+
 bool Program::foldedParamsStale() const {
   return folds_ != nullptr && folds_->stale();
 }

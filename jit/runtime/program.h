@@ -47,6 +47,8 @@ class Program {
   // Plan::run before it uses them.
   const FoldedParams* foldedParams() const { return folds_.get(); }
   bool foldedParamsStale() const;
+  // Steps that run on kiln's own GEMM when their kernel set lets them (KernelSet::libraryGemms).
+  size_t kilnGemmSteps() const;
   // Whether the convs run channels-last, and why (Note [Channels-last convolutions]).
   const ConvLayoutChoice& convLayout() const { return convLayout_; }
   // Float32 module tensors the graph reads in float16/bfloat16 (Note [Retyped params are

@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "cache/kernel_cache.h"
+#include "codegen/kernel_abi.h"
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/against_module.h"
 #include "jit/runtime/graph_replay.h"
@@ -18,6 +20,7 @@
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/records.h"
+#include "src/ir/printer.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 
@@ -243,15 +246,18 @@ TuneOptions tuneOptionsFor(const kiln::Options& options) {
   return t;
 }
 
-TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
-                    const TuneOptions& options, const std::atomic<bool>* alive,
-                    const std::vector<at::Tensor>* callInputs) {
-  TuneReport report;
+namespace {
+
+// The kernel part of tunePlan: each kernel's variants, then the check of the new set on the plan
+// (Note [Swaps checked on the plan]) and the swap.
+void tuneKernels(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
+                 const TuneOptions& options, const std::atomic<bool>* alive,
+                 const std::vector<at::Tensor>* callInputs, TuneReport& report) {
   auto stopped = [&] {
     return (alive != nullptr && !alive->load()) || session.backgroundStopping();
   };
   std::shared_ptr<const KernelSet> current = plan.kernels();
-  if (current == nullptr || current->generic || current->pending() || arch.empty()) return report;
+  if (current == nullptr || current->generic || current->pending() || arch.empty()) return;
   const Program& program = *plan.program();
   const std::vector<int64_t>& symbols = current->bucketInfo.symbolHint;
   const std::string bucket =
@@ -319,7 +325,7 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
     next->kernels[k] = std::move(winner);
     ++report.replaced;
   }
-  if (records.empty()) return report;
+  if (records.empty()) return;
   auto save = [&] {
     for (const PendingRecord& r : records)
       tuner::saveRecord(session.kernelCache(), program.graph(), program.group(r.kernel),
@@ -327,7 +333,7 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
   };
   if (stopped()) {  // no swap; what was measured still holds for later processes
     save();
-    return report;
+    return;
   }
   // Note [Swaps checked on the plan].
   if (callInputs != nullptr && !callInputs->empty()) {
@@ -344,7 +350,7 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
           bucket, e.what()));
       report.rolledBack = true;
       report.replaced = 0;
-      return report;
+      return;
     }
     if (t) {
       // The old set is the candidate: it takes the plan back only if faster beyond the noise.
@@ -359,12 +365,93 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
       if (report.rolledBack) {
         KILN_LOG_INFO("kiln: {}", report.lines.back());
         report.replaced = 0;
-        return report;
+        return;
       }
     }
   }
   save();
   plan.swapKernels(next);
+}
+
+std::string gemmChoiceSignature(const Program& program) {
+  return "plan gemm choice\n" + ir::print(program.graph());
+}
+
+// Note [Library or kiln GEMM on the plan].
+void chooseGemms(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
+                 const TuneOptions& options, const std::vector<at::Tensor>* callInputs,
+                 TuneReport& report) {
+  const Program& program = *plan.program();
+  const size_t steps = program.kilnGemmSteps();
+  std::shared_ptr<const KernelSet> current = plan.kernels();
+  if (steps == 0 || current == nullptr || current->generic || current->pending()) return;
+  const std::string prefix = fmt::format(
+      "kiln GEMM or cuBLAS for {} linear{} + gelu on the plan: ", steps, steps == 1 ? "" : "s");
+  auto apply = [&](bool library) {
+    if (library == current->libraryGemms) return;
+    auto next = std::make_shared<KernelSet>(*current);
+    next->libraryGemms = library;
+    plan.swapKernels(next);
+  };
+  cache::KernelCache* records = tuningRecords(session);
+  if (records != nullptr) {
+    try {
+      if (std::optional<std::string> stored = records->getTuningRecord(
+              gemmChoiceSignature(program), current->bucket, arch, codegen::kCodegenVersion);
+          stored && (*stored == "library" || *stored == "kiln")) {
+        apply(*stored == "library");
+        report.lines.push_back(prefix + *stored + " (from the tuning records)");
+        return;
+      }
+    } catch (const std::exception& e) {
+      KILN_LOG_WARN("kiln: reading a stored GEMM choice failed: {}", e.what());
+    }
+  }
+  if (callInputs == nullptr || callInputs->empty()) return;
+  auto other = std::make_shared<KernelSet>(*current);
+  other->libraryGemms = !current->libraryGemms;
+  const bool asGraphs = plan.graphs() != nullptr && plan.graphs()->offReason().empty();
+  std::optional<TuningLab::PlanTimings> t;
+  try {
+    t = lab.timeRuns([&] { plan.runWith(*current, *callInputs); },
+                     [&] { plan.runWith(*other, *callInputs); }, callInputs->front().device(),
+                     asGraphs);
+  } catch (const std::exception& e) {
+    report.lines.push_back(prefix + "not compared: " + e.what());
+    return;
+  }
+  if (!t) return;
+  // The other choice is the candidate: it must win beyond the noise.
+  const tuner::Decision d = tuner::decide(t->a, t->b, /*candidateCorrect=*/true, options.decision);
+  const bool library = d.replace ? other->libraryGemms : current->libraryGemms;
+  const double kilnMs = current->libraryGemms ? t->b.median() : t->a.median();
+  const double libraryMs = current->libraryGemms ? t->a.median() : t->b.median();
+  report.lines.push_back(prefix + fmt::format("{:.3f} ms with kiln's GEMM, {:.3f} ms with cuBLAS "
+                                              "(medians of {}, {}): {} ({})",
+                                              kilnMs, libraryMs,
+                                              std::min(t->a.ms.size(), t->b.ms.size()), t->how,
+                                              library ? "cuBLAS" : "kiln's GEMM", d.reason));
+  if (d.replace) plan.swapKernels(other);
+  if (records != nullptr) {
+    try {
+      records->putTuningRecord(gemmChoiceSignature(program), current->bucket, arch,
+                               codegen::kCodegenVersion, library ? "library" : "kiln");
+    } catch (const std::exception& e) {
+      KILN_LOG_WARN("kiln: storing the GEMM choice failed: {}", e.what());
+    }
+  }
+}
+
+}  // namespace
+
+TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
+                    const TuneOptions& options, const std::atomic<bool>* alive,
+                    const std::vector<at::Tensor>* callInputs) {
+  TuneReport report;
+  tuneKernels(plan, lab, session, arch, options, alive, callInputs, report);
+  const bool stopped = (alive != nullptr && !alive->load()) || session.backgroundStopping();
+  if (!report.cancelled && !stopped && !arch.empty())
+    chooseGemms(plan, lab, session, arch, options, callInputs, report);
   return report;
 }
 

@@ -26,9 +26,20 @@
 // faster beyond the noise (Note [Tuning decisions]: the old set is the candidate), the swap is
 // rolled back: the old set stays, and the winners' records are not saved (records are saved only
 // after the check), so a later process does not adopt them either. A new set that fails on the
-// real inputs is not swapped in, and nothing is recorded. The check's medians and verdict are the
-// job's last line in stats().tuning and explain(). (The 0.88x per call after tuning ResNet-50
+// real inputs is not swapped in, and nothing is recorded. The check's medians and verdict are a
+// line of the job in stats().tuning and explain(). (The 0.88x per call after tuning ResNet-50
 // at batch 1, H200 2026-12-02, came from a job whose kernels had each won on their own.)
+//
+// Note [Library or kiln GEMM on the plan]
+// Linears followed by erf gelu run on kiln's own sm_90 GEMM with the bias and gelu in its epilogue
+// (Note [Kiln GEMM]); cuBLAS plus kiln's gelu kernel is the alternative. Which is faster depends on
+// the shapes and on what runs around them, so after its kernels the tuning job times the whole
+// plan both ways on the call's inputs (as the swap check does, graph replays where the plan
+// replays graphs) and keeps kiln's GEMM unless cuBLAS wins beyond the noise. The choice rides on
+// the kernel set (KernelSet::libraryGemms), so it swaps atomically and drops graphs of the other
+// choice; it is stored with the tuning records (per plan IR, bucket and arch), and a later
+// process's tuning job applies the stored choice without timing. explain() says which runs, and
+// the job's line gives both medians.
 #include <atomic>
 #include <functional>
 #include <memory>

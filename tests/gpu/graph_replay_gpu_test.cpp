@@ -279,6 +279,74 @@ TEST(GpuGraphs, TuningSwapIsCheckedOnThePlanAsGraphReplays) {
   session.waitForBackground();
 }
 
+// Note [Library or kiln GEMM on the plan]: with plan timings scripted so that cuBLAS wins, the job
+// swaps the plan's kiln GEMM steps to ATen, calls stay right, explain() says so, and a second
+// module's job takes the choice from the tuning records without timing.
+struct LibraryGemmWinsLab : kiln::jit::TuningLab {
+  std::shared_ptr<int> planTimings = std::make_shared<int>(0);
+  bool prepare(const kiln::jit::Program&, size_t, const kiln::jit::KernelStep&,
+               const std::vector<int64_t>&) override {
+    return false;  // no kernel tuning: only the plan-level choice
+  }
+  std::optional<Result> measure(const kiln::jit::KernelStep&) override { return std::nullopt; }
+  std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
+                                      const std::function<void()>& b, at::Device, bool) override {
+    a();  // both choices run for real once
+    b();
+    ++*planTimings;
+    PlanTimings t;
+    t.a.ms.assign(9, 1.0);  // kiln's GEMM (the incumbent)
+    t.b.ms.assign(9, 0.5);  // cuBLAS
+    t.how = "scripted";
+    return t;
+  }
+};
+
+TEST(GpuGraphs, LibraryGemmChoiceOnThePlan) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  kiln::Options o = graphSession(true).options();
+  o.tune = kiln::TuneMode::kEager;
+  o.tuneThreshold = 4;
+  kiln::Session session(o);
+  auto lab = std::make_shared<LibraryGemmWinsLab>();
+  session.setTuningLabFactory([lab] {
+    auto l = std::make_unique<LibraryGemmWinsLab>();
+    l->planTimings = lab->planTimings;
+    return l;
+  });
+  const Fixture& f = fixture("hf_bert");
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  for (int module = 0; module < 2; ++module) {
+    SCOPED_TRACE(module == 0 ? "timed" : "from the records");
+    auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, session));
+    int bad = 0;
+    std::string lastWhy;
+    for (uint64_t i = 0; i < 10; ++i) {
+      const std::vector<torch::IValue> in = inputsFor(f, 4, 32, 800 + i);
+      std::string why;
+      if (!accurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), &why)) {
+        ++bad;
+        lastWhy = why;
+      }
+    }
+    EXPECT_EQ(bad, 0) << lastWhy;
+    const std::string explain = fast.explain();
+    if (explain.find("kiln GEMM") == std::string::npos)
+      GTEST_SKIP() << "no linear runs on kiln's GEMM here (KILN_GEMM, not sm_90):\n" << explain;
+    std::string lines;
+    for (const std::string& l : fast.stats().tuning) lines += l + "\n";
+    EXPECT_NE(lines.find(module == 0 ? "with cuBLAS (medians of 9, scripted): cuBLAS"
+                                     : "library (from the tuning records)"),
+              std::string::npos)
+        << lines;
+    EXPECT_EQ(*lab->planTimings, 1) << lines;
+    EXPECT_NE(explain.find("the tuner timed the plan faster"), std::string::npos) << explain;
+    EXPECT_EQ(explain.find(" in its epilogue)"), std::string::npos) << explain;
+  }
+  session.waitForBackground();
+}
+
 // kiln's captures must not touch the CUDA generator: random ops on another thread keep working
 // while plans capture (at::cuda::CUDAGraph marks the default generator capturing process-wide).
 TEST(GpuGraphs, RandomOpsOnAnotherThreadDuringCaptures) {
