@@ -113,25 +113,4 @@ class GraphReplay {
   std::atomic<uint64_t> captures_{0};
 };
 
-// One call of a plan captured into a graph of its own, to time the plan as replays run it (Note
-// [Swaps checked on the plan] in jit/tuner/tuner.h). `run` issues the call on the current stream;
-// it runs once on a pool stream of `device` outside the capture (the libraries' lazy setup), then
-// once under capture there, with its memory from a private pool. Null, with `why` set, where the
-// capture fails (the stream and the allocator work as before then).
-class TimingGraph {
- public:
-  static std::unique_ptr<TimingGraph> capture(const std::function<void()>& run, at::Device device,
-                                              std::string* why);
-  ~TimingGraph();
-  TimingGraph(const TimingGraph&) = delete;
-  TimingGraph& operator=(const TimingGraph&) = delete;
-  // Launches the graph on the current stream (of the capture's device).
-  void replay() const;
-
- private:
-  TimingGraph() = default;
-  struct State;
-  std::unique_ptr<State> state_;
-};
-
 }  // namespace kiln::jit

@@ -297,8 +297,7 @@ std::vector<at::Tensor> Plan::runWith(const KernelSet& kernels,
   const Program& p = *program_;
   if (p.folds_ != nullptr) p.folds_->refresh();
   if (p.retyped_ != nullptr) p.retyped_->refresh();
-  // Bypassing the shape-only cache: a capture (TimingGraph) must not fill it with pool memory.
-  return runSteps(kernels, inputs, nullptr, /*bypassShapeOnly=*/true);
+  return runSteps(kernels, inputs, nullptr, /*bypassShapeOnly=*/false);
 }
 
 std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<at::Tensor>& inputs,

@@ -89,9 +89,8 @@ class Plan {
   std::string stepLabel(size_t s) const;
 
   // Runs the plan step by step with `kernels` instead of its current set (no CUDA graph, not
-  // counted in stats, the shape-only cache bypassed, so it may run under a stream capture): the
-  // tuner's end-to-end check of a swap (Note [Swaps checked on the plan] in tuner.h). `kernels`
-  // must be a set of this plan's program.
+  // counted in stats): the tuner's end-to-end check of a swap (Note [Swaps checked on the plan]
+  // in tuner.h). `kernels` must be a set of this plan's program.
   std::vector<at::Tensor> runWith(const KernelSet& kernels,
                                   const std::vector<at::Tensor>& inputs) const;
   // Replaces the kernel set atomically; calls already running finish with the old one.

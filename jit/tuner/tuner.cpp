@@ -15,7 +15,6 @@
 #include "codegen/kernel_abi.h"
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/against_module.h"
-#include "jit/runtime/graph_replay.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/session.h"
@@ -196,25 +195,11 @@ class CudaLab final : public TuningLab {
   }
 
   std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
-                                      const std::function<void()>& b, at::Device device,
-                                      bool asGraphs) override {
+                                      const std::function<void()>& b, at::Device device) override {
     if (!device.is_cuda()) return std::nullopt;
     PlanTimings t;
-    if (asGraphs) {
-      std::string why;
-      std::unique_ptr<TimingGraph> ga = TimingGraph::capture(a, device, &why);
-      std::unique_ptr<TimingGraph> gb =
-          ga != nullptr ? TimingGraph::capture(b, device, &why) : nullptr;
-      if (ga != nullptr && gb != nullptr) {
-        std::tie(t.a, t.b) = timeInTurns([&] { ga->replay(); }, [&] { gb->replay(); }, device);
-        t.how = "as CUDA graph replays";
-        return t;
-      }
-      t.how = "step by step (capturing failed: " + why + ")";
-    } else {
-      t.how = "step by step";
-    }
     std::tie(t.a, t.b) = timeInTurns(a, b, device);
+    t.how = "step by step";
     return t;
   }
 
@@ -338,11 +323,9 @@ void tuneKernels(Plan& plan, TuningLab& lab, const Session& session, const std::
   // Note [Swaps checked on the plan].
   if (callInputs != nullptr && !callInputs->empty()) {
     std::optional<TuningLab::PlanTimings> t;
-    const bool asGraphs = plan.graphs() != nullptr && plan.graphs()->offReason().empty();
     try {
       t = lab.timeRuns([&] { plan.runWith(*next, *callInputs); },
-                       [&] { plan.runWith(*current, *callInputs); }, callInputs->front().device(),
-                       asGraphs);
+                       [&] { plan.runWith(*current, *callInputs); }, callInputs->front().device());
     } catch (const std::exception& e) {
       report.lines.push_back(fmt::format(
           "{}plan check: the tuned kernels failed on a real call's inputs, so they are not "
@@ -410,12 +393,10 @@ void chooseGemms(Plan& plan, TuningLab& lab, const Session& session, const std::
   if (callInputs == nullptr || callInputs->empty()) return;
   auto other = std::make_shared<KernelSet>(*current);
   other->libraryGemms = !current->libraryGemms;
-  const bool asGraphs = plan.graphs() != nullptr && plan.graphs()->offReason().empty();
   std::optional<TuningLab::PlanTimings> t;
   try {
     t = lab.timeRuns([&] { plan.runWith(*current, *callInputs); },
-                     [&] { plan.runWith(*other, *callInputs); }, callInputs->front().device(),
-                     asGraphs);
+                     [&] { plan.runWith(*other, *callInputs); }, callInputs->front().device());
   } catch (const std::exception& e) {
     report.lines.push_back(prefix + "not compared: " + e.what());
     return;

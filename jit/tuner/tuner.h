@@ -18,11 +18,14 @@
 // Each winner above won alone, on synthetic data. What ships is the whole plan, where kernels
 // meet (what one leaves in L2 for the next, library steps between them), so a job given a copy of
 // a real call's inputs (OptimizedModule passes one on CUDA) checks its new set on the plan before
-// swapping it in: the plan run with the new set, then with the old, alternately (TuningLab::
-// timeRuns: CUDA events, as Note [Plan against the module] times), each side captured into a CUDA
-// graph and replayed where the plan replays graphs (TimingGraph: at small batch a plan run step
-// by step is host-bound, and the host's time would hide what the kernels changed), else step by
-// step. If the old set is
+// swapping it in: the plan run step by step with the new set, then with the old, alternately
+// (TuningLab::timeRuns: CUDA events, as Note [Plan against the module] times). Not as graph
+// replays, though the plan's calls replay graphs: capturing the two sides on the tuning thread
+// while calls captured and replayed their own graphs made a call fail ("operation not permitted
+// when stream is capturing", BERT-base at batch 1 on an H100, 2026-12-06), and a tuning job must
+// never cost a call. At small batch step by step is host-bound, so the check then sees the host's
+// time more than the kernels' and keeps the swap (a tie keeps it); it still catches a set that
+// makes the plan slower beyond the noise, or fails. If the old set is
 // faster beyond the noise (Note [Tuning decisions]: the old set is the candidate), the swap is
 // rolled back: the old set stays, and the winners' records are not saved (records are saved only
 // after the check), so a later process does not adopt them either. A new set that fails on the
@@ -34,8 +37,8 @@
 // Linears followed by erf gelu run on kiln's own sm_90 GEMM with the bias and gelu in its epilogue
 // (Note [Kiln GEMM]); cuBLAS plus kiln's gelu kernel is the alternative. Which is faster depends on
 // the shapes and on what runs around them, so after its kernels the tuning job times the whole
-// plan both ways on the call's inputs (as the swap check does, graph replays where the plan
-// replays graphs) and keeps kiln's GEMM unless cuBLAS wins beyond the noise. The choice rides on
+// plan both ways on the call's inputs (step by step, as the swap check does) and keeps kiln's
+// GEMM unless cuBLAS wins beyond the noise. The choice rides on
 // the kernel set (KernelSet::libraryGemms), so it swaps atomically and drops graphs of the other
 // choice; it is stored with the tuning records (per plan IR, bucket and arch), and a later
 // process's tuning job applies the stored choice without timing. explain() says which runs, and
@@ -75,18 +78,15 @@ class TuningLab {
   // Whole-plan timings of `a` and `b` (Note [Swaps checked on the plan]), and how they ran.
   struct PlanTimings {
     tuner::Timing a, b;
-    std::string how;  // "as CUDA graph replays", "step by step", ...
+    std::string how;  // "step by step", ...
   };
-  // Times whole-plan runs `a` and `b` alternately on `device`, as graph replays when `asGraphs`
-  // (the plan replays graphs) and both capture; nullopt where this lab cannot (then the swap is
-  // not checked).
+  // Times whole-plan runs `a` and `b` alternately on `device`; nullopt where this lab cannot
+  // (then the swap is not checked).
   virtual std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
-                                              const std::function<void()>& b, at::Device device,
-                                              bool asGraphs) {
+                                              const std::function<void()>& b, at::Device device) {
     (void)a;
     (void)b;
     (void)device;
-    (void)asGraphs;
     return std::nullopt;
   }
 };

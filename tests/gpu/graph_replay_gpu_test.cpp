@@ -210,8 +210,8 @@ TEST(GpuGraphs, SwapsWhileReplayingRecapture) {
   EXPECT_EQ(st.graphReplays, replaysBefore + 1) << fast.explain();
 }
 
-// Note [Swaps checked on the plan]: a tuning job on the GPU checks its new set on the whole plan,
-// as graph replays (the plan replays graphs), on the call's inputs, before it swaps; calls stay
+// Note [Swaps checked on the plan]: a tuning job on the GPU checks its new set on the whole plan
+// (step by step, though the plan replays graphs) on the call's inputs before it swaps; calls stay
 // right whichever way the check went. The lab's per-kernel timings are forced (the second variant
 // of each kernel "wins"), so there is always a set to check; the plan timings are the real lab's.
 struct ForcedWinnerLab : kiln::jit::TuningLab {
@@ -230,13 +230,12 @@ struct ForcedWinnerLab : kiln::jit::TuningLab {
     return r;
   }
   std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
-                                      const std::function<void()>& b, at::Device device,
-                                      bool asGraphs) override {
-    return real->timeRuns(a, b, device, asGraphs);
+                                      const std::function<void()>& b, at::Device device) override {
+    return real->timeRuns(a, b, device);
   }
 };
 
-TEST(GpuGraphs, TuningSwapIsCheckedOnThePlanAsGraphReplays) {
+TEST(GpuGraphs, TuningSwapIsCheckedOnThePlan) {
   REQUIRE_GPU();
   torch::NoGradGuard ng;
   kiln::Options o = graphSession(true).options();
@@ -270,7 +269,7 @@ TEST(GpuGraphs, TuningSwapIsCheckedOnThePlanAsGraphReplays) {
   std::cout << lines;
   ASSERT_NE(lines.find(" -> "), std::string::npos) << "the forced winners are missing\n" << lines;
   EXPECT_NE(lines.find("plan check: "), std::string::npos) << lines;
-  EXPECT_NE(lines.find("as CUDA graph replays"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("step by step): "), std::string::npos) << lines;
   EXPECT_TRUE(lines.find("swapped in") != std::string::npos ||
               lines.find("rolled back") != std::string::npos)
       << lines;
@@ -290,7 +289,7 @@ struct LibraryGemmWinsLab : kiln::jit::TuningLab {
   }
   std::optional<Result> measure(const kiln::jit::KernelStep&) override { return std::nullopt; }
   std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
-                                      const std::function<void()>& b, at::Device, bool) override {
+                                      const std::function<void()>& b, at::Device) override {
     a();  // both choices run for real once
     b();
     ++*planTimings;

@@ -79,7 +79,7 @@ struct FakeLab : kiln::jit::TuningLab {
   // value: this lab cannot time plans.
   double planWithNewMs = -1;
   std::optional<PlanTimings> timeRuns(const std::function<void()>& a,
-                                      const std::function<void()>& b, at::Device, bool) override {
+                                      const std::function<void()>& b, at::Device) override {
     if (planWithNewMs < 0) return std::nullopt;
     a();
     b();
