@@ -103,6 +103,23 @@ std::vector<torch::IValue> inputsFor(const Fixture& f, int64_t batch, int64_t se
   return kiln::testing::fixtureInputs(f, batch, seq, seed, torch::kCUDA, torch::kHalf);
 }
 
+// Calls `fast` and the module on `calls` new [4, 32] inputs (seeds from `seed`) and expects
+// every output accurate.
+void expectCallsAccurate(kiln::jit::OptimizedModule& fast, torch::jit::Module& m, const Fixture& f,
+                         uint64_t seed, int calls) {
+  int bad = 0;
+  std::string lastWhy;
+  for (int i = 0; i < calls; ++i) {
+    const std::vector<torch::IValue> in = inputsFor(f, 4, 32, seed + static_cast<uint64_t>(i));
+    std::string why;
+    if (!accurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), &why)) {
+      ++bad;
+      lastWhy = why;
+    }
+  }
+  EXPECT_EQ(bad, 0) << lastWhy;
+}
+
 class GraphReplayGpu : public ::testing::TestWithParam<Fixture> {};
 
 // Calls 1 and 2 run step by step (the second captures), 3..6 replay. Every call has new inputs:
@@ -251,17 +268,7 @@ TEST(GpuGraphs, TuningSwapIsCheckedOnThePlan) {
   const Fixture& f = fixture("hf_bert");
   torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
   auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, session));
-  int bad = 0;
-  std::string lastWhy;
-  for (uint64_t i = 0; i < 12; ++i) {
-    const std::vector<torch::IValue> in = inputsFor(f, 4, 32, 700 + i);
-    std::string why;
-    if (!accurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), &why)) {
-      ++bad;
-      lastWhy = why;
-    }
-  }
-  EXPECT_EQ(bad, 0) << lastWhy;
+  expectCallsAccurate(fast, m, f, 700, 12);
   const kiln::jit::ModuleStats st = fast.stats();
   ASSERT_EQ(st.tuningJobs, 1u) << fast.explain();
   std::string lines;
@@ -319,17 +326,7 @@ TEST(GpuGraphs, LibraryGemmChoiceOnThePlan) {
   for (int module = 0; module < 2; ++module) {
     SCOPED_TRACE(module == 0 ? "timed" : "from the records");
     auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, session));
-    int bad = 0;
-    std::string lastWhy;
-    for (uint64_t i = 0; i < 10; ++i) {
-      const std::vector<torch::IValue> in = inputsFor(f, 4, 32, 800 + i);
-      std::string why;
-      if (!accurate(fast.forward(in).toTensor(), m.forward(in).toTensor(), &why)) {
-        ++bad;
-        lastWhy = why;
-      }
-    }
-    EXPECT_EQ(bad, 0) << lastWhy;
+    expectCallsAccurate(fast, m, f, 800, 10);
     const std::string explain = fast.explain();
     if (explain.find("kiln GEMM") == std::string::npos)
       GTEST_SKIP() << "no linear runs on kiln's GEMM here (KILN_GEMM, not sm_90):\n" << explain;
