@@ -1,6 +1,8 @@
 // Tracing entry points, eager node execution and the capture report.
 #include "jit/capture/capture.h"
 
+#include <cmath>
+#include <limits>
 #include <unordered_set>
 
 #include <ATen/ATen.h>
@@ -282,6 +284,21 @@ std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, int64_t eage
   return outs;
 }
 
+at::ScalarType retypedScalarType(ir::DType to) {
+  KILN_CHECK(to == ir::DType::kFloat16 || to == ir::DType::kBFloat16, "retype to {}",
+             ir::toString(to));
+  return to == ir::DType::kFloat16 ? at::kHalf : at::kBFloat16;
+}
+
+double retypedFloat(double v, at::ScalarType to) {
+  KILN_CHECK(to == at::kHalf || to == at::kBFloat16, "retype to {}", c10::toString(to));
+  if (std::abs(v) != static_cast<double>(std::numeric_limits<float>::max())) return v;
+  const double max = to == at::kHalf
+                         ? static_cast<double>(std::numeric_limits<c10::Half>::max())
+                         : static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
+  return v > 0 ? max : -max;
+}
+
 std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::Node& node,
                                      const std::vector<at::Tensor>& inputs,
                                      const std::vector<int64_t>& symbols) {
@@ -292,8 +309,7 @@ std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::No
              node.attrs().getString("schema"), outs.size(), node.outputs().size());
   if (captured.retypedTo) {
     // Note [Tracing in float32]: the graph says the retyped dtype where the trace said float32.
-    const at::ScalarType to =
-        *captured.retypedTo == ir::DType::kFloat16 ? at::kHalf : at::kBFloat16;
+    const at::ScalarType to = retypedScalarType(*captured.retypedTo);
     for (size_t o = 0; o < outs.size(); ++o)
       if (outs[o].defined() && outs[o].scalar_type() == at::kFloat &&
           node.output(static_cast<int>(o))->dtype() == *captured.retypedTo)

@@ -143,6 +143,13 @@ struct CapturedGraph {
   std::string report() const;
 };
 
+// Note [Tracing in float32]: the ATen dtype of a retype target (float16 or bfloat16).
+at::ScalarType retypedScalarType(ir::DType to);
+// Note [Tracing in float32]: the float32 value `v` as a graph retyped to `to` (at::kHalf or
+// at::kBFloat16) holds it: +-FLT_MAX saturates to the largest finite value of `to`, anything else
+// is returned as it is (the conversion itself rounds it).
+double retypedFloat(double v, at::ScalarType to);
+
 // Traces `module.forward(exampleInputs)`. Inputs must be tensors. The module's parameters and
 // buffers (recursively) become kParam; the module is not modified.
 CapturedGraph capture(torch::jit::Module& module, const std::vector<c10::IValue>& exampleInputs,

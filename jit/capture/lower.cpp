@@ -4,8 +4,6 @@
 #include "jit/capture/lower.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <map>
 
 #include <fmt/ranges.h>
@@ -193,12 +191,7 @@ DType Lowerer::mapDType(at::ScalarType t) const {
 
 double Lowerer::retypedNumber(double v) const {
   const std::optional<DType>& to = req_.options.retypeTo;
-  constexpr double kFloatMax = std::numeric_limits<float>::max();
-  if (!to || std::abs(v) != kFloatMax) return v;
-  const double max = *to == DType::kFloat16
-                         ? static_cast<double>(std::numeric_limits<c10::Half>::max())
-                         : static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
-  return v > 0 ? max : -max;
+  return to ? retypedFloat(v, retypedScalarType(*to)) : v;
 }
 
 c10::IValue Lowerer::retypedLiteral(const c10::IValue& iv, const c10::Argument* arg) const {
@@ -209,7 +202,7 @@ c10::IValue Lowerer::retypedLiteral(const c10::IValue& iv, const c10::Argument* 
     c10::TypePtr type = arg->real_type();
     if (auto opt = type->cast<c10::OptionalType>()) type = opt->getElementType();
     if (type->kind() == c10::TypeKind::ScalarTypeType)
-      return c10::IValue(static_cast<int64_t>(*to == DType::kFloat16 ? at::kHalf : at::kBFloat16));
+      return c10::IValue(static_cast<int64_t>(retypedScalarType(*to)));
   }
   return iv;
 }

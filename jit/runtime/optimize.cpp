@@ -129,6 +129,24 @@ struct Family {
 
 }  // namespace
 
+// A copy of a call's inputs for a background job (the caller owns its tensors): cloned on the
+// caller's stream; wait() holds the job's thread until the copies are made.
+struct InputCopies {
+  std::vector<at::Tensor> tensors;
+  std::shared_ptr<at::cuda::CUDAEvent> made;  // for CUDA inputs
+
+  explicit InputCopies(const std::vector<at::Tensor>& inputs) {
+    for (const at::Tensor& t : inputs) tensors.push_back(t.clone());
+    if (!tensors.empty() && tensors.front().is_cuda()) {
+      made = std::make_shared<at::cuda::CUDAEvent>();
+      made->record(at::cuda::getCurrentCUDAStream(tensors.front().device().index()));
+    }
+  }
+  void wait() const {
+    if (made != nullptr) made->synchronize();
+  }
+};
+
 struct OptimizedModule::Impl {
   std::optional<torch::jit::Module> scripted;
   std::shared_ptr<torch::nn::Module> nnModule;
@@ -639,25 +657,16 @@ struct OptimizedModule::Impl {
     std::shared_ptr<ModuleShared> sh = shared;
     Session* sess = session;
     const TuneOptions budget = tuneOptionsFor(o);
-    // Note [Swaps checked on the plan]: a copy of this call's inputs (the caller owns its
-    // tensors); the job waits for the copies on the host.
-    std::vector<at::Tensor> copies;
-    for (const at::Tensor& t : inputs) copies.push_back(t.clone());
-    std::shared_ptr<at::cuda::CUDAEvent> copied;
-    if (!copies.empty() && copies.front().is_cuda()) {
-      copied = std::make_shared<at::cuda::CUDAEvent>();
-      copied->record(at::cuda::getCurrentCUDAStream(copies.front().device().index()));
-    }
-    auto job = [sh, plan, sess, arch, budget, copies, copied] {
+    // Note [Swaps checked on the plan]: the job times the plan on a copy of this call's inputs.
+    const InputCopies copies(inputs);
+    auto job = [sh, plan, sess, arch, budget, copies] {
       std::unique_ptr<TuningLab> lab = sess->makeTuningLab();
       if (lab == nullptr || !sh->alive.load()) return;
       std::optional<c10::cuda::CUDAGuard> guard;
-      if (copied != nullptr) {
-        guard.emplace(copies.front().device());
-        copied->synchronize();
-      }
+      if (copies.made != nullptr) guard.emplace(copies.tensors.front().device());
+      copies.wait();
       c10::NoGradGuard noGrad;
-      TuneReport r = tunePlan(*plan, *lab, *sess, arch, budget, &sh->alive, &copies);
+      TuneReport r = tunePlan(*plan, *lab, *sess, arch, budget, &sh->alive, &copies.tensors);
       sh->record(r);
       KILN_LOG_INFO("kiln: tuned plan ({} kernels, {} variants, {} replaced)", r.kernels,
                     r.variantsTried, r.replaced);
@@ -686,10 +695,7 @@ struct OptimizedModule::Impl {
     const std::string bucket = plan->kernels()->bucket + (o.cudaGraphs ? " graphs" : "");
     // Copies: the caller owns its tensors. The job waits for them on the host.
     const at::Device device = inputs.front().device();
-    std::vector<at::Tensor> copies;
-    for (const at::Tensor& t : inputs) copies.push_back(t.clone());
-    auto copied = std::make_shared<at::cuda::CUDAEvent>();
-    copied->record(at::cuda::getCurrentCUDAStream(device.index()));
+    const InputCopies copies(inputs);
     std::function<c10::IValue(const std::vector<c10::IValue>&)> module;
     if (scripted)
       module = [m = *scripted](const std::vector<c10::IValue>& in) mutable {
@@ -698,7 +704,7 @@ struct OptimizedModule::Impl {
     else
       module = nnForward;
     std::shared_ptr<ModuleShared> sh = shared;
-    auto job = [sh, plan, copies, copied, module, device, records, arch, bucket] {
+    auto job = [sh, plan, copies, module, device, records, arch, bucket] {
       if (!sh->alive.load()) return;
       c10::cuda::CUDAGuard guard(device);
       c10::NoGradGuard noGrad;
@@ -715,11 +721,12 @@ struct OptimizedModule::Impl {
           KILN_LOG_WARN("kiln: reading a stored plan-against-module decision failed: {}", e.what());
         }
       }
-      copied->synchronize();
-      const std::vector<c10::IValue> ivalues(copies.begin(), copies.end());
+      copies.wait();
+      const std::vector<c10::IValue> ivalues(copies.tensors.begin(), copies.tensors.end());
       ModuleComparison c;
       try {
-        c = compareAgainstModule([&] { plan->run(copies); }, [&] { module(ivalues); }, device);
+        c = compareAgainstModule([&] { plan->run(copies.tensors); }, [&] { module(ivalues); },
+                                 device);
       } catch (const std::exception& e) {
         c.reason = fmt::format("timing failed: {}", e.what());
       }

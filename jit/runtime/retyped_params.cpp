@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <fmt/format.h>
 
+#include "jit/capture/capture.h"
 #include "jit/runtime/fold_conv_bn.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -21,16 +22,13 @@ int64_t versionOf(const at::Tensor& t) {
 }  // namespace
 
 at::Tensor retypeTensor(const at::Tensor& source, at::ScalarType dtype) {
-  KILN_CHECK(dtype == at::kHalf || dtype == at::kBFloat16, "retypeTensor to {}",
-             c10::toString(dtype));
   c10::InferenceMode notInference(/*enabled=*/false);
   c10::NoGradGuard noGrad;
-  const double max = dtype == at::kHalf
-                         ? static_cast<double>(std::numeric_limits<c10::Half>::max())
-                         : static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
+  const double floatMax = std::numeric_limits<float>::max();
   at::Tensor s = source.detach();
-  const at::Tensor extreme = s.abs() == static_cast<double>(std::numeric_limits<float>::max());
-  if (extreme.any().item<bool>()) s = at::where(extreme, s.sign() * max, s);
+  const at::Tensor extreme = s.abs() == floatMax;
+  if (extreme.any().item<bool>())
+    s = at::where(extreme, s.sign() * retypedFloat(floatMax, dtype), s);
   return s.to(dtype);
 }
 

@@ -233,14 +233,17 @@ TuneOptions tuneOptionsFor(const kiln::Options& options) {
 
 namespace {
 
+// The module (`alive`, may be null) or the session went away: a job stops between variants.
+bool jobStopped(const std::atomic<bool>* alive, const Session& session) {
+  return (alive != nullptr && !alive->load()) || session.backgroundStopping();
+}
+
 // The kernel part of tunePlan: each kernel's variants, then the check of the new set on the plan
 // (Note [Swaps checked on the plan]) and the swap.
 void tuneKernels(Plan& plan, TuningLab& lab, const Session& session, const std::string& arch,
                  const TuneOptions& options, const std::atomic<bool>* alive,
                  const std::vector<at::Tensor>* callInputs, TuneReport& report) {
-  auto stopped = [&] {
-    return (alive != nullptr && !alive->load()) || session.backgroundStopping();
-  };
+  auto stopped = [&] { return jobStopped(alive, session); };
   std::shared_ptr<const KernelSet> current = plan.kernels();
   if (current == nullptr || current->generic || current->pending() || arch.empty()) return;
   const Program& program = *plan.program();
@@ -430,8 +433,7 @@ TuneReport tunePlan(Plan& plan, TuningLab& lab, const Session& session, const st
                     const std::vector<at::Tensor>* callInputs) {
   TuneReport report;
   tuneKernels(plan, lab, session, arch, options, alive, callInputs, report);
-  const bool stopped = (alive != nullptr && !alive->load()) || session.backgroundStopping();
-  if (!report.cancelled && !stopped && !arch.empty())
+  if (!report.cancelled && !jobStopped(alive, session) && !arch.empty())
     chooseGemms(plan, lab, session, arch, options, callInputs, report);
   return report;
 }

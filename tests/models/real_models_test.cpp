@@ -95,6 +95,18 @@ TEST_P(RealModel, MatchesTheModuleAtNewShapes) {
   }
 }
 
+// Multiplies in place every param whose name contains `part` by `factor`; false if none has it.
+bool scaleParamsNamed(torch::jit::Module& m, const std::string& part, double factor) {
+  torch::NoGradGuard ng;
+  bool scaled = false;
+  for (const auto& p : m.named_parameters(/*recurse=*/true))
+    if (p.name.find(part) != std::string::npos) {
+      p.value.mul_(factor);
+      scaled = true;
+    }
+  return scaled;
+}
+
 double cosine(const torch::Tensor& a, const torch::Tensor& b) {
   const torch::Tensor x = a.to(torch::kDouble).flatten();
   const torch::Tensor y = b.to(torch::kDouble).flatten();
@@ -153,13 +165,7 @@ TEST(RealModels, RetypedParamsSeeWeightChanges) {
   auto fast = kiln::jit::optimize(m, o);
   const std::vector<torch::IValue> in = inputsFor(f, 3, 7, 5);
   const torch::Tensor before = fast.forward(in).toTensor();
-  bool changed = false;
-  for (const auto& p : m.named_parameters(/*recurse=*/true))
-    if (p.name.find("word_embeddings") != std::string::npos) {
-      p.value.mul_(3.0);
-      changed = true;
-    }
-  ASSERT_TRUE(changed) << "the fixture has word embeddings";
+  ASSERT_TRUE(scaleParamsNamed(m, "word_embeddings", 3.0)) << "the fixture has word embeddings";
   const torch::Tensor want = m.forward(in).toTensor();
   const torch::Tensor got = fast.forward(in).toTensor();
   EXPECT_LT(cosine(before, want), 0.999) << "the change must matter for the test to mean anything";
@@ -256,13 +262,8 @@ TEST(RealModels, ShapeOnlyStepsAreReusedAndSeeWeightChanges) {
   EXPECT_EQ(reuses(), 0);
   check(2);  // other token ids, same sizes
   EXPECT_EQ(reuses(), 1);
-  bool changed = false;
-  for (const auto& p : m.named_parameters(/*recurse=*/true))
-    if (p.name.find("position_embeddings") != std::string::npos) {
-      p.value.mul_(2.0);
-      changed = true;
-    }
-  ASSERT_TRUE(changed) << "the fixture has position embeddings";
+  ASSERT_TRUE(scaleParamsNamed(m, "position_embeddings", 2.0))
+      << "the fixture has position embeddings";
   check(3);  // recomputed from the new weights
   EXPECT_EQ(reuses(), 1);
   check(4);
