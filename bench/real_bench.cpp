@@ -6,6 +6,7 @@
 //                       [--graphs] [--device cuda|cpu]
 //   kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq 128]
 //   kiln-real-bench DIR --precision DIR16 [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N]
+//   kiln-real-bench DIR --quant [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N]
 //
 // Per model (DIR/models.tsv) and batch (text: [batch, seq] ids in [0, 1000) and a mask with the
 // ends of some rows padded; images: [batch, 3, 224, 224]): kiln's first call builds the plan, then
@@ -40,6 +41,12 @@
 // the float32 trace with precision fp16 and bf16. Each kiln module is settled first. Cosines and
 // max errors are against eager float32's output on the same inputs (the float16 module gets the
 // images rounded to float16); "vs by hand" is kiln ms / kiln-by-hand ms (<= 1.05 is the bar).
+//
+// --quant (issue 21, Note [Quantized linears]): DIR holds the float16 traces. Per model and batch,
+// in turns: eager float16 (the reference), kiln with precision module, fp8 and int8. Each kiln
+// module is called past its calibration and settled first. Cosines and max errors are against
+// eager's output; "vs module" is kiln-module ms / kiln ms (> 1: the 8-bit plan is faster; the bar
+// for fp8 is 1.3 at batch 32); "8-bit linears" counts the linears that run quantised.
 //
 // --device cpu: smoke test without a GPU (fp32 traces from real_models.py --device cpu; defaults
 // batches 1,2, seq 16, 3 reps; wall-clock medians; no memory figures; kiln runs eagerly there).
@@ -304,6 +311,7 @@ struct Args {
   std::string firstCall, model;
   int64_t batch = 1;
   std::string precisionDir;  // --precision DIR16
+  bool quant = false;        // --quant
 };
 
 // The AOTI package for `batch`: DIR/<name>.pt2 (dynamic), else DIR/<name>_b<batch>.pt2, else "".
@@ -716,12 +724,127 @@ int precisionBench(const Args& a, const Device& d, kiln::Session& session) {
   return failures == 0 ? 0 : 1;
 }
 
+// --quant: the float16 traces in DIR with kiln's 8-bit linears against kiln in 16 bits.
+int quantBench(const Args& a, const Device& d, kiln::Session& session) {
+  torch::NoGradGuard ng;
+  const std::vector<Model> all = readModels(a.dir);
+  printPreamble(d, session, a.reps, "");
+  std::printf(
+      "| model | batch | seq | eager fp16 ms | kiln module ms | kiln fp8 ms | kiln int8 ms | fp8 "
+      "vs "
+      "module | int8 vs module | cosine module / fp8 / int8 | max err module / fp8 / int8 | 8-bit "
+      "linears fp8 / int8 | notes |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::fflush(stdout);
+  int failures = 0;
+  const std::vector<std::pair<const char*, kiln::Precision>> kinds = {
+      {"module", kiln::Precision::kModule},
+      {"fp8", kiln::Precision::kFp8},
+      {"int8", kiln::Precision::kInt8}};
+  for (const Model& m : all) {
+    if (!a.models.empty() && std::find(a.models.begin(), a.models.end(), m.name) == a.models.end())
+      continue;
+    if (!m.error.empty()) {
+      std::printf("| %s | | | error: %s |\n", m.name.c_str(), m.error.c_str());
+      ++failures;
+      continue;
+    }
+    try {
+      torch::jit::Module mod = torch::jit::load(a.dir + "/" + m.file, d.device());
+      mod.eval();
+      std::vector<std::unique_ptr<kiln::jit::OptimizedModule>> kilns;
+      for (const auto& [label, precision] : kinds) {
+        kiln::jit::Options o = kilnOptions(m, session);
+        o.precision = precision;
+        kilns.push_back(std::make_unique<kiln::jit::OptimizedModule>(kiln::jit::optimize(mod, o)));
+      }
+      for (int64_t batch : a.batches) {
+        const int64_t seq = m.text() ? a.seq : 224;
+        std::vector<std::vector<torch::IValue>> in;
+        for (int set = 0; set < 2; ++set) {
+          std::vector<torch::Tensor> t = makeInputs(m, batch, seq, d, set);
+          in.emplace_back(t.begin(), t.end());
+        }
+        std::vector<Contender> c(1 + kilns.size());
+        c[0].call = [&](size_t i) { return firstTensor(mod.forward(in[i])); };
+        for (size_t k = 0; k < kilns.size(); ++k) {
+          kiln::jit::OptimizedModule* fast = kilns[k].get();
+          c[1 + k].call = [fast, &in](size_t i) { return firstTensor(fast->forward(in[i])); };
+        }
+        const torch::Tensor want = c[0].call(0);
+        for (size_t i = 1; i < c.size(); ++i) {
+          try {
+            // Past calibration (Note [Quantized linears]: KILN_QUANT_CALIBRATION_CALLS), both
+            // input sets.
+            for (int w = 0; w < session.options().quantCalibrationCalls + 2; ++w)
+              c[i].call(static_cast<size_t>(w % 2));
+            settle(session, *kilns[i - 1], in[0], d, 60);
+            c[i].acc = compare(c[i].call(0), want);
+          } catch (const std::exception& e) {
+            c[i].error = "error: " + oneLine(e.what());
+            ++failures;
+          }
+        }
+        std::vector<Contender*> live;
+        for (Contender& x : c)
+          if (x.ok()) live.push_back(&x);
+        for (int w = 0; w < 5; ++w)
+          for (Contender* x : live) x->call(static_cast<size_t>(w % 2));
+        std::vector<std::function<void(int)>> fns;
+        for (Contender* x : live)
+          fns.push_back([x](int i) { x->call(static_cast<size_t>(i % 2)); });
+        const std::vector<double> ms = d.medianMsInTurns(fns, a.reps, 5);
+        for (size_t i = 0; i < live.size(); ++i) live[i]->ms = ms[i];
+        auto vs = [&](const Contender& x) {
+          return x.ok() && c[1].ok() ? strf("%.3fx", c[1].ms / x.ms) : std::string("-");
+        };
+        auto cos = [](const Contender& x) {
+          return x.ok() ? strf("%.6f", x.acc.cosine) : std::string("-");
+        };
+        auto err = [](const Contender& x) {
+          return x.ok() ? strf("%.3g", x.acc.maxErr) : std::string("-");
+        };
+        auto eight = [&](size_t k) {
+          const std::string j = kilns[k]->explainJson();
+          size_t n = 0, total = 0;
+          for (size_t at = j.find("\"quantized\": "); at != std::string::npos;
+               at = j.find("\"quantized\": ", at + 1)) {
+            ++total;
+            n += j.compare(at + 13, 4, "true") == 0;
+          }
+          return strf("%zu of %zu", n, total);
+        };
+        std::printf(
+            "| %s | %lld | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s / %s | %s / "
+            "%s | |\n",
+            m.name.c_str(), static_cast<long long>(batch),
+            m.text() ? std::to_string(seq).c_str() : "224x224", fmtMs(c[0]).c_str(),
+            fmtMs(c[1]).c_str(), fmtMs(c[2]).c_str(), fmtMs(c[3]).c_str(), vs(c[2]).c_str(),
+            vs(c[3]).c_str(), cos(c[1]).c_str(), cos(c[2]).c_str(), cos(c[3]).c_str(),
+            err(c[1]).c_str(), err(c[2]).c_str(), err(c[3]).c_str(), eight(1).c_str(),
+            eight(2).c_str());
+        std::fflush(stdout);
+      }
+      for (size_t k = 0; k < kilns.size(); ++k)
+        std::fprintf(stderr, "== %s (%s)\n%s\n%s\n", m.name.c_str(), kinds[k].first,
+                     kilns[k]->stats().toString().c_str(), kilns[k]->explain().c_str());
+    } catch (const std::exception& e) {
+      std::printf("| %s | | | error: %s |\n", m.name.c_str(), oneLine(e.what()).c_str());
+      ++failures;
+    }
+    std::fflush(stdout);
+    if (d.cuda) c10::cuda::CUDACachingAllocator::emptyCache();
+  }
+  return failures == 0 ? 0 : 1;
+}
+
 const char* kUsage =
     "usage: kiln-real-bench DIR [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N] "
     "[--tune] [--graphs] [--device cuda|cpu]\n"
     "       kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq S]\n"
     "       kiln-real-bench DIR --precision DIR16 [--models a,b] [--batches 1,8,32] [--seq S] "
-    "[--reps N]\n";
+    "[--reps N]\n"
+    "       kiln-real-bench DIR --quant [--models a,b] [--batches 1,8,32] [--seq S] [--reps N]\n";
 
 }  // namespace
 
@@ -750,6 +873,8 @@ int main(int argc, char** argv) {
       a.batch = std::atoll(argv[++i]);
     } else if (flag == "--precision" && hasValue) {
       a.precisionDir = argv[++i];
+    } else if (flag == "--quant") {
+      a.quant = true;
     } else if (flag == "--graphs") {
       a.graphs = true;
     } else if (flag == "--tune") {
@@ -788,6 +913,7 @@ int main(int argc, char** argv) {
     kiln::Session session(kopt);
     if (firstCallMode) return firstCall(a, d, session);
     if (!a.precisionDir.empty()) return precisionBench(a, d, session);
+    if (a.quant) return quantBench(a, d, session);
     std::unique_ptr<kiln::Session> graphSession;  // --graphs: the same options, graphs flipped
     if (a.graphs) {
       kiln::Options g = session.options();

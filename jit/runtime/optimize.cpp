@@ -156,6 +156,7 @@ struct OptimizedModule::Impl {
   // Note [Precision]: the dtype float32 is retyped to, and explain()'s line about it.
   std::optional<ir::DType> precisionTo;
   std::string precisionLine;
+  std::optional<QuantSettings> quantize;  // fp8/int8: Note [Quantized linears]
   std::vector<std::vector<int64_t>> dimEdges;  // bucket policy per options.dynamicDims entry
   std::shared_ptr<ModuleShared> shared = std::make_shared<ModuleShared>();
 
@@ -561,7 +562,8 @@ struct OptimizedModule::Impl {
         CapturedGraph captured = captureFor(examples, exampleTensors, familyKey, &fromCache);
         (fromCache ? capturesCached : captures).fetch_add(1, std::memory_order_relaxed);
         fam = std::make_shared<Family>();
-        fam->program = Program::build(std::move(captured), *session);
+        fam->program = Program::build(std::move(captured), *session,
+                                      quantize ? &*quantize : nullptr);
         fam->symbolEdges = symbolEdgesFor(tensors, fam->program->graph().numSymbols());
       } catch (const UserError&) {
         throw;
@@ -1085,25 +1087,43 @@ void resolvePrecision(OptimizedModule::Impl& impl, const std::vector<at::Tensor>
     impl.precisionLine = "module (the module's own dtypes)";
     return;
   }
+  const bool eightBit = want == Precision::kFp8 || want == Precision::kInt8;
+  std::string quantLine;
+  if (eightBit) {
+    const kiln::Options& o = impl.session->options();
+    impl.quantize = QuantSettings{
+        want == Precision::kFp8 ? QuantFormat::kFp8 : QuantFormat::kInt8,
+        o.quantCalibrationCalls, o.quantMaxError, o.quantEmulate};
+    quantLine = fmt::format(
+        "; linears with a weight param run {} GEMMs, input scales calibrated on {} calls, kept "
+        "in 16 bits above error {} (Note [Quantized linears])",
+        toString(want), o.quantCalibrationCalls, o.quantMaxError);
+  }
   if (impl.options.retypeTo) {
-    impl.precisionLine = fmt::format("{} not applied: the plans are typed {} ahead of time",
-                                     toString(want), ir::toString(*impl.options.retypeTo));
+    impl.precisionLine =
+        eightBit ? fmt::format("{}: the plans are typed {} ahead of time{}", toString(want),
+                               ir::toString(*impl.options.retypeTo), quantLine)
+                 : fmt::format("{} not applied: the plans are typed {} ahead of time",
+                               toString(want), ir::toString(*impl.options.retypeTo));
     return;
   }
   for (const at::Tensor& t : tensors)
     if (t.defined() && at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kFloat) {
-      impl.precisionLine = fmt::format(
-          "{} not applied: the module has {} tensors, so it runs in its own dtypes (its float32 "
-          "upcasts are deliberate)",
-          toString(want), c10::toString(t.scalar_type()));
+      impl.precisionLine =
+          eightBit ? fmt::format("{}: activations in the module's own dtypes ({} tensors){}",
+                                 toString(want), c10::toString(t.scalar_type()), quantLine)
+                   : fmt::format(
+                         "{} not applied: the module has {} tensors, so it runs in its own "
+                         "dtypes (its float32 upcasts are deliberate)",
+                         toString(want), c10::toString(t.scalar_type()));
       KILN_LOG_INFO("kiln: precision {}", impl.precisionLine);
       return;
     }
-  impl.precisionTo = want == Precision::kFloat16 ? ir::DType::kFloat16 : ir::DType::kBFloat16;
+  impl.precisionTo = want == Precision::kBFloat16 ? ir::DType::kBFloat16 : ir::DType::kFloat16;
   impl.precisionLine = fmt::format(
       "{}: float32 runs in {} (params converted once; float32 inputs cast at entry, float32 "
-      "outputs cast back; Note [Precision])",
-      toString(want), ir::toString(*impl.precisionTo));
+      "outputs cast back; Note [Precision]){}",
+      toString(want), ir::toString(*impl.precisionTo), quantLine);
 }
 
 }  // namespace

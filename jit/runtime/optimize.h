@@ -61,7 +61,9 @@
 // A module that already has float16/bfloat16 tensors runs in its own dtypes (explain() says so):
 // its explicit float32 upcasts (an RMSNorm's) are deliberate. When kiln runs the module itself
 // (Note [Never worse than eager], or the module was faster), it runs in float32 as written.
-// fp8 and int8 are not built yet: parsing them is a UserError that says so.
+// fp8 and int8 keep activations in 16 bits (a float32 module retyped to float16 as above, a
+// 16-bit module in its own dtypes) and run its linears with a weight param as 8-bit GEMMs (Note
+// [Quantized linears] in quantized_linear.h); explain() lists each linear and its error.
 #include <functional>
 #include <memory>
 #include <optional>

@@ -174,7 +174,9 @@ bool Plan::settled() const {
 }
 
 bool Plan::settled(const KernelSet& set) const {
-  return !set.pending() && !(set.generic && info_.servedGeneric && swaps_.load() == 0);
+  // Note [Quantized linears]: calibration reads tensors on the host, and changes what runs.
+  return !set.pending() && !(set.generic && info_.servedGeneric && swaps_.load() == 0) &&
+         !program_->calibrating();
 }
 
 void Plan::setComparison(ModuleComparison c) const {
@@ -377,7 +379,16 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
       in.reserve(rt.inputIds.size());
       for (int id : rt.inputIds) in.push_back(values[static_cast<size_t>(id)]);
       std::vector<at::Tensor> out;
-      if (rt.gemm != nullptr && !set.libraryGemms) {
+      if (rt.quant != nullptr) {  // Note [Quantized linears]: linear(x, w, b), addmm(b, x, w)
+        const ir::Attrs& attrs = step.node->attrs();
+        std::optional<at::Tensor> y =
+            step.node->kind() == ir::OpKind::kAddmm
+                ? rt.quant->run(in[1], in[2].t(), &in[0], "")
+                : rt.quant->run(in[0], in[1], in.size() > 2 ? &in[2] : nullptr,
+                                attrs.has("activation") ? attrs.getString("activation") : "");
+        if (y) out.push_back(std::move(*y));
+      }
+      if (out.empty() && rt.gemm != nullptr && !set.libraryGemms) {
         if (std::optional<at::Tensor> y =
                 rt.gemm->run(in[0], in[1], in.size() > 2 ? &in[2] : nullptr)) {
           out.push_back(std::move(*y));
@@ -423,6 +434,7 @@ std::string Plan::stepLabel(size_t s) const {
       const KernelStep& k = set->kernels[static_cast<size_t>(rt.kernel)];
       return k.kernel != nullptr ? "kernel " + k.name : "eager " + describeStep(step);
     }
+    if (rt.quant != nullptr && rt.quant->report().quantized) return describeStep(step) + " (8-bit)";
     if (rt.gemm != nullptr && rt.gemm->hasKernel() && !kernels_.load()->libraryGemms)
       return "kernel " + rt.gemm->name();
     return describeStep(step);
@@ -459,6 +471,26 @@ std::string_view kernelStateName(KernelState state) {
   return "?";
 }
 
+// Note [Quantized linears]: a step whose linear runs its 8-bit GEMM now.
+bool quantized(const QuantizedLinear* q) {
+  return q != nullptr && q->report().quantized;
+}
+
+std::string quantLines(const Program& program) {
+  const std::vector<QuantizedLinear::Report> reports = program.quantReports();
+  const std::vector<std::string>& skipped = program.quantSkipped();
+  if (reports.empty() && skipped.empty()) return "";
+  const auto eight = std::count_if(reports.begin(), reports.end(),
+                                   [](const QuantizedLinear::Report& r) { return r.quantized; });
+  std::string out =
+      fmt::format("quantised linears: {} of {} run 8-bit (Note [Quantized linears])\n", eight,
+                  reports.size() + skipped.size());
+  for (const QuantizedLinear::Report& r : reports)
+    out += fmt::format("  {}: {}\n", r.label, r.state);
+  for (const std::string& why : skipped) out += fmt::format("  {} (16-bit)\n", why);
+  return out;
+}
+
 }  // namespace
 
 std::string Plan::graphsLine() const {
@@ -488,7 +520,8 @@ std::string Plan::explain() const {
                          k.tuned ? ", tuned" : "", whyEager(k));
   }
   for (size_t s = 0; s < program_->runtime_.size(); ++s)
-    if (const KilnGemm* gemm = program_->runtime_[s].gemm.get())
+    if (const KilnGemm* gemm = program_->runtime_[s].gemm.get();
+        gemm != nullptr && !quantized(program_->runtime_[s].quant.get()))
       out += !gemm->hasKernel()
                  ? fmt::format("step {}: linear + gelu through ATen: {}\n", s, gemm->reason())
              : set->libraryGemms
@@ -498,6 +531,7 @@ std::string Plan::explain() const {
                        s, gemm->name())
                  : fmt::format("step {}: kiln GEMM {} (bias + {} in its epilogue)\n", s,
                                gemm->name(), codegen::toString(gemm->spec().activation));
+  out += quantLines(*program_);
   if (!program_->convLayout().reason.empty())
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
   const Program::ShapeOnly& so = program_->shapeOnly();
@@ -574,6 +608,22 @@ std::string Plan::explainJson() const {
                                       ? "the tuner timed the plan faster through ATen"
                                       : gemm->reason()}});
   out["gemms"] = std::move(gemms);
+  Json quant = Json::array();  // Note [Quantized linears]
+  for (const QuantizedLinear::Report& r : program_->quantReports())
+    quant.push_back({{"linear", r.label},
+                     {"quantized", r.quantized},
+                     {"state", r.state},
+                     {"relError", r.relError < 0 ? Json(nullptr) : Json(r.relError)},
+                     {"inputScale", r.inputScale},
+                     {"fromRecord", r.fromRecord}});
+  for (const std::string& why : program_->quantSkipped())
+    quant.push_back({{"linear", why.substr(0, why.find(": "))},
+                     {"quantized", false},
+                     {"state", "16-bit: " + why.substr(std::min(why.size(), why.find(": ") + 2))},
+                     {"relError", nullptr},
+                     {"inputScale", 0},
+                     {"fromRecord", false}});
+  out["quantizedLinears"] = std::move(quant);
   out["convLayout"] = {{"channelsLast", program_->convLayout().channelsLast},
                        {"reason", program_->convLayout().reason}};
   out["capture"] = captured().report();

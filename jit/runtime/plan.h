@@ -108,8 +108,9 @@ class Plan {
   const GraphReplay* graphs() const { return graphs_.get(); }
   // True for the first caller only: the plan's one tuning job (Note [Background tuning]).
   bool claimTuning() const { return !tuningClaimed_.exchange(true); }
-  // Runs its own bucket's kernels, none pending, no swap from generic kernels still to come:
-  // what CUDA graphs capture and what is compared against the module.
+  // Runs its own bucket's kernels, none pending, no swap from generic kernels still to come, no
+  // linear calibrating (Note [Quantized linears]): what CUDA graphs capture and what is compared
+  // against the module.
   bool settled() const;
   // Note [Plan against the module] in against_module.h: the first caller only, then the result.
   bool claimComparison() const { return !comparisonClaimed_.exchange(true); }

@@ -6,11 +6,14 @@
 
 #include <fmt/format.h>
 
+#include "codegen/kernel_abi.h"
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/retyped_params.h"
 #include "jit/runtime/session.h"
+#include "src/ir/printer.h"
 #include "src/passes/pipeline.h"
 #include "src/support/error.h"
+#include "src/support/log.h"
 
 namespace kiln::jit {
 
@@ -28,7 +31,8 @@ std::string describeStep(const partition::Step& step) {
   return "?";
 }
 
-std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session) {
+std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session,
+                                              const QuantSettings* quant) {
   std::shared_ptr<Program> program(new Program());
   Program& p = *program;
   p.captured_ = std::move(captured);
@@ -127,6 +131,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   }
 
   p.markShapeOnlySteps(session.options().shapeOnlyCache);
+  if (quant != nullptr) p.quantizeLinears(*quant, session);
 
   const CapturedGraph* cap = &p.captured_;
   p.eager_ = [cap](const ir::Node& node, const std::vector<at::Tensor>& in,
@@ -202,6 +207,115 @@ void Program::markShapeOnlySteps(bool allowed) {
   for (int id = 0; id < numValues_; ++id)
     if (paramRead[static_cast<size_t>(id)]) so.params.push_back(id);
   so.enabled = true;
+}
+
+namespace {
+
+// Note [Quantized linears]: what names the params' values in a calibration record's key: the
+// float32 norm of every floating param, one fused reduction per device, read back once.
+std::string paramFingerprint(const std::vector<at::Tensor>& params) {
+  std::map<std::string, std::vector<at::Tensor>> byDevice;
+  for (const at::Tensor& t : params)
+    if (t.defined() && at::isFloatingType(t.scalar_type()) && t.numel() > 0)
+      byDevice[t.device().str()].push_back(t.detach());
+  std::string out;
+  for (auto& [device, tensors] : byDevice) {
+    std::vector<at::Tensor> norms = at::_foreach_norm(tensors, 2, at::kFloat);
+    const at::Tensor host = at::stack(norms).cpu();
+    const float* v = host.const_data_ptr<float>();
+    out += device;
+    for (int64_t i = 0; i < host.numel(); ++i) out += fmt::format(" {:a}", v[i]);
+    out += '\n';
+  }
+  return out;
+}
+
+}  // namespace
+
+void Program::quantizeLinears(const QuantSettings& settings, const Session& session) {
+  const ir::Graph& g = graph();
+  std::vector<at::Tensor> params;
+  for (const auto& n : g.nodes())
+    if (n->kind() == ir::OpKind::kParam)
+      params.push_back(constantValues_[static_cast<size_t>(n->output()->id())]);
+  cache::KernelCache* cache = nullptr;
+  std::string signature;
+  try {
+    cache = &session.kernelCache();
+    signature = fmt::format("quantised linears {}\n{}\n{}", toString(settings.format),
+                            paramFingerprint(params), ir::print(g));
+  } catch (const std::exception& e) {
+    KILN_LOG_WARN("kiln: calibration records are off for this program: {}", e.what());
+    cache = nullptr;
+  }
+  int index = 0;
+  for (size_t s = 0; s < partition_.steps.size(); ++s) {
+    const partition::Step& step = partition_.steps[s];
+    if (step.node == nullptr) continue;
+    const ir::Node& node = *step.node;
+    // linear(x, w [N, K], b) and addmm(b, x, w [K, N]): GPT-2's Conv1D (Note [Linear from addmm]).
+    const bool addmm = node.kind() == ir::OpKind::kAddmm;
+    if (node.kind() != ir::OpKind::kLinear && !addmm) continue;
+    const ir::Value* wValue = node.input(addmm ? 2 : 1);
+    const ir::Node* wNode = wValue->producer();
+    std::string label = fmt::format("{} {} (step {})", addmm ? "addmm" : "linear", index, s);
+    if (wNode->kind() != ir::OpKind::kParam) {
+      quantSkipped_.push_back(label + ": its weight is computed, not a param");
+      continue;
+    }
+    label = fmt::format("{} (step {})", wNode->attrs().getString("name"), s);
+    at::Tensor w = constantValues_[static_cast<size_t>(wValue->id())];
+    if (addmm) {
+      const ir::Attrs& a = node.attrs();
+      const bool unit = (!a.has("alpha") || a.getDouble("alpha") == 1.0) &&
+                        (!a.has("beta") || a.getDouble("beta") == 1.0);
+      const at::Tensor& b = constantValues_[static_cast<size_t>(node.input(0)->id())];
+      if (!unit || !b.defined() || b.dim() != 1) {
+        quantSkipped_.push_back(label + ": an addmm other than x w + bias (vector)");
+        continue;
+      }
+      if (w.dim() == 2) w = w.t();
+    }
+    if (std::optional<std::string> why = quantizeBlocker(settings.format, w)) {
+      quantSkipped_.push_back(label + ": " + *why);
+      continue;
+    }
+    const std::string key = fmt::format("{}\nlinear {}", signature, index++);
+    std::function<void(const std::string&)> store;
+    if (cache != nullptr)
+      store = [cache, key](const std::string& record) {
+        try {
+          cache->putTuningRecord(key, "", "any", codegen::kCodegenVersion, record);
+        } catch (const std::exception& e) {
+          KILN_LOG_WARN("kiln: storing a calibration record failed: {}", e.what());
+        }
+      };
+    auto q = std::make_shared<QuantizedLinear>(settings, label, std::move(store));
+    if (cache != nullptr) {
+      try {
+        if (std::optional<std::string> rec =
+                cache->getTuningRecord(key, "", "any", codegen::kCodegenVersion);
+            rec && !q->restore(*rec))
+          KILN_LOG_WARN("kiln: {}: ignoring a calibration record this build did not write", label);
+      } catch (const std::exception& e) {
+        KILN_LOG_WARN("kiln: reading a calibration record failed: {}", e.what());
+      }
+    }
+    runtime_[s].quant = std::move(q);
+  }
+}
+
+std::vector<QuantizedLinear::Report> Program::quantReports() const {
+  std::vector<QuantizedLinear::Report> out;
+  for (const StepRuntime& rt : runtime_)
+    if (rt.quant != nullptr) out.push_back(rt.quant->report());
+  return out;
+}
+
+bool Program::calibrating() const {
+  for (const StepRuntime& rt : runtime_)
+    if (rt.quant != nullptr && rt.quant->calibrating()) return true;
+  return false;
 }
 
 size_t Program::kilnGemmSteps() const {

@@ -13,6 +13,7 @@
 #include "jit/runtime/conv_layout.h"
 #include "jit/runtime/gemm_kernels.h"
 #include "jit/runtime/layout_kernels.h"
+#include "jit/runtime/quantized_linear.h"
 #include "src/partition/partition.h"
 
 namespace kiln {
@@ -31,7 +32,10 @@ std::string describeStep(const partition::Step& step);
 class Program {
  public:
   // Passes, partition and step bookkeeping. Params are bound by name to captured.params.
-  static std::shared_ptr<const Program> build(CapturedGraph captured, const Session& session);
+  // `quant` (may be null): run linears with a weight param as 8-bit GEMMs (Note [Quantized
+  // linears] in quantized_linear.h).
+  static std::shared_ptr<const Program> build(CapturedGraph captured, const Session& session,
+                                              const QuantSettings* quant = nullptr);
 
   const ir::Graph& graph() const { return *captured_.graph; }
   const CapturedGraph& captured() const { return captured_; }
@@ -49,6 +53,12 @@ class Program {
   bool foldedParamsStale() const;
   // Steps that run on kiln's own GEMM when their kernel set lets them (KernelSet::libraryGemms).
   size_t kilnGemmSteps() const;
+  // Note [Quantized linears]: the linears that run 8-bit (or calibrate), and those that cannot,
+  // with why ("<weight> (step 12): its weight is ..."). Both empty without quantisation.
+  std::vector<QuantizedLinear::Report> quantReports() const;
+  const std::vector<std::string>& quantSkipped() const { return quantSkipped_; }
+  // Some linear is still calibrating (no CUDA graph is captured meanwhile).
+  bool calibrating() const;
   // Whether the convs run channels-last, and why (Note [Channels-last convolutions]).
   const ConvLayoutChoice& convLayout() const { return convLayout_; }
   // Float32 module tensors the graph reads in float16/bfloat16 (Note [Retyped params are
@@ -80,15 +90,17 @@ class Program {
  private:
   friend class Plan;
   struct StepRuntime {
-    std::vector<int> inputIds;             // value ids read (kFusion: group inputs)
-    std::vector<int> outputIds;            // value ids written (kFusion: group outputs)
-    std::vector<int> release;              // value ids whose last use is this step
-    int kernel = -1;                       // index into KernelSet::kernels (kFusion)
-    std::shared_ptr<const KilnGemm> gemm;  // a linear's kiln GEMM (kLibrary), or null
+    std::vector<int> inputIds;               // value ids read (kFusion: group inputs)
+    std::vector<int> outputIds;              // value ids written (kFusion: group outputs)
+    std::vector<int> release;                // value ids whose last use is this step
+    int kernel = -1;                         // index into KernelSet::kernels (kFusion)
+    std::shared_ptr<const KilnGemm> gemm;    // a linear's kiln GEMM (kLibrary), or null
+    std::shared_ptr<QuantizedLinear> quant;  // a linear's 8-bit GEMM (kLibrary), or null
     std::string rangeName;  // "kiln::group #3", ... (Note [Profiler ranges] in profiler_range.h)
   };
   Program() = default;
   void markShapeOnlySteps(bool allowed);
+  void quantizeLinears(const QuantSettings& settings, const Session& session);
 
   CapturedGraph captured_;
   std::shared_ptr<const FoldedParams> folds_;
@@ -102,6 +114,7 @@ class Program {
   std::vector<at::Tensor> constantValues_;  // by value id; defined for kConstant/kParam values
   std::vector<int> outputIds_;
   ShapeOnly shapeOnly_;
+  std::vector<std::string> quantSkipped_;
   int numValues_ = 0;
   EagerRunner eager_;
 };

@@ -45,6 +45,8 @@ std::string_view toString(Precision precision) {
     case Precision::kModule: return "module";
     case Precision::kFloat16: return "fp16";
     case Precision::kBFloat16: return "bf16";
+    case Precision::kFp8: return "fp8";
+    case Precision::kInt8: return "int8";
   }
   return "?";
 }
@@ -72,6 +74,15 @@ int64_t parseInt(std::string_view what, std::string_view text, int64_t min, int6
     throw UserError(fmt::format("{}: expected an integer, got '{}'", what, text));
   if (v < min || v > max)
     throw UserError(fmt::format("{}: expected a value in [{}, {}], got {}", what, min, max, v));
+  return v;
+}
+
+double parseFraction(std::string_view what, std::string_view text) {
+  std::string t = lowerTrim(text);
+  double v = 0;
+  auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (t.empty() || ec != std::errc() || ptr != t.data() + t.size() || !(v > 0 && v <= 1))
+    throw UserError(fmt::format("{}: expected a number in (0, 1], got '{}'", what, text));
   return v;
 }
 
@@ -126,11 +137,10 @@ Precision parsePrecision(std::string_view what, std::string_view text) {
   if (t == "module") return Precision::kModule;
   if (t == "fp16" || t == "float16" || t == "half") return Precision::kFloat16;
   if (t == "bf16" || t == "bfloat16") return Precision::kBFloat16;
-  if (t == "fp8" || t == "int8")
-    throw UserError(fmt::format(
-        "{}: '{}' is not available yet: kiln has no {} GEMMs so far (module, fp16 and bf16 are)",
-        what, text, t));
-  throw UserError(fmt::format("{}: expected module, fp16 or bf16, got '{}'", what, text));
+  if (t == "fp8" || t == "float8" || t == "e4m3") return Precision::kFp8;
+  if (t == "int8") return Precision::kInt8;
+  throw UserError(
+      fmt::format("{}: expected module, fp16, bf16, fp8 or int8, got '{}'", what, text));
 }
 
 Options applyEnvironment(Options o, const EnvLookup& env) {
@@ -173,6 +183,12 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
     o.tuneSeconds = static_cast<int>(parseInt("KILN_TUNE_SECONDS", *v, 1, 24 * 3600));
   if (auto v = env("KILN_CONV_LAYOUT")) o.convLayout = parseConvLayout("KILN_CONV_LAYOUT", *v);
   if (auto v = env("KILN_PRECISION")) o.precision = parsePrecision("KILN_PRECISION", *v);
+  if (auto v = env("KILN_QUANT_CALIBRATION_CALLS"))
+    o.quantCalibrationCalls =
+        static_cast<int>(parseInt("KILN_QUANT_CALIBRATION_CALLS", *v, 1, 1 << 20));
+  if (auto v = env("KILN_QUANT_MAX_ERROR"))
+    o.quantMaxError = parseFraction("KILN_QUANT_MAX_ERROR", *v);
+  if (auto v = env("KILN_QUANT_EMULATE")) o.quantEmulate = parseBool("KILN_QUANT_EMULATE", *v);
   if (auto v = env("KILN_GEMM")) o.kilnGemm = parseBool("KILN_GEMM", *v);
   if (auto v = env("KILN_POISON_OUTPUTS")) o.poisonOutputs = parseBool("KILN_POISON_OUTPUTS", *v);
   if (auto v = env("KILN_STRICT")) o.strict = parseBool("KILN_STRICT", *v);

@@ -23,9 +23,13 @@ std::string_view toString(ConvLayout layout);
 //              entry and float32 outputs cast back; reductions, softmax and norms accumulate in
 //              float32
 //   kBFloat16  the same in bfloat16
-// fp8 and int8 GEMMs (issue 21) are not built yet; asking for them is a UserError that says so.
-enum class Precision : uint8_t { kModule, kFloat16, kBFloat16 };
-std::string_view toString(Precision precision);  // module, fp16, bf16
+//   kFp8       16-bit activations (a float32 module runs in float16, as kFloat16), and linears
+//              with a weight param run as fp8 e4m3 GEMMs: weights quantised per output channel,
+//              activations with a scale calibrated on the first calls (Note [Quantized linears]
+//              in jit/runtime/quantized_linear.h)
+//   kInt8      the same with int8 weights and activations and int32 accumulation
+enum class Precision : uint8_t { kModule, kFloat16, kBFloat16, kFp8, kInt8 };
+std::string_view toString(Precision precision);  // module, fp16, bf16, fp8, int8
 
 struct Options {
   // KILN_LOG: off|error|warn|info|debug|trace.
@@ -78,6 +82,16 @@ struct Options {
   // KILN_PRECISION: module|fp16|bf16 (Precision above). jit::Options::precision overrides it per
   // module.
   Precision precision = Precision::kModule;
+  // Note [Quantized linears] (fp8, int8). KILN_QUANT_CALIBRATION_CALLS: calls each quantised
+  // linear observes before its activation scale is frozen. KILN_QUANT_MAX_ERROR: the largest
+  // relative error (||y_q - y|| / ||y|| on the last calibration input) a linear may have and still
+  // run quantised; a linear above it stays in 16 bits, and explain() lists it.
+  int quantCalibrationCalls = 8;
+  double quantMaxError = 0.08;
+  // KILN_QUANT_EMULATE=1 (tests; accuracy checks on a machine without fp8/int8 hardware): where
+  // the device cannot run the quantised GEMM (the CPU, a card before sm_89), compute it in float32
+  // from the quantised operands and the same scales instead of falling back to 16 bits. Slow.
+  bool quantEmulate = false;
   // KILN_POISON_OUTPUTS=1 (debugging, tests): fill kernel outputs with NaN/0xFF before each launch,
   // so an element a kernel fails to write cannot pass for a right answer left over in memory.
   bool poisonOutputs = false;
@@ -99,11 +113,12 @@ Options applyEnvironment(Options base, const EnvLookup& env);
 // Parsers shared with the CLIs. Each throws UserError naming `what`.
 bool parseBool(std::string_view what, std::string_view text);
 int64_t parseInt(std::string_view what, std::string_view text, int64_t min, int64_t max);
+double parseFraction(std::string_view what, std::string_view text);    // in (0, 1]
 uint64_t parseByteSize(std::string_view what, std::string_view text);  // "512M", "2G", "1048576"
 TuneMode parseTuneMode(std::string_view what, std::string_view text);
 bool parseAutoOff(std::string_view what, std::string_view text);  // true for auto
 ConvLayout parseConvLayout(std::string_view what, std::string_view text);
-// module, fp16 (or float16, half), bf16 (or bfloat16); fp8 and int8 are named as not built yet.
+// module, fp16 (or float16, half), bf16 (or bfloat16), fp8 (or float8, e4m3), int8.
 Precision parsePrecision(std::string_view what, std::string_view text);
 
 }  // namespace kiln

@@ -11,12 +11,14 @@
 #include <thread>
 #include <vector>
 
+#include <ATen/cuda/CUDAContext.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
 #include <kiln/kiln.h>
 
+#include "jit/runtime/quantized_linear.h"
 #include "tests/support/real_models.h"
 
 namespace {
@@ -128,6 +130,122 @@ TEST_P(RealModelGpu, PrecisionRunsTheFloat32ModuleInSixteenBits) {
     EXPECT_EQ(st.eagerFallbacks, 0u) << fast.explain();
     EXPECT_GT(st.kernelLaunches, 0u) << fast.explain();
     EXPECT_NE(fast.explain().find("params converted"), std::string::npos) << fast.explain();
+  }
+}
+
+// Note [Quantized linears] on the card: the float16 fixtures with fp8 and int8 linears (calibrated
+// on two calls), against the float16 module at several shapes, and the same after CUDA graph
+// capture and replay.
+TEST_P(RealModelGpu, EightBitLinearsOnTheFloat16Module) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";
+  if (strictGpuSession().cudaEnvironment().devices.empty())
+    GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;
+  const auto props = at::cuda::getCurrentDeviceProperties();
+  if (props->major * 10 + props->minor < 89)
+    GTEST_SKIP() << "fp8 GEMMs need sm_89 or newer; this card is sm_" << props->major
+                 << props->minor;
+  torch::NoGradGuard ng;
+  static kiln::Session* session = [] {
+    kiln::Options o = strictGpuSession().options();
+    o.quantCalibrationCalls = 2;
+    o.backgroundCompile = false;  // each bucket's own kernels at once, so graphs are captured
+    return new kiln::Session(o);
+  }();
+  const Fixture& f = GetParam();
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  const std::vector<std::pair<int64_t, int64_t>> shapes =
+      f.text ? std::vector<std::pair<int64_t, int64_t>>{{8, 128}, {3, 77}, {1, 5}}
+             : std::vector<std::pair<int64_t, int64_t>>{{8, 0}, {3, 0}, {1, 0}};
+  const bool some = std::string(f.name) != "tv_resnet";  // its one linear has N = 10
+  for (kiln::Precision precision : {kiln::Precision::kFp8, kiln::Precision::kInt8}) {
+    kiln::jit::Options o = kiln::testing::fixtureOptions(f, *session);
+    o.precision = precision;
+    auto fast = kiln::jit::optimize(m, o);
+    auto sixteen = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, *session));
+    for (uint64_t seed : {1, 2})  // calibration
+      fast.forward(
+          kiln::testing::fixtureInputs(f, 8, f.text ? 128 : 0, seed, torch::kCUDA, torch::kHalf));
+    for (auto [batch, seq] : shapes) {
+      const std::string what = std::string(f.name) + " " + std::string(kiln::toString(precision)) +
+                               " batch " + std::to_string(batch) + " seq " + std::to_string(seq);
+      std::vector<torch::IValue> in = kiln::testing::fixtureInputs(
+          f, batch, seq, static_cast<uint64_t>(batch * 1000 + seq), torch::kCUDA, torch::kHalf);
+      const torch::Tensor want = m.forward(in).toTensor();
+      const torch::Tensor plain = sixteen.forward(in).toTensor();
+      // Calibration is per guard family (batch 1 is a family of its own): two calls of these
+      // sizes first, which calibrate a new family and change nothing for one already frozen.
+      fast.forward(in);
+      fast.forward(in);
+      std::vector<torch::Tensor> got;
+      for (int call = 0; call < 4; ++call) got.push_back(fast.forward(in).toTensor());
+      ASSERT_EQ(got[0].sizes(), want.sizes()) << what;
+      ASSERT_TRUE(torch::isfinite(got[0]).all().item<bool>()) << what;
+      const torch::Tensor g = got[0].flatten().to(torch::kDouble);
+      const torch::Tensor w = want.flatten().to(torch::kDouble);
+      const double cosine = torch::cosine_similarity(g, w, 0).item<double>();
+      std::cout << what << ": cosine " << cosine << ", max err "
+                << (g - w).abs().max().item<double>() << " (max |ref| "
+                << w.abs().max().item<double>() << ")\n";
+      // The small random fixtures: 0.998 (the Llama-style one gives 0.9987 in fp8 on an H100);
+      // the bench reports the full-size models against issue 21's 0.999.
+      EXPECT_GE(cosine, 0.998) << what << "\n" << fast.explain();
+      if (some)
+        EXPECT_FALSE(torch::equal(got[0], plain)) << what << ": the same as 16 bits, so no linear "
+                                                  << "ran quantised";
+      for (int call = 1; call < 4; ++call)  // step by step, captured, replayed
+        EXPECT_TRUE(torch::equal(got[static_cast<size_t>(call)], got[0]))
+            << what << " call " << call;
+    }
+    const std::string explain = fast.explain();
+    EXPECT_EQ(explain.find("calibrating"), std::string::npos) << explain;
+    EXPECT_EQ(explain.find(" run 8-bit") != std::string::npos &&
+                  explain.find("quantised linears: 0 of") == std::string::npos,
+              some)
+        << explain;
+    EXPECT_GT(fast.stats().graphReplays, 0u) << explain;
+    EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << explain;
+  }
+}
+
+// The fp8 and int8 GEMMs (cuBLASLt) against a float64 reference from the same quantised operands
+// and scales, at M = 1 (int8: emulated, _int_mm needs M > 16), 17 and 231.
+TEST(QuantizedLinearGpu, MatchesAFloat64ReferenceWithTheSameScales) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";
+  const auto props = at::cuda::getCurrentDeviceProperties();
+  if (props->major * 10 + props->minor < 89)
+    GTEST_SKIP() << "fp8 GEMMs need sm_89 or newer; this card is sm_" << props->major
+                 << props->minor;
+  torch::NoGradGuard ng;
+  using kiln::jit::QuantFormat;
+  for (QuantFormat format : {QuantFormat::kFp8, QuantFormat::kInt8}) {
+    torch::manual_seed(9);
+    const auto opt = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kHalf);
+    const torch::Tensor w = torch::randn({384, 256}, opt) * 0.05;
+    const torch::Tensor b = torch::randn({384}, opt) * 0.1;
+    kiln::jit::QuantSettings s;
+    s.format = format;
+    s.calibrationCalls = 1;
+    kiln::jit::QuantizedLinear q(s, "w", {});
+    EXPECT_FALSE(q.run(torch::randn({64, 256}, opt) * 2, w, &b, "").has_value());
+    ASSERT_TRUE(q.report().quantized) << q.report().state;
+    for (int64_t m : {1, 17, 231}) {
+      const std::string what = std::string(kiln::jit::toString(format)) + " M " + std::to_string(m);
+      const torch::Tensor x = torch::randn({m, 256}, opt);
+      std::optional<torch::Tensor> y = q.run(x, w, &b, "");
+      ASSERT_TRUE(y.has_value()) << what;
+      ASSERT_EQ(y->scalar_type(), torch::kHalf) << what;
+      auto [wq, sw] = q.weights();
+      const double sa = q.report().inputScale;
+      const torch::Tensor xq = kiln::jit::quantizeTensor(format, x, sa);
+      const torch::Tensor want =
+          torch::matmul(xq.to(torch::kDouble) * sa,
+                        (wq.to(torch::kDouble) * sw.to(torch::kDouble).unsqueeze(1)).t()) +
+          b.to(torch::kDouble);
+      const double err = (y->to(torch::kDouble) - want).abs().max().item<double>();
+      const double ref = want.abs().max().item<double>();
+      std::cout << what << ": max err " << err << " of max |ref| " << ref << "\n";
+      EXPECT_LE(err, (format == QuantFormat::kFp8 ? 1e-2 : 2e-3) * ref) << what;
+    }
   }
 }
 

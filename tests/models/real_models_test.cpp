@@ -230,6 +230,79 @@ TEST_P(RealModel, ASecondProcessNeitherTracesNorCompiles) {
   EXPECT_EQ(st.eagerFallbacks, 0u) << fast.explain();
 }
 
+// Note [Quantized linears]: under fp8 and int8 the float32 fixture runs in float16 with its linears
+// quantised (the GEMM emulated in float32 on the CPU: Options::quantEmulate), calibrated on the
+// first calls, and close to the module. explain() lists every linear. A second process over the
+// same cache directory restores the calibration: quantised from its first call, the same output.
+TEST_P(RealModel, EightBitLinearsCalibrateAndAreRestoredFromTheCache) {
+  torch::NoGradGuard ng;
+  const Fixture& f = GetParam();
+  const kiln::testing::ScratchDir scratch("kiln-real-quant");
+  for (kiln::Precision precision : {kiln::Precision::kFp8, kiln::Precision::kInt8}) {
+    SCOPED_TRACE(::testing::Message() << f.name << " " << kiln::toString(precision));
+    auto sessionOver = [&] {
+      kiln::Options o;
+      o.diskCache = true;
+      o.cacheDir = scratch.path();
+      o.strict = true;
+      o.tune = kiln::TuneMode::kOff;
+      o.quantEmulate = true;
+      o.quantCalibrationCalls = 2;
+      return std::make_unique<kiln::Session>(o, kiln::testing::noEnvironment());
+    };
+    const int64_t seq = f.text ? 7 : 0;
+    const std::vector<torch::IValue> in = inputsFor(f, 3, seq, 11);
+    torch::jit::Module m = load(f);
+    const torch::Tensor want = m.forward(in).toTensor();
+    torch::Tensor first;
+    {
+      auto s = sessionOver();
+      kiln::jit::Options o = optionsFor(f, *s);
+      o.precision = precision;
+      auto fast = kiln::jit::optimize(m, o);
+      fast.forward(inputsFor(f, 3, seq, 12));
+      // The small ResNet's one linear is 10 x 512: no 8-bit GEMM takes N = 10.
+      const bool some = std::string(f.name) != "tv_resnet";
+      EXPECT_EQ(fast.explainJson().find("calibrating (1 of 2 calls)") != std::string::npos, some)
+          << fast.explain();
+      fast.forward(in);  // the second calibration call freezes the scales
+      first = fast.forward(in).toTensor();
+      EXPECT_EQ(first.scalar_type(), torch::kFloat);
+      EXPECT_GE(cosine(first, want), 0.99) << fast.explain();
+      const std::string explain = fast.explain();
+      const std::smatch counts = [&] {
+        std::smatch mt;
+        std::regex_search(explain, mt,
+                          std::regex(R"(quantised linears: (\d+) of (\d+) run 8-bit)"));
+        return mt;
+      }();
+      ASSERT_EQ(counts.size(), 3u) << explain;
+      EXPECT_EQ(std::stoi(counts[1]) > 0, some) << explain;
+      if (!some)
+        EXPECT_NE(explain.find("weight: the " + std::string(kiln::toString(precision)) +
+                               " GEMM needs both sizes multiples of"),
+                  std::string::npos)
+            << explain;
+      EXPECT_EQ(explain.find("calibrating"), std::string::npos) << explain;
+      EXPECT_NE(explain.find("linears with a weight param run " +
+                             std::string(kiln::toString(precision)) + " GEMMs"),
+                std::string::npos)
+          << explain;
+      EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << explain;
+    }
+    auto s = sessionOver();
+    kiln::jit::Options o = optionsFor(f, *s);
+    o.precision = precision;
+    auto fast = kiln::jit::optimize(m, o);
+    const torch::Tensor again = fast.forward(in).toTensor();
+    EXPECT_TRUE(torch::equal(again, first)) << fast.explain();
+    EXPECT_EQ(fast.explain().find("calibrating"), std::string::npos) << fast.explain();
+    EXPECT_EQ(fast.explain().find("(from the tuning records)") != std::string::npos,
+              std::string(f.name) != "tv_resnet")
+        << fast.explain();
+  }
+}
+
 // Note [Shape-only steps]: BERT's position and token-type rows come from sizes alone. A second
 // call of the same sizes reuses them, and a weight changed in place is seen at once.
 TEST(RealModels, ShapeOnlyStepsAreReusedAndSeeWeightChanges) {

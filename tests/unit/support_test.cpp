@@ -61,7 +61,10 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_CONV_LAYOUT", "Channels_Last"},
                                                    {"KILN_CUDA_GRAPHS", "OFF"},
                                                    {"KILN_COMPARE_MODULE", "off"},
-                                                   {"KILN_PRECISION", "BF16"}}));
+                                                   {"KILN_PRECISION", "BF16"},
+                                                   {"KILN_QUANT_CALIBRATION_CALLS", "3"},
+                                                   {"KILN_QUANT_MAX_ERROR", "0.02"},
+                                                   {"KILN_QUANT_EMULATE", "1"}}));
   EXPECT_EQ(o.logLevel, LogLevel::kDebug);
   EXPECT_TRUE(o.disable);
   EXPECT_EQ(o.cacheDir, "/tmp/kc");
@@ -78,12 +81,19 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_FALSE(o.cudaGraphs);  // both on by default: the environment turned them off
   EXPECT_FALSE(o.compareModule);
   EXPECT_EQ(o.precision, Precision::kBFloat16);
+  EXPECT_EQ(o.quantCalibrationCalls, 3);
+  EXPECT_DOUBLE_EQ(o.quantMaxError, 0.02);
+  EXPECT_TRUE(o.quantEmulate);
+  EXPECT_FALSE(Options{}.quantEmulate);
   EXPECT_EQ(Options{}.precision, Precision::kModule);
   for (auto [text, want] : {std::pair{"module", Precision::kModule},
                             {"fp16", Precision::kFloat16},
                             {"half", Precision::kFloat16},
                             {"float16", Precision::kFloat16},
-                            {" bfloat16 ", Precision::kBFloat16}})
+                            {" bfloat16 ", Precision::kBFloat16},
+                            {"FP8", Precision::kFp8},
+                            {"e4m3", Precision::kFp8},
+                            {"int8", Precision::kInt8}})
     EXPECT_EQ(applyEnvironment(Options{}, fakeEnv({{"KILN_PRECISION", text}})).precision, want)
         << text;
   EXPECT_TRUE(Options{}.cudaGraphs);
@@ -102,14 +112,21 @@ TEST(Options, MalformedValuesNameTheVariable) {
             }),
             "KILN_CONV_LAYOUT: expected auto, channels_last or contiguous, got 'nhwc'");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_PRECISION", "fp32"}})); }),
-            "KILN_PRECISION: expected module, fp16 or bf16, got 'fp32'");
-  // Issue 21's fp8 and int8 are named as not built, never silently run as something else.
-  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_PRECISION", "fp8"}})); }),
-            "KILN_PRECISION: 'fp8' is not available yet: kiln has no fp8 GEMMs so far (module, "
-            "fp16 and bf16 are)");
-  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_PRECISION", "INT8"}})); }),
-            "KILN_PRECISION: 'INT8' is not available yet: kiln has no int8 GEMMs so far (module, "
-            "fp16 and bf16 are)");
+            "KILN_PRECISION: expected module, fp16, bf16, fp8 or int8, got 'fp32'");
+  EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_PRECISION", "int4"}})); }),
+            "KILN_PRECISION: expected module, fp16, bf16, fp8 or int8, got 'int4'");
+  EXPECT_EQ(errorOf([] {
+              applyEnvironment({}, fakeEnv({{"KILN_QUANT_MAX_ERROR", "0"}}));
+            }),
+            "KILN_QUANT_MAX_ERROR: expected a number in (0, 1], got '0'");
+  EXPECT_EQ(errorOf([] {
+              applyEnvironment({}, fakeEnv({{"KILN_QUANT_MAX_ERROR", "5%"}}));
+            }),
+            "KILN_QUANT_MAX_ERROR: expected a number in (0, 1], got '5%'");
+  EXPECT_EQ(errorOf([] {
+              applyEnvironment({}, fakeEnv({{"KILN_QUANT_CALIBRATION_CALLS", "0"}}));
+            }),
+            "KILN_QUANT_CALIBRATION_CALLS: expected a value in [1, 1048576], got 0");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_CUDA_GRAPHS", "1"}})); }),
             "KILN_CUDA_GRAPHS: expected auto or off, got '1'");
   EXPECT_EQ(errorOf([] { applyEnvironment({}, fakeEnv({{"KILN_MAX_PLANS", "0"}})); }),
