@@ -189,7 +189,8 @@ void QuantizedLinear::observe(const at::Tensor& x, const at::Tensor& w, const at
   std::unique_lock<std::mutex> lock(mutex_);
   if (state_.load(std::memory_order_relaxed) != State::kCalibrating) return;
   if (std::isfinite(amax)) amax_ = std::max(amax_, amax);
-  if (++observed_ < settings_.calibrationCalls) return;
+  if (++observed_ < settings_.calibrationCalls || freezing_) return;
+  freezing_ = true;  // one thread freezes; calls meanwhile keep running in 16 bits
   inputScale_ = std::max(amax_, std::numeric_limits<float>::min()) / quantMax(settings_.format);
   lock.unlock();
   // The accuracy check: this input both ways.

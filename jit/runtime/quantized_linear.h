@@ -124,6 +124,7 @@ class QuantizedLinear {
   std::atomic<State> state_{State::kCalibrating};
   mutable std::mutex mutex_;  // guards the fields below
   int observed_ = 0;
+  bool freezing_ = false;
   float amax_ = 0;
   float inputScale_ = 0;
   double relError_ = -1;
