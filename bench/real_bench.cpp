@@ -52,6 +52,7 @@
 // batches 1,2, seq 16, 3 reps; wall-clock medians; no memory figures; kiln runs eagerly there).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <fstream>
@@ -565,12 +566,21 @@ int firstCall(const Args& a, const Device& d, kiln::Session& session) {
       d.sync();
     } else {
       kiln::jit::OptimizedModule fast = kiln::jit::optimize(module, kilnOptions(m, session));
+      const double optimizeMs = msSince(t1);
+      auto t2 = Clock::now();
       fast.forward(iv);
+      const double forwardMs = msSince(t2);
       d.sync();
       const kiln::jit::ModuleStats st = fast.stats();
       std::fprintf(stderr, "%s\n", st.toString().c_str());
       notes = c10::str("kernels compiled ", st.kernelsCompiled, ", cached ", st.kernelsCached,
-                       ", traced ", st.captures, ", capture from cache ", st.capturesCached);
+                       ", traced ", st.captures, ", capture from cache ", st.capturesCached,
+                       "; optimize() ", c10::str(std::lround(optimizeMs)), " ms, forward() ",
+                       c10::str(std::lround(forwardMs)), " ms on the host");
+      // Note [First call breakdown]: the plan's own line, from explain().
+      const std::string explain = fast.explain();
+      if (size_t at = explain.find("first call: "); at != std::string::npos)
+        notes += "; " + explain.substr(at, explain.find('\n', at) - at);
       if (eagerCallsOf(st) > 0) notes += ", ran eagerly (fallback)";
     }
     const double firstMs = msSince(t1);

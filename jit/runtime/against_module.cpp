@@ -1,5 +1,7 @@
 #include "jit/runtime/against_module.h"
 
+#include <cmath>
+
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -18,21 +20,56 @@ std::string ModuleComparison::line() const {
                      reps, moduleFaster ? "the module runs" : "kiln runs", reason);
 }
 
+int signTestWins(int n, double alpha) {
+  // P(X >= k) for X ~ Binomial(n, 1/2), from the top down.
+  double tail = 0;
+  double term = std::pow(0.5, n);  // P(X = n)
+  for (int k = n; k >= 0; --k) {
+    if (tail + term > alpha) return k + 1;
+    tail += term;
+    term = term * k / (n - k + 1);  // P(X = k - 1) from P(X = k)
+  }
+  return 0;
+}
+
 ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timing& module,
-                                    const tuner::DecisionOptions& options) {
+                                    bool lastRound, const tuner::DecisionOptions& options) {
   ModuleComparison c;
-  if (kiln.ms.empty() || module.ms.empty()) {
+  const size_t n = std::min(kiln.ms.size(), module.ms.size());
+  tuner::Timing ratios;
+  int moduleWins = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!(kiln.ms[i] > 0) || !(module.ms[i] > 0)) continue;
+    ratios.ms.push_back(kiln.ms[i] / module.ms[i]);
+    moduleWins += module.ms[i] < kiln.ms[i] ? 1 : 0;
+  }
+  if (ratios.ms.empty()) {
     c.reason = "no measurement";
     return c;
   }
-  c.decided = true;
   c.kilnMs = kiln.median();
   c.moduleMs = module.median();
-  c.reps = static_cast<int>(std::min(kiln.ms.size(), module.ms.size()));
-  // The module is the candidate replacing kiln: it must win beyond the noise.
-  const tuner::Decision d = tuner::decide(kiln, module, /*candidateCorrect=*/true, options);
-  c.moduleFaster = d.replace;
-  c.reason = fmt::format("module {}", d.reason);
+  c.reps = static_cast<int>(ratios.ms.size());
+  const double ratio = ratios.median();  // > 1: the module is faster
+  const int turns = c.reps;
+  const int needWins = signTestWins(turns, 0.01);
+  const std::string tally = fmt::format("median ratio {:.3f}x, the module faster in {} of {} turns",
+                                        ratio, moduleWins, turns);
+  c.decided = true;
+  if (ratio <= 1.0 + options.minGain) {
+    c.reason = fmt::format("{}: within {:.0f}%, a tie keeps kiln", tally, options.minGain * 100);
+  } else if (moduleWins >= needWins) {
+    c.moduleFaster = true;
+    c.reason = fmt::format("{} (>= {} needed)", tally, needWins);
+  } else if (lastRound) {
+    c.moduleFaster = true;
+    c.reason = fmt::format("{} (fewer than the {} that rule out chance, but the last round's "
+                           "median decides)",
+                           tally, needWins);
+  } else {
+    c.decided = false;
+    c.reason = fmt::format("inconclusive: {} (< {} needed)", tally, needWins);
+  }
   return c;
 }
 
@@ -70,14 +107,27 @@ std::pair<tuner::Timing, tuner::Timing> timeInTurns(const std::function<void()>&
 
 ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
                                       const std::function<void()>& runModule, at::Device device) {
-  const auto [kiln, module] = timeInTurns(runPlan, runModule, device);
-  return judgeAgainstModule(kiln, module);
+  tuner::Timing kiln, module;
+  ModuleComparison c;
+  for (int round = 1; round <= kMaxRounds; ++round) {
+    auto [k, m] = timeInTurns(runPlan, runModule, device);
+    kiln.ms.insert(kiln.ms.end(), k.ms.begin(), k.ms.end());
+    module.ms.insert(module.ms.end(), m.ms.begin(), m.ms.end());
+    c = judgeAgainstModule(kiln, module, /*lastRound=*/round == kMaxRounds);
+    if (c.decided) {
+      if (round > 1) c.reason += fmt::format(" ({} rounds)", round);
+      return c;
+    }
+  }
+  return c;
 }
 
 namespace {
 
 std::string comparisonSignature(const ir::Graph& graph) {
-  return "plan against the module\n" + ir::print(graph);
+  // v2: the paired judgement; decisions of the first rule (which could keep a plan far slower
+  // than the module) are not reused.
+  return "plan against the module v2\n" + ir::print(graph);
 }
 
 }  // namespace

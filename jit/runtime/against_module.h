@@ -5,10 +5,17 @@
 // its settled kernel set (its own bucket's, nothing compiling; Plan::settled), one job times the
 // whole plan, as calls run it (CUDA graph replay included), against the module run eagerly, on a
 // copy of that call's inputs: alternating, on a stream of its own, CUDA events, after a warm-up of
-// each, until kMaxReps each or about kBudgetMs of device time. The module takes the plan's
-// signature only if it wins beyond the measured noise (Note [Tuning decisions]: 3%, or twice the
-// spread); a tie keeps kiln. From then on calls of that signature run the module, counted in
-// ModuleStats::moduleFasterCalls; explain() prints both medians and the choice either way.
+// each, until kMaxReps each or about kBudgetMs of device time per round.
+// The judgement is paired (judgeAgainstModule): each turn gives one ratio kiln ms / module ms, so
+// drift that hits both (clocks, other work on the card) cancels. The module takes the plan's
+// signature when the median ratio exceeds 1 + 3% and the module won enough turns that chance is
+// ruled out (a one-sided sign test at 1%). A median ratio within 3% keeps kiln (a tie keeps
+// kiln). Anything between is inconclusive and measured again, up to kMaxRounds rounds; after the
+// last round the median ratio of all turns decides, since serving a slower plan is the one
+// outcome this check exists to prevent. (The first version judged the two sample sets apart,
+// with a bar of twice their spread: on a noisy card a plan 1.8x slower than the module was kept
+// because the spread was 73%.) From then on calls of a signature the module took run the module,
+// counted in ModuleStats::moduleFasterCalls; explain() prints both medians and the choice.
 //   KILN_TUNE=background  the job runs on the session's background arena (like tuning).
 //   KILN_TUNE=eager       the call that reaches the threshold runs it.
 //   KILN_COMPARE_MODULE=off (Options::compareModule) skips it: every settled plan runs.
@@ -34,7 +41,7 @@ class KernelCache;
 namespace kiln::jit {
 
 struct ModuleComparison {
-  bool decided = false;       // measured
+  bool decided = false;       // measured, and judged conclusively (or in the last round)
   bool moduleFaster = false;  // the module takes the signature
   double kilnMs = 0;          // medians
   double moduleMs = 0;
@@ -47,10 +54,18 @@ struct ModuleComparison {
 inline constexpr int kCompareAfter = 20;
 inline constexpr int kMaxReps = 15;
 inline constexpr double kBudgetMs = 400;
+inline constexpr int kMaxRounds = 3;
 
-// The decision from timings (a pure function, tested on the CPU).
+// The decision from timings taken in turns (kiln.ms[i] and module.ms[i] are one turn; a pure
+// function, tested on the CPU). Inconclusive timings give decided == false with the reason,
+// unless `lastRound`: then the median ratio decides.
 ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timing& module,
+                                    bool lastRound = true,
                                     const tuner::DecisionOptions& options = {});
+
+// The fewest wins out of n fair coin flips that happen with probability <= alpha (one-sided);
+// n + 1 when no count is that rare.
+int signTestWins(int n, double alpha);
 
 // Times `a` and `b` alternately on a stream of their own on `device` (a CUDA device), CUDA events
 // around each call, after two warm-up calls of each, until kMaxReps each or about kBudgetMs of
@@ -60,8 +75,9 @@ std::pair<tuner::Timing, tuner::Timing> timeInTurns(const std::function<void()>&
                                                     const std::function<void()>& b,
                                                     at::Device device);
 
-// Times `runPlan` against `runModule` on `device` (a CUDA device) as described above; each
-// callable issues one call on the current stream. Exceptions from either propagate.
+// Times `runPlan` against `runModule` on `device` (a CUDA device) in up to kMaxRounds rounds as
+// described above; each callable issues one call on the current stream. Exceptions from either
+// propagate.
 ModuleComparison compareAgainstModule(const std::function<void()>& runPlan,
                                       const std::function<void()>& runModule, at::Device device);
 

@@ -458,12 +458,19 @@ struct OptimizedModule::Impl {
   // A plan for `bucket` over the family's program (Note [Guards and plans]).
   std::shared_ptr<Plan> buildPlan(const std::shared_ptr<Family>& fam,
                                   const codegen::BucketInfo& bucket, const std::string& arch,
-                                  PlanBuildInfo info) const {
+                                  PlanBuildInfo info,
+                                  std::chrono::steady_clock::time_point k0) const {
+    // Note [First call breakdown]: the kernels' share of the build, up to Plan::create.
+    auto kernelsDone = [&info, k0] {
+      info.kernelsSeconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - k0).count();
+      return info;
+    };
     std::shared_ptr<KernelSet> spec = emitKernels(fam->program->graph(), fam->program->groups(),
                                                   bucket, arch, tuningRecords(*session));
     std::shared_ptr<const KernelSet> generic = spec->generic ? fam->generic.load() : nullptr;
     if (spec->generic && generic != nullptr) {  // overflow bucket: the generic kernels themselves
-      return Plan::create(fam->program, generic, info, *session);
+      return Plan::create(fam->program, generic, kernelsDone(), *session);
     }
     const int cachedNow = loadCachedKernels(*spec, arch, *session);
     const bool allCached = !spec->pending();
@@ -474,7 +481,7 @@ struct OptimizedModule::Impl {
       if (generic != nullptr && generic->covers(*spec)) {
         info.servedGeneric = true;
         servedGeneric.fetch_add(1);
-        auto plan = Plan::create(fam->program, generic, info, *session);
+        auto plan = Plan::create(fam->program, generic, kernelsDone(), *session);
         scheduleSpecialization(plan, spec, generic, arch);
         KILN_LOG_INFO("kiln: bucket {} served by generic kernels, specializing in the background",
                       spec->bucket);
@@ -494,7 +501,7 @@ struct OptimizedModule::Impl {
       fam->generic.store(spec);
     else
       scheduleGeneric(fam, arch);
-    return Plan::create(fam->program, spec, info, *session);
+    return Plan::create(fam->program, spec, kernelsDone(), *session);
   }
 
   // The plan for `sig` (these inputs' signature), built on a miss; null when the signature runs
@@ -561,10 +568,15 @@ struct OptimizedModule::Impl {
         bool fromCache = false;
         CapturedGraph captured = captureFor(examples, exampleTensors, familyKey, &fromCache);
         (fromCache ? capturesCached : captures).fetch_add(1, std::memory_order_relaxed);
+        info.captureFromCache = fromCache;
+        const auto p0 = std::chrono::steady_clock::now();
+        info.captureSeconds = std::chrono::duration<double>(p0 - c0).count();
         fam = std::make_shared<Family>();
         fam->program = Program::build(std::move(captured), *session,
                                       quantize ? &*quantize : nullptr);
         fam->symbolEdges = symbolEdgesFor(tensors, fam->program->graph().numSymbols());
+        info.passesSeconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
       } catch (const UserError&) {
         throw;
       } catch (const std::exception& e) {
@@ -573,8 +585,6 @@ struct OptimizedModule::Impl {
         giveUp(eagerSignatures, sig, "signature", e.what(), /*log=*/false);
         return nullptr;
       }
-      info.captureSeconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
     }
     // The bucket of each symbol for this call; binding also checks the inputs against the graph.
     std::vector<int64_t> symbols = bindSymbols(fam->program->graph(), tensors);
@@ -584,7 +594,8 @@ struct OptimizedModule::Impl {
     std::optional<std::string> arch = session->targetArch();
     std::shared_ptr<Plan> plan;
     try {
-      plan = buildPlan(fam, bucketInfoForEdges(edges), arch.value_or(""), info);
+      plan = buildPlan(fam, bucketInfoForEdges(edges), arch.value_or(""), info,
+                       std::chrono::steady_clock::now());
     } catch (const UserError&) {
       throw;
     } catch (const std::exception& e) {
@@ -593,10 +604,12 @@ struct OptimizedModule::Impl {
       return nullptr;
     }
     KILN_LOG_INFO(
-        "kiln: new plan for {} in {:.1f} ms ({} {:.1f} ms): {} kernels compiled, {} cached, {}",
+        "kiln: new plan for {} in {:.1f} ms ({} {:.1f} ms, passes {:.1f} ms, kernels {:.1f} ms): "
+        "{} kernels compiled, {} cached, {}",
         sig,
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - b0).count(),
-        info.captureSeconds > 0 ? "capture and passes" : "no capture", info.captureSeconds * 1e3,
+        info.captureSeconds > 0 ? "capture" : "no capture", info.captureSeconds * 1e3,
+        info.passesSeconds * 1e3, plan->buildInfo().kernelsSeconds * 1e3,
         plan->buildInfo().kernelsCompiled, plan->buildInfo().kernelsCached,
         plan->buildInfo().servedGeneric ? "served by generic kernels for now" : "bucket kernels");
     std::unique_lock<std::shared_mutex> lock(mutex);

@@ -1,5 +1,7 @@
 #include "jit/runtime/plan.h"
 
+#include <chrono>
+
 #include <algorithm>
 #include <limits>
 #include <list>
@@ -169,6 +171,30 @@ std::shared_ptr<Plan> Plan::build(CapturedGraph captured, const std::string& arc
   return create(std::move(program), std::move(set), info, session);
 }
 
+FirstRun Plan::firstRun() const {
+  std::lock_guard<std::mutex> lock(firstRunMutex_);
+  return firstRun_;
+}
+
+std::string Plan::firstCallLine() const {
+  const PlanBuildInfo& b = info_;
+  std::string out = fmt::format(
+      "first call: built in {:.1f} ms (capture {:.1f} ms{}, passes {:.1f} ms, kernels {:.1f} ms: "
+      "{} cached, {} compiled in {:.1f} ms)",
+      (b.captureSeconds + b.passesSeconds + b.kernelsSeconds) * 1e3, b.captureSeconds * 1e3,
+      b.captureSeconds == 0 ? ": the family's"
+                            : (b.captureFromCache ? " from the capture cache" : " traced"),
+      b.passesSeconds * 1e3, b.kernelsSeconds * 1e3, b.kernelsCached, b.kernelsCompiled,
+      b.compileSeconds * 1e3);
+  const FirstRun fr = firstRun();
+  if (!fr.done) return out + "; not run yet";
+  out += fmt::format("; first run {:.1f} ms on the host", fr.ms);
+  for (size_t i = 0; i < fr.slowest.size(); ++i)
+    out += fmt::format("{}{} {:.1f} ms", i == 0 ? " (slowest: " : ", ", fr.slowest[i].first,
+                       fr.slowest[i].second);
+  return out + (fr.slowest.empty() ? "" : ")");
+}
+
 bool Plan::settled() const {
   return settled(*kernels_.load(std::memory_order_acquire));
 }
@@ -278,6 +304,31 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   // One set for the whole call, even if a swap lands meanwhile.
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
+  if (afterStep == nullptr && !firstRunClaimed_.load(std::memory_order_relaxed) &&
+      !firstRunClaimed_.exchange(true)) {
+    // Note [First call breakdown]: host time per step of the first run.
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point t0 = Clock::now();
+    Clock::time_point mark = t0;
+    std::vector<std::pair<size_t, double>> steps;
+    const std::function<void(size_t)> timeStep = [&](size_t s) {
+      const Clock::time_point now = Clock::now();
+      steps.emplace_back(s, std::chrono::duration<double, std::milli>(now - mark).count());
+      mark = now;
+    };
+    std::vector<at::Tensor> outs = runSteps(*set, inputs, &timeStep, /*bypassShapeOnly=*/false);
+    FirstRun fr;
+    fr.done = true;
+    fr.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    std::sort(steps.begin(), steps.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
+    for (size_t i = 0; i < steps.size() && i < 5; ++i)
+      fr.slowest.emplace_back(fmt::format("step {} {}", steps[i].first, stepLabel(steps[i].first)),
+                              steps[i].second);
+    std::lock_guard<std::mutex> lock(firstRunMutex_);
+    firstRun_ = std::move(fr);
+    return outs;
+  }
   if (graphs_ != nullptr && afterStep == nullptr) {
     // Note [CUDA graph replay]: not a set that is about to be swapped for the bucket's own.
     const bool ready = settled(*set);
@@ -549,6 +600,7 @@ std::string Plan::explain() const {
                                        "[Plan against the module])",
                                        kCompareAfter));
   out += fmt::format("capture: {}\n", captured().report());
+  out += firstCallLine() + "\n";
   return out;
 }
 
@@ -563,6 +615,18 @@ std::string Plan::explainJson() const {
     if (program_->runtime_[s].kernel >= 0) step["kernel"] = program_->runtime_[s].kernel;
   }
   out["kernelSet"] = {{"generic", set->generic}, {"bucket", set->bucket}};
+  {  // Note [First call breakdown]
+    const FirstRun fr = firstRun();
+    Json slowest = Json::array();
+    for (const auto& [label, ms] : fr.slowest) slowest.push_back({{"step", label}, {"ms", ms}});
+    out["firstCall"] = {{"captureMs", info_.captureSeconds * 1e3},
+                        {"captureFromCache", info_.captureFromCache},
+                        {"passesMs", info_.passesSeconds * 1e3},
+                        {"kernelsMs", info_.kernelsSeconds * 1e3},
+                        {"compileMs", info_.compileSeconds * 1e3},
+                        {"firstRunMs", fr.done ? Json(fr.ms) : Json(nullptr)},
+                        {"slowestSteps", std::move(slowest)}};
+  }
   const Program::ShapeOnly& so = program_->shapeOnly();
   out["shapeOnly"] = {{"enabled", so.enabled},
                       {"steps", so.steps},

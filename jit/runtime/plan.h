@@ -58,13 +58,29 @@ struct PlanStats {
   std::atomic<uint64_t> groupFallbacks{0};  // group executions through ATen
 };
 
+// Note [First call breakdown]
+// Where a plan's first call went, so that a slow first call (issue 20's deployment bar) can be
+// taken apart without a profiler: the build phases (capture, passes, kernels: emit, cache read,
+// NVRTC, driver load) and the host time of the first run, step by step. The first run's host time
+// holds what libraries do once per process or stream (cuBLAS and cuDNN handles, the lazy loading
+// of ATen's kernels); its slowest steps are kept by label. No extra synchronisation: the first
+// run is timed as issued. explain() prints it as "first call: ..."; explainJson as "firstCall".
 struct PlanBuildInfo {
   int kernelsCompiled = 0;
   int kernelsCached = 0;
   int groupsWithoutKernel = 0;
-  double captureSeconds = 0;
-  double compileSeconds = 0;   // wall time of the (parallel) compile phase
+  double captureSeconds = 0;   // trace, or the capture cache's read (0: the family existed)
+  bool captureFromCache = false;
+  double passesSeconds = 0;    // Program::build
+  double kernelsSeconds = 0;   // emit, cache read, compile and driver load of the bucket's kernels
+  double compileSeconds = 0;   // wall time of the (parallel) compile phase, part of kernelsSeconds
   bool servedGeneric = false;  // started on generic kernels, specialized in the background
+};
+
+struct FirstRun {
+  bool done = false;
+  double ms = 0;  // host wall time of the first run() (issued, not synchronised)
+  std::vector<std::pair<std::string, double>> slowest;  // step label, ms; slowest first, <= 5
 };
 
 class Plan {
@@ -102,6 +118,9 @@ class Plan {
   const CapturedGraph& captured() const { return program_->captured(); }
   const partition::Partition& partition() const { return program_->partition(); }
   const PlanBuildInfo& buildInfo() const { return info_; }
+  // Note [First call breakdown]: the build and the first run, one line ("first call: ...").
+  FirstRun firstRun() const;
+  std::string firstCallLine() const;
   const PlanStats& stats() const { return stats_; }
   uint64_t swaps() const { return swaps_.load(); }
   // Note [CUDA graph replay]; null when KILN_CUDA_GRAPHS=off.
@@ -150,6 +169,9 @@ class Plan {
   std::atomic<std::shared_ptr<const KernelSet>> kernels_;
   std::atomic<uint64_t> swaps_{0};
   mutable std::atomic<bool> tuningClaimed_{false};
+  mutable std::atomic<bool> firstRunClaimed_{false};
+  mutable std::mutex firstRunMutex_;
+  mutable FirstRun firstRun_;  // under firstRunMutex_
   mutable std::atomic<bool> comparisonClaimed_{false};
   mutable std::atomic<bool> runsModule_{false};
   mutable std::mutex comparisonMutex_;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -71,6 +72,12 @@ TEST(CaptureCache, FreshSessionBuildsPlansWithoutTracing) {
     expectEager(m, fast, encoderInputs(3, 7));
     EXPECT_EQ(fast.stats().captures, 1u);
     EXPECT_EQ(fast.stats().capturesCached, 0u);
+    // Note [First call breakdown]: where the first call went.
+    const std::string explain = fast.explain();
+    EXPECT_NE(explain.find("first call: built in"), std::string::npos) << explain;
+    EXPECT_NE(explain.find(" traced, passes "), std::string::npos) << explain;
+    EXPECT_NE(explain.find("; first run "), std::string::npos) << explain;
+    EXPECT_NE(explain.find("(slowest: step "), std::string::npos) << explain;
     s->waitForBackground();
   }
   {
@@ -87,6 +94,13 @@ TEST(CaptureCache, FreshSessionBuildsPlansWithoutTracing) {
     EXPECT_EQ(st.capturesCached, 1u) << st.toString();
     EXPECT_EQ(st.kernelsCompiled, 0u) << "every kernel is in the disk cache\n" << fast.explain();
     EXPECT_GT(st.kernelsCached, 0u) << st.toString();
+    const std::string explain = fast.explain();
+    EXPECT_NE(explain.find(" from the capture cache, passes "), std::string::npos) << explain;
+    const nlohmann::json first = nlohmann::json::parse(fast.explainJson())["plan"]["firstCall"];
+    EXPECT_TRUE(first["captureFromCache"].get<bool>()) << first.dump();
+    EXPECT_GT(first["firstRunMs"].get<double>(), 0.0) << first.dump();
+    EXPECT_GT(first["kernelsMs"].get<double>(), 0.0) << first.dump();
+    EXPECT_FALSE(first["slowestSteps"].empty()) << first.dump();
   }
 }
 

@@ -136,27 +136,69 @@ TEST(GraphReplay, HostScalarReadsTurnGraphsOffWithTheReason) {
   EXPECT_FALSE(planGraphs(fast).at("enabled").get<bool>());
 }
 
-// Note [Plan against the module]: the module takes a signature only beyond the noise.
-TEST(AgainstModule, TheModuleMustWinBeyondTheNoise) {
+// Note [Plan against the module]: the module takes a signature when it wins beyond chance, turn
+// by turn; ties keep kiln; noise means measuring again, never keeping a slower plan.
+TEST(AgainstModule, TheModuleMustWinBeyondChance) {
   using kiln::tuner::Timing;
-  const Timing kiln{{1.00, 1.01, 0.99, 1.00, 1.02, 0.98}};
+  const Timing kiln{{1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00, 1.01, 0.99, 1.00, 1.02, 0.98}};
+  auto scaled = [&](double f) {
+    Timing t = kiln;
+    for (double& v : t.ms) v *= f;
+    return t;
+  };
   const kiln::jit::ModuleComparison faster =
-      kiln::jit::judgeAgainstModule(kiln, Timing{{0.50, 0.51, 0.49, 0.50, 0.50, 0.52}});
+      kiln::jit::judgeAgainstModule(kiln, scaled(0.5), /*lastRound=*/false);
   EXPECT_TRUE(faster.decided);
   EXPECT_TRUE(faster.moduleFaster) << faster.line();
   EXPECT_NE(faster.line().find("the module runs"), std::string::npos) << faster.line();
   const kiln::jit::ModuleComparison tie =
-      kiln::jit::judgeAgainstModule(kiln, Timing{{0.99, 1.00, 0.98, 0.99, 1.01, 0.99}});
+      kiln::jit::judgeAgainstModule(kiln, scaled(0.99), /*lastRound=*/false);
+  EXPECT_TRUE(tie.decided);
   EXPECT_FALSE(tie.moduleFaster) << tie.line();
   EXPECT_NE(tie.line().find("kiln runs"), std::string::npos) << tie.line();
   const kiln::jit::ModuleComparison slower =
-      kiln::jit::judgeAgainstModule(kiln, Timing{{2.0, 2.1, 1.9, 2.0, 2.0, 2.0}});
+      kiln::jit::judgeAgainstModule(kiln, scaled(2.0), /*lastRound=*/false);
+  EXPECT_TRUE(slower.decided);
   EXPECT_FALSE(slower.moduleFaster) << slower.line();
-  // Noisy samples: a 10% median gain inside a 30% spread is no reason to switch.
-  const kiln::jit::ModuleComparison noisy = kiln::jit::judgeAgainstModule(
-      Timing{{1.0, 1.3, 0.8, 1.0, 1.2, 0.9}}, Timing{{0.9, 1.2, 0.7, 0.9, 1.1, 0.8}});
-  EXPECT_FALSE(noisy.moduleFaster) << noisy.line();
+
+  // The defect this rule replaced: a card so noisy that the samples spread by 70% while the
+  // module was faster in every turn. Drift hits both sides of a turn, so the module wins.
+  Timing noisyKiln, noisyModule;
+  for (int i = 0; i < 15; ++i) {
+    const double drift = 1.0 + ((i * 7) % 5) / 4.0;  // 1.0 .. 2.0
+    noisyKiln.ms.push_back(7.8 * drift);
+    noisyModule.ms.push_back(4.2 * drift);
+  }
+  ASSERT_GT(noisyKiln.spread(), 0.3);
+  const kiln::jit::ModuleComparison noisy =
+      kiln::jit::judgeAgainstModule(noisyKiln, noisyModule, /*lastRound=*/false);
+  EXPECT_TRUE(noisy.decided) << noisy.line();
+  EXPECT_TRUE(noisy.moduleFaster) << noisy.line();
+
+  // Few turns, the module ahead in most but not beyond chance: measure again; in the last round
+  // the median ratio decides.
+  const Timing fewKiln{{1.0, 1.0, 1.0, 1.0, 1.0, 1.0}};
+  const Timing fewModule{{0.8, 0.8, 0.8, 0.8, 1.1, 0.8}};
+  const kiln::jit::ModuleComparison unsure =
+      kiln::jit::judgeAgainstModule(fewKiln, fewModule, /*lastRound=*/false);
+  EXPECT_FALSE(unsure.decided) << unsure.line();
+  EXPECT_NE(unsure.reason.find("inconclusive"), std::string::npos) << unsure.reason;
+  const kiln::jit::ModuleComparison last =
+      kiln::jit::judgeAgainstModule(fewKiln, fewModule, /*lastRound=*/true);
+  EXPECT_TRUE(last.decided);
+  EXPECT_TRUE(last.moduleFaster) << last.line();
+  // The module ahead by less than 3% in the median keeps kiln, last round or not.
+  const kiln::jit::ModuleComparison close =
+      kiln::jit::judgeAgainstModule(fewKiln, Timing{{0.98, 0.99, 1.02, 0.98, 1.01, 0.99}});
+  EXPECT_FALSE(close.moduleFaster) << close.line();
   EXPECT_FALSE(kiln::jit::judgeAgainstModule(kiln, Timing{}).decided);
+}
+
+TEST(AgainstModule, SignTestCounts) {
+  EXPECT_EQ(kiln::jit::signTestWins(15, 0.01), 13);  // P(X >= 13) = 0.0037, P(X >= 12) = 0.018
+  EXPECT_EQ(kiln::jit::signTestWins(6, 0.01), 7);    // even 6 of 6 (p = 0.016) is not enough
+  EXPECT_EQ(kiln::jit::signTestWins(6, 0.05), 6);
+  EXPECT_EQ(kiln::jit::signTestWins(45, 0.01), 31);
 }
 
 TEST(AgainstModule, CpuPlansAreNotCompared) {
