@@ -1,6 +1,8 @@
 // Note [Capturing TorchScript from its graph] (script_graph.h).
 #include "jit/capture/script_graph.h"
 
+#include <functional>
+
 #include <fmt/format.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/ir/ir.h>
@@ -66,9 +68,31 @@ std::vector<c10::IValue> runNode(tj::Node* n, std::vector<c10::IValue> in) {
 
 }  // namespace
 
+// Whether any method of `module` or its submodules has a prim::If, a prim::Loop or a call of a
+// free function (whose body may): a scan of the graphs as they are, with no copy.
+bool mayHaveControlFlow(const tj::Module& module) {
+  std::function<bool(const tj::Block*)> scan = [&](const tj::Block* block) {
+    for (const tj::Node* n : block->nodes()) {
+      if (n->kind() == c10::prim::If || n->kind() == c10::prim::Loop ||
+          n->kind() == c10::prim::CallFunction)
+        return true;
+      for (const tj::Block* b : n->blocks())
+        if (scan(b)) return true;
+    }
+    return false;
+  };
+  for (const auto& sub : module.modules())
+    for (const tj::Method& m : sub.get_methods())
+      if (scan(m.graph()->block())) return true;
+  return false;
+}
+
 std::optional<std::string> controlFlowIn(const tj::Module& module) {
   auto method = module.find_method("forward");
   if (!method) return std::nullopt;
+  // Traced modules have none: skip the copy, the inlining and the constant propagation below,
+  // which cost tens of milliseconds on a transformer (Note [First call breakdown]).
+  if (!mayHaveControlFlow(module)) return std::nullopt;
   std::shared_ptr<tj::Graph> g = method->graph()->copy();
   tj::Inline(*g);
   tj::ConstantPropagation(g);  // branches on constants are not control flow

@@ -1,6 +1,7 @@
 #include "jit/runtime/capture_cache.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <sstream>
 #include <tuple>
@@ -290,14 +291,23 @@ CapturedGraph cachedCapture(cache::KernelCache& cache, const torch::jit::Module&
                             const std::string& family, const CaptureOptions& options,
                             const std::function<CapturedGraph()>& doCapture, bool* fromCache) {
   *fromCache = false;
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  const auto t0 = Clock::now();
   std::optional<std::string> fingerprint = captureFingerprint(module, family, options);
   if (!fingerprint) return doCapture();
   const cache::CacheKey key = cache::CacheKey::capture(*fingerprint, kCaptureFormatVersion);
+  const auto t1 = Clock::now();
   if (std::optional<std::string> payload = cache.get(key)) {
     std::string why;
+    const auto t2 = Clock::now();
     if (std::optional<CapturedGraph> c =
             deserializeCapture(*payload, module, &why, options.retypeTo)) {
       *fromCache = true;
+      KILN_LOG_DEBUG("kiln: capture {} from the cache: key {:.1f} ms, read {:.1f} ms, load {:.1f} ms",
+                     key.digest().hex(), ms(t0, t1), ms(t1, t2), ms(t2, Clock::now()));
       return std::move(*c);
     }
     logOnce(LogLevel::kWarn, "capture-cache." + key.digest().hex(),

@@ -79,6 +79,47 @@ def forward(self, x):
   EXPECT_THROW(strict.forward({pos}), kiln::Unsupported);
 }
 
+TEST(Fallback, ControlFlowInASubmoduleRunsTheModule) {
+  torch::NoGradGuard ng;
+  // controlFlowIn scans every module's methods before inlining (Note [First call breakdown]): a
+  // branch inside a child's forward counts as much as one in the root's.
+  torch::jit::Module child("child");
+  child.define(R"(
+def forward(self, x):
+    if bool(x.sum() > 0):
+        return x * 2.0
+    return x - 1.0
+)");
+  torch::jit::Module m("m");
+  m.register_module("child", child);
+  m.define(R"(
+def forward(self, x):
+    return self.child.forward(x) + 1.0
+)");
+  m.eval();
+  auto fast = kiln::jit::optimize(m, optionsFor(/*strict=*/false));
+  torch::Tensor neg = -torch::ones({2, 3});
+  expectSame(fast.forward({neg}).toTensor(), neg);
+  EXPECT_EQ(fast.stats().eagerFallbacks, 1u);
+  EXPECT_NE(fast.explain().find("control flow (prim::If"), std::string::npos) << fast.explain();
+}
+
+TEST(Fallback, ABranchOnAConstantIsNotControlFlow) {
+  torch::NoGradGuard ng;
+  // The scan finds the prim::If; constant propagation then removes it, so kiln captures.
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    if 2 > 1:
+        return x * 2.0
+    return x - 1.0
+)");
+  auto fast = kiln::jit::optimize(m, optionsFor(/*strict=*/true));
+  torch::Tensor x = torch::randn({2, 3});
+  expectSame(fast.forward({x}).toTensor(), x * 2.0);
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u);
+  EXPECT_EQ(fast.stats().captures, 1u);
+}
+
 TEST(Fallback, RunTimeSizesFollowEachCall) {
   torch::NoGradGuard ng;
   // Sizes read with x.size() feed new_ones, arange, view and int arithmetic: captured at 3x7, they
