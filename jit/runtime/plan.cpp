@@ -304,42 +304,44 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   // One set for the whole call, even if a swap lands meanwhile.
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
-  if (afterStep == nullptr && !firstRunClaimed_.load(std::memory_order_relaxed) &&
-      !firstRunClaimed_.exchange(true)) {
-    // Note [First call breakdown]: host time per step of the first run.
-    using Clock = std::chrono::steady_clock;
-    const Clock::time_point t0 = Clock::now();
-    Clock::time_point mark = t0;
-    std::vector<std::pair<size_t, double>> steps;
-    const std::function<void(size_t)> timeStep = [&](size_t s) {
-      const Clock::time_point now = Clock::now();
-      steps.emplace_back(s, std::chrono::duration<double, std::milli>(now - mark).count());
-      mark = now;
-    };
-    std::vector<at::Tensor> outs = runSteps(*set, inputs, &timeStep, /*bypassShapeOnly=*/false);
-    FirstRun fr;
-    fr.done = true;
-    fr.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    std::sort(steps.begin(), steps.end(),
-              [](const auto& a, const auto& b) { return a.second > b.second; });
-    for (size_t i = 0; i < steps.size() && i < 5; ++i)
-      fr.slowest.emplace_back(fmt::format("step {} {}", steps[i].first, stepLabel(steps[i].first)),
-                              steps[i].second);
-    std::lock_guard<std::mutex> lock(firstRunMutex_);
-    firstRun_ = std::move(fr);
-    return outs;
-  }
+  // Note [First call breakdown]: the first run times each step on the host. It takes the same
+  // path as any call (graph replay counts it as a warm-up call).
+  const bool timeFirst = afterStep == nullptr &&
+                         !firstRunClaimed_.load(std::memory_order_relaxed) &&
+                         !firstRunClaimed_.exchange(true);
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point t0 = Clock::now();
+  Clock::time_point mark = t0;
+  std::vector<std::pair<size_t, double>> stepMs;
+  const std::function<void(size_t)> timeStep = [&](size_t s) {
+    const Clock::time_point now = Clock::now();
+    stepMs.emplace_back(s, std::chrono::duration<double, std::milli>(now - mark).count());
+    mark = now;
+  };
+  const std::function<void(size_t)>* hook = timeFirst ? &timeStep : afterStep;
+  std::optional<std::vector<at::Tensor>> outs;
   if (graphs_ != nullptr && afterStep == nullptr) {
     // Note [CUDA graph replay]: not a set that is about to be swapped for the bucket's own.
     const bool ready = settled(*set);
     const GraphReplay::RunSteps steps = [&](const std::vector<at::Tensor>& in, bool bypass) {
-      return runSteps(*set, in, nullptr, bypass);
+      return runSteps(*set, in, hook, bypass);
     };
-    if (std::optional<std::vector<at::Tensor>> outs =
-            graphs_->run(inputs, set, ready, p.captured_.params, steps))
-      return std::move(*outs);
+    outs = graphs_->run(inputs, set, ready, p.captured_.params, steps);
   }
-  return runSteps(*set, inputs, afterStep, /*bypassShapeOnly=*/false);
+  if (!outs) outs = runSteps(*set, inputs, hook, /*bypassShapeOnly=*/false);
+  if (timeFirst) {
+    FirstRun fr;
+    fr.done = true;
+    fr.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    std::sort(stepMs.begin(), stepMs.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
+    for (size_t i = 0; i < stepMs.size() && i < 5; ++i)
+      fr.slowest.emplace_back(fmt::format("step {} {}", stepMs[i].first, stepLabel(stepMs[i].first)),
+                              stepMs[i].second);
+    std::lock_guard<std::mutex> lock(firstRunMutex_);
+    firstRun_ = std::move(fr);
+  }
+  return std::move(*outs);
 }
 
 std::vector<at::Tensor> Plan::runWith(const KernelSet& kernels,
