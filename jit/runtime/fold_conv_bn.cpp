@@ -152,9 +152,14 @@ FoldValues compute(const ConvBnFold& fold) {
       fold.convBias.defined() ? f32(fold.convBias) - f32(fold.mean) : -f32(fold.mean);
   shift = shift * scale;
   if (fold.bnBias.defined()) shift = shift + f32(fold.bnBias);
-  at::Tensor weight = f32(fold.convWeight) * scale.reshape({c, 1, 1, 1});
-  return {weight.to(fold.dtype).contiguous(fold.weightFormat),
-          shift.reshape({c, 1, 1}).to(fold.dtype).contiguous()};
+  // W * scale in float32, rounded once to the fold's dtype, written in its layout: one kernel and
+  // no float32 copy of the weight (the first call makes every folded weight: Note [First call
+  // breakdown]).
+  at::Tensor weight = at::empty(
+      fold.convWeight.sizes(),
+      fold.convWeight.options().dtype(fold.dtype).memory_format(fold.weightFormat));
+  at::mul_out(weight, fold.convWeight.detach(), scale.reshape({c, 1, 1, 1}));
+  return {std::move(weight), shift.reshape({c, 1, 1}).to(fold.dtype).contiguous()};
 }
 
 std::string uniqueName(std::string name, std::set<std::string>& taken) {

@@ -22,6 +22,8 @@
 
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/capture_cache.h"
+#include "jit/runtime/conv_layout.h"
+#include "jit/runtime/library_prewarm.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/profiler_range.h"
 #include "jit/runtime/retyped_params.h"
@@ -298,9 +300,11 @@ struct OptimizedModule::Impl {
       copt.castAtBoundary = true;
     }
     *fromCache = false;
-    const std::vector<c10::IValue> probe = probeInputs(tensors, copt.dynamicDims);
-    // Note [Probe sizes for capture]: capture at the probe sizes, else at the call's own.
+    // Note [Probe sizes for capture]: capture at the probe sizes, else at the call's own. The
+    // probe is made only when tracing: a capture from the cache needs none, and on a GPU its
+    // first ATen ops cost tens of milliseconds of kernel loading (Note [First call breakdown]).
     auto captureAt = [&](auto&& doCapture) {
+      const std::vector<c10::IValue> probe = probeInputs(tensors, copt.dynamicDims);
       if (!probe.empty()) {
         try {
           return doCapture(probe);
@@ -571,6 +575,13 @@ struct OptimizedModule::Impl {
         info.captureFromCache = fromCache;
         const auto p0 = std::chrono::steady_clock::now();
         info.captureSeconds = std::chrono::duration<double>(p0 - c0).count();
+        // Note [Library prewarm]: the libraries' one-time loads overlap the passes and first steps.
+        for (const at::Tensor& t : exampleTensors)
+          if (t.is_cuda()) {
+            prewarmLibraries(*session, *captured.graph, t.device(),
+                             chooseConvLayout(captured, session->options().convLayout).channelsLast);
+            break;
+          }
         fam = std::make_shared<Family>();
         fam->program = Program::build(std::move(captured), *session,
                                       quantize ? &*quantize : nullptr);

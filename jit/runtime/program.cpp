@@ -1,6 +1,7 @@
 #include "jit/runtime/program.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <string_view>
 
@@ -35,16 +36,29 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
                                               const QuantSettings* quant) {
   std::shared_ptr<Program> program(new Program());
   Program& p = *program;
+  // Note [First call breakdown]: the parts of the passes, at debug level.
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point mark = Clock::now();
+  std::string parts;
+  auto lap = [&](std::string_view what) {
+    const Clock::time_point now = Clock::now();
+    parts += fmt::format("{}{} {:.1f} ms", parts.empty() ? "" : ", ", what,
+                         std::chrono::duration<double, std::milli>(now - mark).count());
+    mark = now;
+  };
   p.captured_ = std::move(captured);
   p.convLayout_ = chooseConvLayout(p.captured_, session.options().convLayout);
+  lap("conv layout");
   // Needs the param tensors, so here rather than among the passes; adds params.
   p.folds_ =
       foldConvBatchNorm(p.captured_, p.convLayout_.channelsLast ? at::MemoryFormat::ChannelsLast
                                                                 : at::MemoryFormat::Contiguous);
+  lap("conv-bn folding");
   ir::Graph& graph = *p.captured_.graph;
   passes::PassOptions passOptions;
   passOptions.geluGemmEpilogue = kilnGemmTarget(session);
   passes::runDefaultPasses(graph, passOptions);
+  lap("graph passes");
   if (p.convLayout_.channelsLast) {
     p.convEntryInputs_ = convEntryInputs(graph);
     for (const auto& n : graph.nodes())
@@ -130,8 +144,11 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       p.runtime_[static_cast<size_t>(s)].release.push_back(id);
   }
 
+  lap("partition and bookkeeping");
   p.markShapeOnlySteps(session.options().shapeOnlyCache);
   if (quant != nullptr) p.quantizeLinears(*quant, session);
+  lap("shape-only steps and quantisation");
+  KILN_LOG_DEBUG("kiln: program built: {}", parts);
 
   const CapturedGraph* cap = &p.captured_;
   p.eager_ = [cap](const ir::Node& node, const std::vector<at::Tensor>& in,
