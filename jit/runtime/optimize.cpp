@@ -577,7 +577,7 @@ struct OptimizedModule::Impl {
         info.captureSeconds = std::chrono::duration<double>(p0 - c0).count();
         // Note [Library prewarm]: the libraries' one-time loads overlap the passes and first steps.
         for (const at::Tensor& t : exampleTensors)
-          if (t.is_cuda()) {
+          if (t.is_cuda() && session->options().libraryPrewarm) {
             prewarmLibraries(*session, *captured.graph, t.device(),
                              chooseConvLayout(captured, session->options().convLayout).channelsLast);
             break;

@@ -63,6 +63,10 @@ struct Options {
   // eagerly and runs the module for that signature when it is faster (Note [Plan against the
   // module] in jit/runtime/against_module.h).
   bool compareModule = true;
+  // KILN_PREWARM: auto|off. auto starts the one-time loads of cuBLAS, cuDNN and SDPA on the
+  // background arena once a captured graph shows it calls them (Note [Library prewarm] in
+  // jit/runtime/library_prewarm.h).
+  bool libraryPrewarm = true;
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
   // Background by default: on an H200 (bench/RESULTS.md, 2026-12-02) request p99 while a job ran
   // stayed within 1.25x of p50 after it (Note [Tuning beside traffic]).

@@ -61,6 +61,7 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_CONV_LAYOUT", "Channels_Last"},
                                                    {"KILN_CUDA_GRAPHS", "OFF"},
                                                    {"KILN_COMPARE_MODULE", "off"},
+                                                   {"KILN_PREWARM", "Off"},
                                                    {"KILN_PRECISION", "BF16"},
                                                    {"KILN_QUANT_CALIBRATION_CALLS", "3"},
                                                    {"KILN_QUANT_MAX_ERROR", "0.02"},
@@ -80,6 +81,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_EQ(o.convLayout, ConvLayout::kChannelsLast);
   EXPECT_FALSE(o.cudaGraphs);  // both on by default: the environment turned them off
   EXPECT_FALSE(o.compareModule);
+  EXPECT_FALSE(o.libraryPrewarm);
+  EXPECT_TRUE(Options{}.libraryPrewarm);
   EXPECT_EQ(o.precision, Precision::kBFloat16);
   EXPECT_EQ(o.quantCalibrationCalls, 3);
   EXPECT_DOUBLE_EQ(o.quantMaxError, 0.02);
