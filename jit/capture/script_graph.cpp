@@ -68,13 +68,23 @@ std::vector<c10::IValue> runNode(tj::Node* n, std::vector<c10::IValue> in) {
 
 }  // namespace
 
-// Whether any method of `module` or its submodules has a prim::If, a prim::Loop or a call of a
-// free function (whose body may): a scan of the graphs as they are, with no copy.
+namespace {
+
+// Whether a method call's target is a module (whose methods the scan below visits).
+bool callsAModule(const tj::Node* n) {
+  const auto cls = n->inputs().empty() ? nullptr : n->input(0)->type()->cast<c10::ClassType>();
+  return cls != nullptr && cls->is_module();
+}
+
+// Whether any method of `module` or its submodules has a prim::If, a prim::Loop, a call of a free
+// function or a method call on an object that is not a module (whose bodies may): a scan of the
+// graphs as they are, with no copy.
 bool mayHaveControlFlow(const tj::Module& module) {
   std::function<bool(const tj::Block*)> scan = [&](const tj::Block* block) {
     for (const tj::Node* n : block->nodes()) {
       if (n->kind() == c10::prim::If || n->kind() == c10::prim::Loop ||
-          n->kind() == c10::prim::CallFunction)
+          n->kind() == c10::prim::CallFunction ||
+          (n->kind() == c10::prim::CallMethod && !callsAModule(n)))
         return true;
       for (const tj::Block* b : n->blocks())
         if (scan(b)) return true;
@@ -86,6 +96,8 @@ bool mayHaveControlFlow(const tj::Module& module) {
       if (scan(m.graph()->block())) return true;
   return false;
 }
+
+}  // namespace
 
 std::optional<std::string> controlFlowIn(const tj::Module& module) {
   auto method = module.find_method("forward");
