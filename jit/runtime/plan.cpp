@@ -1,8 +1,8 @@
 #include "jit/runtime/plan.h"
 
-#include <chrono>
-
 #include <algorithm>
+#include <chrono>
+#include <functional>
 #include <limits>
 #include <list>
 #include <mutex>
@@ -61,6 +61,40 @@ struct Plan::ShapeOnlyCache {
 };
 
 namespace {
+
+// Host time per step of one run (Note [First call breakdown]): hook() goes to runSteps as its
+// afterStep. Not copyable or movable: the hook refers to the timer.
+class StepTimer {
+ public:
+  using Clock = std::chrono::steady_clock;
+  StepTimer() : start_(Clock::now()), mark_(start_), hook_([this](size_t s) { lap(s); }) {}
+  StepTimer(const StepTimer&) = delete;
+  StepTimer& operator=(const StepTimer&) = delete;
+  const std::function<void(size_t)>& hook() const { return hook_; }
+  double totalMs() const { return ms(start_, Clock::now()); }
+  // The `n` slowest steps, (step, ms), slowest first.
+  std::vector<std::pair<size_t, double>> slowest(size_t n) const {
+    std::vector<std::pair<size_t, double>> out = steps_;
+    std::sort(out.begin(), out.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
+    if (out.size() > n) out.resize(n);
+    return out;
+  }
+
+ private:
+  static double ms(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  }
+  void lap(size_t step) {
+    const Clock::time_point now = Clock::now();
+    steps_.emplace_back(step, ms(mark_, now));
+    mark_ = now;
+  }
+  const Clock::time_point start_;
+  Clock::time_point mark_;
+  std::vector<std::pair<size_t, double>> steps_;
+  const std::function<void(size_t)> hook_;
+};
 
 // Note [CUDA graph replay]: why no call of this program may be replayed, or "". A graph would
 // repeat one draw of an op that draws random numbers.
@@ -305,20 +339,12 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
   // Note [First call breakdown]: the first run times each step on the host. It takes the same
-  // path as any call (graph replay counts it as a warm-up call).
-  const bool timeFirst = afterStep == nullptr &&
-                         !firstRunClaimed_.load(std::memory_order_relaxed) &&
-                         !firstRunClaimed_.exchange(true);
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point t0 = Clock::now();
-  Clock::time_point mark = t0;
-  std::vector<std::pair<size_t, double>> stepMs;
-  const std::function<void(size_t)> timeStep = [&](size_t s) {
-    const Clock::time_point now = Clock::now();
-    stepMs.emplace_back(s, std::chrono::duration<double, std::milli>(now - mark).count());
-    mark = now;
-  };
-  const std::function<void(size_t)>* hook = timeFirst ? &timeStep : afterStep;
+  // path as any call (graph replay counts it as a warm-up call); later calls make no timer.
+  std::optional<StepTimer> firstTimer;
+  if (afterStep == nullptr && !firstRunClaimed_.load(std::memory_order_relaxed) &&
+      !firstRunClaimed_.exchange(true))
+    firstTimer.emplace();
+  const std::function<void(size_t)>* hook = firstTimer ? &firstTimer->hook() : afterStep;
   std::optional<std::vector<at::Tensor>> outs;
   if (graphs_ != nullptr && afterStep == nullptr) {
     // Note [CUDA graph replay]: not a set that is about to be swapped for the bucket's own.
@@ -329,15 +355,12 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
     outs = graphs_->run(inputs, set, ready, p.captured_.params, steps);
   }
   if (!outs) outs = runSteps(*set, inputs, hook, /*bypassShapeOnly=*/false);
-  if (timeFirst) {
+  if (firstTimer) {
     FirstRun fr;
     fr.done = true;
-    fr.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    std::sort(stepMs.begin(), stepMs.end(),
-              [](const auto& a, const auto& b) { return a.second > b.second; });
-    for (size_t i = 0; i < stepMs.size() && i < 5; ++i)
-      fr.slowest.emplace_back(fmt::format("step {} {}", stepMs[i].first, stepLabel(stepMs[i].first)),
-                              stepMs[i].second);
+    fr.ms = firstTimer->totalMs();
+    for (const auto& [step, ms] : firstTimer->slowest(5))
+      fr.slowest.emplace_back(fmt::format("step {} {}", step, stepLabel(step)), ms);
     std::lock_guard<std::mutex> lock(firstRunMutex_);
     firstRun_ = std::move(fr);
   }
