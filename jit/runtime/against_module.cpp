@@ -63,9 +63,10 @@ ModuleComparison judgeAgainstModule(const tuner::Timing& kiln, const tuner::Timi
     c.reason = fmt::format("{} (>= {} needed)", tally, needWins);
   } else if (lastRound) {
     c.moduleFaster = true;
-    c.reason = fmt::format("{} (fewer than the {} that rule out chance, but the last round's "
-                           "median decides)",
-                           tally, needWins);
+    c.reason = fmt::format(
+        "{} (fewer than the {} that rule out chance, but the last round's "
+        "median decides)",
+        tally, needWins);
   } else {
     c.decided = false;
     c.reason = fmt::format("inconclusive: {} (< {} needed)", tally, needWins);

@@ -155,9 +155,9 @@ FoldValues compute(const ConvBnFold& fold) {
   // W * scale in float32, rounded once to the fold's dtype, written in its layout: one kernel and
   // no float32 copy of the weight (the first call makes every folded weight: Note [First call
   // breakdown]).
-  at::Tensor weight = at::empty(
-      fold.convWeight.sizes(),
-      fold.convWeight.options().dtype(fold.dtype).memory_format(fold.weightFormat));
+  at::Tensor weight =
+      at::empty(fold.convWeight.sizes(),
+                fold.convWeight.options().dtype(fold.dtype).memory_format(fold.weightFormat));
   at::mul_out(weight, fold.convWeight.detach(), scale.reshape({c, 1, 1, 1}));
   return {std::move(weight), shift.reshape({c, 1, 1}).to(fold.dtype).contiguous()};
 }

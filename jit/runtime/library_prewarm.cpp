@@ -5,9 +5,9 @@
 #include <optional>
 
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAGraphsC10Utils.h>
 
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/session.h"
@@ -29,8 +29,8 @@ std::atomic<bool>& claimed(size_t lib, size_t d) {
 void warmGemm(const at::TensorOptions& o) {
   const at::Tensor a = at::ones({64, 64}, o);
   const at::Tensor bias = at::zeros({64}, o);
-  (void)at::mm(a, a);               // cuBLAS
-  (void)at::linear(a, a, bias);     // cuBLASLt (GEMM with a bias epilogue)
+  (void)at::mm(a, a);            // cuBLAS
+  (void)at::linear(a, a, bias);  // cuBLASLt (GEMM with a bias epilogue)
   (void)at::bmm(a.unsqueeze(0), a.unsqueeze(0));
 }
 
@@ -61,10 +61,17 @@ void prewarmLibraries(const Session& session, const ir::Graph& graph, at::Device
       case ir::OpKind::kLinear:
       case ir::OpKind::kAddmm:
       case ir::OpKind::kBmm:
-      case ir::OpKind::kBaddbmm: lib = kGemm; break;
-      case ir::OpKind::kConv2d: lib = kConv; break;
-      case ir::OpKind::kSdpa: lib = kSdpa; break;
-      default: break;
+      case ir::OpKind::kBaddbmm:
+        lib = kGemm;
+        break;
+      case ir::OpKind::kConv2d:
+        lib = kConv;
+        break;
+      case ir::OpKind::kSdpa:
+        lib = kSdpa;
+        break;
+      default:
+        break;
     }
     if (!lib || wanted[*lib] || n->outputs().empty()) continue;
     const at::ScalarType t = toAtenDType(n->output()->dtype());
@@ -81,8 +88,8 @@ void prewarmLibraries(const Session& session, const ir::Graph& graph, at::Device
   if (!any) return;
   session.runInBackground([jobs, device, channelsLast] {
     const c10::cuda::CUDAGuard guard(device);
-    const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false,
-                                                                      device.index());
+    const c10::cuda::CUDAStream stream =
+        c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
     const c10::cuda::CUDAStreamGuard onStream(stream);
     for (size_t lib = 0; lib < kLibraries; ++lib) {
       if (!jobs[lib]) continue;

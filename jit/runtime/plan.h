@@ -69,7 +69,7 @@ struct PlanBuildInfo {
   int kernelsCompiled = 0;
   int kernelsCached = 0;
   int groupsWithoutKernel = 0;
-  double captureSeconds = 0;   // trace, or the capture cache's read (0: the family existed)
+  double captureSeconds = 0;  // trace, or the capture cache's read (0: the family existed)
   bool captureFromCache = false;
   double passesSeconds = 0;    // Program::build
   double kernelsSeconds = 0;   // emit, cache read, compile and driver load of the bucket's kernels

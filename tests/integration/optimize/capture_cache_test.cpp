@@ -7,9 +7,9 @@
 #include <cstdlib>
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <kiln/kiln.h>
 
