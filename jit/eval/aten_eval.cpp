@@ -35,20 +35,28 @@ bool allBound(const ir::SymDim& dim, const std::vector<int64_t>& symbols) {
   return true;
 }
 
+// Binding runs on every call, so its error texts are made only when a check fails: an input is
+// named by its index (who()), and where a symbol got its value by (input, dim) (origin()).
 struct Binder {
   const ir::Graph& graph;
+  std::span<ir::Value* const> declared;
   std::vector<int64_t> values;
-  // Where each symbol got its value, for conflict messages.
-  std::vector<std::string> origin;
+  // Where each symbol got its value: (input, dim), for conflict messages.
+  std::vector<std::pair<size_t, size_t>> origins;
 
   std::string symbolName(int id) const { return graph.symbolName(id); }
+  std::string who(size_t input) const { return describeBoundary("input", input, declared[input]); }
+  std::string origin(size_t slot) const {
+    return fmt::format("{} dim {}", who(origins[slot].first), origins[slot].second);
+  }
 
-  void bindDirect(const std::string& who, const ir::TensorType& type, at::IntArrayRef sizes) {
+  void bindDirect(size_t input, at::IntArrayRef sizes) {
+    const ir::TensorType& type = declared[input]->type();
     for (size_t d = 0; d < sizes.size(); ++d) {
       const ir::SymDim& dim = type.shape[d];
       if (dim.isConstant()) {
         KILN_USER_CHECK(dim.constant() == sizes[d],
-                        "{}: dim {}: expected {}, got {} (expected {}, got {})", who, d,
+                        "{}: dim {}: expected {}, got {} (expected {}, got {})", who(input), d,
                         dim.constant(), sizes[d], type.toString(), sizesToString(sizes));
         continue;
       }
@@ -57,11 +65,11 @@ struct Binder {
       auto slot = static_cast<size_t>(*id);
       if (values[slot] == kUnboundSymbol) {
         values[slot] = sizes[d];
-        origin[slot] = fmt::format("{} dim {}", who, d);
+        origins[slot] = {input, d};
       } else {
         KILN_USER_CHECK(values[slot] == sizes[d],
                         "{}: dim {}: expected {} = {} (bound by {}), got {} (expected {}, got {})",
-                        who, d, symbolName(*id), values[slot], origin[slot], sizes[d],
+                        who(input), d, symbolName(*id), values[slot], origin(slot), sizes[d],
                         type.toString(), sizesToString(sizes));
       }
     }
@@ -69,10 +77,12 @@ struct Binder {
 
   // A dim that is a polynomial with exactly one unbound symbol, linear in it (a*s + b, a != 0),
   // determines that symbol. Coefficients are found by evaluating at s = 0, 1, 2.
-  bool solveLinear(const std::string& who, const ir::TensorType& type, at::IntArrayRef sizes) {
+  bool solveLinear(size_t input, at::IntArrayRef sizes) {
+    const ir::TensorType& type = declared[input]->type();
     bool progress = false;
     for (size_t d = 0; d < sizes.size(); ++d) {
       const ir::SymDim& dim = type.shape[d];
+      if (dim.isConstant() || dim.asSymbol()) continue;  // bound directly, or nothing to solve
       std::optional<int> unbound;
       int count = 0;
       for (int id : dim.symbols()) {
@@ -95,22 +105,24 @@ struct Binder {
       int64_t rest = sizes[d] - b;
       KILN_USER_CHECK(
           rest % a == 0 && rest / a >= 0,
-          "{}: dim {}: expected {}, got {}, which no value of {} gives (expected {}, got {})", who,
-          d, dim.toString(), sizes[d], symbolName(*unbound), type.toString(), sizesToString(sizes));
+          "{}: dim {}: expected {}, got {}, which no value of {} gives (expected {}, got {})",
+          who(input), d, dim.toString(), sizes[d], symbolName(*unbound), type.toString(),
+          sizesToString(sizes));
       values[slot] = rest / a;
-      origin[slot] = fmt::format("{} dim {}", who, d);
+      origins[slot] = {input, d};
       progress = true;
     }
     return progress;
   }
 
-  void verify(const std::string& who, const ir::TensorType& type, at::IntArrayRef sizes) const {
+  void verify(size_t input, at::IntArrayRef sizes) const {
+    const ir::TensorType& type = declared[input]->type();
     for (size_t d = 0; d < sizes.size(); ++d) {
       const ir::SymDim& dim = type.shape[d];
       if (dim.isConstant() || dim.asSymbol() || !allBound(dim, values)) continue;
       int64_t expected = dim.evaluate(values);
       KILN_USER_CHECK(expected == sizes[d],
-                      "{}: dim {}: expected {} = {}, got {} (expected {}, got {})", who, d,
+                      "{}: dim {}: expected {} = {}, got {} (expected {}, got {})", who(input), d,
                       dim.toString(), expected, sizes[d], type.toString(), sizesToString(sizes));
     }
   }
@@ -189,25 +201,28 @@ bool isScalarOperand(const at::Tensor& t) {
 }
 
 std::vector<int64_t> bindSymbols(const ir::Graph& graph, const std::vector<at::Tensor>& inputs) {
-  std::vector<ir::Value*> declared = graph.inputs();
+  const std::vector<ir::Value*> declared = graph.inputs();
+  return bindSymbols(graph, declared, inputs);
+}
+
+std::vector<int64_t> bindSymbols(const ir::Graph& graph, std::span<ir::Value* const> declared,
+                                 const std::vector<at::Tensor>& inputs) {
   KILN_USER_CHECK(declared.size() == inputs.size(), "expected {} inputs, got {}", declared.size(),
                   inputs.size());
-  Binder binder{graph,
-                std::vector<int64_t>(static_cast<size_t>(graph.numSymbols()), kUnboundSymbol),
-                std::vector<std::string>(static_cast<size_t>(graph.numSymbols()))};
-  std::vector<std::string> who(inputs.size());
+  const auto numSymbols = static_cast<size_t>(graph.numSymbols());
+  Binder binder{graph, declared, std::vector<int64_t>(numSymbols, kUnboundSymbol),
+                std::vector<std::pair<size_t, size_t>>(numSymbols)};
   for (size_t i = 0; i < inputs.size(); ++i) {
-    who[i] = describeBoundary("input", i, declared[i]);
-    checkRank(who[i], declared[i]->type(), inputs[i]);
-    binder.bindDirect(who[i], declared[i]->type(), inputs[i].sizes());
+    const ir::TensorType& type = declared[i]->type();
+    const at::Tensor& t = inputs[i];
+    if (!t.defined() || t.dim() != type.rank()) checkRank(binder.who(i), type, t);
+    binder.bindDirect(i, t.sizes());
   }
   for (bool progress = true; progress;) {
     progress = false;
-    for (size_t i = 0; i < inputs.size(); ++i)
-      progress |= binder.solveLinear(who[i], declared[i]->type(), inputs[i].sizes());
+    for (size_t i = 0; i < inputs.size(); ++i) progress |= binder.solveLinear(i, inputs[i].sizes());
   }
-  for (size_t i = 0; i < inputs.size(); ++i)
-    binder.verify(who[i], declared[i]->type(), inputs[i].sizes());
+  for (size_t i = 0; i < inputs.size(); ++i) binder.verify(i, inputs[i].sizes());
   return std::move(binder.values);
 }
 

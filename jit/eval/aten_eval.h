@@ -5,6 +5,7 @@
 // dtype promotion included (Note [Constants are Python scalars]).
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -23,6 +24,9 @@ inline constexpr int64_t kUnboundSymbol = -1;
 // count, an input's rank or a static dim does not match, or a symbol gets two values, naming the
 // input ("input 1 (\"mask\"): dim 2: expected 128, got 64 (expected f16[s0, 128], got [2, 64])").
 std::vector<int64_t> bindSymbols(const ir::Graph& graph, const std::vector<at::Tensor>& inputs);
+// The same with the graph's inputs given (graph.inputs(), which scans the graph; Program keeps it).
+std::vector<int64_t> bindSymbols(const ir::Graph& graph, std::span<ir::Value* const> declared,
+                                 const std::vector<at::Tensor>& inputs);
 
 // The shape with every dim evaluated. InternalError if a dim uses a symbol without a value.
 std::vector<int64_t> concreteShape(const ir::Shape& shape, const std::vector<int64_t>& symbols);

@@ -49,6 +49,9 @@ LoadedKernel::~LoadedKernel() {
 }
 
 LoadedKernel::PerDevice& LoadedKernel::load(int device) {
+  KILN_CHECK(device >= 0 && device < kMaxDevices, "device ordinal {} out of range", device);
+  if (PerDevice* ready = loaded_[static_cast<size_t>(device)].load(std::memory_order_acquire))
+    return *ready;
   std::lock_guard<std::mutex> lock(mutex_);
   PerDevice& d = devices_[device];
   if (d.function != nullptr) return d;
@@ -59,6 +62,7 @@ LoadedKernel::PerDevice& LoadedKernel::load(int device) {
   KILN_CU_CHECK(api_, cuDeviceGet(&dev, device));
   KILN_CU_CHECK(api_, cuDeviceGetAttribute(&d.multiprocessors,
                                            CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev));
+  loaded_[static_cast<size_t>(device)].store(&d, std::memory_order_release);
   return d;
 }
 

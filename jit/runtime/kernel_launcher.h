@@ -6,6 +6,7 @@
 // a CUDA runtime call, so it may have no current context; ensureContext() retains the device's
 // primary context once and makes it current when it is not, which is one cheap cuCtxGetCurrent on
 // the hot path.
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -48,13 +49,16 @@ class LoadedKernel {
     int multiprocessors = 0;
     std::atomic<int> sharedLimit{48 * 1024};  // dynamic shared memory the function may use
   };
+  static constexpr int kMaxDevices = 64;
   PerDevice& load(int device);
 
   const cuda::DriverApi& api_;
   std::string name_;
   std::string cubin_;
   std::mutex mutex_;
-  std::unordered_map<int, PerDevice> devices_;
+  std::unordered_map<int, PerDevice> devices_;  // nodes: their addresses stay
+  // A device's entry once its function is loaded: each launch reads it without the mutex.
+  std::array<std::atomic<PerDevice*>, kMaxDevices> loaded_{};
 };
 
 }  // namespace kiln::jit

@@ -1,10 +1,12 @@
 #include "jit/runtime/optimize.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -185,12 +187,66 @@ struct OptimizedModule::Impl {
   // Note [Plan against the module]: calls the module served because it was faster.
   mutable std::atomic<uint64_t> moduleFasterCalls{0};
 
+  // Note [Call fast path]
+  // Every call used to format its guard signature (a string, one fmt call per dim) and look it
+  // up in `plans` under the shared lock. A service mostly repeats the sizes of its last call, so
+  // the last hit is remembered with the exact dtypes, devices and sizes it was for: a call whose
+  // inputs match all of them has the same signature, so it takes that plan without making the
+  // string. `tablesEpoch` counts every change to plans, lru, eagerSignatures and eagerFamilies
+  // (under `mutex`); an entry made under another epoch is not used, so an evicted plan, or a
+  // signature that has since given up, never serves from here. Strides are not compared: the
+  // signature does not have them either.
+  struct FastEntry {
+    struct Input {
+      at::ScalarType dtype;
+      at::Device device;
+      c10::SmallVector<int64_t, 6> sizes;
+    };
+    c10::SmallVector<Input, 4> inputs;
+    std::string sig;
+    std::shared_ptr<Plan> plan;
+    uint64_t epoch = 0;
+  };
+  mutable std::atomic<uint64_t> tablesEpoch{0};
+  mutable std::atomic<std::shared_ptr<const FastEntry>> fast;
+
+  std::shared_ptr<const FastEntry> fastEntryFor(const std::vector<at::Tensor>& tensors) const {
+    std::shared_ptr<const FastEntry> e = fast.load(std::memory_order_acquire);
+    if (e == nullptr || e->epoch != tablesEpoch.load(std::memory_order_acquire) ||
+        e->inputs.size() != tensors.size())
+      return nullptr;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const FastEntry::Input& in = e->inputs[i];
+      const at::Tensor& t = tensors[i];
+      if (t.scalar_type() != in.dtype || t.device() != in.device ||
+          t.sizes() != c10::IntArrayRef(in.sizes))
+        return nullptr;
+    }
+    hits.fetch_add(1, std::memory_order_relaxed);
+    return e;
+  }
+
+  // Remembers `plan` for these inputs; `epoch` was read before the lookup that found it.
+  void rememberFast(const std::vector<at::Tensor>& tensors, const std::string& sig,
+                    std::shared_ptr<Plan> plan, uint64_t epoch) const {
+    auto e = std::make_shared<FastEntry>();
+    for (const at::Tensor& t : tensors)
+      e->inputs.push_back({t.scalar_type(), t.device(), c10::SmallVector<int64_t, 6>(
+                                                            t.sizes().begin(), t.sizes().end())});
+    e->sig = sig;
+    e->plan = std::move(plan);
+    e->epoch = epoch;
+    fast.store(std::move(e), std::memory_order_release);
+  }
+
   // Records that `key` (a family or a signature) runs eagerly; logs the first time.
   void giveUp(std::map<std::string, std::string>& table, const std::string& key,
               const std::string& what, const std::string& why, bool log = true) const {
     {
       std::unique_lock<std::shared_mutex> lock(mutex);
-      if (!table.emplace(key, why).second || !log) return;
+      if (!table.emplace(key, why).second) return;
+      tablesEpoch.fetch_add(1, std::memory_order_acq_rel);
+      if (!log) return;
     }
     KILN_LOG_WARN("kiln: {} {} runs eagerly (as the module itself): {}", what, key, why);
   }
@@ -536,6 +592,7 @@ struct OptimizedModule::Impl {
       std::unique_lock<std::shared_mutex> lock(mutex);
       auto it = plans.find(sig);
       if (it != plans.end()) {
+        tablesEpoch.fetch_add(1, std::memory_order_acq_rel);  // the lru changes
         lru.splice(lru.begin(), lru, it->second.lru);
         lastPlan = it->second.plan;
         hits.fetch_add(1, std::memory_order_relaxed);
@@ -624,6 +681,7 @@ struct OptimizedModule::Impl {
         plan->buildInfo().kernelsCompiled, plan->buildInfo().kernelsCached,
         plan->buildInfo().servedGeneric ? "served by generic kernels for now" : "bucket kernels");
     std::unique_lock<std::shared_mutex> lock(mutex);
+    tablesEpoch.fetch_add(1, std::memory_order_acq_rel);
     lru.push_front(sig);
     plans[sig] = Entry{plan, fam, lru.begin()};
     families[familyKey] = fam;
@@ -830,8 +888,19 @@ c10::IValue OptimizedModule::forward(const std::vector<c10::IValue>& inputs) con
   impl.calls.fetch_add(1, std::memory_order_relaxed);
   if (impl.session->options().disable) return impl.eagerForward(inputs);
   std::vector<at::Tensor> tensors = inputTensors(impl, inputs);
-  const std::string sig = impl.signature(tensors);
-  std::shared_ptr<Plan> plan = impl.planFor(inputs, tensors, sig);
+  // Note [Call fast path]: the last call's plan when these are its sizes, with no signature made.
+  std::shared_ptr<const Impl::FastEntry> fast = impl.fastEntryFor(tensors);
+  std::string made;
+  std::shared_ptr<Plan> plan;
+  if (fast != nullptr) {
+    plan = fast->plan;
+  } else {
+    const uint64_t epoch = impl.tablesEpoch.load(std::memory_order_acquire);
+    made = impl.signature(tensors);
+    plan = impl.planFor(inputs, tensors, made);
+    if (plan != nullptr) impl.rememberFast(tensors, made, plan, epoch);
+  }
+  const std::string& sig = fast != nullptr ? fast->sig : made;
   if (plan == nullptr) return impl.fallbackForward(inputs, impl.eagerReason(sig).value_or("?"));
   if (plan->runsModule())
     return impl.fallbackForward(inputs, "the module is faster for these sizes", /*faster=*/true);

@@ -12,6 +12,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/util/SmallVector.h>
 #include <fmt/format.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <nlohmann/json.hpp>
@@ -285,7 +286,7 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
   const size_t numInputs = static_cast<size_t>(abi.numInputs);
   KILN_CHECK(abi.tensors.size() == numInputs + rt.outputIds.size(), "ABI of {} disagrees with plan",
              k.name);
-  std::vector<at::Tensor> tensors;
+  c10::SmallVector<at::Tensor, 8> tensors;  // every call: no heap for a usual kernel
   tensors.reserve(abi.tensors.size());
   for (size_t i = 0; i < numInputs; ++i) {
     const at::Tensor& t = values[static_cast<size_t>(abi.tensors[i].valueId)];
@@ -306,7 +307,7 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
                                                   : (t.scalar_type() == at::kBool ? 1.0 : -77.0));
     }
   }
-  std::vector<codegen::TensorView> views;
+  c10::SmallVector<codegen::TensorView, 8> views;
   views.reserve(tensors.size());
   for (const at::Tensor& t : tensors) views.push_back({t.data_ptr(), t.sizes(), t.strides()});
   codegen::KilnArgs args;
@@ -383,7 +384,7 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
                                        bool bypassShapeOnly) const {
   const Program& p = *program_;
   const ir::Graph& g = p.graph();
-  std::vector<int64_t> symbols = bindSymbols(g, inputs);
+  std::vector<int64_t> symbols = bindSymbols(g, p.graphInputs_, inputs);
   for (const SizeAssumption& a : p.captured_.assumptions) {
     const int64_t lhs = a.lhs.evaluate(symbols);
     const int64_t rhs = a.rhs.evaluate(symbols);
@@ -392,9 +393,8 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
           fmt::format("size assumption {} does not hold ({} > {})", a.what, lhs, rhs));
   }
   std::vector<at::Tensor> values = p.constantValues_;
-  std::vector<ir::Value*> graphInputs = g.inputs();
-  for (size_t i = 0; i < graphInputs.size(); ++i)
-    values[static_cast<size_t>(graphInputs[i]->id())] = inputs[i];
+  for (size_t i = 0; i < p.graphInputs_.size(); ++i)
+    values[static_cast<size_t>(p.graphInputs_[i]->id())] = inputs[i];
   // Note [Channels-last convolutions]: convert what convs read at entry, once.
   bool restoreContiguous = false;
   for (int id : p.convEntryInputs_) {

@@ -101,6 +101,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
     }
   }
   for (const ir::Value* v : graph.outputs()) p.outputIds_.push_back(v->id());
+  p.graphInputs_ = graph.inputs();
 
   // Step bookkeeping: which values each step reads and writes, and where each value dies.
   p.runtime_.resize(p.partition_.steps.size());

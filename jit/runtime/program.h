@@ -113,6 +113,7 @@ class Program {
   std::vector<const partition::FusionGroup*> groups_;  // of kernel k, in partition_.steps
   std::vector<at::Tensor> constantValues_;  // by value id; defined for kConstant/kParam values
   std::vector<int> outputIds_;
+  std::vector<ir::Value*> graphInputs_;  // graph().inputs(), which scans the graph: once
   ShapeOnly shapeOnly_;
   std::vector<std::string> quantSkipped_;
   int numValues_ = 0;

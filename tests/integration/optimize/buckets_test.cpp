@@ -285,6 +285,28 @@ TEST(Buckets, PlanCapEvictsLeastRecentlyUsed) {
   EXPECT_EQ(st.captures, 1u) << "bucket 4's family lived on in the plans of buckets 8 and 16";
 }
 
+// Note [Call fast path]: a repeated call takes the last call's plan without a signature, but
+// never a plan that has left the table meanwhile. prepare() builds plans without a call, so it
+// can evict the very plan the fast path remembers.
+TEST(Buckets, CallFastPathNeverServesAnEvictedPlan) {
+  auto s = compileOnlySession(/*maxPlans=*/1);
+  auto m = maskedSoftmax();
+  auto fast = kiln::jit::optimize(m, rowsDynamic(*s));
+  const std::vector<torch::IValue> small = rows(3);
+  for (int i = 0; i < 3; ++i) expectEager(m, fast, small);
+  EXPECT_EQ(fast.stats().planMisses, 1u);
+  EXPECT_EQ(fast.stats().planHits, 2u);
+  kiln::jit::PreparedPlan p = fast.prepare(small, {{3, 40}, {3, 40}});  // evicts bucket 4
+  ASSERT_NE(p.plan, nullptr) << p.eagerReason;
+  EXPECT_EQ(fast.stats().plansEvicted, 1u);
+  expectEager(m, fast, small);
+  s->waitForBackground();
+  auto st = fast.stats();
+  EXPECT_EQ(st.planMisses, 3u) << "the evicted plan of bucket 4 must be rebuilt, not reused";
+  EXPECT_EQ(st.plansEvicted, 2u);
+  EXPECT_EQ(st.plansAlive, 1u);
+}
+
 TEST(Buckets, MixedShapesFromEightThreadsDuringBackgroundCompiles) {
   auto s = compileOnlySession();
   auto m = maskedSoftmax();
