@@ -1225,4 +1225,38 @@ KernelSource emitTranspose(ir::DType dtype) {
   return finishKernelSource(std::move(body), fmt::format("kiln_transpose_{}", ir::toString(dtype)));
 }
 
+KernelSource emitConvBnFold(ir::DType weight, ir::DType params, ir::DType out, float eps) {
+  bool f16 = false, bf16 = false;
+  for (DType d : {weight, params, out}) {
+    if (d != DType::kFloat16 && d != DType::kBFloat16 && d != DType::kFloat32)
+      throw Unsupported(fmt::format("no batchnorm fold kernel for {}", ir::toString(d)));
+    f16 = f16 || d == DType::kFloat16;
+    bf16 = bf16 || d == DType::kBFloat16;
+  }
+  std::string body =
+      fmt::format("// kiln batchnorm fold kernel (codegen v{}): {} weight, {} params, {} out\n",
+                  kCodegenVersion, ir::toString(weight), ir::toString(params), ir::toString(out));
+  if (f16) body += "#include <cuda_fp16.h>\n";
+  if (bf16) body += "#include <cuda_bf16.h>\n";
+  std::vector<std::string_view> files = {"kiln_abi.cuh"};
+  if (f16) files.push_back("kiln_f16.cuh");
+  if (bf16) files.push_back("kiln_bf16.cuh");
+  files.push_back("kiln_load_store.cuh");
+  files.push_back("kiln_fold.cuh");
+  for (std::string_view file : files) {
+    const std::string_view text = helperText(file);
+    KILN_CHECK(!text.empty(), "device helper {} is not embedded", file);
+    body += text;
+    if (text.back() != '\n') body += '\n';
+  }
+  if (!std::isfinite(eps)) throw Unsupported(fmt::format("batchnorm eps {} is not finite", eps));
+  // Nine significant digits read back as the same float.
+  body += fmt::format(
+      "\nextern \"C\" __global__ void __launch_bounds__({}) {}(const KilnArgs args) {{\n"
+      "  kiln_fold_conv_bn<{}, {}, {}>(args, {:.8e}f);\n}}\n",
+      kFoldBlock, kNamePlaceholder, storageType(weight), storageType(params), storageType(out),
+      eps);
+  return finishKernelSource(std::move(body), "kiln_fold_conv_bn");
+}
+
 }  // namespace kiln::codegen

@@ -39,4 +39,17 @@ KernelSource emitTranspose(ir::DType dtype);
 inline constexpr int kTransposeBlock = 256;
 inline constexpr int kTransposeTile = 32;
 
+// Note [Fold kernel]
+// Folding batchnorm into a conv (Note [Folding batchnorm into convolutions] in
+// jit/runtime/fold_conv_bn.h) through ATen took about a dozen ops per conv, and on a fresh process
+// most of its time was the first use of each of those ATen kernels: 60 ms of ResNet-50's first
+// call on an H200 (2026-12-06), where the convs themselves use none of them. kiln_fold_conv_bn
+// (runtime/kiln_fold.cuh) computes W' (in any layout, by strides) and shift' of one conv in one
+// launch, from the conv weight of dtype `weight`, per-channel params of dtype `params` (conv
+// bias, mean, var, bn weight, bn bias: one dtype), into `out`. eps is part of the text (a float
+// literal, as ATen's float arithmetic rounds it). `kiln_fold_conv_bn_<hash>`; 256-thread blocks,
+// any grid. f16, bf16 and f32 only (Unsupported otherwise).
+KernelSource emitConvBnFold(ir::DType weight, ir::DType params, ir::DType out, float eps);
+inline constexpr int kFoldBlock = 256;
+
 }  // namespace kiln::codegen

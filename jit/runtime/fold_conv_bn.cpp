@@ -1,5 +1,6 @@
 #include "jit/runtime/fold_conv_bn.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -9,7 +10,14 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <fmt/format.h>
 
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "codegen/emit_cuda.h"
 #include "jit/eval/aten_eval.h"
+#include "jit/runtime/kernel_build.h"
+#include "jit/runtime/kernel_launcher.h"
+#include "jit/runtime/session.h"
 #include "src/passes/eliminate_dead_code.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -140,7 +148,7 @@ struct FoldValues {
 };
 
 // W' and shift' from the sources as they are now, in float32, cast to the fold's dtype.
-FoldValues compute(const ConvBnFold& fold) {
+FoldValues computeWithAten(const ConvBnFold& fold) {
   // Ordinary tensors even under the caller's InferenceMode: a later refresh writes into them.
   c10::InferenceMode notInference(/*enabled=*/false);
   c10::NoGradGuard noGrad;
@@ -162,11 +170,87 @@ FoldValues compute(const ConvBnFold& fold) {
   return {std::move(weight), shift.reshape({c, 1, 1}).to(fold.dtype).contiguous()};
 }
 
+// The IR dtype of an ATen dtype the fold kernel takes, or null.
+std::optional<ir::DType> foldKernelType(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf:
+      return ir::DType::kFloat16;
+    case at::kBFloat16:
+      return ir::DType::kBFloat16;
+    case at::kFloat:
+      return ir::DType::kFloat32;
+    default:
+      return std::nullopt;
+  }
+}
+
+// The fold kernel's text for `fold` (Note [Fold kernel]), or null when the kernel cannot serve it:
+// not on CUDA, a dtype it lacks, per-channel params of mixed dtypes or not dense, no elements.
+std::optional<codegen::KernelSource> foldKernelSource(const ConvBnFold& fold) {
+  const at::Tensor& w = fold.convWeight;
+  if (!w.is_cuda() || w.dim() != 4 || w.numel() == 0) return std::nullopt;
+  const std::optional<ir::DType> weight = foldKernelType(w.scalar_type());
+  const std::optional<ir::DType> out = foldKernelType(fold.dtype);
+  const std::optional<ir::DType> params = foldKernelType(fold.var.scalar_type());
+  if (!weight || !out || !params) return std::nullopt;
+  for (const at::Tensor* t : {&fold.convBias, &fold.mean, &fold.var, &fold.bnWeight, &fold.bnBias})
+    if (t->defined() && (t->scalar_type() != fold.var.scalar_type() || !t->is_contiguous() ||
+                         t->dim() != 1 || t->size(0) != w.size(0) || t->device() != w.device()))
+      return std::nullopt;
+  try {
+    return codegen::emitConvBnFold(*weight, *params, *out, static_cast<float>(fold.eps));
+  } catch (const Unsupported&) {
+    return std::nullopt;
+  }
+}
+
+// W' and shift' by kiln's fold kernel: one launch on the current stream.
+FoldValues computeWithKernel(const ConvBnFold& fold, LoadedKernel& kernel) {
+  c10::InferenceMode notInference(/*enabled=*/false);  // as computeWithAten
+  const at::Tensor& w = fold.convWeight;
+  const int64_t c = w.size(0);
+  at::Tensor weight =
+      at::empty(w.sizes(), w.options().dtype(fold.dtype).memory_format(fold.weightFormat));
+  at::Tensor shift = at::empty({c, 1, 1}, w.options().dtype(fold.dtype));
+  auto ptr = [](const at::Tensor& t) {
+    return t.defined() ? const_cast<void*>(t.const_data_ptr()) : nullptr;
+  };
+  codegen::KilnArgs args{};
+  args.ptr[0] = ptr(w);
+  args.ptr[1] = ptr(fold.convBias);
+  args.ptr[2] = ptr(fold.mean);
+  args.ptr[3] = ptr(fold.var);
+  args.ptr[4] = ptr(fold.bnWeight);
+  args.ptr[5] = ptr(fold.bnBias);
+  args.ptr[6] = weight.data_ptr();
+  args.ptr[7] = shift.data_ptr();
+  for (int d = 0; d < 4; ++d) {
+    args.sizes[d] = w.size(d);
+    args.strides[0][d] = w.stride(d);
+    args.strides[6][d] = weight.stride(d);
+  }
+  args.numel = w.numel();
+  const c10::cuda::CUDAGuard guard(w.device());
+  const int device = w.device().index();
+  codegen::LaunchDims dims;
+  dims.blockX = codegen::kFoldBlock;
+  dims.gridX = std::min<int64_t>((args.numel + dims.blockX - 1) / dims.blockX,
+                                 int64_t{8} * std::max(1, kernel.multiprocessors(device)));
+  kernel.launch(device, dims, args, at::cuda::getCurrentCUDAStream(device).stream());
+  return {std::move(weight), std::move(shift)};
+}
+
 std::string uniqueName(std::string name, std::set<std::string>& taken) {
   std::string out = name;
   for (int k = 2; taken.count(out); ++k) out = fmt::format("{}#{}", name, k);
   taken.insert(out);
   return out;
+}
+
+// W' and shift' of `fold`: by `kernel` when given (it must be the fold's own: Note [Fold kernel]),
+// else by ATen.
+FoldValues computeFold(const ConvBnFold& fold, LoadedKernel* kernel) {
+  return kernel != nullptr ? computeWithKernel(fold, *kernel) : computeWithAten(fold);
 }
 
 }  // namespace
@@ -183,7 +267,31 @@ void overwriteSnapshot(const at::Tensor& dst, const at::Tensor& src) {
 // ---------------------------------------------------------------------------------------------
 // FoldedParams
 
-FoldedParams::FoldedParams(std::vector<ConvBnFold> folds) : folds_(std::move(folds)) {
+FoldedParams::FoldedParams(std::vector<ConvBnFold> folds, const Session* session)
+    : folds_(std::move(folds)), kernels_(folds_.size()) {
+  // Note [Fold kernel]: one kernel per distinct text (dtypes and eps), through the kernel cache.
+  const std::optional<std::string> arch =
+      session != nullptr ? session->targetArch() : std::optional<std::string>();
+  const cuda::DriverApi* api = session != nullptr ? session->driver() : nullptr;
+  std::map<std::string, std::shared_ptr<LoadedKernel>> byName;
+  for (size_t f = 0; f < folds_.size() && arch && api != nullptr; ++f) {
+    std::optional<codegen::KernelSource> src = foldKernelSource(folds_[f]);
+    if (!src) continue;
+    auto [it, fresh] = byName.try_emplace(src->name);
+    if (fresh) {
+      try {
+        std::string binary = cubinThroughCache(*session, kernelKey(src->source, *arch),
+                                               src->source, src->name, *arch, "fold",
+                                               /*background=*/false);
+        it->second = std::make_shared<LoadedKernel>(*api, src->name, std::move(binary));
+      } catch (const CompileError& e) {
+        logOnce(LogLevel::kWarn, "compile." + src->name,
+                fmt::format("kiln: fold kernel {} failed to compile; folding through ATen: {}\n{}",
+                            src->name, e.what(), e.log()));
+      }
+    }
+    kernels_[f] = it->second;
+  }
   for (const ConvBnFold& f : folds_) {
     firstSource_.push_back(sources_.size());
     for (const at::Tensor* t :
@@ -194,7 +302,18 @@ FoldedParams::FoldedParams(std::vector<ConvBnFold> folds) : folds_(std::move(fol
   stamps_ = std::vector<Stamp>(sources_.size());
   for (size_t f = 0; f < folds_.size(); ++f) {
     std::vector<Reading> now = read(f);
-    FoldValues v = compute(folds_[f]);
+    FoldValues v;
+    if (kernels_[f] != nullptr) {
+      try {
+        v = computeWithKernel(folds_[f], *kernels_[f]);
+      } catch (const std::exception& e) {  // a launch failure: ATen folds this one
+        logOnce(LogLevel::kWarn, "fold-kernel." + kernels_[f]->name(),
+                fmt::format("kiln: fold kernel {} failed; folding through ATen: {}",
+                            kernels_[f]->name(), e.what()));
+        kernels_[f] = nullptr;
+      }
+    }
+    if (!v.weight.defined()) v = computeWithAten(folds_[f]);
     folds_[f].weight = std::move(v.weight);
     folds_[f].shift = std::move(v.shift);
     publish(f, now);
@@ -245,7 +364,13 @@ int FoldedParams::refresh() const {
       // stream): let them finish, and publish the new stamps only once the new values landed.
       if (cuda) c10::cuda::device_synchronize();
       std::vector<Reading> now = read(f);
-      FoldValues v = compute(fold);
+      // The sources may have moved or changed dtype since: the kernel only if it still fits.
+      LoadedKernel* kernel = kernelFor(f);
+      if (kernel != nullptr) {
+        const std::optional<codegen::KernelSource> src = foldKernelSource(fold);
+        if (!src || src->name != kernel->name()) kernel = nullptr;
+      }
+      FoldValues v = computeFold(fold, kernel);
       overwriteSnapshot(fold.weight, v.weight);
       overwriteSnapshot(fold.shift, v.shift);
       if (cuda) c10::cuda::device_synchronize();
@@ -263,6 +388,11 @@ int FoldedParams::refresh() const {
   return refreshed;
 }
 
+size_t FoldedParams::kernelFolds() const {
+  return static_cast<size_t>(std::count_if(kernels_.begin(), kernels_.end(),
+                                           [](const auto& k) { return k != nullptr; }));
+}
+
 std::string FoldedParams::toString() const {
   std::string out;
   for (const ConvBnFold& f : folds_) {
@@ -276,7 +406,8 @@ std::string FoldedParams::toString() const {
 // The rewrite
 
 std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured,
-                                                      at::MemoryFormat weightFormat) {
+                                                      at::MemoryFormat weightFormat,
+                                                      const Session* session) {
   KILN_CHECK(captured.graph != nullptr, "foldConvBatchNorm: no graph");
   ir::Graph& g = *captured.graph;
   std::map<std::string, size_t> byName;
@@ -335,7 +466,7 @@ std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured,
 
   std::shared_ptr<const FoldedParams> result;
   try {
-    result = std::make_shared<const FoldedParams>(std::move(folds));
+    result = std::make_shared<const FoldedParams>(std::move(folds), session);
   } catch (const c10::Error& e) {
     KILN_LOG_WARN("kiln: batchnorm not folded into convolutions: {}", e.what_without_backtrace());
     return nullptr;

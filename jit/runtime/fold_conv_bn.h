@@ -54,7 +54,13 @@
 
 #include "jit/capture/capture.h"
 
+namespace kiln {
+class Session;
+}  // namespace kiln
+
 namespace kiln::jit {
+
+class LoadedKernel;  // jit/runtime/kernel_launcher.h
 
 // One conv whose batchnorm was folded into it.
 struct ConvBnFold {
@@ -73,7 +79,10 @@ struct ConvBnFold {
 // The folds of one Program (Note [Folded params are snapshots]). Thread-safe.
 class FoldedParams {
  public:
-  explicit FoldedParams(std::vector<ConvBnFold> folds);
+  // Folds on CUDA use kiln's fold kernel (Note [Fold kernel] in codegen/emit_cuda.h), compiled
+  // through `session`'s kernel cache for its target arch; without a session, an arch or a driver,
+  // for dtypes the kernel lacks, or when it fails to compile, ATen computes them.
+  explicit FoldedParams(std::vector<ConvBnFold> folds, const Session* session = nullptr);
   FoldedParams(const FoldedParams&) = delete;
   FoldedParams& operator=(const FoldedParams&) = delete;
 
@@ -84,6 +93,8 @@ class FoldedParams {
   int refresh() const;
   // "conv1.weight@bn1.folded + conv1.bias@bn1.folded, ..." for logs and tests.
   std::string toString() const;
+  // How many folds kiln's fold kernel computes (the rest ATen does).
+  size_t kernelFolds() const;
 
  private:
   struct Stamp {  // what a source was when its fold was last computed
@@ -98,7 +109,11 @@ class FoldedParams {
   std::vector<Reading> read(size_t f) const;
   void publish(size_t f, const std::vector<Reading>& readings) const;
 
+  // The fold kernel for fold f, or null: ATen computes it.
+  LoadedKernel* kernelFor(size_t f) const { return kernels_[f].get(); }
+
   std::vector<ConvBnFold> folds_;
+  std::vector<std::shared_ptr<LoadedKernel>> kernels_;  // per fold; shared by folds alike
   std::vector<const at::Tensor*> sources_;  // the defined sources of every fold, fold by fold
   std::vector<size_t> firstSource_;    // fold f's sources: [firstSource_[f], firstSource_[f+1])
   mutable std::vector<Stamp> stamps_;  // index as sources_
@@ -113,6 +128,7 @@ void overwriteSnapshot(const at::Tensor& dst, const at::Tensor& src);
 // params to captured.params/paramNames and removes the dead batchnorm ops. Returns the folds
 // made, or null when there were none. W' is stored in `weightFormat`.
 std::shared_ptr<const FoldedParams> foldConvBatchNorm(
-    CapturedGraph& captured, at::MemoryFormat weightFormat = at::MemoryFormat::Contiguous);
+    CapturedGraph& captured, at::MemoryFormat weightFormat = at::MemoryFormat::Contiguous,
+    const Session* session = nullptr);
 
 }  // namespace kiln::jit

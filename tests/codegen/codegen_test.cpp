@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -504,6 +505,40 @@ TEST(EmitCuda, TransposeKernels) {
   }
   EXPECT_EQ(names.size(), 3u);
   EXPECT_THROW(emitTranspose(DType::kInt64), Unsupported);
+}
+
+// Note [Fold kernel]: one batchnorm fold kernel per (weight, params, out) dtypes and eps, compiled
+// by NVRTC for both archs, named by content; eps is exact in the text; none for other dtypes.
+TEST(EmitCuda, ConvBnFoldKernels) {
+  std::set<std::string> names;
+  const std::vector<std::array<DType, 3>> combos = {
+      {DType::kFloat16, DType::kFloat16, DType::kFloat16},
+      {DType::kBFloat16, DType::kBFloat16, DType::kBFloat16},
+      {DType::kFloat32, DType::kFloat32, DType::kFloat32},
+      {DType::kFloat32, DType::kFloat32, DType::kFloat16},    // Note [Precision]: retyped
+      {DType::kFloat16, DType::kFloat32, DType::kBFloat16}};  // every header at once
+  for (const auto& [w, p, o] : combos) {
+    KernelSource ks = emitConvBnFold(w, p, o, 1e-5f);
+    EXPECT_EQ(ks.source, emitConvBnFold(w, p, o, 1e-5f).source);
+    EXPECT_TRUE(contains(ks.name, "kiln_fold_conv_bn_")) << ks.name;
+    EXPECT_TRUE(contains(ks.source, "1.00000001e-05f") || contains(ks.source, "9.99999975e-06f"))
+        << ks.source;
+    names.insert(ks.name);
+    for (const char* arch : {"sm_80", "sm_90"}) {
+      try {
+        jit::CompiledKernel ck = jit::compileToCubin(ks.source, ks.name, arch);
+        EXPECT_FALSE(ck.cubin.empty());
+      } catch (const CompileError& e) {
+        ADD_FAILURE() << "NVRTC failed for " << arch << ":\n" << e.log() << "\n" << e.source();
+      }
+    }
+  }
+  EXPECT_EQ(names.size(), combos.size());
+  EXPECT_NE(emitConvBnFold(DType::kFloat16, DType::kFloat16, DType::kFloat16, 1e-3f).name,
+            emitConvBnFold(DType::kFloat16, DType::kFloat16, DType::kFloat16, 1e-5f).name);
+  EXPECT_THROW(emitConvBnFold(DType::kInt64, DType::kFloat32, DType::kFloat32, 1e-5f), Unsupported);
+  EXPECT_THROW(emitConvBnFold(DType::kFloat32, DType::kFloat32, DType::kFloat32, INFINITY),
+               Unsupported);
 }
 
 // Note [Kiln GEMM]: the wgmma kernel compiles for sm_90a in both 16-bit dtypes, with and without

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -23,6 +24,7 @@
 
 #include <kiln/kiln.h>
 
+#include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/gemm_kernels.h"
 #include "jit/runtime/layout_kernels.h"
 #include "tests/support/temp_dir.h"
@@ -568,6 +570,67 @@ TEST(GpuLayout, TransposeKernelMatchesAten) {
         rnd({2, 8, 9, 9}, dt).index({torch::indexing::Slice(), torch::indexing::Slice(0, 4)});
     EXPECT_TRUE(torch::equal(converter.convert(sliced, cl), sliced));
   }
+}
+
+// Note [Fold kernel]: kiln's fold kernel gives what the ATen fold gives (the same float
+// arithmetic; an FMA may differ in the last bit of float32) for each dtype mix, with and without
+// the optional tensors, into NCHW and channels-last, from a weight of either layout. Both writes of
+// the kernel (W' and shift') are poisoned first, so an element it missed cannot pass.
+TEST(GpuFold, KernelMatchesAten) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  struct Mix {
+    torch::ScalarType weight, params, out;
+  };
+  for (const Mix& mix : {Mix{torch::kHalf, torch::kHalf, torch::kHalf},
+                         Mix{torch::kBFloat16, torch::kBFloat16, torch::kBFloat16},
+                         Mix{torch::kFloat, torch::kFloat, torch::kFloat},
+                         Mix{torch::kFloat, torch::kFloat, torch::kHalf}})
+    for (bool optional : {true, false})
+      for (auto out : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast})
+        for (auto in : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+          const std::string label =
+              fmt::format("{}/{}->{} optional={} out={} in={}", name(mix.weight), name(mix.params),
+                          name(mix.out), optional, out == torch::MemoryFormat::ChannelsLast,
+                          in == torch::MemoryFormat::ChannelsLast);
+          const int64_t c = 37;
+          auto opts = [](torch::ScalarType t) {
+            return torch::TensorOptions().device(torch::kCUDA).dtype(t);
+          };
+          kiln::jit::ConvBnFold f;
+          f.convWeight = torch::randn({c, 5, 3, 3}, opts(mix.weight)).contiguous(in);
+          f.mean = torch::randn({c}, opts(mix.params));
+          f.var = torch::rand({c}, opts(mix.params)) + 0.5;
+          if (optional) {
+            f.convBias = torch::randn({c}, opts(mix.params));
+            f.bnWeight = torch::randn({c}, opts(mix.params));
+            f.bnBias = torch::randn({c}, opts(mix.params));
+          }
+          f.eps = 1e-5;
+          f.dtype = mix.out;
+          f.weightFormat = out;
+          kiln::jit::FoldedParams byKernel({f}, &gpuSession());
+          kiln::jit::FoldedParams byAten({f}, nullptr);
+          ASSERT_EQ(byKernel.kernelFolds(), 1u) << label;
+          ASSERT_EQ(byAten.kernelFolds(), 0u) << label;
+          const kiln::jit::ConvBnFold& k = byKernel.folds()[0];
+          const kiln::jit::ConvBnFold& a = byAten.folds()[0];
+          EXPECT_TRUE(k.weight.is_contiguous(out)) << label;
+          EXPECT_EQ(k.weight.strides(), a.weight.strides()) << label;
+          EXPECT_EQ(k.shift.sizes(), a.shift.sizes()) << label;
+          EXPECT_EQ(k.weight.scalar_type(), mix.out) << label;
+          const double tol = mix.out == torch::kFloat ? 2e-6 : (mix.out == torch::kHalf ? 1e-3 : 8e-3);
+          expectClose(k.weight, a.weight, tol, label + " weight");
+          expectClose(k.shift, a.shift, tol, label + " shift");
+          // refresh() recomputes into the same tensors: poison them, change a source, refresh.
+          k.weight.fill_(std::numeric_limits<double>::quiet_NaN());
+          k.shift.fill_(std::numeric_limits<double>::quiet_NaN());
+          f.var.mul_(2);
+          EXPECT_EQ(byKernel.refresh(), 1) << label;
+          EXPECT_EQ(byAten.refresh(), 1) << label;
+          expectClose(k.weight, a.weight, tol, label + " weight after refresh");
+          expectClose(k.shift, a.shift, tol, label + " shift after refresh");
+        }
 }
 
 // Note [Channels-last convolutions]: the six convs of the CNN stage run channels-last by default
