@@ -144,6 +144,17 @@ WarmupArgs parseWarmupArgs(const std::vector<std::string>& args) {
     } else if (flag == "--tune") {
       if (inlineValue) throw UsageError(fmt::format("{} takes no value", flag));
       out.tune = true;
+    } else if (flag == "--precision") {
+      if (out.precision) throw UsageError("--precision given twice");
+      try {
+        out.precision = parsePrecision("--precision", value());
+      } catch (const UsageError&) {
+        throw;
+      } catch (const UserError& e) {
+        throw UsageError(e.what());
+      }
+    } else if (flag == "--calibrate") {
+      once(out.calibrate);
     } else if (flag.rfind("-", 0) == 0) {
       throw UsageError(fmt::format("unknown flag {}", flag));
     } else {
@@ -207,6 +218,16 @@ WarmupArgs parseWarmupArgs(const std::vector<std::string>& args) {
         "--model {}: {}", out.model,
         std::filesystem::exists(out.model, ec) ? "not a regular file" : "no such file"));
   if (out.summaryJson) checkSummaryPath(*out.summaryJson);
+  if (out.calibrate) {
+    if (!std::filesystem::is_regular_file(*out.calibrate, ec))
+      throw UsageError(fmt::format(
+          "--calibrate {}: {}", *out.calibrate,
+          std::filesystem::exists(*out.calibrate, ec) ? "not a regular file" : "no such file"));
+    if (out.precision && *out.precision != Precision::kFp8 && *out.precision != Precision::kInt8)
+      throw UsageError(fmt::format("--calibrate calibrates 8-bit linears: it needs --precision "
+                                   "fp8 or int8, not {}",
+                                   toString(*out.precision)));
+  }
   if (out.cacheDir) {
     std::filesystem::path dir(*out.cacheDir);
     if (std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec))

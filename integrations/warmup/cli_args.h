@@ -7,6 +7,7 @@
 
 #include "integrations/warmup/input_spec.h"
 #include "src/support/error.h"
+#include "src/support/options.h"
 
 namespace kiln::warmup {
 
@@ -28,6 +29,10 @@ struct WarmupArgs {
   std::optional<std::string> device;  // --device cpu|cuda; default cuda when a GPU is usable
   bool quiet = false;                 // --quiet: only errors and the final summary
   bool tune = false;                  // --tune: also tune every kernel on the local GPU
+  std::optional<Precision> precision;  // --precision (Note [Precision]); else KILN_PRECISION
+  // --calibrate FILE: sample inputs that calibrate the 8-bit linears (Note [Calibrating in the
+  // warm-up] in warmup.h).
+  std::optional<std::string> calibrate;
   bool help = false;                  // --help
   bool version = false;               // --version
 };
@@ -36,6 +41,7 @@ inline constexpr const char* kWarmupUsage =
     "usage: kiln-warmup --model MODEL.pt --input NAME:DTYPE:[DIMS] [--input ...]\n"
     "                   [--buckets NAME=E1,E2,...] [--cache-dir DIR] [--arch sm_XX]\n"
     "                   [--device cpu|cuda] [--summary-json FILE] [--quiet] [--tune]\n"
+    "                   [--precision P] [--calibrate FILE]\n"
     "       kiln-warmup --version\n"
     "Compiles every kernel of MODEL for every shape bucket of the dynamic dims into kiln's\n"
     "kernel cache, and stores the captured graph, so that a later process neither traces nor\n"
@@ -60,8 +66,17 @@ inline constexpr const char* kWarmupUsage =
     "  --tune       also tune every kernel on this machine's GPU (KILN_TUNE_MAX_VARIANTS,\n"
     "               KILN_TUNE_SECONDS) and store the winners as tuning records, which later\n"
     "               processes use unless KILN_TUNE=off. Needs a GPU of the target arch\n"
-    "Exit status: 0 done, 1 the model could not be warmed up or the cache did not keep what\n"
-    "was compiled (write failures, evictions by the size cap), 2 bad usage.\n";
+    "  --precision  module|fp16|bf16|fp8|int8, as KILN_PRECISION (which it overrides): warm up\n"
+    "               the kernels a process with that precision runs\n"
+    "  --calibrate  with --precision fp8|int8: FILE holds sample inputs, saved from Python with\n"
+    "               torch.save([(ids, mask), ...]) (one tuple per call, in forward() order; a\n"
+    "               tensor alone for a one-input model). They run through the model on --device\n"
+    "               until every 8-bit linear's input scale is frozen; the scales and each\n"
+    "               linear's error are stored as calibration records, so a later process runs\n"
+    "               8-bit from its first call, and the summary lists each linear's error\n"
+    "Exit status: 0 done, 1 the model could not be warmed up, a linear could not be calibrated,\n"
+    "or the cache did not keep what was compiled (write failures, evictions by the size cap),\n"
+    "2 bad usage.\n";
 
 // Parses argv[1..]. Throws UsageError naming the bad argument (unknown flag, missing value,
 // malformed spec, dtype typo, missing model file, malformed --arch, ...). Checks that the model

@@ -1,7 +1,7 @@
 // kiln-warmup: fill kiln's kernel cache for a TorchScript model ahead of time, so that a fresh
 // process's first forward() compiles nothing. See kWarmupUsage (cli_args.h) for the options.
-// Exit status: 0 done, 1 the model could not be warmed up or the cache did not keep what was
-// compiled, 2 bad usage.
+// Exit status: 0 done, 1 the model could not be warmed up, a linear could not be calibrated
+// (--calibrate) or the cache did not keep what was compiled, 2 bad usage.
 #include <unistd.h>
 
 #include <cstdio>
@@ -114,6 +114,8 @@ int main(int argc, char** argv) {
   fmt::print(stderr, "{}", kiln::warmup::toText(summary));
   const std::optional<std::string> problem = kiln::warmup::cacheProblem(summary);
   if (problem) fmt::print(stderr, "kiln-warmup: error: {}\n", *problem);
+  const std::optional<std::string> uncalibrated = kiln::warmup::calibrationProblem(summary);
+  if (uncalibrated) fmt::print(stderr, "kiln-warmup: error: {}\n", *uncalibrated);
   if (args.summaryJson) {
     std::ofstream out(*args.summaryJson, std::ios::trunc);
     out << kiln::warmup::toJson(summary);
@@ -123,5 +125,5 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  return problem ? 1 : 0;
+  return problem || uncalibrated ? 1 : 0;
 }

@@ -1,7 +1,10 @@
 #include "integrations/warmup/warmup.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -9,6 +12,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/serialization/import.h>
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +22,7 @@
 #include "jit/nvrtc.h"
 #include "jit/runtime/optimize.h"
 #include "jit/runtime/plan.h"
+#include "jit/runtime/program.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/tuner.h"
 #include "src/support/log.h"
@@ -55,10 +60,12 @@ EnvLookup filteredEnv(const EnvLookup& env, const WarmupArgs& args) {
   bool hideCacheDir = args.cacheDir.has_value();
   bool hideArch = args.arch.has_value();
   bool hideTune = args.tune;
+  bool hidePrecision = args.precision.has_value();
   return
-      [env, hideCacheDir, hideArch, hideTune](std::string_view name) -> std::optional<std::string> {
+      [env, hideCacheDir, hideArch, hideTune, hidePrecision](std::string_view name) -> std::optional<std::string> {
         if (name == "KILN_DISK_CACHE" || name == "KILN_DISABLE") return std::nullopt;
         if (hideTune && name == "KILN_TUNE") return std::nullopt;
+        if (hidePrecision && name == "KILN_PRECISION") return std::nullopt;
         if (hideCacheDir && name == "KILN_CACHE_DIR") return std::nullopt;
         if (hideArch && name == "KILN_ARCH") return std::nullopt;
         return env(name);
@@ -108,11 +115,148 @@ at::Tensor exampleInput(ir::DType dtype, const std::optional<ir::DType>& retypeT
   return at::randn(shape, on.dtype(jit::toAtenDType(traced)));
 }
 
+// Note [Calibrating in the warm-up]: FILE's samples, checked against --input and made as the
+// warm-up's examples are (on `device`, floating inputs in float32 when traced so).
+std::vector<std::vector<c10::IValue>> loadCalibration(const WarmupArgs& args,
+                                                      const std::optional<ir::DType>& retypeTo,
+                                                      const at::Device& device) {
+  const std::string& path = *args.calibrate;
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) throw WarmupError(fmt::format("--calibrate {}: cannot read it", path));
+  c10::IValue all;
+  try {
+    all = torch::jit::pickle_load(bytes);
+  } catch (const std::exception& e) {
+    throw WarmupError(fmt::format("--calibrate {}: not a file torch.save wrote: {}", path,
+                                  shortMessage(e)));
+  }
+  std::vector<c10::IValue> items;
+  if (all.isList())
+    for (const c10::IValue& v : all.toListRef()) items.push_back(v);
+  else if (all.isTuple())
+    items = all.toTupleRef().elements().vec();
+  else
+    throw WarmupError(fmt::format("--calibrate {}: expected a list of samples, got {}", path,
+                                  all.tagKind()));
+  if (items.empty()) throw WarmupError(fmt::format("--calibrate {}: holds no samples", path));
+  std::vector<std::vector<c10::IValue>> samples;
+  for (size_t k = 0; k < items.size(); ++k) {
+    std::vector<c10::IValue> tensors;
+    const c10::IValue& item = items[k];
+    if (item.isTensor())
+      tensors.push_back(item);
+    else if (item.isTuple())
+      tensors = item.toTupleRef().elements().vec();
+    else if (item.isList())
+      for (const c10::IValue& v : item.toListRef()) tensors.push_back(v);
+    if (tensors.size() != args.inputs.size())
+      throw WarmupError(fmt::format(
+          "--calibrate {}: sample {} has {} {}, the model takes {} (--input)", path, k,
+          tensors.size(), item.isTensor() || item.isTuple() || item.isList() ? "tensors" : "values",
+          args.inputs.size()));
+    std::vector<c10::IValue> sample;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const InputSpec& spec = args.inputs[i];
+      if (!tensors[i].isTensor())
+        throw WarmupError(fmt::format("--calibrate {}: sample {}, input {} (\"{}\"): expected a "
+                                      "tensor, got {}",
+                                      path, k, i, spec.name, tensors[i].tagKind()));
+      at::Tensor t = tensors[i].toTensor();
+      if (t.scalar_type() != jit::toAtenDType(spec.dtype)) {
+        std::string got = c10::toString(t.scalar_type());
+        try {
+          got = std::string(dtypeName(jit::toIrDType(t.scalar_type())));  // --input's spelling
+        } catch (const std::exception&) {
+        }
+        throw WarmupError(fmt::format(
+            "--calibrate {}: sample {}, input {} (\"{}\"): dtype {}, but --input says {}", path, k,
+            i, spec.name, got, dtypeName(spec.dtype)));
+      }
+      if (t.dim() != static_cast<int64_t>(spec.dims.size()))
+        throw WarmupError(fmt::format(
+            "--calibrate {}: sample {}, input {} (\"{}\"): rank {}, but --input has {} dims", path,
+            k, i, spec.name, t.dim(), spec.dims.size()));
+      if (retypeTo && ir::isFloating(spec.dtype)) t = t.to(at::kFloat);
+      sample.emplace_back(t.to(device));
+    }
+    samples.push_back(std::move(sample));
+  }
+  return samples;
+}
+
+// Note [Calibrating in the warm-up]: runs the samples until no linear of their programs is
+// calibrating (or the rounds run out), then reports every linear of those programs.
+void calibrate(const WarmupArgs& args, const jit::OptimizedModule& fast,
+               const std::vector<std::vector<c10::IValue>>& samples, int rounds,
+               WarmupSummary& summary) {
+  summary.calibrationSamples = static_cast<int>(samples.size());
+  // The programs the samples run (one per guard family), in first-seen order.
+  auto programs = [&] {
+    std::vector<std::shared_ptr<const jit::Program>> out;
+    for (const std::vector<c10::IValue>& sample : samples) {
+      std::vector<std::vector<int64_t>> shapes;
+      for (const c10::IValue& v : sample) shapes.push_back(v.toTensor().sizes().vec());
+      const jit::PreparedPlan p = fast.prepare(sample, shapes);
+      if (p.plan == nullptr)
+        throw WarmupError(fmt::format("--calibrate: a sample runs eagerly, not through a plan: {}",
+                                      p.eagerReason));
+      const std::shared_ptr<const jit::Program>& program = p.plan->program();
+      if (std::find(out.begin(), out.end(), program) == out.end()) out.push_back(program);
+    }
+    return out;
+  };
+  auto calibrating = [](const jit::QuantizedLinear::Report& r) {
+    return r.state.rfind("calibrating", 0) == 0;
+  };
+  for (int round = 0; round < std::max(1, rounds); ++round) {
+    for (size_t k = 0; k < samples.size(); ++k) {
+      try {
+        fast.forward(samples[k]);
+      } catch (const std::exception& e) {
+        throw WarmupError(fmt::format("--calibrate {}: sample {} ({}): {}", *args.calibrate, k,
+                                      shapesLabel(args.inputs, samples[k]), shortMessage(e)));
+      }
+      ++summary.calibrationCalls;
+    }
+    bool pending = false;
+    for (const auto& program : programs())
+      for (const jit::QuantizedLinear::Report& r : program->quantReports())
+        pending = pending || calibrating(r);
+    if (!pending) break;
+  }
+  const std::vector<std::shared_ptr<const jit::Program>> all = programs();
+  for (size_t p = 0; p < all.size(); ++p) {
+    // Labels name the program only when the samples ran more than one.
+    const std::string prefix = all.size() > 1 ? fmt::format("program {}: ", p + 1) : "";
+    for (const jit::QuantizedLinear::Report& r : all[p]->quantReports())
+      summary.quantLayers.push_back(
+          {prefix + r.label, r.state, r.relError, r.quantized, r.fromRecord});
+    for (const std::string& why : all[p]->quantSkipped())
+      summary.quantSkipped.push_back(prefix + why);
+  }
+}
+
 }  // namespace
+
+std::optional<std::string> calibrationProblem(const WarmupSummary& s) {
+  size_t pending = 0;
+  const QuantLayer* first = nullptr;
+  for (const QuantLayer& q : s.quantLayers)
+    if (q.state.rfind("calibrating", 0) == 0) {
+      ++pending;
+      if (first == nullptr) first = &q;
+    }
+  if (pending == 0) return std::nullopt;
+  return fmt::format(
+      "{} of {} linears are still calibrating after {} calls (e.g. {}: {}); on a device without "
+      "the {} GEMM nothing calibrates unless KILN_QUANT_EMULATE=1",
+      pending, s.quantLayers.size(), s.calibrationCalls, first->label, first->state, s.precision);
+}
 
 std::string toJson(const WarmupSummary& s) {
   using Json = nlohmann::ordered_json;
-  const Json j = {{"kernels_compiled", s.kernelsCompiled},
+  Json j = {{"kernels_compiled", s.kernelsCompiled},
                   {"kernels_cached", s.kernelsCached},
                   {"buckets", s.buckets},
                   {"groups", s.groups},
@@ -129,7 +273,21 @@ std::string toJson(const WarmupSummary& s) {
                   {"capture_stored", s.captureStored},
                   {"capture_cached", s.captureCached},
                   {"writes_failed", s.writesFailed},
-                  {"entries_evicted", s.entriesEvicted}};
+                  {"entries_evicted", s.entriesEvicted},
+                  {"precision", s.precision}};
+  if (s.calibrationSamples > 0) {
+    Json linears = Json::array();
+    for (const QuantLayer& q : s.quantLayers)
+      linears.push_back({{"label", q.label},
+                         {"state", q.state},
+                         {"rel_error", q.relError >= 0 ? Json(q.relError) : Json(nullptr)},
+                         {"quantized", q.quantized},
+                         {"from_record", q.fromRecord}});
+    j["calibration"] = {{"samples", s.calibrationSamples},
+                        {"calls", s.calibrationCalls},
+                        {"linears", linears},
+                        {"skipped", s.quantSkipped}};
+  }
   // nlohmann writes every key and value; the fields go on one line as `"key": value, ...`.
   std::vector<std::string> fields;
   for (const auto& [key, value] : j.items())
@@ -158,6 +316,17 @@ std::string toText(const WarmupSummary& s) {
   if (!s.skippedBuckets.empty())
     out += fmt::format("  skipped (sizes 0 and 1 are never dynamic): {}\n",
                        fmt::join(s.skippedBuckets, ", "));
+  if (s.calibrationSamples > 0) {
+    const auto eight = std::count_if(s.quantLayers.begin(), s.quantLayers.end(),
+                                     [](const QuantLayer& q) { return q.quantized; });
+    out += fmt::format("  calibration ({}): {} samples, {} calls; {} of {} linears run 8-bit\n",
+                       s.precision, s.calibrationSamples, s.calibrationCalls, eight,
+                       s.quantLayers.size());
+    for (const QuantLayer& q : s.quantLayers)
+      out += fmt::format("    {}: {}{}\n", q.label, q.state,
+                         q.relError >= 0 ? fmt::format(", error {:.4f}", q.relError) : "");
+    for (const std::string& why : s.quantSkipped) out += fmt::format("    {} (not 8-bit)\n", why);
+  }
   return out;
 }
 
@@ -193,6 +362,7 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
   // --tune: the caller waits, so the lab runs flat out (Note [Tuning beside traffic]), and
   // records already there are the incumbents to beat. Otherwise plans are not tuned here.
   options.tune = args.tune ? TuneMode::kEager : TuneMode::kOff;
+  if (args.precision) options.precision = *args.precision;
   if (args.arch) {
     // Compiling for a named arch needs no GPU; the session's "no GPU, running eagerly" warning
     // would only confuse here (the key is the session's, src in jit/runtime/session.cpp).
@@ -209,6 +379,13 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
     throw WarmupError(fmt::format("no --arch given and no usable GPU ({}); pass --arch sm_XX",
                                   session->cudaEnvironment().describe()));
   summary.arch = *arch;
+  summary.precision = std::string(toString(session->options().precision));
+  if (args.calibrate && session->options().precision != Precision::kFp8 &&
+      session->options().precision != Precision::kInt8)
+    throw WarmupError(fmt::format(
+        "--calibrate calibrates 8-bit linears: it needs --precision fp8 or int8 (or "
+        "KILN_PRECISION), and the precision is {}",
+        summary.precision));
   const std::optional<std::string> localArch = cuda::targetArch("", session->cudaEnvironment());
   std::unique_ptr<jit::TuningLab> lab;
   if (args.tune) {
@@ -276,6 +453,9 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
       jopt.buckets.push_back(jit::BucketPolicy{input, use.second, e->second});
   }
   jit::OptimizedModule fast = jit::optimize(module, jopt);
+  // Read before the long part, so a bad file fails at once.
+  std::vector<std::vector<c10::IValue>> samples;
+  if (args.calibrate) samples = loadCalibration(args, retypeTo, device);
 
   for (const Symbol& sym : args.symbols) {
     if (sym.lo <= 0) summary.skippedBuckets.push_back(sym.name + ":0");
@@ -364,6 +544,8 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
       KILN_LOG_DEBUG("kiln-warmup: looking the capture up again failed: {}", e.what());
     }
   }
+  if (args.calibrate)
+    calibrate(args, fast, samples, session->options().quantCalibrationCalls, summary);
   const cache::DiskStoreStats diskAfter = disk->stats();
   summary.writesFailed = static_cast<int>(diskAfter.writeFailures - diskBefore.writeFailures);
   summary.entriesEvicted = static_cast<int>(diskAfter.evictions - diskBefore.evictions);

@@ -20,6 +20,26 @@ class WarmupError : public Error {
   using Error::Error;
 };
 
+// Note [Calibrating in the warm-up]
+// With precision fp8 or int8 (Note [Quantized linears] in jit/runtime/quantized_linear.h), a
+// process calibrates each linear's input scale on its first calls. `--calibrate FILE` moves that
+// to the warm-up: FILE's samples (torch.save of a list of input tuples) run through the warmed-up
+// module, round after round, until no linear of their programs is calibrating (at most
+// KILN_QUANT_CALIBRATION_CALLS rounds). Each frozen scale, with the linear's error and decision,
+// is a calibration record in the cache, so a process over that cache runs 8-bit from its first
+// call, and the summary (text and JSON) lists every linear: its state, relative error against the
+// 16-bit linear on the last calibration input, and whether it runs 8-bit. A linear still
+// calibrating at the end (the device lacks the format's GEMM and KILN_QUANT_EMULATE is off) is
+// a failed warm-up: exit 1, after the summary is written. Samples of another guard family than
+// the warm-up's (a batch of 1, Note [Guards and plans]) calibrate their own program.
+struct QuantLayer {
+  std::string label;     // "encoder.layer.0.attention.self.query.weight (step 12)"
+  std::string state;     // as explain() gives it: "int8", "16-bit: error 0.12 > 0.08", ...
+  double relError = -1;  // -1 while calibrating
+  bool quantized = false;
+  bool fromRecord = false;  // decided by an earlier process's record, not by these samples
+};
+
 struct WarmupSummary {
   std::string arch;
   std::string cacheDir;  // the versioned dir entries went to
@@ -39,8 +59,17 @@ struct WarmupSummary {
   bool captureCached = false;  // it was already there
   int writesFailed = 0;        // cache writes that failed (full disk, unwritable shard)
   int entriesEvicted = 0;      // entries the size cap evicted during the warmup
+  std::string precision;       // the session's (Note [Precision]): "module", "fp8", ...
+  // Note [Calibrating in the warm-up]; empty without --calibrate.
+  int calibrationSamples = 0;
+  int calibrationCalls = 0;              // forward() calls the samples made
+  std::vector<QuantLayer> quantLayers;   // every linear that can run 8-bit
+  std::vector<std::string> quantSkipped;  // linears that cannot, each with why
   double seconds = 0;
 };
+
+// Why calibration did not finish (linears still calibrating), or nullopt: exit 1.
+std::optional<std::string> calibrationProblem(const WarmupSummary& summary);
 
 // Why the cache does not hold all the warmup produced (writes failed, entries evicted), or
 // nullopt. kiln-warmup then exits 1 (Note: a warmup that filled nothing must not exit 0).

@@ -172,16 +172,8 @@ FoldValues computeWithAten(const ConvBnFold& fold) {
 
 // The IR dtype of an ATen dtype the fold kernel takes, or null.
 std::optional<ir::DType> foldKernelType(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf:
-      return ir::DType::kFloat16;
-    case at::kBFloat16:
-      return ir::DType::kBFloat16;
-    case at::kFloat:
-      return ir::DType::kFloat32;
-    default:
-      return std::nullopt;
-  }
+  if (t != at::kHalf && t != at::kBFloat16 && t != at::kFloat) return std::nullopt;
+  return toIrDType(t);
 }
 
 // The fold kernel's text for `fold` (Note [Fold kernel]), or null when the kernel cannot serve it:

@@ -483,6 +483,18 @@ void checkGolden(const std::string& file, const std::string& actual) {
   EXPECT_EQ(ss.str(), actual) << "golden " << file << " differs; KILN_REGEN_GOLDEN=1 regenerates";
 }
 
+// NVRTC compiles `ks` for sm_80 and sm_90, each to a non-empty cubin.
+void expectCompilesForSm80AndSm90(const KernelSource& ks) {
+  for (const char* arch : {"sm_80", "sm_90"}) {
+    try {
+      jit::CompiledKernel ck = jit::compileToCubin(ks.source, ks.name, arch);
+      EXPECT_FALSE(ck.cubin.empty());
+    } catch (const CompileError& e) {
+      ADD_FAILURE() << "NVRTC failed for " << arch << ":\n" << e.log() << "\n" << e.source();
+    }
+  }
+}
+
 // Note [Layout conversion kernels]: one transpose kernel per float dtype, compiled by NVRTC for
 // both archs, named by content and deterministic; no kernel for other dtypes.
 TEST(EmitCuda, TransposeKernels) {
@@ -494,14 +506,7 @@ TEST(EmitCuda, TransposeKernels) {
         << ks.name;
     EXPECT_TRUE(contains(ks.source, "kiln_batched_transpose<")) << ks.source;
     names.insert(ks.name);
-    for (const char* arch : {"sm_80", "sm_90"}) {
-      try {
-        jit::CompiledKernel ck = jit::compileToCubin(ks.source, ks.name, arch);
-        EXPECT_FALSE(ck.cubin.empty());
-      } catch (const CompileError& e) {
-        ADD_FAILURE() << "NVRTC failed for " << arch << ":\n" << e.log() << "\n" << e.source();
-      }
-    }
+    expectCompilesForSm80AndSm90(ks);
   }
   EXPECT_EQ(names.size(), 3u);
   EXPECT_THROW(emitTranspose(DType::kInt64), Unsupported);
@@ -524,14 +529,7 @@ TEST(EmitCuda, ConvBnFoldKernels) {
     EXPECT_TRUE(contains(ks.source, "1.00000001e-05f") || contains(ks.source, "9.99999975e-06f"))
         << ks.source;
     names.insert(ks.name);
-    for (const char* arch : {"sm_80", "sm_90"}) {
-      try {
-        jit::CompiledKernel ck = jit::compileToCubin(ks.source, ks.name, arch);
-        EXPECT_FALSE(ck.cubin.empty());
-      } catch (const CompileError& e) {
-        ADD_FAILURE() << "NVRTC failed for " << arch << ":\n" << e.log() << "\n" << e.source();
-      }
-    }
+    expectCompilesForSm80AndSm90(ks);
   }
   EXPECT_EQ(names.size(), combos.size());
   EXPECT_NE(emitConvBnFold(DType::kFloat16, DType::kFloat16, DType::kFloat16, 1e-3f).name,

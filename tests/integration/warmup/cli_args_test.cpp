@@ -128,6 +128,21 @@ TEST_F(CliArgs, BadUsage) {
             "static size instead)");
   EXPECT_EQ(error({"--model", model_, "--input", in, "--quiet=yes"}), "--quiet takes no value");
   EXPECT_EQ(error({"--model", model_, "--input", in, "--tune=1"}), "--tune takes no value");
+  // Note [Calibrating in the warm-up].
+  EXPECT_EQ(error({"--model", model_, "--input", in, "--precision", "fp4"}),
+            error({"--model", model_, "--input", in, "--precision=fp4"}));
+  EXPECT_NE(error({"--model", model_, "--input", in, "--precision", "fp4"}).find("fp4"),
+            std::string::npos);
+  EXPECT_EQ(error({"--model", model_, "--input", in, "--precision", "fp8", "--precision", "int8"}),
+            "--precision given twice");
+  EXPECT_EQ(error({"--model", model_, "--input", in, "--calibrate", (dir_ / "none.pt").string()}),
+            "--calibrate " + (dir_ / "none.pt").string() + ": no such file");
+  EXPECT_EQ(error({"--model", model_, "--input", in, "--precision", "bf16", "--calibrate", model_}),
+            "--calibrate calibrates 8-bit linears: it needs --precision fp8 or int8, not bf16");
+  const WarmupArgs calibrate = parseWarmupArgs(
+      {"--model", model_, "--input", in, "--precision", "e4m3", "--calibrate", model_});
+  EXPECT_EQ(calibrate.precision, kiln::Precision::kFp8);
+  EXPECT_EQ(calibrate.calibrate.value_or(""), model_);
 }
 
 }  // namespace

@@ -11,8 +11,11 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <utility>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -54,7 +57,8 @@ struct Child {
 Child start(const std::vector<std::string>& args, const std::string& envPrefix = "") {
   // KILN_* from the test's environment must not leak into the tool.
   std::string cmd =
-      "env -u KILN_ARCH -u KILN_CACHE_DIR -u KILN_LOG " + envPrefix + " " + quote(KILN_WARMUP_BIN);
+      "env -u KILN_ARCH -u KILN_CACHE_DIR -u KILN_LOG -u KILN_PRECISION -u KILN_QUANT_EMULATE " +
+      envPrefix + " " + quote(KILN_WARMUP_BIN);
   for (const std::string& a : args) cmd += " " + quote(a);
   cmd += " 2>&1";
   Child c;
@@ -442,6 +446,109 @@ TEST_F(Warmup, ContainerFlowFirstCallNeitherTracesNorCompiles) {
   }
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << out;
   EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
+}
+
+// Note [Calibrating in the warm-up], on the CPU with 8-bit emulation: --calibrate runs the
+// samples until every linear froze, stores the records (a second warm-up over the same cache
+// decides every linear from them, with no calibration) and lists each linear with its error; a
+// device that cannot run the format (no emulation) leaves the linears calibrating, which is a
+// failed warm-up, summary written; bad files and bad samples name the problem.
+TEST_F(Warmup, CalibrateStoresScalesAndReportsEachLinear) {
+  torch::NoGradGuard ng;
+  const kiln::testing::Fixture& f = kiln::testing::kFixtures[0];
+  ASSERT_STREQ(f.name, "hf_bert");
+  auto save = [](const std::string& file, const c10::IValue& v) {
+    const std::vector<char> bytes = torch::jit::pickle_save(v);
+    std::ofstream(file, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  };
+  c10::impl::GenericList samples(c10::AnyType::get());
+  for (auto [batch, seq] : {std::pair<int64_t, int64_t>{3, 7}, {2, 5}, {4, 8}}) {
+    const std::vector<torch::IValue> in =
+        kiln::testing::fixtureInputs(f, batch, seq, 11, torch::kCPU, torch::kFloat);
+    samples.push_back(c10::ivalue::Tuple::create(in));
+  }
+  save(path("calib.pt"), samples);
+  const std::string model = std::string(KILN_FIXTURES_DIR) + "/hf_bert.pt";
+  const std::string cache = path("cache-calibrate");
+  auto warm = [&](const std::vector<std::string>& extra, const std::string& json,
+                  const std::string& env) {
+    std::vector<std::string> a = {"--model", model, "--input", "ids:int64:[batch=2..4,seq=2..8]",
+                                  "--input", "mask:int64:[batch,seq]", "--arch", "sm_90",
+                                  "--cache-dir", cache, "--device", "cpu", "--summary-json",
+                                  path(json)};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return start(a, env).finish();
+  };
+  const std::vector<std::string> calibrate = {"--precision", "int8", "--calibrate",
+                                              path("calib.pt")};
+
+  // No 8-bit GEMM on this CPU and no emulation: nothing calibrates, exit 1, summary written.
+  RunResult none = warm(calibrate, "none.json", "KILN_QUANT_EMULATE=0");
+  EXPECT_EQ(none.rc, 1) << none.output;
+  EXPECT_NE(none.output.find("still calibrating"), std::string::npos) << none.output;
+  EXPECT_NE(readFile(path("none.json")).find("\"calibration\""), std::string::npos);
+
+  RunResult first = warm(calibrate, "first.json", "KILN_QUANT_EMULATE=1");
+  ASSERT_EQ(first.rc, 0) << first.output;
+  const std::string t1 = readFile(path("first.json"));
+  const nlohmann::json j1 = nlohmann::json::parse(t1);
+  EXPECT_EQ(j1.at("precision"), "int8") << t1;
+  const nlohmann::json& c1 = j1.at("calibration");
+  EXPECT_EQ(c1.at("samples"), 3) << t1;
+  const int calls = c1.at("calls").get<int>();
+  EXPECT_GE(calls, 3) << t1;
+  EXPECT_LE(calls, 3 * 8) << t1;
+  // The BERT fixture's linears: every one listed with a measured error, decided by this run.
+  const nlohmann::json& linears = c1.at("linears");
+  EXPECT_GE(linears.size(), 4u) << t1;
+  int eight = 0;
+  for (const nlohmann::json& l : linears) {
+    EXPECT_FALSE(l.at("from_record").get<bool>()) << l;
+    ASSERT_TRUE(l.at("rel_error").is_number()) << l;
+    // Note [Quantized linears]: 8-bit exactly when the error is within KILN_QUANT_MAX_ERROR.
+    EXPECT_EQ(l.at("quantized").get<bool>(), l.at("rel_error").get<double>() <= 0.08) << l;
+    eight += l.at("quantized").get<bool>() ? 1 : 0;
+  }
+  EXPECT_GT(eight, 0) << t1;
+  EXPECT_NE(first.output.find("linears run 8-bit"), std::string::npos) << first.output;
+
+  // A second warm-up over the cache: every linear from its record, one round of calls.
+  RunResult second = warm(calibrate, "second.json", "KILN_QUANT_EMULATE=1");
+  ASSERT_EQ(second.rc, 0) << second.output;
+  const std::string t2 = readFile(path("second.json"));
+  const nlohmann::json c2 = nlohmann::json::parse(t2).at("calibration");
+  EXPECT_EQ(c2.at("calls"), 3) << t2;
+  ASSERT_EQ(c2.at("linears").size(), linears.size()) << t2;
+  for (size_t i = 0; i < linears.size(); ++i) {
+    EXPECT_TRUE(c2.at("linears")[i].at("from_record").get<bool>()) << c2.at("linears")[i];
+    EXPECT_EQ(c2.at("linears")[i].at("rel_error"), linears[i].at("rel_error"));
+  }
+
+  // Bad input, each named.
+  std::ofstream(path("junk.pt")) << "not a pickle";
+  RunResult junk = warm({"--precision", "int8", "--calibrate", path("junk.pt")}, "junk.json",
+                        "KILN_QUANT_EMULATE=1");
+  EXPECT_EQ(junk.rc, 1) << junk.output;
+  EXPECT_NE(junk.output.find("not a file torch.save wrote"), std::string::npos) << junk.output;
+  c10::impl::GenericList floatIds(c10::AnyType::get());
+  floatIds.push_back(c10::ivalue::Tuple::create(
+      {torch::zeros({3, 7}), torch::ones({3, 7}, torch::kLong)}));
+  save(path("float_ids.pt"), floatIds);
+  RunResult wrongType = warm({"--precision", "int8", "--calibrate", path("float_ids.pt")},
+                             "wrong.json", "KILN_QUANT_EMULATE=1");
+  EXPECT_EQ(wrongType.rc, 1) << wrongType.output;
+  EXPECT_NE(wrongType.output.find("sample 0, input 0 (\"ids\"): dtype float32, but --input says int64"),
+            std::string::npos)
+      << wrongType.output;
+  RunResult noPrecision = warm({"--calibrate", path("calib.pt")}, "noprec.json", "");
+  EXPECT_EQ(noPrecision.rc, 1) << noPrecision.output;
+  EXPECT_NE(noPrecision.output.find("needs --precision fp8 or int8"), std::string::npos)
+      << noPrecision.output;
+  RunResult fp16 = warm({"--precision", "fp16", "--calibrate", path("calib.pt")}, "fp16.json", "");
+  EXPECT_EQ(fp16.rc, 2) << fp16.output;
+  RunResult missing = warm({"--precision", "int8", "--calibrate", path("nope.pt")}, "m.json", "");
+  EXPECT_EQ(missing.rc, 2) << missing.output;
+  EXPECT_NE(missing.output.find("no such file"), std::string::npos) << missing.output;
 }
 
 // The service half of the container flow; skipped unless that test runs it.
