@@ -27,6 +27,9 @@ std::string describeStep(const partition::Step& step) {
     case partition::StepKind::kView:
       return fmt::format("view {}", ir::toString(step.node->kind()));
     case partition::StepKind::kEager:
+      // The ATen op it runs (the first call's breakdown names the op, not "eager eager").
+      if (step.node->kind() == ir::OpKind::kEager && step.node->attrs().has("schema"))
+        return fmt::format("eager {}", step.node->attrs().getString("schema"));
       return fmt::format("eager {}", ir::toString(step.node->kind()));
   }
   return "?";
