@@ -110,6 +110,20 @@ LoweringRule clamp(std::vector<const char*> bounds) {
   };
 }
 
+// a & b and a | b (and their logical_ and bitwise_ spellings) on bool tensors: minimum and maximum,
+// which have the same truth tables (HF attention masks combine theirs so). On integers they are
+// bitwise ops, which stay eager.
+LoweringRule boolean(OpKind kind) {
+  return [kind](Lowerer& l, const tj::Node* n) -> ir::Value* {
+    if (n->inputs().size() != 2) return nullptr;
+    ir::Value* a = l.operand(n, 0);
+    ir::Value* b = l.operand(n, 1);
+    if (a->dtype() != ir::DType::kBool || b->dtype() != ir::DType::kBool)
+      throw NotLowerable{"a bitwise op on tensors that are not bool"};
+    return l.emit(kind, {a, b});
+  };
+}
+
 ir::Value* where(Lowerer& l, const tj::Node* n) {
   if (n->inputs().size() != 3) return nullptr;
   return l.emit(OpKind::kWhere, {l.operand(n, 0), l.operand(n, 1), l.operand(n, 2)});
@@ -134,6 +148,10 @@ void addPointwiseRules(LoweringTable& table) {
   for (const char* name :
        {"aten::to", "aten::type_as", "aten::_to_copy", "aten::_cast_Float", "aten::_cast_Half"})
     table.add(name, cast);
+  for (const char* name : {"aten::__and__", "aten::bitwise_and", "aten::logical_and"})
+    table.add(name, boolean(OpKind::kMinimum));
+  for (const char* name : {"aten::__or__", "aten::bitwise_or", "aten::logical_or"})
+    table.add(name, boolean(OpKind::kMaximum));
   table.add("aten::add", addSub(OpKind::kAdd, /*reversed=*/false));
   table.add("aten::sub", addSub(OpKind::kSub, /*reversed=*/false));
   table.add("aten::rsub", addSub(OpKind::kSub, /*reversed=*/true));

@@ -480,5 +480,39 @@ def forward(self, x):
   EXPECT_EQ(countOps(c, ir::OpKind::kAdd), 1) << printed(c);
 }
 
+TEST(Capture, BoolAndOrLowerToMinimumAndMaximum) {
+  // HF attention masks combine bool masks with & and |: on bools they are minimum and maximum, so
+  // they fuse. The same ops on integers are bitwise, and stay eager with a reason.
+  torch::jit::Module m("m");
+  m.define(R"(
+def forward(self, x, y):
+    a = (x > 0.0) & (y > 0.0)
+    b = torch.logical_or(x < -1.0, y < -1.0) | a
+    return torch.where(b, x, y)
+)");
+  m.eval();
+  CaptureOptions o;
+  o.inputNames = {"x", "y"};
+  o.dynamicDims = {{"x", 0, "n"}, {"y", 0, "n"}};
+  const torch::Tensor x = torch::randn({4, 6}), y = torch::randn({4, 6});
+  CapturedGraph c = capture(m, {x, y}, o);
+  EXPECT_TRUE(c.unsupportedOps.empty()) << c.report();
+  EXPECT_EQ(countOps(c, ir::OpKind::kMinimum), 1) << printed(c);
+  EXPECT_EQ(countOps(c, ir::OpKind::kMaximum), 2) << printed(c);
+  const std::vector<at::Tensor> got = evalCaptured(c, {x, y});
+  EXPECT_TRUE(torch::equal(got.at(0), m.forward({x, y}).toTensor()));
+
+  torch::jit::Module ints("m");
+  ints.define(R"(
+def forward(self, x):
+    return (x & 6) + 1
+)");
+  ints.eval();
+  CaptureOptions io;
+  io.inputNames = {"x"};
+  CapturedGraph ci = capture(ints, {torch::arange(8)}, io);
+  EXPECT_EQ(ci.unsupportedOps, std::vector<std::string>{"aten::__and__"}) << ci.report();
+}
+
 }  // namespace
 }  // namespace kiln::jit
