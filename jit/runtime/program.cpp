@@ -9,6 +9,7 @@
 
 #include "codegen/kernel_abi.h"
 #include "jit/runtime/fold_conv_bn.h"
+#include "jit/runtime/index_views.h"
 #include "jit/runtime/retyped_params.h"
 #include "jit/runtime/session.h"
 #include "src/ir/printer.h"
@@ -50,6 +51,9 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
     mark = now;
   };
   p.captured_ = std::move(captured);
+  // Note [Indexing by aranges is a view]: reads the eager calls, so before the passes.
+  indexByArangesToViews(p.captured_);
+  lap("index views");
   p.convLayout_ = chooseConvLayout(p.captured_, session.options().convLayout);
   lap("conv layout");
   // Needs the param tensors, so here rather than among the passes; adds params.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/script.h>
@@ -187,6 +188,42 @@ def forward(self, x):
   EXPECT_EQ(st.eagerCalls, 1u) << fast.explain();
   EXPECT_EQ(st.eagerFallbacks, 0u) << "a broken assumption gives up on that call only";
   EXPECT_NE(fast.explain().find("assumes slice end"), std::string::npos) << fast.explain();
+}
+
+// Note [Indexing by aranges is a view]: HF's mask pattern mask[arange(b)[:, None, None, None],
+// arange(s)[None, None, None, :]] runs as views, not an eager index, and so does the transposed
+// pattern; rows 1.. of x are a real gather and stay eager. Results equal the module's, at the
+// captured sizes and at new ones, in a strict session.
+TEST(IndexViews, IndexingByAranges) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    b = x.size(0)
+    s = x.size(1)
+    bi = torch.arange(b)[:, None, None, None]
+    si = torch.arange(s)[None, None, None, :]
+    keep = (x > 0.0)[bi, si]
+    t = x[torch.arange(b)[None, None, :], torch.arange(s)[:, None, None]]
+    return torch.where(keep, 2.0, 0.0).sum() + t.sum(1) * 3.0
+)");
+  auto fast = kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "b"}, {"x", 1, "s"}}));
+  for (auto [b, s] : {std::pair<int64_t, int64_t>{3, 5}, {4, 9}, {2, 2}}) {
+    torch::Tensor x = torch::randn({b, s});
+    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  const std::string explain = fast.explain();
+  EXPECT_EQ(explain.find("aten::index"), std::string::npos) << explain;
+  EXPECT_EQ(explain.find("aten::arange"), std::string::npos) << explain;
+  EXPECT_EQ(fast.stats().eagerCalls, 0u);
+
+  torch::jit::Module shifted = scripted(R"(
+def forward(self, x):
+    return x[torch.arange(1, x.size(0))[:, None], torch.arange(x.size(1))[None, :]] * 2.0
+)");
+  auto other = kiln::jit::optimize(shifted, optionsFor(/*strict=*/true, {{"x", 0, "b"}}));
+  torch::Tensor x = torch::randn({5, 3});
+  expectSame(other.forward({x}).toTensor(), shifted.forward({x}).toTensor());
+  EXPECT_NE(other.explain().find("aten::index"), std::string::npos) << other.explain();
 }
 
 TEST(Fallback, BadInputIsStillAUserError) {
