@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -392,14 +393,26 @@ struct OptimizedModule::Impl {
   // coincide (batch 8 and seq 8) or equal a constant of the model (batch 8 and 8 query heads per
   // KV head) can be read the wrong way. The first call's inputs are therefore resized along their
   // dynamic dims to small distinct primes (3, 5, 7, ...) by repeating or dropping rows, which
-  // keeps every value one the module has seen (token ids, mask bits), and captured there; if the
-  // module rejects those sizes, capture uses the call's own. Empty when the probe would be the
-  // call itself (no dynamic dims, or sizes already the primes): capture then runs once, not twice.
+  // keeps every value one the module has seen (token ids, mask bits), and captured there. Primes
+  // equal to a static size of an input are skipped (batch 3 beside a static dim of 3 coincide
+  // too). If the module rejects those sizes, capture uses the call's own. Empty when the probe
+  // would be the call itself (no dynamic dims, or sizes already the primes): capture then runs
+  // once, not twice.
   std::vector<c10::IValue> probeInputs(const std::vector<at::Tensor>& tensors,
                                        const std::vector<DynamicDim>& dims) const {
-    static constexpr int64_t kPrimes[] = {3, 5, 7, 11, 13, 17, 19, 23, 29, 31};
+    static constexpr int64_t kPrimes[] = {3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47};
     std::map<std::string, int64_t> bySymbol;
     std::vector<at::Tensor> out = tensors;
+    // The static sizes of the inputs: a probe size equal to one (batch 3 beside a static dim of
+    // 3) would let capture read a size computed from that dim as the symbol.
+    std::set<int64_t> staticSizes;
+    for (size_t i = 0; i < tensors.size(); ++i)
+      for (int64_t k = 0; k < tensors[i].dim(); ++k) {
+        const bool dynamic = std::any_of(dims.begin(), dims.end(), [&](const DynamicDim& d) {
+          return inputName(i) == d.input && (d.dim < 0 ? d.dim + tensors[i].dim() : d.dim) == k;
+        });
+        if (!dynamic) staticSizes.insert(tensors[i].size(k));
+      }
     size_t next = 0;
     bool resized = false;
     for (const DynamicDim& d : dims) {
@@ -407,6 +420,7 @@ struct OptimizedModule::Impl {
       if (!d.symbol.empty() && bySymbol.count(d.symbol)) {
         target = bySymbol.at(d.symbol);
       } else {
+        while (next < std::size(kPrimes) && staticSizes.count(kPrimes[next])) ++next;
         if (next >= std::size(kPrimes)) return {};
         target = kPrimes[next++];
         if (!d.symbol.empty()) bySymbol[d.symbol] = target;
