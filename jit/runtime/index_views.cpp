@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <numeric>
 #include <optional>
+#include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "jit/capture/lower.h"
 #include "src/passes/eliminate_dead_code.h"
@@ -25,10 +28,17 @@ const EagerCall* callOf(const CapturedGraph& captured, const Node* n) {
   return captured.eagerCalls[static_cast<size_t>(id)].get();
 }
 
-// An int constant of the call's stack at `index` (no run-time slot fills it), or null.
+// The int the call's stack holds at `index` on every call: a constant of the template, or a
+// run-time scalar slot whose expression is a constant; else null.
 std::optional<int64_t> stackInt(const EagerCall& call, size_t index) {
-  for (const EagerCall::Slot& s : call.slots)
-    if (s.stackIndex == index) return std::nullopt;
+  for (const EagerCall::Slot& s : call.slots) {
+    if (s.stackIndex != index) continue;
+    if (s.kind == EagerCall::Slot::Kind::kScalar && s.scalars.size() == 1 &&
+        s.scalars[0].operand < 0 && s.scalars[0].type == EagerCall::Scalar::Type::kInt &&
+        s.scalars[0].sym.isConstant())
+      return s.scalars[0].sym.constant();
+    return std::nullopt;
+  }
   if (index >= call.stackTemplate.size() || !call.stackTemplate[index].isInt()) return std::nullopt;
   return call.stackTemplate[index].toInt();
 }
@@ -63,10 +73,10 @@ std::optional<size_t> onlyDim(const ir::Shape& shape) {
   return d;
 }
 
-// Rewrites one index node; false when it is not the pattern of the note.
-bool rewrite(CapturedGraph& captured, Node* n) {
+// Rewrites one aten::index node; else why it is not the pattern of the note.
+std::optional<std::string> rewrite(CapturedGraph& captured, Node* n) {
   const EagerCall* call = callOf(captured, n);
-  if (call == nullptr || call->name != "aten::index" || n->outputs().size() != 1) return false;
+  if (n->outputs().size() != 1) return "more than one output";
   const EagerCall::Slot* self = nullptr;
   const EagerCall::Slot* list = nullptr;
   for (const EagerCall::Slot& s : call->slots) {
@@ -75,22 +85,33 @@ bool rewrite(CapturedGraph& captured, Node* n) {
                               s.kind == EagerCall::Slot::Kind::kTensorList))
       list = &s;
   }
-  if (self == nullptr || list == nullptr || self->operands.size() != 1) return false;
+  if (self == nullptr || list == nullptr || self->operands.size() != 1)
+    return "not index(Tensor, Tensor?[]) as kiln records it";
   Value* x = n->input(static_cast<size_t>(self->operands[0]));
   const Value* out = n->output();
   const size_t k = list->operands.size();
-  if (k == 0 || static_cast<int64_t>(k) != x->rank() || out->dtype() != x->dtype()) return false;
+  if (k == 0 || static_cast<int64_t>(k) != x->rank() || out->dtype() != x->dtype())
+    return "not every dim of x is indexed";
   const int64_t rank = out->rank();
   std::vector<size_t> position(k);  // d_j of the note
   std::vector<bool> taken(static_cast<size_t>(rank), false);
   for (size_t j = 0; j < k; ++j) {
-    if (list->operands[j] < 0) return false;  // None: that dim is not indexed
+    if (list->operands[j] < 0) return "a None in the index list";
     const Value* idx = n->input(static_cast<size_t>(list->operands[j]));
     const std::optional<ir::SymDim> length = identityArange(captured, idx);
     const std::optional<size_t> d = onlyDim(idx->shape());
-    if (!length || !d || idx->rank() != rank || !(*length == x->shape()[j]) ||
+    if (!length) {
+      const Value* a = idx;
+      while (a->producer() != nullptr && a->producer()->kind() == OpKind::kReshape)
+        a = a->producer()->input(0);
+      const EagerCall* c = callOf(captured, a->producer());
+      return fmt::format("index {} is not a reshaped arange(0, n){}", j,
+                         c == nullptr ? std::string()
+                                      : fmt::format(" ({}.{})", c->name, c->overload));
+    }
+    if (!d || idx->rank() != rank || !(*length == x->shape()[j]) ||
         !(idx->shape()[*d] == x->shape()[j]) || taken[*d])
-      return false;
+      return fmt::format("index {} does not span dim {} of x alone", j, j);
     taken[*d] = true;
     position[j] = *d;
   }
@@ -99,7 +120,7 @@ bool rewrite(CapturedGraph& captured, Node* n) {
     const auto j = std::find(position.begin(), position.end(), static_cast<size_t>(i));
     if (j == position.end() ? !s.isOne()
                             : !(s == x->shape()[static_cast<size_t>(j - position.begin())]))
-      return false;
+      return "the output's shape is not x's dims in the index positions";
   }
   ir::Graph& g = *captured.graph;
   // x's dims in the order they take in the output.
@@ -113,7 +134,7 @@ bool rewrite(CapturedGraph& captured, Node* n) {
     v = g.insertBefore(n, OpKind::kPermute, {v}, {{"perm", order}})->output();
   Value* view = g.insertBefore(n, OpKind::kReshape, {v}, {}, out->type())->output();
   g.replaceAllUsesWith(n->output(), view);
-  return true;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -124,8 +145,14 @@ int indexByArangesToViews(CapturedGraph& captured) {
   for (const auto& n : captured.graph->nodes())
     if (n->kind() == OpKind::kEager) candidates.push_back(n.get());
   int rewritten = 0;
-  for (Node* n : candidates)
-    if (rewrite(captured, n)) ++rewritten;
+  for (Node* n : candidates) {
+    const EagerCall* call = callOf(captured, n);
+    if (call == nullptr || call->name != "aten::index") continue;
+    if (std::optional<std::string> why = rewrite(captured, n))
+      KILN_LOG_DEBUG("kiln: aten::index %{} stays eager: {}", n->output()->id(), *why);
+    else
+      ++rewritten;
+  }
   if (rewritten == 0) return 0;
   passes::eliminateDeadCode(*captured.graph);  // the index nodes, and aranges no one else reads
   // The report (unsupportedOps and its reasons, same index) lists an op as eager only while a

@@ -13,8 +13,9 @@
 // arange that does not start at 0 with step 1 or does not span its dim, a broadcast index) is
 // left as it is.
 //
-// It runs in Program::build before the passes (it reads the eager calls of the capture, which the
-// passes in src/ do not see). The aranges and the index become dead and are removed.
+// It runs in Program::build right after the passes (they simplify what feeds the index, such as
+// HF's arange(kv) + 0), not among them: it reads the capture's eager calls, which the passes in
+// src/ do not see. The aranges and the index become dead and are removed.
 #include "jit/capture/capture.h"
 
 namespace kiln::jit {

@@ -51,9 +51,6 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
     mark = now;
   };
   p.captured_ = std::move(captured);
-  // Note [Indexing by aranges is a view]: reads the eager calls, so before the passes.
-  indexByArangesToViews(p.captured_);
-  lap("index views");
   p.convLayout_ = chooseConvLayout(p.captured_, session.options().convLayout);
   lap("conv layout");
   // Needs the param tensors, so here rather than among the passes; adds params.
@@ -67,6 +64,9 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   passes::PassOptions passOptions;
   passOptions.geluGemmEpilogue = kilnGemmTarget(session);
   passes::runDefaultPasses(graph, passOptions);
+  // Note [Indexing by aranges is a view]: after the passes, which simplify what feeds the index
+  // (HF's arange(kv) + 0); it reads the capture's eager calls, which the passes in src/ do not.
+  indexByArangesToViews(p.captured_);
   lap("graph passes");
   if (p.convLayout_.channelsLast) {
     p.convEntryInputs_ = convEntryInputs(graph);
