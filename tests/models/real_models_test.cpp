@@ -278,11 +278,12 @@ TEST_P(RealModel, EightBitLinearsCalibrateAndAreRestoredFromTheCache) {
       }();
       ASSERT_EQ(counts.size(), 3u) << explain;
       EXPECT_EQ(std::stoi(counts[1]) > 0, some) << explain;
-      if (!some)
+      if (!some) {
         EXPECT_NE(explain.find("weight: the " + std::string(kiln::toString(precision)) +
                                " GEMM needs both sizes multiples of"),
                   std::string::npos)
             << explain;
+      }
       EXPECT_EQ(explain.find("calibrating"), std::string::npos) << explain;
       EXPECT_NE(explain.find("linears with a weight param run " +
                              std::string(kiln::toString(precision)) + " GEMMs"),
