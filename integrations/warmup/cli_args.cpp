@@ -224,9 +224,10 @@ WarmupArgs parseWarmupArgs(const std::vector<std::string>& args) {
           "--calibrate {}: {}", *out.calibrate,
           std::filesystem::exists(*out.calibrate, ec) ? "not a regular file" : "no such file"));
     if (out.precision && *out.precision != Precision::kFp8 && *out.precision != Precision::kInt8)
-      throw UsageError(fmt::format("--calibrate calibrates 8-bit linears: it needs --precision "
-                                   "fp8 or int8, not {}",
-                                   toString(*out.precision)));
+      throw UsageError(
+          fmt::format("--calibrate calibrates 8-bit linears: it needs --precision "
+                      "fp8 or int8, not {}",
+                      toString(*out.precision)));
   }
   if (out.cacheDir) {
     std::filesystem::path dir(*out.cacheDir);

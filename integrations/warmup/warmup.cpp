@@ -61,15 +61,15 @@ EnvLookup filteredEnv(const EnvLookup& env, const WarmupArgs& args) {
   bool hideArch = args.arch.has_value();
   bool hideTune = args.tune;
   bool hidePrecision = args.precision.has_value();
-  return
-      [env, hideCacheDir, hideArch, hideTune, hidePrecision](std::string_view name) -> std::optional<std::string> {
-        if (name == "KILN_DISK_CACHE" || name == "KILN_DISABLE") return std::nullopt;
-        if (hideTune && name == "KILN_TUNE") return std::nullopt;
-        if (hidePrecision && name == "KILN_PRECISION") return std::nullopt;
-        if (hideCacheDir && name == "KILN_CACHE_DIR") return std::nullopt;
-        if (hideArch && name == "KILN_ARCH") return std::nullopt;
-        return env(name);
-      };
+  return [env, hideCacheDir, hideArch, hideTune,
+          hidePrecision](std::string_view name) -> std::optional<std::string> {
+    if (name == "KILN_DISK_CACHE" || name == "KILN_DISABLE") return std::nullopt;
+    if (hideTune && name == "KILN_TUNE") return std::nullopt;
+    if (hidePrecision && name == "KILN_PRECISION") return std::nullopt;
+    if (hideCacheDir && name == "KILN_CACHE_DIR") return std::nullopt;
+    if (hideArch && name == "KILN_ARCH") return std::nullopt;
+    return env(name);
+  };
 }
 
 // "x[8,16,64] mask[8,1,64]".
@@ -123,13 +123,14 @@ std::vector<std::vector<c10::IValue>> loadCalibration(const WarmupArgs& args,
   const std::string& path = *args.calibrate;
   std::ifstream in(path, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.good() && !in.eof()) throw WarmupError(fmt::format("--calibrate {}: cannot read it", path));
+  if (!in.good() && !in.eof())
+    throw WarmupError(fmt::format("--calibrate {}: cannot read it", path));
   c10::IValue all;
   try {
     all = torch::jit::pickle_load(bytes);
   } catch (const std::exception& e) {
-    throw WarmupError(fmt::format("--calibrate {}: not a file torch.save wrote: {}", path,
-                                  shortMessage(e)));
+    throw WarmupError(
+        fmt::format("--calibrate {}: not a file torch.save wrote: {}", path, shortMessage(e)));
   }
   std::vector<c10::IValue> items;
   if (all.isList())
@@ -137,8 +138,8 @@ std::vector<std::vector<c10::IValue>> loadCalibration(const WarmupArgs& args,
   else if (all.isTuple())
     items = all.toTupleRef().elements().vec();
   else
-    throw WarmupError(fmt::format("--calibrate {}: expected a list of samples, got {}", path,
-                                  all.tagKind()));
+    throw WarmupError(
+        fmt::format("--calibrate {}: expected a list of samples, got {}", path, all.tagKind()));
   if (items.empty()) throw WarmupError(fmt::format("--calibrate {}: holds no samples", path));
   std::vector<std::vector<c10::IValue>> samples;
   for (size_t k = 0; k < items.size(); ++k) {
@@ -159,9 +160,10 @@ std::vector<std::vector<c10::IValue>> loadCalibration(const WarmupArgs& args,
     for (size_t i = 0; i < tensors.size(); ++i) {
       const InputSpec& spec = args.inputs[i];
       if (!tensors[i].isTensor())
-        throw WarmupError(fmt::format("--calibrate {}: sample {}, input {} (\"{}\"): expected a "
-                                      "tensor, got {}",
-                                      path, k, i, spec.name, tensors[i].tagKind()));
+        throw WarmupError(
+            fmt::format("--calibrate {}: sample {}, input {} (\"{}\"): expected a "
+                        "tensor, got {}",
+                        path, k, i, spec.name, tensors[i].tagKind()));
       at::Tensor t = tensors[i].toTensor();
       if (t.scalar_type() != jit::toAtenDType(spec.dtype)) {
         std::string got = c10::toString(t.scalar_type());
@@ -257,24 +259,24 @@ std::optional<std::string> calibrationProblem(const WarmupSummary& s) {
 std::string toJson(const WarmupSummary& s) {
   using Json = nlohmann::ordered_json;
   Json j = {{"kernels_compiled", s.kernelsCompiled},
-                  {"kernels_cached", s.kernelsCached},
-                  {"buckets", s.buckets},
-                  {"groups", s.groups},
-                  {"groups_failed", s.groupsFailed},
-                  {"eager_ops", s.eagerOps},
-                  {"skipped_buckets", s.skippedBuckets},
-                  {"seconds", std::round(s.seconds * 1000) / 1000},
-                  {"arch", s.arch},
-                  {"cache_dir", s.cacheDir},
-                  {"tuned", s.tuned},
-                  {"kernels_tuned", s.kernelsTuned},
-                  {"variants_tried", s.variantsTried},
-                  {"device", s.device},
-                  {"capture_stored", s.captureStored},
-                  {"capture_cached", s.captureCached},
-                  {"writes_failed", s.writesFailed},
-                  {"entries_evicted", s.entriesEvicted},
-                  {"precision", s.precision}};
+            {"kernels_cached", s.kernelsCached},
+            {"buckets", s.buckets},
+            {"groups", s.groups},
+            {"groups_failed", s.groupsFailed},
+            {"eager_ops", s.eagerOps},
+            {"skipped_buckets", s.skippedBuckets},
+            {"seconds", std::round(s.seconds * 1000) / 1000},
+            {"arch", s.arch},
+            {"cache_dir", s.cacheDir},
+            {"tuned", s.tuned},
+            {"kernels_tuned", s.kernelsTuned},
+            {"variants_tried", s.variantsTried},
+            {"device", s.device},
+            {"capture_stored", s.captureStored},
+            {"capture_cached", s.captureCached},
+            {"writes_failed", s.writesFailed},
+            {"entries_evicted", s.entriesEvicted},
+            {"precision", s.precision}};
   if (s.calibrationSamples > 0) {
     Json linears = Json::array();
     for (const QuantLayer& q : s.quantLayers)
@@ -382,10 +384,10 @@ WarmupSummary runWarmup(const WarmupArgs& args, const ProgressFn& progress, cons
   summary.precision = std::string(toString(session->options().precision));
   if (args.calibrate && session->options().precision != Precision::kFp8 &&
       session->options().precision != Precision::kInt8)
-    throw WarmupError(fmt::format(
-        "--calibrate calibrates 8-bit linears: it needs --precision fp8 or int8 (or "
-        "KILN_PRECISION), and the precision is {}",
-        summary.precision));
+    throw WarmupError(
+        fmt::format("--calibrate calibrates 8-bit linears: it needs --precision fp8 or int8 (or "
+                    "KILN_PRECISION), and the precision is {}",
+                    summary.precision));
   const std::optional<std::string> localArch = cuda::targetArch("", session->cudaEnvironment());
   std::unique_ptr<jit::TuningLab> lab;
   if (args.tune) {

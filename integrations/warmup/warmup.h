@@ -62,8 +62,8 @@ struct WarmupSummary {
   std::string precision;       // the session's (Note [Precision]): "module", "fp8", ...
   // Note [Calibrating in the warm-up]; empty without --calibrate.
   int calibrationSamples = 0;
-  int calibrationCalls = 0;              // forward() calls the samples made
-  std::vector<QuantLayer> quantLayers;   // every linear that can run 8-bit
+  int calibrationCalls = 0;               // forward() calls the samples made
+  std::vector<QuantLayer> quantLayers;    // every linear that can run 8-bit
   std::vector<std::string> quantSkipped;  // linears that cannot, each with why
   double seconds = 0;
 };

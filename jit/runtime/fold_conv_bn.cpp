@@ -272,8 +272,8 @@ FoldedParams::FoldedParams(std::vector<ConvBnFold> folds, const Session* session
     auto [it, fresh] = byName.try_emplace(src->name);
     if (fresh) {
       try {
-        std::string binary = cubinThroughCache(*session, kernelKey(src->source, *arch),
-                                               src->source, src->name, *arch, "fold",
+        std::string binary = cubinThroughCache(*session, kernelKey(src->source, *arch), src->source,
+                                               src->name, *arch, "fold",
                                                /*background=*/false);
         it->second = std::make_shared<LoadedKernel>(*api, src->name, std::move(binary));
       } catch (const CompileError& e) {
@@ -381,8 +381,8 @@ int FoldedParams::refresh() const {
 }
 
 size_t FoldedParams::kernelFolds() const {
-  return static_cast<size_t>(std::count_if(kernels_.begin(), kernels_.end(),
-                                           [](const auto& k) { return k != nullptr; }));
+  return static_cast<size_t>(
+      std::count_if(kernels_.begin(), kernels_.end(), [](const auto& k) { return k != nullptr; }));
 }
 
 std::string FoldedParams::toString() const {

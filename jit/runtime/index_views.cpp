@@ -105,9 +105,9 @@ std::optional<std::string> rewrite(CapturedGraph& captured, Node* n) {
       while (a->producer() != nullptr && a->producer()->kind() == OpKind::kReshape)
         a = a->producer()->input(0);
       const EagerCall* c = callOf(captured, a->producer());
-      return fmt::format("index {} is not a reshaped arange(0, n){}", j,
-                         c == nullptr ? std::string()
-                                      : fmt::format(" ({}.{})", c->name, c->overload));
+      return fmt::format(
+          "index {} is not a reshaped arange(0, n){}", j,
+          c == nullptr ? std::string() : fmt::format(" ({}.{})", c->name, c->overload));
     }
     if (!d || idx->rank() != rank || !(*length == x->shape()[j]) ||
         !(idx->shape()[*d] == x->shape()[j]) || taken[*d])
@@ -160,11 +160,11 @@ int indexByArangesToViews(CapturedGraph& captured) {
   std::vector<std::string> ops, reasons;
   for (size_t i = 0; i < captured.unsupportedOps.size(); ++i) {
     const std::string& op = captured.unsupportedOps[i];
-    const bool left = std::any_of(
-        captured.graph->nodes().begin(), captured.graph->nodes().end(), [&](const auto& n) {
-          const EagerCall* c = callOf(captured, n.get());
-          return c != nullptr && c->name == op;
-        });
+    const bool left = std::any_of(captured.graph->nodes().begin(), captured.graph->nodes().end(),
+                                  [&](const auto& n) {
+                                    const EagerCall* c = callOf(captured, n.get());
+                                    return c != nullptr && c->name == op;
+                                  });
     if (!left) continue;
     ops.push_back(op);
     if (i < captured.unsupportedReasons.size()) reasons.push_back(captured.unsupportedReasons[i]);

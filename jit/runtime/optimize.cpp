@@ -232,8 +232,8 @@ struct OptimizedModule::Impl {
                     std::shared_ptr<Plan> plan, uint64_t epoch) const {
     auto e = std::make_shared<FastEntry>();
     for (const at::Tensor& t : tensors)
-      e->inputs.push_back({t.scalar_type(), t.device(), c10::SmallVector<int64_t, 6>(
-                                                            t.sizes().begin(), t.sizes().end())});
+      e->inputs.push_back({t.scalar_type(), t.device(),
+                           c10::SmallVector<int64_t, 6>(t.sizes().begin(), t.sizes().end())});
     e->sig = sig;
     e->plan = std::move(plan);
     e->epoch = epoch;

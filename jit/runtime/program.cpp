@@ -54,11 +54,10 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   p.convLayout_ = chooseConvLayout(p.captured_, session.options().convLayout);
   lap("conv layout");
   // Needs the param tensors, so here rather than among the passes; adds params.
-  p.folds_ =
-      foldConvBatchNorm(p.captured_,
-                        p.convLayout_.channelsLast ? at::MemoryFormat::ChannelsLast
-                                                   : at::MemoryFormat::Contiguous,
-                        &session);
+  p.folds_ = foldConvBatchNorm(
+      p.captured_,
+      p.convLayout_.channelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous,
+      &session);
   lap("conv-bn folding");
   ir::Graph& graph = *p.captured_.graph;
   passes::PassOptions passOptions;

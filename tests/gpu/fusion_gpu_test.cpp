@@ -619,7 +619,8 @@ TEST(GpuFold, KernelMatchesAten) {
           EXPECT_EQ(k.weight.strides(), a.weight.strides()) << label;
           EXPECT_EQ(k.shift.sizes(), a.shift.sizes()) << label;
           EXPECT_EQ(k.weight.scalar_type(), mix.out) << label;
-          const double tol = mix.out == torch::kFloat ? 2e-6 : (mix.out == torch::kHalf ? 1e-3 : 8e-3);
+          const double tol =
+              mix.out == torch::kFloat ? 2e-6 : (mix.out == torch::kHalf ? 1e-3 : 8e-3);
           expectClose(k.weight, a.weight, tol, label + " weight");
           expectClose(k.shift, a.shift, tol, label + " shift");
           // refresh() recomputes into the same tensors: poison them, change a source, refresh.

@@ -100,8 +100,7 @@ TEST(WarmupSummaryJson, CalibrationListsEveryLinear) {
   EXPECT_TRUE(k.at("calibration").at("linears")[2].at("rel_error").is_null());
   const std::optional<std::string> problem = kiln::warmup::calibrationProblem(s);
   ASSERT_TRUE(problem.has_value());
-  EXPECT_NE(problem->find("1 of 3 linears are still calibrating after 16 calls"),
-            std::string::npos)
+  EXPECT_NE(problem->find("1 of 3 linears are still calibrating after 16 calls"), std::string::npos)
       << *problem;
   EXPECT_NE(problem->find("fc3.weight (step 9)"), std::string::npos) << *problem;
 }

@@ -11,13 +11,13 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <utility>
 #include <sstream>
+#include <utility>
 
-#include <nlohmann/json.hpp>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <kiln/kiln.h>
 
@@ -459,7 +459,8 @@ TEST_F(Warmup, CalibrateStoresScalesAndReportsEachLinear) {
   ASSERT_STREQ(f.name, "hf_bert");
   auto save = [](const std::string& file, const c10::IValue& v) {
     const std::vector<char> bytes = torch::jit::pickle_save(v);
-    std::ofstream(file, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    std::ofstream(file, std::ios::binary)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   };
   c10::impl::GenericList samples(c10::AnyType::get());
   for (auto [batch, seq] : {std::pair<int64_t, int64_t>{3, 7}, {2, 5}, {4, 8}}) {
@@ -472,10 +473,13 @@ TEST_F(Warmup, CalibrateStoresScalesAndReportsEachLinear) {
   const std::string cache = path("cache-calibrate");
   auto warm = [&](const std::vector<std::string>& extra, const std::string& json,
                   const std::string& env) {
-    std::vector<std::string> a = {"--model", model, "--input", "ids:int64:[batch=2..4,seq=2..8]",
-                                  "--input", "mask:int64:[batch,seq]", "--arch", "sm_90",
-                                  "--cache-dir", cache, "--device", "cpu", "--summary-json",
-                                  path(json)};
+    std::vector<std::string> a = {"--model",        model,
+                                  "--input",        "ids:int64:[batch=2..4,seq=2..8]",
+                                  "--input",        "mask:int64:[batch,seq]",
+                                  "--arch",         "sm_90",
+                                  "--cache-dir",    cache,
+                                  "--device",       "cpu",
+                                  "--summary-json", path(json)};
     a.insert(a.end(), extra.begin(), extra.end());
     return start(a, env).finish();
   };
@@ -531,14 +535,15 @@ TEST_F(Warmup, CalibrateStoresScalesAndReportsEachLinear) {
   EXPECT_EQ(junk.rc, 1) << junk.output;
   EXPECT_NE(junk.output.find("not a file torch.save wrote"), std::string::npos) << junk.output;
   c10::impl::GenericList floatIds(c10::AnyType::get());
-  floatIds.push_back(c10::ivalue::Tuple::create(
-      {torch::zeros({3, 7}), torch::ones({3, 7}, torch::kLong)}));
+  floatIds.push_back(
+      c10::ivalue::Tuple::create({torch::zeros({3, 7}), torch::ones({3, 7}, torch::kLong)}));
   save(path("float_ids.pt"), floatIds);
   RunResult wrongType = warm({"--precision", "int8", "--calibrate", path("float_ids.pt")},
                              "wrong.json", "KILN_QUANT_EMULATE=1");
   EXPECT_EQ(wrongType.rc, 1) << wrongType.output;
-  EXPECT_NE(wrongType.output.find("sample 0, input 0 (\"ids\"): dtype float32, but --input says int64"),
-            std::string::npos)
+  EXPECT_NE(
+      wrongType.output.find("sample 0, input 0 (\"ids\"): dtype float32, but --input says int64"),
+      std::string::npos)
       << wrongType.output;
   RunResult noPrecision = warm({"--calibrate", path("calib.pt")}, "noprec.json", "");
   EXPECT_EQ(noPrecision.rc, 1) << noPrecision.output;
