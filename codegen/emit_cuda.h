@@ -48,7 +48,10 @@ inline constexpr int kTransposeTile = 32;
 // launch, from the conv weight of dtype `weight`, per-channel params of dtype `params` (conv
 // bias, mean, var, bn weight, bn bias: one dtype), into `out`. eps is part of the text (a float
 // literal, as ATen's float arithmetic rounds it). `kiln_fold_conv_bn_<hash>`; 256-thread blocks,
-// any grid. f16, bf16 and f32 only (Unsupported otherwise).
+// any grid. f16, bf16 and f32 only (Unsupported otherwise). The runtime uses the kernel when its
+// cubin is in the kernel cache; otherwise that build folds through ATen and the kernel compiles on
+// the background arena for the next build or process (a first call never waits for NVRTC), or at
+// once in a session without background compiles (kiln-warmup's on a GPU).
 KernelSource emitConvBnFold(ir::DType weight, ir::DType params, ir::DType out, float eps);
 inline constexpr int kFoldBlock = 256;
 

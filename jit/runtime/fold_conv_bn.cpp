@@ -5,13 +5,12 @@
 #include <optional>
 #include <set>
 
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDAFunctions.h>
-#include <fmt/format.h>
-
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <fmt/format.h>
 
 #include "codegen/emit_cuda.h"
 #include "jit/eval/aten_eval.h"
@@ -239,6 +238,33 @@ std::string uniqueName(std::string name, std::set<std::string>& taken) {
   return out;
 }
 
+// The fold kernel of `src` when its cubin is in the session's kernel cache, else null: this build
+// folds through ATen, and the kernel is compiled on the background arena for later builds and
+// processes, so a first call never waits for NVRTC (a session without background compiles, such
+// as kiln-warmup's, compiles it now). Note [Fold kernel].
+std::shared_ptr<LoadedKernel> foldKernel(const Session& session, const cuda::DriverApi& api,
+                                         const std::string& arch,
+                                         const codegen::KernelSource& src) {
+  const cache::CacheKey key = kernelKey(src.source, arch);
+  auto compile = [&session, key, src, arch](bool background) -> std::optional<std::string> {
+    try {
+      return cubinThroughCache(session, key, src.source, src.name, arch, "fold", background);
+    } catch (const CompileError& e) {
+      logOnce(LogLevel::kWarn, "compile." + src.name,
+              fmt::format("kiln: fold kernel {} failed to compile; folding through ATen: {}\n{}",
+                          src.name, e.what(), e.log()));
+      return std::nullopt;
+    }
+  };
+  std::optional<std::string> binary = session.kernelCache().get(key);
+  if (!binary && !session.options().backgroundCompile) binary = compile(/*background=*/false);
+  if (binary) return std::make_shared<LoadedKernel>(api, src.name, std::move(*binary));
+  session.runInBackground([&session, compile] {
+    if (!session.backgroundStopping()) compile(/*background=*/true);
+  });
+  return nullptr;
+}
+
 // W' and shift' of `fold`: by `kernel` when given (it must be the fold's own: Note [Fold kernel]),
 // else by ATen.
 FoldValues computeFold(const ConvBnFold& fold, LoadedKernel* kernel) {
@@ -261,7 +287,7 @@ void overwriteSnapshot(const at::Tensor& dst, const at::Tensor& src) {
 
 FoldedParams::FoldedParams(std::vector<ConvBnFold> folds, const Session* session)
     : folds_(std::move(folds)), kernels_(folds_.size()) {
-  // Note [Fold kernel]: one kernel per distinct text (dtypes and eps), through the kernel cache.
+  // Note [Fold kernel]: one kernel per distinct text (dtypes and eps), from the kernel cache.
   const std::optional<std::string> arch =
       session != nullptr ? session->targetArch() : std::optional<std::string>();
   const cuda::DriverApi* api = session != nullptr ? session->driver() : nullptr;
@@ -270,18 +296,7 @@ FoldedParams::FoldedParams(std::vector<ConvBnFold> folds, const Session* session
     std::optional<codegen::KernelSource> src = foldKernelSource(folds_[f]);
     if (!src) continue;
     auto [it, fresh] = byName.try_emplace(src->name);
-    if (fresh) {
-      try {
-        std::string binary = cubinThroughCache(*session, kernelKey(src->source, *arch), src->source,
-                                               src->name, *arch, "fold",
-                                               /*background=*/false);
-        it->second = std::make_shared<LoadedKernel>(*api, src->name, std::move(binary));
-      } catch (const CompileError& e) {
-        logOnce(LogLevel::kWarn, "compile." + src->name,
-                fmt::format("kiln: fold kernel {} failed to compile; folding through ATen: {}\n{}",
-                            src->name, e.what(), e.log()));
-      }
-    }
+    if (fresh) it->second = foldKernel(*session, *api, *arch, *src);
     kernels_[f] = it->second;
   }
   for (const ConvBnFold& f : folds_) {

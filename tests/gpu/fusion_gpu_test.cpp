@@ -609,6 +609,11 @@ TEST(GpuFold, KernelMatchesAten) {
           f.eps = 1e-5;
           f.dtype = mix.out;
           f.weightFormat = out;
+          {
+            // A kernel not in the cache yet: ATen folds, and the kernel compiles in the background.
+            kiln::jit::FoldedParams first({f}, &gpuSession());
+            gpuSession().waitForBackground();
+          }
           kiln::jit::FoldedParams byKernel({f}, &gpuSession());
           kiln::jit::FoldedParams byAten({f}, nullptr);
           ASSERT_EQ(byKernel.kernelFolds(), 1u) << label;
