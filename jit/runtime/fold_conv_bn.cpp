@@ -288,8 +288,9 @@ void overwriteSnapshot(const at::Tensor& dst, const at::Tensor& src) {
 FoldedParams::FoldedParams(std::vector<ConvBnFold> folds, const Session* session)
     : folds_(std::move(folds)), kernels_(folds_.size()) {
   // Note [Fold kernel]: one kernel per distinct text (dtypes and eps), from the kernel cache.
-  const std::optional<std::string> arch =
-      session != nullptr ? session->targetArch() : std::optional<std::string>();
+  const std::optional<std::string> arch = session != nullptr && session->options().foldKernel
+                                              ? session->targetArch()
+                                              : std::optional<std::string>();
   const cuda::DriverApi* api = session != nullptr ? session->driver() : nullptr;
   std::map<std::string, std::shared_ptr<LoadedKernel>> byName;
   for (size_t f = 0; f < folds_.size() && arch && api != nullptr; ++f) {

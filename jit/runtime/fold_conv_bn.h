@@ -79,8 +79,8 @@ struct ConvBnFold {
 // The folds of one Program (Note [Folded params are snapshots]). Thread-safe.
 class FoldedParams {
  public:
-  // Folds on CUDA use kiln's fold kernel (Note [Fold kernel] in codegen/emit_cuda.h) when
-  // `session`'s kernel cache has it for its target arch (else it compiles in the background for
+  // Folds on CUDA use kiln's fold kernel (Note [Fold kernel] in codegen/emit_cuda.h), with
+  // Options::foldKernel (KILN_FOLD_KERNEL), when `session`'s kernel cache has it for its target arch (else it compiles in the background for
   // the next build); without a session, an arch or a driver, for dtypes the kernel lacks, before
   // the kernel is cached, or when it fails to compile, ATen computes them.
   explicit FoldedParams(std::vector<ConvBnFold> folds, const Session* session = nullptr);

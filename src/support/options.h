@@ -67,6 +67,11 @@ struct Options {
   // background arena once a captured graph shows it calls them (Note [Library prewarm] in
   // jit/runtime/library_prewarm.h).
   bool libraryPrewarm = true;
+  // KILN_FOLD_KERNEL: auto|off. auto folds batchnorm into conv weights with kiln's fold kernel
+  // when it is in the kernel cache (Note [Fold kernel] in codegen/emit_cuda.h); off: through ATen.
+  // Off by default until its GPU tests have run (it was written in a session whose device time
+  // ran out first).
+  bool foldKernel = false;
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
   // Background by default: on an H200 (bench/RESULTS.md, 2026-12-02) request p99 while a job ran
   // stayed within 1.25x of p50 after it (Note [Tuning beside traffic]).
