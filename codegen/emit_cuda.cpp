@@ -546,6 +546,10 @@ std::string Emitter::nodeExpr(int k) const {
       return unaryF("kiln_silu");
     case OpKind::kErf:
       return unaryF("erff");
+    case OpKind::kSin:  // IEEE sinf/cosf (no fast math): rotary angles reach thousands of radians
+      return unaryF("sinf");
+    case OpKind::kCos:
+      return unaryF("cosf");
     case OpKind::kClamp: {
       needArith();
       std::string e = a(0, out);

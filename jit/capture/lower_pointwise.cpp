@@ -29,6 +29,7 @@ constexpr Elementwise kElementwise[] = {
     {"aten::eq", OpKind::kEq, true},           {"aten::ne", OpKind::kNe, true},
     {"aten::lt", OpKind::kLt, true},           {"aten::le", OpKind::kLe, true},
     {"aten::gt", OpKind::kGt, true},           {"aten::ge", OpKind::kGe, true},
+    {"aten::sin", OpKind::kSin, false},        {"aten::cos", OpKind::kCos, false},
 };
 
 LoweringRule unary(OpKind kind) {

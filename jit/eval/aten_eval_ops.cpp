@@ -156,6 +156,10 @@ at::Tensor evalPointwise(const ir::Node& node, const std::vector<at::Tensor>& in
       return at::silu(in[0]);
     case OpKind::kErf:
       return at::erf(in[0]);
+    case OpKind::kSin:
+      return at::sin(in[0]);
+    case OpKind::kCos:
+      return at::cos(in[0]);
     case OpKind::kClamp: {
       std::optional<at::Scalar> lo = scalarAttr(attrs, "min");
       std::optional<at::Scalar> hi = scalarAttr(attrs, "max");

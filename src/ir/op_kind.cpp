@@ -36,6 +36,8 @@ constexpr std::array<OpInfo, kNumOpKinds> kOps = {{
     {K::kGeluTanh, "gelu_tanh", C::kPointwise, {1, 1}},
     {K::kSilu, "silu", C::kPointwise, {1, 1}},
     {K::kErf, "erf", C::kPointwise, {1, 1}},
+    {K::kSin, "sin", C::kPointwise, {1, 1}},
+    {K::kCos, "cos", C::kPointwise, {1, 1}},
     {K::kClamp, "clamp", C::kPointwise, {1, 1}},
     {K::kPowScalar, "pow_scalar", C::kPointwise, {1, 1}},
     {K::kCast, "cast", C::kPointwise, {1, 1}},

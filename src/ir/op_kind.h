@@ -18,7 +18,7 @@ enum class OpKind : uint16_t {
   kNeg, kAbs, kExp, kLog, kSqrt, kRsqrt, kTanh, kSigmoid, kRelu,
   kGelu,      // erf form
   kGeluTanh,  // tanh approximation
-  kSilu, kErf,
+  kSilu, kErf, kSin, kCos,
   kClamp,     // attrs min, max (double, each optional)
   kPowScalar, // attr exponent (double)
   kCast,      // output dtype from the node's type

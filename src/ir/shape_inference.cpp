@@ -139,7 +139,9 @@ TensorType inferPointwise(OpKind kind, const std::vector<Value*>& inputs, const 
     case OpKind::kGelu:
     case OpKind::kGeluTanh:
     case OpKind::kSilu:
-    case OpKind::kErf: {
+    case OpKind::kErf:
+    case OpKind::kSin:
+    case OpKind::kCos: {
       DType d = inputs[0]->dtype();
       return {isFloating(d) ? d : DType::kFloat32, shape};
     }

@@ -423,12 +423,16 @@ TEST(EmitCuda, ManyUnaryOps) {
       %10: f32[s0, 100] = pow(%9, %x)
       %11: f32[s0, 100] = neg(%10)
       %12: f32[s0, 100] = sqrt(%11)
-      return(%12)
+      %13: f32[s0, 100] = sin(%12)
+      %14: f32[s0, 100] = cos(%13)
+      return(%14)
     })",
                     GroupKind::kPointwise);
   auto ks = emitAndCompile(c, bucket({2}), {"sm_90"});
   EXPECT_TRUE(contains(ks.source, "kiln_clamp_max(kiln_clamp_min("));
   EXPECT_TRUE(contains(ks.source, "powf("));
+  // IEEE sinf/cosf: rotary angles reach thousands of radians.
+  EXPECT_TRUE(contains(ks.source, "sinf(") && contains(ks.source, "cosf(")) << ks.source;
 }
 
 TEST(EmitCuda, DeterministicAndNamedByContent) {

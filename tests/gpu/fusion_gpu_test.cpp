@@ -216,7 +216,8 @@ def forward(self, x):
     b = torch.sqrt(torch.abs(x)) + torch.rsqrt(torch.abs(x) + 1.0) + torch.tanh(x) + torch.relu(x)
     c = torch.gelu(x, approximate='tanh') + x * torch.sigmoid(x) + torch.erf(x)
     d = torch.clamp(x, -0.5, 0.5) + torch.clamp_min(x, 0.1) + torch.pow(x, 2.0) + x / 3.0 - x
-    return a + b + c + d
+    e = torch.sin(x) + torch.cos(x)
+    return a + b + c + d + e
 )", {}};
     checkCase(c, {rnd({3, 1000}, dt)}, dt, 1, std::string("unary ") + name(dt));
   }

@@ -117,6 +117,8 @@ TEST_P(EvalByDType, Unary) {
       {OpKind::kGeluTanh, [](const at::Tensor& x) { return at::gelu(x, "tanh"); }},
       {OpKind::kSilu, [](const at::Tensor& x) { return at::silu(x); }},
       {OpKind::kErf, [](const at::Tensor& x) { return at::erf(x); }},
+      {OpKind::kSin, [](const at::Tensor& x) { return at::sin(x); }},
+      {OpKind::kCos, [](const at::Tensor& x) { return at::cos(x); }},
   };
   at::Tensor x = randn({5, 7}, dt);
   for (const Op& op : ops) {
