@@ -16,6 +16,9 @@
 
 namespace kiln::cuda {
 
+// Device ordinals kiln keeps per-device state for (primary contexts, loaded kernels, prewarms).
+inline constexpr int kMaxDevices = 64;
+
 // X-macro of the driver functions kiln uses. Adding one here adds the member and its lookup.
 #define KILN_CUDA_DRIVER_FUNCS(X)                                                              \
   X(cuInit) X(cuDriverGetVersion) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetAttribute)   \

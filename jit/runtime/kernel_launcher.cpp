@@ -8,7 +8,7 @@
 
 namespace kiln::jit {
 namespace {
-constexpr int kMaxDevices = 64;
+using cuda::kMaxDevices;
 std::array<std::atomic<CUcontext>, kMaxDevices> gPrimary{};
 std::mutex gPrimaryMutex;
 }  // namespace

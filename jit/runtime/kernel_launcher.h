@@ -49,7 +49,6 @@ class LoadedKernel {
     int multiprocessors = 0;
     std::atomic<int> sharedLimit{48 * 1024};  // dynamic shared memory the function may use
   };
-  static constexpr int kMaxDevices = 64;
   PerDevice& load(int device);
 
   const cuda::DriverApi& api_;
@@ -58,7 +57,7 @@ class LoadedKernel {
   std::mutex mutex_;
   std::unordered_map<int, PerDevice> devices_;  // nodes: their addresses stay
   // A device's entry once its function is loaded: each launch reads it without the mutex.
-  std::array<std::atomic<PerDevice*>, kMaxDevices> loaded_{};
+  std::array<std::atomic<PerDevice*>, cuda::kMaxDevices> loaded_{};
 };
 
 }  // namespace kiln::jit

@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "jit/cuda_api.h"
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/session.h"
 #include "src/ir/graph.h"
@@ -18,7 +19,7 @@ namespace kiln::jit {
 namespace {
 
 enum Library : size_t { kGemm, kConv, kSdpa, kLibraries };
-constexpr size_t kMaxDevices = 64;
+constexpr auto kMaxDevices = static_cast<size_t>(cuda::kMaxDevices);
 
 // Whether library `lib` was prewarmed (or is being) on device `d` in this process.
 std::atomic<bool>& claimed(size_t lib, size_t d) {
