@@ -405,14 +405,14 @@ struct OptimizedModule::Impl {
     std::vector<at::Tensor> out = tensors;
     // The static sizes of the inputs: a probe size equal to one (batch 3 beside a static dim of
     // 3) would let capture read a size computed from that dim as the symbol.
+    // (dynamicIndex reads options.dynamicDims, which `dims` is drawn from; the dims it adds are of
+    // size 0 or 1, never a prime.)
     std::set<int64_t> staticSizes;
-    for (size_t i = 0; i < tensors.size(); ++i)
-      for (int64_t k = 0; k < tensors[i].dim(); ++k) {
-        const bool dynamic = std::any_of(dims.begin(), dims.end(), [&](const DynamicDim& d) {
-          return inputName(i) == d.input && (d.dim < 0 ? d.dim + tensors[i].dim() : d.dim) == k;
-        });
-        if (!dynamic) staticSizes.insert(tensors[i].size(k));
-      }
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const c10::SmallVector<int, 8> dyn = dynamicIndex(i, tensors[i].dim());
+      for (int64_t k = 0; k < tensors[i].dim(); ++k)
+        if (dyn[static_cast<size_t>(k)] < 0) staticSizes.insert(tensors[i].size(k));
+    }
     size_t next = 0;
     bool resized = false;
     for (const DynamicDim& d : dims) {
