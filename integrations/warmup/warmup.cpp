@@ -193,7 +193,8 @@ void calibrate(const WarmupArgs& args, const jit::OptimizedModule& fast,
                const std::vector<std::vector<c10::IValue>>& samples, int rounds,
                WarmupSummary& summary) {
   summary.calibrationSamples = static_cast<int>(samples.size());
-  // The programs the samples run (one per guard family), in first-seen order.
+  // The programs the samples run (one per guard family), in first-seen order; asked again each
+  // round, since a family whose plans were evicted comes back with a new program.
   auto programs = [&] {
     std::vector<std::shared_ptr<const jit::Program>> out;
     for (const std::vector<c10::IValue>& sample : samples) {
@@ -208,9 +209,6 @@ void calibrate(const WarmupArgs& args, const jit::OptimizedModule& fast,
     }
     return out;
   };
-  auto calibrating = [](const jit::QuantizedLinear::Report& r) {
-    return r.state.rfind("calibrating", 0) == 0;
-  };
   for (int round = 0; round < std::max(1, rounds); ++round) {
     for (size_t k = 0; k < samples.size(); ++k) {
       try {
@@ -224,7 +222,7 @@ void calibrate(const WarmupArgs& args, const jit::OptimizedModule& fast,
     bool pending = false;
     for (const auto& program : programs())
       for (const jit::QuantizedLinear::Report& r : program->quantReports())
-        pending = pending || calibrating(r);
+        pending = pending || r.calibrating;
     if (!pending) break;
   }
   const std::vector<std::shared_ptr<const jit::Program>> all = programs();
@@ -233,7 +231,7 @@ void calibrate(const WarmupArgs& args, const jit::OptimizedModule& fast,
     const std::string prefix = all.size() > 1 ? fmt::format("program {}: ", p + 1) : "";
     for (const jit::QuantizedLinear::Report& r : all[p]->quantReports())
       summary.quantLayers.push_back(
-          {prefix + r.label, r.state, r.relError, r.quantized, r.fromRecord});
+          {prefix + r.label, r.state, r.relError, r.quantized, r.fromRecord, r.calibrating});
     for (const std::string& why : all[p]->quantSkipped())
       summary.quantSkipped.push_back(prefix + why);
   }
@@ -245,7 +243,7 @@ std::optional<std::string> calibrationProblem(const WarmupSummary& s) {
   size_t pending = 0;
   const QuantLayer* first = nullptr;
   for (const QuantLayer& q : s.quantLayers)
-    if (q.state.rfind("calibrating", 0) == 0) {
+    if (q.calibrating) {
       ++pending;
       if (first == nullptr) first = &q;
     }

@@ -38,6 +38,7 @@ struct QuantLayer {
   double relError = -1;  // -1 while calibrating
   bool quantized = false;
   bool fromRecord = false;  // decided by an earlier process's record, not by these samples
+  bool calibrating = false;  // its input scale is not frozen: the warm-up failed
 };
 
 struct WarmupSummary {

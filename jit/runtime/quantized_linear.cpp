@@ -285,6 +285,7 @@ QuantizedLinear::Report QuantizedLinear::report() const {
   r.fromRecord = fromRecord_;
   switch (state_.load()) {
     case State::kCalibrating:
+      r.calibrating = true;
       r.state = fmt::format("calibrating ({} of {} calls)", observed_, settings_.calibrationCalls);
       break;
     case State::kQuantized:

@@ -95,6 +95,7 @@ class QuantizedLinear {
     float inputScale = 0;    // sa, 0 until frozen
     bool quantized = false;  // runs the 8-bit GEMM
     bool fromRecord = false;
+    bool calibrating = false;  // its input scale is not frozen yet
   };
   Report report() const;
 

@@ -95,7 +95,8 @@ TEST(WarmupSummaryJson, CalibrationListsEveryLinear) {
   EXPECT_NE(text.find("fc2.weight (step 5): 16-bit: error 0.2000 > 0.08"), std::string::npos)
       << text;
 
-  s.quantLayers.push_back({"fc3.weight (step 9)", "calibrating (0 of 8 calls)", -1, false, false});
+  s.quantLayers.push_back(
+      {"fc3.weight (step 9)", "calibrating (0 of 8 calls)", -1, false, false, /*calibrating=*/true});
   const nlohmann::json k = nlohmann::json::parse(kiln::warmup::toJson(s));
   EXPECT_TRUE(k.at("calibration").at("linears")[2].at("rel_error").is_null());
   const std::optional<std::string> problem = kiln::warmup::calibrationProblem(s);
