@@ -3,7 +3,7 @@
 // run by LibTorch ("eager") vs the model's AOTInductor package, in one process, on one card.
 //
 //   kiln-real-bench DIR [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N] [--tune]
-//                       [--graphs] [--device cuda|cpu]
+//                       [--graphs] [--profile] [--device cuda|cpu]
 //   kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq 128]
 //   kiln-real-bench DIR --precision DIR16 [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N]
 //   kiln-real-bench DIR --quant [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N]
@@ -27,6 +27,9 @@
 // [CUDA graph replay]) set the other way (off, as it is on by default), settled and timed in the
 // same turns; its median, speedups, accuracy and replay count go to the row's notes, so the table
 // keeps its columns.
+//
+// --profile: after each model's row at the last batch, kiln's profile() of that call (Note
+// [Profiling steps]: per-step CUDA-event medians, 20 repetitions) goes to stderr.
 //
 // --first-call: one measurement per process (bench/run_real.sh runs eager, then kiln with an empty
 // KILN_CACHE_DIR, cold, then kiln warm over the same directory). One markdown row: load ms (from
@@ -309,6 +312,7 @@ struct Args {
   int64_t seq = 0;
   int reps = 0;
   bool cuda = true, tune = false, graphs = false;
+  bool profile = false;  // --profile
   std::string firstCall, model;
   int64_t batch = 1;
   std::string precisionDir;  // --precision DIR16
@@ -525,6 +529,15 @@ Resident benchModel(const Args& a, const Device& d, kiln::Session& session,
     }
     if (notes.ends_with("; ")) notes.resize(notes.size() - 2);
     printRow(m, batch, seq, eagerRun, kilnRun, aotiRun, notes);
+    if (a.profile && fast && kilnRun.ok() && batch == a.batches.back()) {
+      try {
+        std::fprintf(stderr, "== %s, batch %lld: where kiln's time goes (profile())\n%s\n",
+                     m.name.c_str(), static_cast<long long>(batch),
+                     fast->profile(iv[0], 20).toString().c_str());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "== %s: profile failed: %s\n", m.name.c_str(), e.what());
+      }
+    }
   }
   if (fast) {
     if (d.cuda) res.kilnMb = allocatedMb() - kilnBefore;
@@ -850,7 +863,7 @@ int quantBench(const Args& a, const Device& d, kiln::Session& session) {
 
 const char* kUsage =
     "usage: kiln-real-bench DIR [--models a,b] [--batches 1,8,32] [--seq 128] [--reps N] "
-    "[--tune] [--graphs] [--device cuda|cpu]\n"
+    "[--tune] [--graphs] [--profile] [--device cuda|cpu]\n"
     "       kiln-real-bench DIR --first-call eager|cold|warm --model NAME --batch B [--seq S]\n"
     "       kiln-real-bench DIR --precision DIR16 [--models a,b] [--batches 1,8,32] [--seq S] "
     "[--reps N]\n"
@@ -875,6 +888,8 @@ int main(int argc, char** argv) {
       a.reps = std::atoi(argv[++i]);
     } else if (flag == "--device" && hasValue) {
       a.cuda = std::string(argv[++i]) != "cpu";
+    } else if (flag == "--profile") {
+      a.profile = true;
     } else if (flag == "--first-call" && hasValue) {
       a.firstCall = argv[++i];
     } else if (flag == "--model" && hasValue) {

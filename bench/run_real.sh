@@ -17,6 +17,8 @@
 #   AOTI_JOBS=1                           AOTI packages compiled at once (> 1 inflates seconds)
 #   GRAPHS=1                              also time kiln with CUDA graph replay off (kiln-real-bench
 #                                         --graphs: in the row's notes)
+#   PROFILE=1                             kiln's per-step profile at the last batch of each model
+#                                         (kiln-real-bench --profile: in real.err)
 # Output in $OUT: real.md (the table), real_models.md (trace checks, AOTI compile seconds,
 # torch.compile table), real_first_call.md, models.tsv, aoti_manifest.tsv, torch_compile.tsv, and
 # the logs (real.err: kiln's stats and explain() per model).
@@ -51,6 +53,7 @@ done
 kc=$(mktemp -d /tmp/kiln-real-cache-XXXXXX)
 kflags=(--models "$models" --batches "$batches" --seq "$seq")
 [ "${GRAPHS:-0}" = 1 ] && kflags+=(--graphs)
+[ "${PROFILE:-0}" = 1 ] && kflags+=(--profile)
 KILN_CACHE_DIR=$kc ./build-gpu/bench/kiln-real-bench "$dir" "${kflags[@]}" > "$out/real.md" 2> "$out/real.err"
 echo "== kiln-real-bench rc=$? ($((SECONDS - start)) s)"
 rm -rf "$kc"
@@ -81,7 +84,7 @@ for f in real.md real_models.md real_first_call.md; do
 done
 echo
 echo "### kiln stats per model (real.err has explain() too)"
-grep -A1 "^== " "$out/real.err"
+grep -A1 "^== " "$out/real.err" | grep -v "where kiln.s time goes" -A0
 for f in real_models.err real_first_call.err; do
   [ -s "$out/$f" ] && { echo; echo "### tail of $f"; grep -v "Warning\|warn(" "$out/$f" | tail -15; }
 done
