@@ -51,7 +51,9 @@ inline constexpr int kTransposeTile = 32;
 // any grid. f16, bf16 and f32 only (Unsupported otherwise). The runtime uses the kernel when its
 // cubin is in the kernel cache; otherwise that build folds through ATen and the kernel compiles on
 // the background arena for the next build or process (a first call never waits for NVRTC), or at
-// once in a session without background compiles (kiln-warmup's on a GPU). KILN_FOLD_KERNEL=auto
+// once in a session without background compiles (kiln-warmup's on a GPU); a session with an arch
+// but no driver compiles them ahead for a GPU process (Note [Fold kernels compiled ahead] in
+// jit/runtime/fold_conv_bn.cpp). KILN_FOLD_KERNEL=auto
 // turns it on; it is off by default until its GPU tests (GpuFold.KernelMatchesAten,
 // GpuModels.CnnBlockFoldsBatchNormIntoConvs) have run: the session that wrote it ran out of
 // device time first.

@@ -176,13 +176,18 @@ std::optional<ir::DType> foldKernelType(at::ScalarType t) {
 }
 
 // The fold kernel's text for `fold` (Note [Fold kernel]), or null when the kernel cannot serve it:
-// not on CUDA, a dtype it lacks, per-channel params of mixed dtypes or not dense, no elements.
-std::optional<codegen::KernelSource> foldKernelSource(const ConvBnFold& fold) {
+// not on CUDA (unless `anyDevice`), a dtype it lacks, per-channel params of mixed dtypes or not
+// dense, no elements. `weightAs`/`paramsAs` replace the tensors' own dtypes (Note [Fold kernels
+// compiled ahead]).
+std::optional<codegen::KernelSource> foldKernelSource(
+    const ConvBnFold& fold, bool anyDevice = false,
+    std::optional<at::ScalarType> weightAs = std::nullopt,
+    std::optional<at::ScalarType> paramsAs = std::nullopt) {
   const at::Tensor& w = fold.convWeight;
-  if (!w.is_cuda() || w.dim() != 4 || w.numel() == 0) return std::nullopt;
-  const std::optional<ir::DType> weight = foldKernelType(w.scalar_type());
+  if ((!anyDevice && !w.is_cuda()) || w.dim() != 4 || w.numel() == 0) return std::nullopt;
+  const std::optional<ir::DType> weight = foldKernelType(weightAs.value_or(w.scalar_type()));
   const std::optional<ir::DType> out = foldKernelType(fold.dtype);
-  const std::optional<ir::DType> params = foldKernelType(fold.var.scalar_type());
+  const std::optional<ir::DType> params = foldKernelType(paramsAs.value_or(fold.var.scalar_type()));
   if (!weight || !out || !params) return std::nullopt;
   for (const at::Tensor* t : {&fold.convBias, &fold.mean, &fold.var, &fold.bnWeight, &fold.bnBias})
     if (t->defined() && (t->scalar_type() != fold.var.scalar_type() || !t->is_contiguous() ||
@@ -193,6 +198,29 @@ std::optional<codegen::KernelSource> foldKernelSource(const ConvBnFold& fold) {
   } catch (const Unsupported&) {
     return std::nullopt;
   }
+}
+
+// Note [Fold kernels compiled ahead]
+// A session without a driver but with a target arch (kiln-warmup --arch on a machine without a
+// GPU, for a container image) runs no fold kernel, but it puts the fold kernels a GPU process of
+// this model will look up into the kernel cache, so that process's first call neither folds
+// through ATen nor compiles (Note [Fold kernel]). The texts depend on the dtypes of the conv
+// weight and the batchnorm params as that process will see them, which a CPU session cannot always
+// know: a float16 model warmed up on the CPU has its weights in float32 here (Note [Tracing in
+// float32] in jit/capture/capture.h), while a float32 model under precision fp16 has float32
+// weights there too. So when the tensors here are float32 and the fold's output 16-bit, both
+// variants are compiled: tiny kernels, at most a few per model (one per dtype mix and eps).
+std::vector<codegen::KernelSource> foldKernelsAhead(const ConvBnFold& fold) {
+  std::vector<codegen::KernelSource> out;
+  if (std::optional<codegen::KernelSource> own = foldKernelSource(fold, /*anyDevice=*/true))
+    out.push_back(std::move(*own));
+  const bool narrowed = fold.dtype == at::kHalf || fold.dtype == at::kBFloat16;
+  if (narrowed &&
+      (fold.convWeight.scalar_type() == at::kFloat || fold.var.scalar_type() == at::kFloat))
+    if (std::optional<codegen::KernelSource> as16 =
+            foldKernelSource(fold, /*anyDevice=*/true, fold.dtype, fold.dtype))
+      out.push_back(std::move(*as16));
+  return out;
 }
 
 // W' and shift' by kiln's fold kernel: one launch on the current stream.
@@ -242,9 +270,11 @@ std::string uniqueName(std::string name, std::set<std::string>& taken) {
 // folds through ATen, and the kernel is compiled on the background arena for later builds and
 // processes, so a first call never waits for NVRTC (a session without background compiles, such
 // as kiln-warmup's, compiles it now). Note [Fold kernel].
-std::shared_ptr<LoadedKernel> foldKernel(const Session& session, const cuda::DriverApi& api,
-                                         const std::string& arch,
-                                         const codegen::KernelSource& src) {
+// The cubin of fold kernel `src` from the session's kernel cache; when it is not there, compiled
+// now in a session without background compiles (then returned), else on the background arena
+// (null now).
+std::optional<std::string> foldCubin(const Session& session, const std::string& arch,
+                                     const codegen::KernelSource& src) {
   const cache::CacheKey key = kernelKey(src.source, arch);
   auto compile = [&session, key, src, arch](bool background) -> std::optional<std::string> {
     try {
@@ -258,10 +288,18 @@ std::shared_ptr<LoadedKernel> foldKernel(const Session& session, const cuda::Dri
   };
   std::optional<std::string> binary = session.kernelCache().get(key);
   if (!binary && !session.options().backgroundCompile) binary = compile(/*background=*/false);
+  if (!binary)
+    session.runInBackground([&session, compile] {
+      if (!session.backgroundStopping()) compile(/*background=*/true);
+    });
+  return binary;
+}
+
+std::shared_ptr<LoadedKernel> foldKernel(const Session& session, const cuda::DriverApi& api,
+                                         const std::string& arch,
+                                         const codegen::KernelSource& src) {
+  std::optional<std::string> binary = foldCubin(session, arch, src);
   if (binary) return std::make_shared<LoadedKernel>(api, src.name, std::move(*binary));
-  session.runInBackground([&session, compile] {
-    if (!session.backgroundStopping()) compile(/*background=*/true);
-  });
   return nullptr;
 }
 
@@ -300,6 +338,11 @@ FoldedParams::FoldedParams(std::vector<ConvBnFold> folds, const Session* session
     if (fresh) it->second = foldKernel(*session, *api, *arch, *src);
     kernels_[f] = it->second;
   }
+  // Note [Fold kernels compiled ahead]: no driver, so nothing runs here, but a GPU process will.
+  std::set<std::string> ahead;
+  for (size_t f = 0; f < folds_.size() && arch && api == nullptr; ++f)
+    for (const codegen::KernelSource& src : foldKernelsAhead(folds_[f]))
+      if (ahead.insert(src.name).second) foldCubin(*session, *arch, src);
   for (const ConvBnFold& f : folds_) {
     firstSource_.push_back(sources_.size());
     for (const at::Tensor* t :

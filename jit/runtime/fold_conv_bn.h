@@ -80,9 +80,11 @@ struct ConvBnFold {
 class FoldedParams {
  public:
   // Folds on CUDA use kiln's fold kernel (Note [Fold kernel] in codegen/emit_cuda.h), with
-  // Options::foldKernel (KILN_FOLD_KERNEL), when `session`'s kernel cache has it for its target arch (else it compiles in the background for
-  // the next build); without a session, an arch or a driver, for dtypes the kernel lacks, before
-  // the kernel is cached, or when it fails to compile, ATen computes them.
+  // Options::foldKernel (KILN_FOLD_KERNEL), when `session`'s kernel cache has it for its target
+  // arch (else it compiles in the background for the next build); without a session, an arch or a driver, for dtypes the kernel lacks, before
+  // the kernel is cached, or when it fails to compile, ATen computes them. With an arch but no
+  // driver, the kernels are compiled into the cache for a GPU process (Note [Fold kernels compiled
+  // ahead] in fold_conv_bn.cpp).
   explicit FoldedParams(std::vector<ConvBnFold> folds, const Session* session = nullptr);
   FoldedParams(const FoldedParams&) = delete;
   FoldedParams& operator=(const FoldedParams&) = delete;

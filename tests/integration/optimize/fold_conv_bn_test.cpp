@@ -18,9 +18,11 @@
 
 #include "tests/support/file_check.h"
 
+#include "codegen/emit_cuda.h"
 #include "jit/capture/capture.h"
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/fold_conv_bn.h"
+#include "jit/runtime/kernel_build.h"
 #include "jit/runtime/plan.h"
 #include "src/ir/parser.h"
 #include "src/ir/printer.h"
@@ -453,6 +455,60 @@ TEST(FoldConvBn, Float16ModuleFoldsInFloat32) {
   ASSERT_EQ(got.scalar_type(), torch::kHalf);
   // Eager rounds the conv output and each batchnorm step to float16; the fold rounds W' instead.
   expectClose(got, want, 0.02 * want.abs().max().item<double>());
+}
+
+// Note [Fold kernels compiled ahead]: a session with an arch but no driver (kiln-warmup --arch on
+// a machine without a GPU) runs no fold kernel, but puts into the kernel cache the ones a GPU
+// process will look up: the tensors' own dtypes, and for 16-bit folds of float32 tensors (a float16
+// model traced in float32 on the CPU) the all-16-bit text too.
+TEST(FoldConvBn, FoldKernelsAreCompiledAheadWithoutADriver) {
+  torch::NoGradGuard ng;
+  kiln::Options o = kiln::testing::compileOnlyOptions();
+  o.foldKernel = true;
+  o.backgroundCompile = false;  // as kiln-warmup: compiled now
+  kiln::Session session(o, kiln::testing::noEnvironment());
+  if (session.driver() != nullptr)
+    GTEST_SKIP() << "a CUDA driver is loaded: fold kernels run here (GpuFold.* cover that)";
+  using kiln::ir::DType;
+  auto cached = [&](DType w, DType p, DType out, double eps) {
+    const kiln::codegen::KernelSource src =
+        kiln::codegen::emitConvBnFold(w, p, out, static_cast<float>(eps));
+    return session.kernelCache().get(kiln::jit::kernelKey(src.source, "sm_90")).has_value();
+  };
+  {
+    auto m = cnnBlock();
+    auto program = kiln::jit::Program::build(captureCnnBlock(m, torch::kFloat), session);
+    ASSERT_NE(program->foldedParams(), nullptr);
+    EXPECT_EQ(program->foldedParams()->kernelFolds(), 0u);  // nothing ran a kernel
+    const double eps = program->foldedParams()->folds().at(0).eps;
+    EXPECT_TRUE(cached(DType::kFloat32, DType::kFloat32, DType::kFloat32, eps));
+    EXPECT_FALSE(cached(DType::kFloat16, DType::kFloat16, DType::kFloat16, eps));
+  }
+  {
+    // Traced in float32 and retyped to float16 (Note [Tracing in float32]): the tensors stay
+    // float32.
+    auto m = cnnBlock();
+    kiln::jit::CaptureOptions co;
+    co.inputNames = {"x"};
+    co.dynamicDims = {{"x", 0, "batch"}};
+    co.retypeTo = DType::kFloat16;
+    auto program = kiln::jit::Program::build(
+        kiln::jit::capture(m, {torch::randn({3, 64, 8, 8})}, co), session);
+    ASSERT_NE(program->foldedParams(), nullptr);
+    const double eps = program->foldedParams()->folds().at(0).eps;
+    EXPECT_TRUE(cached(DType::kFloat32, DType::kFloat32, DType::kFloat16, eps));
+    EXPECT_TRUE(cached(DType::kFloat16, DType::kFloat16, DType::kFloat16, eps));
+  }
+  // Off (the default): nothing is compiled ahead.
+  kiln::Options off = kiln::testing::compileOnlyOptions();
+  off.backgroundCompile = false;
+  kiln::Session offSession(off, kiln::testing::noEnvironment());
+  auto m = cnnBlock();
+  auto program = kiln::jit::Program::build(captureCnnBlock(m, torch::kFloat), offSession);
+  const double eps = program->foldedParams()->folds().at(0).eps;
+  const kiln::codegen::KernelSource src = kiln::codegen::emitConvBnFold(
+      DType::kFloat32, DType::kFloat32, DType::kFloat32, static_cast<float>(eps));
+  EXPECT_FALSE(offSession.kernelCache().get(kiln::jit::kernelKey(src.source, "sm_90")).has_value());
 }
 
 // Note [Folded params are snapshots]
