@@ -321,7 +321,7 @@ std::optional<EagerCall::Scalar> Lowerer::runtimeScalar(
 }
 
 // The symbolic shape of a creation op's output (new_ones(size), zeros(size), full(size, v),
-// arange(end), arange(start, end)) when its size arguments are known symbolically.
+// arange(end), arange(start, end[, step +-1])) when its size arguments are known symbolically.
 std::optional<Shape> Lowerer::creationShape(const tj::Node* n, const tj::Value* out) const {
   const c10::FunctionSchema* schema = n->maybeSchema();
   if (schema == nullptr) return std::nullopt;
@@ -352,11 +352,19 @@ std::optional<Shape> Lowerer::creationShape(const tj::Node* n, const tj::Value* 
     std::optional<SymDim> e = symIntOf(n->input(*end));
     std::optional<SymDim> start = SymDim(0);
     if (auto st = argIndex("start")) start = symIntOf(n->input(*st));
-    if (auto step = argIndex("step")) {
-      auto iv = constIValue(n->input(*step));
-      if (!iv || !iv->isInt() || iv->toInt() != 1) return std::nullopt;
+    // A step of 1 or -1, int or float (XLNet's arange(klen, -qlen, -1.0)); other steps need a
+    // rounding division of symbolic sizes.
+    int64_t step = 1;
+    if (auto st = argIndex("step")) {
+      auto iv = constIValue(n->input(*st));
+      if (!iv) return std::nullopt;
+      const double v =
+          iv->isInt() ? static_cast<double>(iv->toInt()) : (iv->isDouble() ? iv->toDouble() : 0.0);
+      if (v != 1.0 && v != -1.0) return std::nullopt;
+      step = static_cast<int64_t>(v);
     }
-    if (e && start && !e->isConstant()) return Shape{*e - *start};
+    if (e && start && !(e->isConstant() && start->isConstant()))
+      return Shape{step == 1 ? *e - *start : *start - *e};
   }
   return std::nullopt;
 }

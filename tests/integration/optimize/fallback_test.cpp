@@ -134,14 +134,37 @@ def forward(self, x):
     y = (x + ones * pos).view(b * n)
     return y[: n * b - 1] * 2.0 + torch.full([b * n - 1], 0.5)
 )");
-  auto fast = kiln::jit::optimize(
-      m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
+  auto fast =
+      kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
   for (auto [b, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {5, 9}}) {
     torch::Tensor x = torch::randn({b, n});
     expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
   }
   EXPECT_EQ(fast.stats().captures, 1u) << fast.explain();
   EXPECT_EQ(fast.stats().eagerFallbacks, 0u);
+}
+
+// XLNet's relative positions: arange(klen, -qlen, -1.0) has 2 * seq elements. A step of -1 (int
+// or float) gives a symbolic length; it was left at the probe's concrete size, so every other
+// sequence length failed its plan and ran eagerly.
+TEST(Fallback, ArangeWithANegativeStepHasASymbolicLength) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    n = x.size(1)
+    pos = torch.arange(n, -n, -1.0)
+    back = torch.arange(n, 0, -1)
+    return x.sum(1, keepdim=True) + pos[None, :].sum(1, keepdim=True) + back.sum() * 1.0
+)");
+  auto fast =
+      kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
+  for (auto [b, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {5, 9}}) {
+    torch::Tensor x = torch::randn({b, n});
+    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  EXPECT_EQ(fast.stats().captures, 1u) << fast.explain();
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << fast.explain();
+  EXPECT_NE(fast.explain().find("[2*seq]"), std::string::npos) << fast.explain();
 }
 
 TEST(Fallback, DataDependentShapeFallsBackForItsSignature) {
