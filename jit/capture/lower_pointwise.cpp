@@ -136,6 +136,60 @@ ir::Value* maskedFill(Lowerer& l, const tj::Node* n) {
   return l.emit(OpKind::kWhere, {l.operand(n, 1), l.operand(n, 2), l.operand(n, 0)});
 }
 
+// hardsigmoid(x) = min(max(x + 3, 0), 6) / 6 and hardswish(x) = x * that, in ATen's order of
+// operations (MobileNetV3, LeViT); relu6 and hardtanh(x, lo, hi) are clamps.
+ir::Value* hardSigmoidOf(Lowerer& l, ir::Value* x) {
+  ir::Value* shifted = l.emit(OpKind::kAdd, {x, l.constant(c10::IValue(3.0))});
+  return l.emit(OpKind::kClamp, {shifted}, {{"min", 0.0}, {"max", 6.0}});
+}
+
+ir::Value* hardSigmoid(Lowerer& l, const tj::Node* n) {
+  return l.emit(OpKind::kDiv, {hardSigmoidOf(l, l.operand(n, 0)), l.constant(c10::IValue(6.0))});
+}
+
+ir::Value* hardSwish(Lowerer& l, const tj::Node* n) {
+  ir::Value* x = l.operand(n, 0);
+  ir::Value* scaled = l.emit(OpKind::kMul, {x, hardSigmoidOf(l, x)});
+  return l.emit(OpKind::kDiv, {scaled, l.constant(c10::IValue(6.0))});
+}
+
+ir::Value* hardTanh(Lowerer& l, const tj::Node* n) {
+  const auto in = n->inputs();
+  const double lo = in.size() >= 2 ? l.doubleArg(in[1]) : -1.0;
+  const double hi = in.size() >= 3 ? l.doubleArg(in[2]) : 1.0;
+  return l.emit(OpKind::kClamp, {l.operand(n, 0)}, {{"min", lo}, {"max", hi}});
+}
+
+ir::Value* relu6(Lowerer& l, const tj::Node* n) {
+  return l.emit(OpKind::kClamp, {l.operand(n, 0)}, {{"min", 0.0}, {"max", 6.0}});
+}
+
+// reciprocal(x) = 1 / x (XLNet); ATen computes 1 / x too.
+ir::Value* reciprocal(Lowerer& l, const tj::Node* n) {
+  return l.emit(OpKind::kDiv, {l.constant(c10::IValue(1.0)), l.operand(n, 0)});
+}
+
+// min(a, b) / max(a, b) of two tensors (min.other, max.other: T5's relative position buckets);
+// the one-tensor forms reduce and stay eager.
+LoweringRule minMaxOther(OpKind kind) {
+  return [kind](Lowerer& l, const tj::Node* n) -> ir::Value* {
+    if (n->inputs().size() != 2 || n->outputs().size() != 1 || !isTensorValue(n->inputs()[1]))
+      return nullptr;
+    return l.emit(kind, {l.operand(n, 0), l.operand(n, 1)});
+  };
+}
+
+// logical_not(x) = (x == 0), and bitwise_not on bool tensors, its only case that is logical
+// (DeBERTa's masks); ~ on integers stays eager.
+LoweringRule logicalNot(bool bitwise) {
+  return [bitwise](Lowerer& l, const tj::Node* n) -> ir::Value* {
+    ir::Value* x = l.operand(n, 0);
+    if (bitwise && x->dtype() != ir::DType::kBool)
+      throw NotLowerable{"bitwise_not of a tensor that is not bool"};
+    return l.emit(OpKind::kEq, {x, l.constant(c10::IValue(false))});
+  };
+}
+
 }  // namespace
 
 void addPointwiseRules(LoweringTable& table) {
@@ -164,6 +218,15 @@ void addPointwiseRules(LoweringTable& table) {
   table.add("aten::clamp_max", clamp({"max"}));
   table.add("aten::where", where);
   table.add("aten::masked_fill", maskedFill);
+  table.add("aten::hardsigmoid", hardSigmoid);
+  table.add("aten::hardswish", hardSwish);
+  table.add("aten::hardtanh", hardTanh);
+  table.add("aten::relu6", relu6);
+  table.add("aten::reciprocal", reciprocal);
+  table.add("aten::min", minMaxOther(OpKind::kMinimum));
+  table.add("aten::max", minMaxOther(OpKind::kMaximum));
+  table.add("aten::logical_not", logicalNot(/*bitwise=*/false));
+  table.add("aten::bitwise_not", logicalNot(/*bitwise=*/true));
 }
 
 }  // namespace kiln::jit

@@ -76,6 +76,20 @@ LoweringRule reduce(OpKind kind) {
   };
 }
 
+// adaptive_avg_pool2d(x, [1, 1]): the mean over the last two dims, kept (the global pooling of
+// ResNet-style heads and squeeze-and-excitation blocks: EfficientNet, MobileNetV3, RegNet). Other
+// output sizes pool windows and stay eager.
+ir::Value* globalAvgPool(Lowerer& l, const tj::Node* n) {
+  const auto in = n->inputs();
+  ir::Value* x = l.operand(n, 0);
+  const std::vector<int64_t> size = l.intsArg(in[1]);
+  if (size != std::vector<int64_t>{1, 1} || x->rank() < 3)
+    throw NotLowerable{"adaptive_avg_pool2d to an output other than 1x1"};
+  if (!ir::isFloating(x->dtype())) throw NotLowerable{"adaptive_avg_pool2d of integers"};
+  return l.emit(OpKind::kMean, {x},
+                {{"dims", std::vector<int64_t>{x->rank() - 2, x->rank() - 1}}, {"keepdim", true}});
+}
+
 }  // namespace
 
 void addReductionRules(LoweringTable& table) {
@@ -89,6 +103,7 @@ void addReductionRules(LoweringTable& table) {
   table.add("aten::mean", reduce(OpKind::kMean));
   table.add("aten::amax", reduce(OpKind::kAmax));
   table.add("aten::amin", reduce(OpKind::kAmin));
+  table.add("aten::adaptive_avg_pool2d", globalAvgPool);
 }
 
 }  // namespace kiln::jit

@@ -206,7 +206,14 @@ ir::Value* cat(Lowerer& l, const tj::Node* n) {
   const tj::Node* list = n->inputs()[0]->node();
   if (list->kind() != c10::prim::ListConstruct) throw NotLowerable{"cat of a non-literal list"};
   std::vector<ir::Value*> parts;
-  for (const tj::Value* v : list->inputs()) parts.push_back(l.tensor(v));
+  for (const tj::Value* v : list->inputs()) {
+    ir::Value* part = l.tensor(v);
+    // ATen skips 1-d empty operands of any dim (legacy behaviour): HF's DynamicCache starts as
+    // torch.tensor([]) and is concatenated with [b, h, s, d] keys along dim -2.
+    if (part->rank() == 1 && part->shape()[0].isConstant() && part->shape()[0].constant() == 0)
+      continue;
+    parts.push_back(part);
+  }
   if (parts.empty()) throw NotLowerable{"empty cat"};
   int64_t dim = normDim(l.intArg(n->inputs()[1]), parts[0]->rank());
   if (parts.size() == 1) return parts[0];

@@ -249,6 +249,40 @@ def forward(self, x):
   EXPECT_NE(other.explain().find("aten::index"), std::string::npos) << other.explain();
 }
 
+// Ops of real models outside the first three (tests/models/make_fixtures.py), lowered onto IR ops
+// instead of running eagerly: MobileNetV3's hardswish/hardsigmoid, squeeze-and-excitation's global
+// pooling, T5's min of two tensors, DeBERTa's ~mask, XLNet's reciprocal, relu6/hardtanh, and
+// HF's DynamicCache cat of an empty 1-d tensor. Results equal the module's in a strict session
+// whose kernels NVRTC compiles (codegen must take every op), at the captured sizes and new ones.
+TEST(Lowering, OpsOfMoreArchitecturesFuse) {
+  torch::NoGradGuard ng;
+  auto forward = [](const std::vector<c10::IValue>& in) -> c10::IValue {
+    const torch::Tensor x = in.at(0).toTensor();
+    torch::Tensor a = torch::hardswish(x) + torch::hardsigmoid(x);
+    torch::Tensor b = torch::relu6(x * 4.0) - torch::hardtanh(x, -0.5, 0.25);
+    torch::Tensor pooled = torch::adaptive_avg_pool2d(a, {1, 1});
+    torch::Tensor c = torch::min(x, b) + torch::max(a, pooled) + torch::reciprocal(x.abs() + 1.0);
+    torch::Tensor keep = ~(x > 0.5);
+    torch::Tensor d = torch::where(torch::logical_not(keep), c, b);
+    torch::Tensor e = torch::cat({torch::zeros({0}), d}, -2);
+    return e + pooled;
+  };
+  kiln::jit::Options o;
+  o.session = &kiln::testing::compileOnlySession();
+  o.inputNames = {"x"};
+  o.dynamicDims = {{"x", 0, "b"}, {"x", 2, "h"}};
+  auto fast = kiln::jit::optimize(std::make_shared<torch::nn::Module>(), forward, o);
+  for (auto [b, h] : {std::pair<int64_t, int64_t>{3, 5}, {2, 7}, {4, 4}}) {
+    torch::Tensor x = torch::randn({b, 6, h, 8}) * 4.0;
+    expectSame(fast.forward({x}).toTensor(), forward({x}).toTensor());
+  }
+  const std::string explain = fast.explain();
+  EXPECT_NE(explain.find("eager leftovers: none"), std::string::npos) << explain;
+  EXPECT_EQ(explain.find("no kernel"), std::string::npos) << explain;
+  EXPECT_GT(fast.stats().kernelsCompiled + fast.stats().kernelsCached, 0u);
+  EXPECT_EQ(fast.stats().eagerCalls, 0u);
+}
+
 TEST(Fallback, BadInputIsStillAUserError) {
   torch::NoGradGuard ng;
   auto m = torch::jit::load(std::string(KILN_FIXTURES_DIR) + "/hf_bert.pt");
