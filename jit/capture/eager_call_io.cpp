@@ -26,6 +26,14 @@ std::shared_ptr<torch::jit::Operator> findOp(const std::string& name, const std:
   return torch::jit::findOperatorFor(c10::OperatorName(name, overload));
 }
 
+// Whether a cached call can run `op` looked up by name: dispatcher operators, and the TorchScript
+// builtins whose operation is a function of the stack alone (no graph node needed to make it):
+// torch.tensor(...) (DeBERTa's scale, torch.tensor(size, dtype=float)), whose overloads
+// torch/csrc/jit/runtime/register_special_ops.cpp registers as plain stack operations.
+bool runsWithoutANode(const torch::jit::Operator& op, const std::string& name) {
+  return op.isC10Op() || name == "aten::tensor" || name == "aten::as_tensor";
+}
+
 // Reads the encoding: whitespace-separated tokens on lines, and raw byte runs of known length.
 class Cursor {
  public:
@@ -185,7 +193,7 @@ std::optional<std::string> encodeEagerCalls(const CapturedGraph& captured, std::
       return refuse(fmt::format("operator name '{}' has a space", call.name));
     if (call.op) {
       std::shared_ptr<torch::jit::Operator> op = findOp(call.name, call.overload);
-      if (op == nullptr || !op->isC10Op())
+      if (op == nullptr || !runsWithoutANode(*op, call.name))
         return refuse(fmt::format("{} is not a dispatcher operator", call.name));
     }
     std::string stack;
@@ -253,7 +261,7 @@ void decodeEagerCalls(std::string_view bytes, CapturedGraph& captured) {
       if (overload.back() != '.') throw UserError("eager calls: malformed overload");
       call->overload = overload.substr(0, overload.size() - 1);  // written with a trailing '.'
       std::shared_ptr<torch::jit::Operator> op = findOp(call->name, call->overload);
-      if (op == nullptr || !op->isC10Op())
+      if (op == nullptr || !runsWithoutANode(*op, call->name))
         throw UserError(fmt::format("eager calls: operator {}.{} is not registered", call->name,
                                     call->overload));
       call->op = op->getOperation();

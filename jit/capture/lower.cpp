@@ -383,6 +383,12 @@ void Lowerer::checkAgainstTrace(const tj::Value* traced, const ir::Value* v) con
 }
 
 void Lowerer::bind(const tj::Value* traced, ir::Value* v, bool check) {
+  // Note [Tracing in float32]: a float32 result the retype did not reach through type promotion
+  // (1.0 - int_mask is float32, the default dtype, in XLNet) follows the retyped trace, as every
+  // other float32 value of the graph does.
+  if (check && req_.options.retypeTo && v->dtype() == DType::kFloat32 &&
+      tracedDType(traced) == *req_.options.retypeTo)
+    v = castTo(v, *req_.options.retypeTo);
   if (check) checkAgainstTrace(traced, v);
   ctx_.noteShape(v->shape());
   env_[traced] = v;

@@ -365,5 +365,26 @@ TEST(RealModels, FirstCallSizeEqualToAModelConstant) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, RealModel, ::testing::ValuesIn(kFixtures),
                          [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(More, RealModel, ::testing::ValuesIn(kiln::testing::kMoreFixtures),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// The ops that made these architectures run eagerly before they were lowered (hardswish,
+// hardsigmoid, global pooling, min of two tensors, ~mask, reciprocal, the DynamicCache cat) are
+// fused now: none of them is an eager leftover.
+TEST(RealModels, MoreArchitecturesLowerTheirOps) {
+  torch::NoGradGuard ng;
+  for (const Fixture& f : kiln::testing::kMoreFixtures) {
+    SCOPED_TRACE(f.name);
+    torch::jit::Module m = load(f);
+    auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
+    std::vector<torch::IValue> in = inputsFor(f, 2, 9, 3);
+    fast.forward(in);
+    const std::string explain = fast.explain();
+    for (const char* op :
+         {"aten::hardswish", "aten::hardsigmoid", "aten::adaptive_avg_pool2d", "aten::min",
+          "aten::bitwise_not", "aten::reciprocal", "aten::cat", "aten::relu6", "aten::hardtanh"})
+      EXPECT_EQ(explain.find(std::string(op) + " x"), std::string::npos) << op << "\n" << explain;
+  }
+}
 
 }  // namespace
