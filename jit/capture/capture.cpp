@@ -16,8 +16,8 @@
 
 #include "jit/capture/lower.h"
 #include "jit/capture/script_graph.h"
-#include "src/support/log.h"
 #include "src/support/error.h"
+#include "src/support/log.h"
 
 namespace kiln::jit {
 
@@ -102,6 +102,12 @@ CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
   for (const at::Tensor& p : req.params) stack.emplace_back(p);
   for (const at::Tensor& x : req.inputs) stack.emplace_back(x);
   const size_t numParams = req.params.size();
+  // Note [Modules that write their inputs]: versions before the trace.
+  // (Inference tensors have no version counter; in-place writes into them go unseen.)
+  auto version = [](const at::Tensor& t) { return t.is_inference() ? 0 : t._version(); };
+  std::vector<int64_t> versions;
+  for (const at::Tensor& t : req.params) versions.push_back(version(t));
+  for (const at::Tensor& t : req.inputs) versions.push_back(version(t));
   std::shared_ptr<torch::jit::tracer::TracingState> state;
   try {
     at::NoGradGuard noGrad;
@@ -123,6 +129,21 @@ CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
     // reports the module's own error (Note [Never worse than eager] in optimize.h).
     throw Unsupported(
         fmt::format("capture: tracing the module failed: {}", e.what_without_backtrace()));
+  }
+  // Note [Modules that write their inputs]
+  // A plan is a function of its inputs: it writes neither them nor the module's tensors. A module
+  // that writes into either in place (x.add_(1) on an input, a buffer updated by forward) has an
+  // effect the plan would drop, and the tracer's out-of-place rewrite hides it; such a module runs
+  // as itself. optimize() traces a copy of the call's inputs, so the call itself sees the write
+  // once, from the module.
+  for (size_t k = 0; k < versions.size(); ++k) {
+    const at::Tensor& t = k < numParams ? req.params[k] : req.inputs[k - numParams];
+    if (version(t) != versions[k])
+      throw Unsupported(
+          k < numParams
+              ? fmt::format("the module writes into its tensor '{}' in place when it runs",
+                            req.paramNames[k])
+              : fmt::format("the module writes into its input {} in place", k - numParams));
   }
   std::shared_ptr<torch::jit::Graph> traced = state->graph;
   try {
@@ -242,7 +263,8 @@ std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, int64_t eage
       case Kind::kOptionalList: {
         c10::List<std::optional<at::Tensor>> list;
         for (int i : slot.operands)
-          list.push_back(i < 0 ? std::optional<at::Tensor>() : std::optional<at::Tensor>(operand(i)));
+          list.push_back(i < 0 ? std::optional<at::Tensor>()
+                               : std::optional<at::Tensor>(operand(i)));
         arg = list;
         break;
       }
@@ -304,7 +326,8 @@ std::vector<at::Tensor> runEagerNode(const CapturedGraph& captured, const ir::No
                                      const std::vector<int64_t>& symbols) {
   KILN_CHECK(node.kind() == ir::OpKind::kEager, "runEagerNode on a {} node",
              ir::toString(node.kind()));
-  std::vector<at::Tensor> outs = runEagerNode(captured, node.attrs().getInt("eager_id"), inputs, symbols);
+  std::vector<at::Tensor> outs =
+      runEagerNode(captured, node.attrs().getInt("eager_id"), inputs, symbols);
   KILN_CHECK(outs.size() == node.outputs().size(), "{}: eager op gave {} tensors, node has {}",
              node.attrs().getString("schema"), outs.size(), node.outputs().size());
   if (captured.retypedTo) {

@@ -2,6 +2,7 @@
 #include "jit/capture/script_graph.h"
 
 #include <functional>
+#include <unordered_set>
 
 #include <fmt/format.h>
 #include <torch/csrc/jit/api/module.h>
@@ -10,6 +11,8 @@
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
+#include <torch/csrc/jit/runtime/custom_operator.h>
+#include <torch/csrc/jit/runtime/interpreter.h>
 
 #include "jit/capture/capture.h"
 #include "src/support/error.h"
@@ -97,6 +100,172 @@ bool mayHaveControlFlow(const tj::Module& module) {
   return false;
 }
 
+// Note [Mutation islands]
+// A module may build a tensor by writing into it: Swin's shifted-window mask is
+// m = x.new_zeros([H, W]) followed by m[h0:h1, w0:w1] = k (slices and fill_) nine times. Such
+// writes cannot be rewritten out of place (RemoveTensorMutation leaves writes through views), and
+// PyTorch's tracer fails on them (an alias-analysis assert on full_like with a tensor fill value),
+// so the whole module ran as itself. But the writes are private to the tensor: it is fresh (made
+// by an op of the graph, not an input, a parameter or a constant), written only through chains of
+// views, and read only after the last write. Such an island - the op that makes the tensor, the
+// view chains to each write, and the writes - becomes one kiln::mutation_island node holding the
+// island, with the pure nodes between its first and last write that only the island reads (the
+// dtype and device of a view, for the value written into it), as a TorchScript subgraph, run by
+// the interpreter when the node runs (an eager step of
+// the plan, named "kiln::mutation_island" in explain()). Its inputs are the values the island
+// reads from outside (tensors, ints, int lists); constants are copied in. Anything else - a
+// written tensor that is not fresh, a view of it read outside the island or before the last write
+// - keeps the graph out of this path, as before. A plan with such a step is not stored in the
+// capture cache (the subgraph is not a dispatcher operator); it is captured again per process.
+constexpr const char* kIslandOp = "kiln::mutation_island";
+
+torch::jit::RegisterOperators islandOp({tj::Operator(
+    std::string(kIslandOp) + "(...) -> Tensor",
+    [](const tj::Node* node) -> tj::Operation {
+      auto code = std::make_shared<tj::Code>(node->g(c10::attr::Subgraph), kIslandOp);
+      return [code](tj::Stack& stack) { tj::InterpreterState(*code).run(stack); };
+    },
+    c10::AliasAnalysisKind::CONSERVATIVE)});
+
+// Whether `n` returns a view of its first argument (slice, select, view, ...): its schema says
+// output 0 aliases argument 0 without writing it.
+bool isView(const tj::Node* n) {
+  const c10::FunctionSchema* schema = n->maybeSchema();
+  if (schema == nullptr || schema->is_mutable() || schema->returns().size() != 1 ||
+      schema->arguments().empty())
+    return false;
+  const c10::AliasInfo* out = schema->returns()[0].alias_info();
+  const c10::AliasInfo* in = schema->arguments()[0].alias_info();
+  return out != nullptr && in != nullptr && !out->isWrite() &&
+         out->beforeSets() == in->beforeSets();
+}
+
+// The writes of `n`: it mutates its first argument only (fill_, copy_, masked_fill_, ...).
+bool writesFirstArgumentOnly(const tj::Node* n) {
+  const c10::FunctionSchema* schema = n->maybeSchema();
+  if (schema == nullptr || !schema->is_mutable()) return false;
+  for (size_t i = 0; i < schema->arguments().size(); ++i) {
+    const c10::AliasInfo* a = schema->arguments()[i].alias_info();
+    if ((a != nullptr && a->isWrite()) != (i == 0)) return false;
+  }
+  return !n->inputs().empty();
+}
+
+// Replaces the mutation islands of `g` (top-level block, no control flow) with island nodes.
+// False with the reason when a write is not part of an island.
+bool groupMutationIslands(tj::Graph& g, std::string* why) {
+  // Writes grouped by the fresh tensor they write into.
+  std::vector<tj::Node*> order;
+  std::unordered_map<const tj::Node*, size_t> position;
+  for (tj::Node* n : g.nodes()) {
+    position[n] = order.size();
+    order.push_back(n);
+  }
+  std::vector<tj::Value*> roots;
+  std::unordered_map<const tj::Value*, std::vector<tj::Node*>> writes;
+  for (tj::Node* n : order) {
+    const c10::FunctionSchema* schema = n->maybeSchema();
+    if (schema == nullptr || !schema->is_mutable()) continue;
+    if (!writesFirstArgumentOnly(n)) {
+      *why = fmt::format("{} mutates a tensor other than its first argument",
+                         n->kind().toQualString());
+      return false;
+    }
+    tj::Value* root = n->input(0);
+    while (root->node()->kind() != c10::prim::Param && isView(root->node()))
+      root = root->node()->input(0);
+    const tj::Node* maker = root->node();
+    if (maker->kind() == c10::prim::Param || maker->kind() == c10::prim::Constant ||
+        maker->maybeSchema() == nullptr || maker->maybeSchema()->is_mutable()) {
+      *why = fmt::format(
+          "{} mutates a tensor that the graph did not make (an input, a parameter "
+          "or a constant)",
+          n->kind().toQualString());
+      return false;
+    }
+    auto [it, fresh] = writes.try_emplace(root);
+    if (fresh) roots.push_back(root);
+    it->second.push_back(n);
+  }
+  for (tj::Value* root : roots) {
+    // Graph order again: an earlier island's node replaced its nodes.
+    order.clear();
+    position.clear();
+    for (tj::Node* n : g.nodes()) {
+      position[n] = order.size();
+      order.push_back(n);
+    }
+    const std::vector<tj::Node*>& ws = writes[root];
+    tj::Node* last = ws.back();
+    // The island: the maker, the view chains from the root to each write, the writes.
+    std::unordered_set<const tj::Node*> island{root->node()};
+    for (tj::Node* w : ws) {
+      island.insert(w);
+      for (tj::Value* v = w->input(0); v != root; v = v->node()->input(0)) island.insert(v->node());
+    }
+    // Pure nodes between the maker and the last write whose every result only the island reads
+    // join it (TorchScript's m[a:b] = 5.0 reads the view's dtype and device to make the value it
+    // copies in); in reverse order, so a node's readers are decided before it.
+    const size_t from = position.at(root->node());
+    for (size_t k = position.at(last); k-- > from + 1;) {
+      tj::Node* n = order[k];
+      if (island.count(n) || n->outputs().empty() || !n->blocks().empty()) continue;
+      const c10::FunctionSchema* schema = n->maybeSchema();
+      if (schema != nullptr && schema->is_mutable()) continue;
+      bool onlyIsland = true;
+      for (const tj::Value* out : n->outputs())
+        for (const tj::Use& u : out->uses()) onlyIsland = onlyIsland && island.count(u.user) > 0;
+      if (onlyIsland) island.insert(n);
+    }
+    // Outside the island, only the root is read, and only after the last write. The writes'
+    // own outputs (self again) must be unused.
+    for (const tj::Node* n : island) {
+      for (const tj::Value* out : n->outputs()) {
+        for (const tj::Use& u : out->uses()) {
+          if (island.count(u.user)) continue;
+          if (out != root || position.at(u.user) < position.at(last)) {
+            *why = fmt::format("{} writes a tensor that is read outside its writes",
+                               last->kind().toQualString());
+            return false;
+          }
+        }
+      }
+    }
+    // The subgraph, in graph order; constants copied, other outside values become inputs.
+    auto sub = std::make_shared<tj::Graph>();
+    std::unordered_map<const tj::Value*, tj::Value*> inside;
+    std::vector<tj::Value*> outsideInputs;
+    auto map = [&](tj::Value* v) -> tj::Value* {
+      if (auto it = inside.find(v); it != inside.end()) return it->second;
+      tj::Value* in = nullptr;
+      if (v->node()->kind() == c10::prim::Constant) {
+        in = sub->insertNode(
+                    sub->createClone(v->node(), [](tj::Value*) -> tj::Value* { return nullptr; }))
+                 ->output();
+      } else {
+        in = sub->addInput()->setType(v->type());
+        outsideInputs.push_back(v);
+      }
+      inside[v] = in;
+      return in;
+    };
+    for (tj::Node* n : order) {
+      if (!island.count(n)) continue;
+      tj::Node* copy = sub->insertNode(sub->createClone(n, map));
+      for (size_t k = 0; k < n->outputs().size(); ++k) inside[n->outputs()[k]] = copy->outputs()[k];
+    }
+    sub->registerOutput(inside.at(root));
+    tj::Node* node = g.create(c10::Symbol::fromQualString(kIslandOp), outsideInputs, 1);
+    node->g_(c10::attr::Subgraph, sub);
+    node->output()->setType(root->type());
+    node->insertAfter(last);
+    root->replaceAllUsesAfterNodeWith(last, node->output());
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+      if (island.count(*it)) (*it)->destroy();
+  }
+  return true;
+}
+
 }  // namespace
 
 std::optional<std::string> controlFlowIn(const tj::Module& module) {
@@ -117,8 +286,7 @@ std::optional<std::string> controlFlowIn(const tj::Module& module) {
 }
 
 std::shared_ptr<tj::Graph> scriptGraphFor(const tj::Module& module, ModuleTensors& tensors,
-                                          const std::vector<at::Tensor>& inputs,
-                                          std::string* why) {
+                                          const std::vector<at::Tensor>& inputs, std::string* why) {
   auto method = module.find_method("forward");
   if (!method) {
     *why = "the module has no forward method";
@@ -148,7 +316,8 @@ std::shared_ptr<tj::Graph> scriptGraphFor(const tj::Module& module, ModuleTensor
     }
     c10::IValue value = owner->second.toObjectRef().getAttr(n->s(c10::attr::name));
     if (value.isObject()) objects[n->output()] = value;
-    if (value.isTensor()) tensors.add(fmt::format("attr{}", tensors.tensors.size()), value.toTensor());
+    if (value.isTensor())
+      tensors.add(fmt::format("attr{}", tensors.tensors.size()), value.toTensor());
     getAttrs.emplace_back(n, value);
   }
   std::vector<tj::Value*> params;
@@ -179,13 +348,9 @@ std::shared_ptr<tj::Graph> scriptGraphFor(const tj::Module& module, ModuleTensor
     *why = fmt::format("TorchScript's passes rejected the graph: {}", e.what_without_backtrace());
     return nullptr;
   }
-  for (const tj::Node* n : g->nodes()) {
-    const c10::FunctionSchema* schema = n->maybeSchema();
-    if (schema != nullptr && schema->is_mutable()) {
-      *why = fmt::format("{} mutates a tensor", n->kind().toQualString());
-      return nullptr;
-    }
-  }
+  // Note [Mutation islands]: the writes left are private to tensors the graph makes, or the
+  // graph is not taken.
+  if (!groupMutationIslands(*g, why)) return nullptr;
 
   // Run it once on the examples, giving every tensor value its complete type.
   std::unordered_map<const tj::Value*, c10::IValue> values;

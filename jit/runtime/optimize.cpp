@@ -161,7 +161,7 @@ struct OptimizedModule::Impl {
   // Note [Precision]: the dtype float32 is retyped to, and explain()'s line about it.
   std::optional<ir::DType> precisionTo;
   std::string precisionLine;
-  std::optional<QuantSettings> quantize;  // fp8/int8: Note [Quantized linears]
+  std::optional<QuantSettings> quantize;       // fp8/int8: Note [Quantized linears]
   std::vector<std::vector<int64_t>> dimEdges;  // bucket policy per options.dynamicDims entry
   std::shared_ptr<ModuleShared> shared = std::make_shared<ModuleShared>();
 
@@ -372,7 +372,12 @@ struct OptimizedModule::Impl {
                          e.what());
         }
       }
-      return doCapture(inputs);
+      // A copy: a module that writes into its inputs must not write the caller's tensors during
+      // the capture too (Note [Modules that write their inputs] in capture.cpp).
+      std::vector<c10::IValue> copies;
+      for (const c10::IValue& v : inputs)
+        copies.push_back(v.isTensor() ? c10::IValue(v.toTensor().clone()) : v);
+      return doCapture(copies);
     };
     if (scripted) {
       torch::jit::Module m = *scripted;  // a handle to the same module object
@@ -649,13 +654,14 @@ struct OptimizedModule::Impl {
         // Note [Library prewarm]: the libraries' one-time loads overlap the passes and first steps.
         for (const at::Tensor& t : exampleTensors)
           if (t.is_cuda() && session->options().libraryPrewarm) {
-            prewarmLibraries(*session, *captured.graph, t.device(),
-                             chooseConvLayout(captured, session->options().convLayout).channelsLast);
+            prewarmLibraries(
+                *session, *captured.graph, t.device(),
+                chooseConvLayout(captured, session->options().convLayout).channelsLast);
             break;
           }
         fam = std::make_shared<Family>();
-        fam->program = Program::build(std::move(captured), *session,
-                                      quantize ? &*quantize : nullptr);
+        fam->program =
+            Program::build(std::move(captured), *session, quantize ? &*quantize : nullptr);
         fam->symbolEdges = symbolEdgesFor(tensors, fam->program->graph().numSymbols());
         info.passesSeconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
@@ -1198,9 +1204,8 @@ void resolvePrecision(OptimizedModule::Impl& impl, const std::vector<at::Tensor>
   std::string quantLine;
   if (eightBit) {
     const kiln::Options& o = impl.session->options();
-    impl.quantize = QuantSettings{
-        want == Precision::kFp8 ? QuantFormat::kFp8 : QuantFormat::kInt8,
-        o.quantCalibrationCalls, o.quantMaxError, o.quantEmulate};
+    impl.quantize = QuantSettings{want == Precision::kFp8 ? QuantFormat::kFp8 : QuantFormat::kInt8,
+                                  o.quantCalibrationCalls, o.quantMaxError, o.quantEmulate};
     quantLine = fmt::format(
         "; linears with a weight param run {} GEMMs, input scales calibrated on {} calls, kept "
         "in 16 bits above error {} (Note [Quantized linears])",

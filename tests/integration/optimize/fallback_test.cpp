@@ -283,6 +283,51 @@ TEST(Lowering, OpsOfMoreArchitecturesFuse) {
   EXPECT_EQ(fast.stats().eagerCalls, 0u);
 }
 
+// Note [Mutation islands]: a tensor the graph makes and then writes through slices (Swin's
+// shifted-window mask) is one eager island step; the rest of the graph is kiln's. Writes that are
+// not private to a fresh tensor keep the module on its own path, with the same results.
+TEST(Lowering, WritesIntoAFreshTensorAreOneIsland) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    mask = x.new_zeros([x.size(1), x.size(2)])
+    mask[0:2, 1:3] = 5.0
+    mask[2:, :] = 1.5
+    return x * mask + 1.0
+)");
+  auto fast = kiln::jit::optimize(
+      m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "h"}, {"x", 2, "w"}}));
+  for (auto shape : {std::vector<int64_t>{3, 4, 5}, {2, 6, 7}, {4, 3, 9}}) {
+    torch::Tensor x = torch::randn(shape);
+    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  EXPECT_EQ(fast.stats().captures, 1u) << fast.explain();
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << fast.explain();
+  EXPECT_NE(fast.explain().find("kiln::mutation_island"), std::string::npos) << fast.explain();
+
+  // A view of the written tensor read outside the writes, and a write into an input: not islands.
+  torch::jit::Module shared = scripted(R"(
+def forward(self, x):
+    y = x * 2.0
+    first = y[0]
+    y[1:] = 3.0
+    x.add_(1.0)
+    return first + y + x
+)");
+  // Note [Modules that write their inputs]: it runs as itself, and writes the caller's x once.
+  auto other = kiln::jit::optimize(shared, optionsFor(/*strict=*/false));
+  for (int call = 0; call < 2; ++call) {
+    torch::Tensor x = torch::randn({3, 4});
+    torch::Tensor mine = x.clone();
+    torch::Tensor want = shared.forward({x.clone()}).toTensor();
+    expectSame(other.forward({mine}).toTensor(), want);
+    expectSame(mine, x + 1.0);
+  }
+  EXPECT_EQ(other.explain().find("kiln::mutation_island"), std::string::npos) << other.explain();
+  EXPECT_NE(other.explain().find("writes into its input 0 in place"), std::string::npos)
+      << other.explain();
+}
+
 TEST(Fallback, BadInputIsStillAUserError) {
   torch::NoGradGuard ng;
   auto m = torch::jit::load(std::string(KILN_FIXTURES_DIR) + "/hf_bert.pt");
