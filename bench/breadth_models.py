@@ -48,6 +48,26 @@ TEXT = {
   "bloom": lambda: TextWrapper(tf.BloomModel(tf.BloomConfig(hidden_size=64, n_layer=2, n_head=4, vocab_size=1000))),
   "mpnet": text(tf.MPNetModel, tf.MPNetConfig, max_position_embeddings=140),
   "xlnet": lambda: TextWrapper(tf.XLNetModel(tf.XLNetConfig(d_model=64, n_layer=2, n_head=4, d_inner=128, vocab_size=1000))),
+  "bart": lambda: TextWrapper(tf.BartModel(tf.BartConfig(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=1000, max_position_embeddings=128))),
+  "mobilebert": lambda: TextWrapper(tf.MobileBertModel(tf.MobileBertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, embedding_size=32, intra_bottleneck_size=32, true_hidden_size=32, vocab_size=1000, max_position_embeddings=128))),
+  "falcon": lambda: TextWrapper(tf.FalconModel(tf.FalconConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=1000))),
+  "gptj": lambda: TextWrapper(tf.GPTJModel(tf.GPTJConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, vocab_size=1000, n_positions=128))),
+  "gpt_bigcode": lambda: TextWrapper(tf.GPTBigCodeModel(tf.GPTBigCodeConfig(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128))),
+  "clip_text": lambda: TextWrapper(tf.CLIPTextModel(tf.CLIPTextConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=1000, max_position_embeddings=128))),
+}
+
+class ImageWrapper(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__(); self.m = m
+    def forward(self, x):
+        return self.m(pixel_values=x, return_dict=False)[0]
+
+HF_IMAGE = {
+  "hf_vit": lambda: ImageWrapper(tf.ViTModel(tf.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128))),
+  "hf_dinov2": lambda: ImageWrapper(tf.Dinov2Model(tf.Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2))),
+  "hf_segformer": lambda: ImageWrapper(tf.SegformerModel(tf.SegformerConfig())),
+  "hf_convnext": lambda: ImageWrapper(tf.ConvNextModel(tf.ConvNextConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128]))),
+  "hf_swin": lambda: ImageWrapper(tf.SwinModel(tf.SwinConfig(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 4]))),
 }
 import torchvision.models as tvm, timm
 IMAGE = {
@@ -65,6 +85,7 @@ IMAGE = {
   "timm_mobilevit_xxs": lambda: timm.create_model("mobilevit_xxs"),
   "timm_levit_128s": lambda: timm.create_model("levit_128s"),
 }
+IMAGE.update(HF_IMAGE)
 rows = []
 for name, make in list(TEXT.items()) + list(IMAGE.items()):
     if only and name not in only: continue

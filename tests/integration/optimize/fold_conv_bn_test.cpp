@@ -406,24 +406,35 @@ TEST(FoldConvBn, TrainingModeBatchNormIsNotFolded) {
   torch::manual_seed(6);
   namespace nn = torch::nn;
   // momentum 0: training mode normalizes with batch statistics and leaves the running ones as they
-  // are, so eager and kiln can run the same inputs.
+  // are, so eager and kiln can run the same inputs. It still writes its buffers in place (the
+  // running stats, num_batches_tracked += 1), which a plan would not: the module runs as itself
+  // (Note [Modules that write their inputs] in jit/capture/capture.cpp), so nothing is folded.
   nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(3, 8, 3)),
                      nn::BatchNorm2d(nn::BatchNormOptions(8).momentum(0.0)), nn::ReLU());
   net->train();
   kiln::jit::CaptureOptions o;
-  kiln::jit::CapturedGraph c = kiln::jit::capture(
-      net.ptr(),
-      [net](const std::vector<c10::IValue>& in) mutable -> c10::IValue {
-        return net->forward(in.at(0).toTensor());
-      },
-      {torch::randn({2, 3, 8, 8})}, o);
-  auto program = kiln::jit::Program::build(std::move(c), compileOnlySession());
-  EXPECT_EQ(program->foldedParams(), nullptr);
+  auto forward = [net](const std::vector<c10::IValue>& in) mutable -> c10::IValue {
+    return net->forward(in.at(0).toTensor());
+  };
+  try {
+    kiln::jit::capture(net.ptr(), forward, {torch::randn({2, 3, 8, 8})}, o);
+    FAIL() << "a module that writes its buffers was captured";
+  } catch (const kiln::Unsupported& e) {
+    EXPECT_NE(std::string(e.what()).find("writes into its tensor"), std::string::npos) << e.what();
+  }
+  const at::Tensor tracked = net[1]->as<nn::BatchNorm2d>()->num_batches_tracked;
+  kiln::Options lenient = kiln::testing::compileOnlyOptions();
+  lenient.strict = false;  // the fallback is the point here
+  kiln::Session session(lenient, kiln::testing::noEnvironment());
   kiln::jit::Options opt;
-  opt.session = &compileOnlySession();
+  opt.session = &session;
   auto fast = kiln::jit::optimize(net, opt);
   auto x = torch::randn({2, 3, 8, 8});
-  expectClose(fast.forward({x}).toTensor(), net->forward(x), 1e-5);
+  const int64_t before = tracked.item<int64_t>();
+  torch::Tensor got = fast.forward({x}).toTensor();
+  EXPECT_EQ(tracked.item<int64_t>(), before + 1);  // the module ran, once
+  expectClose(got, net->forward(x), 1e-5);
+  EXPECT_NE(fast.explain().find("writes into its tensor"), std::string::npos) << fast.explain();
 }
 
 TEST(FoldConvBn, Float16ModuleFoldsInFloat32) {
