@@ -108,6 +108,15 @@ CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
   std::vector<int64_t> versions;
   for (const at::Tensor& t : req.params) versions.push_back(version(t));
   for (const at::Tensor& t : req.inputs) versions.push_back(version(t));
+  // Copies of the module's small tensors (buffers such as batchnorm statistics and counters), to
+  // undo a write the trace made: the module then runs as itself, and writes them once a call.
+  constexpr size_t kSnapshotBytes = size_t{1} << 20;
+  std::vector<at::Tensor> snapshots(req.params.size());
+  for (size_t k = 0; k < req.params.size(); ++k) {
+    const at::Tensor& t = req.params[k];
+    if (!t.is_inference() && t.defined() && t.nbytes() <= kSnapshotBytes)
+      snapshots[k] = t.detach().clone();
+  }
   std::shared_ptr<torch::jit::tracer::TracingState> state;
   try {
     at::NoGradGuard noGrad;
@@ -136,15 +145,26 @@ CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
   // effect the plan would drop, and the tracer's out-of-place rewrite hides it; such a module runs
   // as itself. optimize() traces a copy of the call's inputs, so the call itself sees the write
   // once, from the module.
+  std::string written;
   for (size_t k = 0; k < versions.size(); ++k) {
     const at::Tensor& t = k < numParams ? req.params[k] : req.inputs[k - numParams];
-    if (version(t) != versions[k])
-      throw Unsupported(
-          k < numParams
-              ? fmt::format("the module writes into its tensor '{}' in place when it runs",
-                            req.paramNames[k])
-              : fmt::format("the module writes into its input {} in place", k - numParams));
+    if (version(t) == versions[k]) continue;
+    if (k >= numParams) {
+      written = fmt::format("the module writes into its input {} in place", k - numParams);
+      continue;
+    }
+    bool restored = false;
+    if (snapshots[k].defined()) {
+      at::NoGradGuard noGrad;
+      const_cast<at::Tensor&>(t).detach().copy_(snapshots[k]);
+      restored = true;
+    }
+    if (written.empty())
+      written = fmt::format("the module writes into its tensor '{}' in place when it runs{}",
+                            req.paramNames[k],
+                            restored ? "" : " (the capture's write was not undone: over 1 MiB)");
   }
+  if (!written.empty()) throw Unsupported(written);
   std::shared_ptr<torch::jit::Graph> traced = state->graph;
   try {
     torch::jit::Inline(*traced);
