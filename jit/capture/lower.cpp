@@ -830,7 +830,11 @@ void Lowerer::run() {
       reasons_.emplace(kind.toQualString(), e.why);  // the first reason per op
     }
     if (!done) {
-      reasons_.emplace(kind.toQualString(), "kiln has no lowering for it");
+      // Note [Mutation islands] (script_graph.cpp): writes into a tensor the graph made.
+      reasons_.emplace(kind.toQualString(),
+                       std::string_view(kind.toQualString()) == "kiln::mutation_island"
+                           ? "writes into a tensor the module made, run as one step"
+                           : "kiln has no lowering for it");
       try {
         lowerEager(n);
       } catch (const NotLowerable& e) {

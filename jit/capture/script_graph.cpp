@@ -1,6 +1,7 @@
 // Note [Capturing TorchScript from its graph] (script_graph.h).
 #include "jit/capture/script_graph.h"
 
+#include <algorithm>
 #include <functional>
 #include <unordered_set>
 
@@ -217,13 +218,20 @@ bool groupMutationIslands(tj::Graph& g, std::string* why) {
         for (const tj::Use& u : out->uses()) onlyIsland = onlyIsland && island.count(u.user) > 0;
       if (onlyIsland) island.insert(n);
     }
-    // Outside the island, only the root is read, and only after the last write. The writes'
-    // own outputs (self again) must be unused.
+    // Outside the island, only the root is read, and only after the last write. A write into the
+    // root itself returns the root (BART's x = shifted.masked_fill_(...)), so its result is read
+    // like the root; other writes' results (views) must be unused.
+    std::vector<tj::Value*> finals{root};
+    for (tj::Node* w : ws)
+      if (w->input(0) == root) finals.push_back(w->output());
+    auto isFinal = [&](const tj::Value* v) {
+      return std::find(finals.begin(), finals.end(), v) != finals.end();
+    };
     for (const tj::Node* n : island) {
       for (const tj::Value* out : n->outputs()) {
         for (const tj::Use& u : out->uses()) {
           if (island.count(u.user)) continue;
-          if (out != root || position.at(u.user) < position.at(last)) {
+          if (!isFinal(out) || position.at(u.user) < position.at(last)) {
             *why = fmt::format("{} writes a tensor that is read outside its writes",
                                last->kind().toQualString());
             return false;
@@ -259,7 +267,7 @@ bool groupMutationIslands(tj::Graph& g, std::string* why) {
     node->g_(c10::attr::Subgraph, sub);
     node->output()->setType(root->type());
     node->insertAfter(last);
-    root->replaceAllUsesAfterNodeWith(last, node->output());
+    for (tj::Value* v : finals) v->replaceAllUsesAfterNodeWith(last, node->output());
     for (auto it = order.rbegin(); it != order.rend(); ++it)
       if (island.count(*it)) (*it)->destroy();
   }
