@@ -284,7 +284,8 @@ TEST(Lowering, OpsOfMoreArchitecturesFuse) {
 }
 
 // Note [Mutation islands]: a tensor the graph makes and then writes through slices (Swin's
-// shifted-window mask) is one eager island step; the rest of the graph is kiln's. Writes that are
+// shifted-window mask, BART's shifted decoder ids, whose last write's result is read) is one eager
+// island step; the rest of the graph is kiln's. Writes that are
 // not private to a fresh tensor keep the module on its own path, with the same results.
 TEST(Lowering, WritesIntoAFreshTensorAreOneIsland) {
   torch::NoGradGuard ng;
@@ -293,7 +294,8 @@ def forward(self, x):
     mask = x.new_zeros([x.size(1), x.size(2)])
     mask[0:2, 1:3] = 5.0
     mask[2:, :] = 1.5
-    return x * mask + 1.0
+    kept = mask.masked_fill_(mask > 4.0, 2.0)
+    return x * kept + mask
 )");
   auto fast = kiln::jit::optimize(
       m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "h"}, {"x", 2, "w"}}));
