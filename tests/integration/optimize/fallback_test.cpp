@@ -54,6 +54,19 @@ torch::jit::Module scripted(const std::string& source) {
   return m;
 }
 
+// `m` of one [batch, seq] input, optimized in a strict session with both dims dynamic: equal to
+// the module at the captured sizes and two new ones, from one capture.
+kiln::jit::OptimizedModule matchesAtThreeSizes(torch::jit::Module& m) {
+  auto fast =
+      kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
+  for (auto [b, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {5, 9}}) {
+    torch::Tensor x = torch::randn({b, n});
+    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  EXPECT_EQ(fast.stats().captures, 1u) << fast.explain();
+  return fast;
+}
+
 TEST(Fallback, ControlFlowRunsTheModule) {
   torch::NoGradGuard ng;
   // Tracing would record one branch; kiln must not answer the other call with it.
@@ -134,13 +147,7 @@ def forward(self, x):
     y = (x + ones * pos).view(b * n)
     return y[: n * b - 1] * 2.0 + torch.full([b * n - 1], 0.5)
 )");
-  auto fast =
-      kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
-  for (auto [b, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {5, 9}}) {
-    torch::Tensor x = torch::randn({b, n});
-    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
-  }
-  EXPECT_EQ(fast.stats().captures, 1u) << fast.explain();
+  auto fast = matchesAtThreeSizes(m);
   EXPECT_EQ(fast.stats().eagerFallbacks, 0u);
 }
 
@@ -156,13 +163,7 @@ def forward(self, x):
     back = torch.arange(n, 0, -1)
     return x.sum(1, keepdim=True) + pos[None, :].sum(1, keepdim=True) + back.sum() * 1.0
 )");
-  auto fast =
-      kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
-  for (auto [b, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {5, 9}}) {
-    torch::Tensor x = torch::randn({b, n});
-    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
-  }
-  EXPECT_EQ(fast.stats().captures, 1u) << fast.explain();
+  auto fast = matchesAtThreeSizes(m);
   EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << fast.explain();
   EXPECT_NE(fast.explain().find("[2*seq]"), std::string::npos) << fast.explain();
 }
