@@ -37,24 +37,24 @@ struct QuantLayer {
   std::string state;     // as explain() gives it: "int8", "16-bit: error 0.12 > 0.08", ...
   double relError = -1;  // -1 while calibrating
   bool quantized = false;
-  bool fromRecord = false;  // decided by an earlier process's record, not by these samples
+  bool fromRecord = false;   // decided by an earlier process's record, not by these samples
   bool calibrating = false;  // its input scale is not frozen: the warm-up failed
 };
 
 struct WarmupSummary {
   std::string arch;
-  std::string cacheDir;  // the versioned dir entries went to
-  int kernelsCompiled = 0;
+  std::string cacheDir;     // the versioned dir entries went to
+  int kernelsCompiled = 0;  // NVRTC runs: the plans' kernels and the fold kernels
   int kernelsCached = 0;
-  int buckets = 0;       // bucket combinations built
-  int groups = 0;        // fusion groups, summed over the combinations
-  int groupsFailed = 0;  // groups without a kernel (codegen Unsupported or NVRTC error)
-  bool tuned = false;    // --tune ran
-  int kernelsTuned = 0;  // --tune: kernels whose default schedule lost to a faster variant
-  int variantsTried = 0;                    // --tune: variants compiled and timed
+  int buckets = 0;        // bucket combinations built
+  int groups = 0;         // fusion groups, summed over the combinations
+  int groupsFailed = 0;   // groups without a kernel (codegen Unsupported or NVRTC error)
+  bool tuned = false;     // --tune ran
+  int kernelsTuned = 0;   // --tune: kernels whose default schedule lost to a faster variant
+  int variantsTried = 0;  // --tune: variants compiled and timed
   std::vector<std::string> eagerOps;        // ops capture left to ATen, unique, sorted
   std::vector<std::string> skippedBuckets;  // "s0:1": buckets 0/1 in a range (never dynamic)
-  std::string device;          // where the capture ran: "cpu" or "cuda"
+  std::string device;                       // where the capture ran: "cpu" or "cuda"
   bool captureStored = false;  // in the cache now: a new process does not trace (Note [Capture
                                // cache])
   bool captureCached = false;  // it was already there

@@ -296,6 +296,24 @@ TEST_F(Warmup, SecondRunCompilesNothingAndAFreshSessionHitsTheCache) {
   EXPECT_GT(coldFast.stats().kernelsCompiled, 0u) << coldFast.stats().toString();
 }
 
+// Note [Fold kernels compiled ahead]: with KILN_FOLD_KERNEL=auto a warm-up without a GPU also
+// compiles the conv-batchnorm fold kernel of the ResNet fixture, and the summary counts it.
+TEST_F(Warmup, FoldKernelsAreCompiledAndCounted) {
+  auto kernels = [&](const std::string& mode) {
+    const std::string json = path("fold-" + mode + ".json");
+    RunResult r = start({"--model", std::string(KILN_FIXTURES_DIR) + "/tv_resnet.pt", "--input",
+                         "x:float32:[batch=2..4,3,40,40]", "--arch", "sm_90", "--cache-dir",
+                         path("cache-fold-" + mode), "--summary-json", json},
+                        "KILN_FOLD_KERNEL=" + mode)
+                      .finish();
+    EXPECT_EQ(r.rc, 0) << r.output;
+    return jsonInt(readFile(json), "kernels_compiled");
+  };
+  const int64_t off = kernels("off");
+  EXPECT_GT(off, 0);
+  EXPECT_EQ(kernels("auto"), off + 1);  // one fold kernel: one dtype mix and eps in the fixture
+}
+
 TEST_F(Warmup, FourProcessesWarmOneCacheAtOnce) {
   const std::string cache = path("cache-concurrent");
   std::vector<Child> children;
