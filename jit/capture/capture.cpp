@@ -143,8 +143,9 @@ CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
   // A plan is a function of its inputs: it writes neither them nor the module's tensors. A module
   // that writes into either in place (x.add_(1) on an input, a buffer updated by forward) has an
   // effect the plan would drop, and the tracer's out-of-place rewrite hides it; such a module runs
-  // as itself. optimize() traces a copy of the call's inputs, so the call itself sees the write
-  // once, from the module.
+  // as itself. optimize() traces a copy of the call's inputs, and the module's tensors up to 1 MiB
+  // that the trace wrote are restored from copies taken before it (a larger one stays written,
+  // and the reason says so), so each call sees each write once, from the module.
   std::string written;
   for (size_t k = 0; k < versions.size(); ++k) {
     const at::Tensor& t = k < numParams ? req.params[k] : req.inputs[k - numParams];
@@ -156,7 +157,7 @@ CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
     bool restored = false;
     if (snapshots[k].defined()) {
       at::NoGradGuard noGrad;
-      const_cast<at::Tensor&>(t).detach().copy_(snapshots[k]);
+      t.detach().copy_(snapshots[k]);
       restored = true;
     }
     if (written.empty())
