@@ -11,6 +11,7 @@
 
 #include "jit/capture/lower_rules.h"
 #include "jit/capture/lowerer.h"
+#include "jit/capture/script_graph.h"
 #include "jit/capture/sym_resolve.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -832,7 +833,7 @@ void Lowerer::run() {
     if (!done) {
       // Note [Mutation islands] (script_graph.cpp): writes into a tensor the graph made.
       reasons_.emplace(kind.toQualString(),
-                       std::string_view(kind.toQualString()) == "kiln::mutation_island"
+                       std::string_view(kind.toQualString()) == kMutationIslandOp
                            ? "writes into a tensor the module made, run as one step"
                            : "kiln has no lowering for it");
       try {

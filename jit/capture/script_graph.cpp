@@ -118,12 +118,10 @@ bool mayHaveControlFlow(const tj::Module& module) {
 // written tensor that is not fresh, a view of it read outside the island or before the last write
 // - keeps the graph out of this path, as before. A plan with such a step is not stored in the
 // capture cache (the subgraph is not a dispatcher operator); it is captured again per process.
-constexpr const char* kIslandOp = "kiln::mutation_island";
-
 torch::jit::RegisterOperators islandOp({tj::Operator(
-    std::string(kIslandOp) + "(...) -> Tensor",
+    std::string(kMutationIslandOp) + "(...) -> Tensor",
     [](const tj::Node* node) -> tj::Operation {
-      auto code = std::make_shared<tj::Code>(node->g(c10::attr::Subgraph), kIslandOp);
+      auto code = std::make_shared<tj::Code>(node->g(c10::attr::Subgraph), kMutationIslandOp);
       return [code](tj::Stack& stack) { tj::InterpreterState(*code).run(stack); };
     },
     c10::AliasAnalysisKind::CONSERVATIVE)});
@@ -263,7 +261,7 @@ bool groupMutationIslands(tj::Graph& g, std::string* why) {
       for (size_t k = 0; k < n->outputs().size(); ++k) inside[n->outputs()[k]] = copy->outputs()[k];
     }
     sub->registerOutput(inside.at(root));
-    tj::Node* node = g.create(c10::Symbol::fromQualString(kIslandOp), outsideInputs, 1);
+    tj::Node* node = g.create(c10::Symbol::fromQualString(kMutationIslandOp), outsideInputs, 1);
     node->g_(c10::attr::Subgraph, sub);
     node->output()->setType(root->type());
     node->insertAfter(last);

@@ -39,6 +39,9 @@ struct ModuleTensors {
   size_t add(const std::string& name, const at::Tensor& t);
 };
 
+// The op of a mutation island (Note [Mutation islands] in script_graph.cpp).
+inline constexpr const char* kMutationIslandOp = "kiln::mutation_island";
+
 // The graph (inputs: `tensors` in order, then one per example input), or null with the reason in
 // *why. May add tensor attributes that are neither parameters nor buffers to `tensors`.
 std::shared_ptr<torch::jit::Graph> scriptGraphFor(const torch::jit::Module& module,

@@ -266,10 +266,6 @@ std::string uniqueName(std::string name, std::set<std::string>& taken) {
   return out;
 }
 
-// The fold kernel of `src` when its cubin is in the session's kernel cache, else null: this build
-// folds through ATen, and the kernel is compiled on the background arena for later builds and
-// processes, so a first call never waits for NVRTC (a session without background compiles, such
-// as kiln-warmup's, compiles it now). Note [Fold kernel].
 // The cubin of fold kernel `src` from the session's kernel cache; when it is not there, compiled
 // now in a session without background compiles (then returned), else on the background arena
 // (null now).
@@ -287,14 +283,18 @@ std::optional<std::string> foldCubin(const Session& session, const std::string& 
     }
   };
   std::optional<std::string> binary = session.kernelCache().get(key);
-  if (!binary && !session.options().backgroundCompile) binary = compile(/*background=*/false);
-  if (!binary)
-    session.runInBackground([&session, compile] {
-      if (!session.backgroundStopping()) compile(/*background=*/true);
-    });
-  return binary;
+  if (binary) return binary;
+  if (!session.options().backgroundCompile) return compile(/*background=*/false);
+  session.runInBackground([&session, compile] {
+    if (!session.backgroundStopping()) compile(/*background=*/true);
+  });
+  return std::nullopt;
 }
 
+// The fold kernel of `src` when its cubin is in the session's kernel cache, else null: this build
+// folds through ATen, and the kernel is compiled on the background arena for later builds and
+// processes, so a first call never waits for NVRTC (a session without background compiles, such
+// as kiln-warmup's, compiles it now). Note [Fold kernel].
 std::shared_ptr<LoadedKernel> foldKernel(const Session& session, const cuda::DriverApi& api,
                                          const std::string& arch,
                                          const codegen::KernelSource& src) {
