@@ -29,7 +29,7 @@
 #include "jit/runtime/library_prewarm.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/profiler_range.h"
-#include "jit/runtime/retyped_params.h"
+#include "jit/runtime/derived_params.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/tuner.h"
 #include "src/support/error.h"
@@ -1066,7 +1066,7 @@ std::string OptimizedModule::explain() const {
   std::string head = st.stats.toString() + "\n";
   head += fmt::format("precision: {}\n", impl_->precisionLine);
   if (st.plan != nullptr)
-    if (const RetypedParams* r = st.plan->program()->retypedParams())
+    if (const DerivedParams* r = st.plan->program()->retypedParams())
       head += fmt::format("  {} params converted ({:.1f} MiB)\n", r->size(),
                           static_cast<double>(r->bytes()) / (1 << 20));
   if (!st.plans.empty()) head += "plans (most recent first):\n";
@@ -1099,7 +1099,7 @@ std::string OptimizedModule::explainJson() const {
   Json eager = Json::array();
   for (const ExplainState::EagerLine& e : st.eager)
     eager.push_back({{"kind", e.kind}, {"key", e.key}, {"reason", e.why}});
-  const RetypedParams* retyped = st.plan ? st.plan->program()->retypedParams() : nullptr;
+  const DerivedParams* retyped = st.plan ? st.plan->program()->retypedParams() : nullptr;
   Json out = {{"stats", statsJson(st.stats)},
               {"precision",
                {{"line", impl_->precisionLine},

@@ -53,7 +53,7 @@
 //     get a cast back before each, so callers pass and receive what the module takes and gives,
 //     and the casts fuse into the first and last kernels;
 //   - the module's float32 params are converted once, into tensors the program owns, and again
-//     whenever they change in place (Note [Retyped params are snapshots] in retyped_params.h);
+//     whenever they change in place (Note [Derived params are snapshots] in derived_params.h);
 //   - kiln's reductions, softmax and norms accumulate in float32 whatever they load, and cuBLAS
 //     and cuDNN accumulate 16-bit GEMMs and convolutions in float32;
 //   - eager ops that name float32 (dtype arguments) get the new dtype, and torch.finfo(float32)

@@ -22,7 +22,7 @@
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/profiler_range.h"
-#include "jit/runtime/retyped_params.h"
+#include "jit/runtime/derived_params.h"
 #include "jit/runtime/session.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -334,8 +334,7 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
 std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
                                   const std::function<void(size_t step)>* afterStep) const {
   const Program& p = *program_;
-  if (p.folds_ != nullptr) p.folds_->refresh();      // Note [Folded params are snapshots]
-  if (p.retyped_ != nullptr) p.retyped_->refresh();  // Note [Retyped params are snapshots]
+  p.refreshSnapshots();  // Note [Derived params are snapshots]
   // One set for the whole call, even if a swap lands meanwhile.
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
@@ -374,8 +373,7 @@ std::vector<at::Tensor> Plan::runWith(const KernelSet& kernels,
              "runWith: a set of {} kernels for a program of {} groups", kernels.kernels.size(),
              program_->groups().size());
   const Program& p = *program_;
-  if (p.folds_ != nullptr) p.folds_->refresh();
-  if (p.retyped_ != nullptr) p.retyped_->refresh();
+  p.refreshSnapshots();
   return runSteps(kernels, inputs, nullptr, /*bypassShapeOnly=*/false);
 }
 
@@ -610,6 +608,14 @@ std::string Plan::explain() const {
   out += quantLines(*program_);
   if (!program_->convLayout().reason.empty())
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
+  const passes::MergedLinears& merged = program_->mergedLinears();
+  if (merged.groups > 0) {
+    out += fmt::format(
+        "merged linears: {} linears run as {} GEMMs, {:.1f} MiB of weights copied (Note [Merged "
+        "linears])\n",
+        merged.linears, merged.groups, static_cast<double>(merged.bytes) / (1 << 20));
+    for (const std::string& line : merged.describe) out += "  " + line + "\n";
+  }
   const Program::ShapeOnly& so = program_->shapeOnly();
   out += so.enabled ? fmt::format(
                           "shape-only steps: {} of {}, {} values kept per sizes, reused by "
@@ -713,6 +719,11 @@ std::string Plan::explainJson() const {
                      {"inputScale", 0},
                      {"fromRecord", false}});
   out["quantizedLinears"] = std::move(quant);
+  const passes::MergedLinears& merged = program_->mergedLinears();
+  out["mergedLinears"] = {{"linears", merged.linears},
+                          {"gemms", merged.groups},
+                          {"bytesCopied", merged.bytes},
+                          {"groups", merged.describe}};
   out["convLayout"] = {{"channelsLast", program_->convLayout().channelsLast},
                        {"reason", program_->convLayout().reason}};
   out["capture"] = captured().report();

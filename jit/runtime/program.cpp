@@ -10,7 +10,7 @@
 #include "codegen/kernel_abi.h"
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/index_views.h"
-#include "jit/runtime/retyped_params.h"
+#include "jit/runtime/derived_params.h"
 #include "jit/runtime/session.h"
 #include "src/ir/printer.h"
 #include "src/passes/pipeline.h"
@@ -67,6 +67,9 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   // (HF's arange(kv) + 0); it reads the capture's eager calls, which the passes in src/ do not.
   indexByArangesToViews(p.captured_);
   lap("graph passes");
+  // Note [Merged linears]: after the passes (epilogues are in place, which keep a linear apart),
+  // not with quantisation, which calibrates and stores each linear by its own weight.
+  if (session.options().mergeLinears && quant == nullptr) p.mergeLinears();
   if (p.convLayout_.channelsLast) {
     p.convEntryInputs_ = convEntryInputs(graph);
     for (const auto& n : graph.nodes())
@@ -98,12 +101,12 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       at::Tensor t = it->second;
       const at::ScalarType want = toAtenDType(n->output()->dtype());
       if (t.scalar_type() != want) {
-        // Note [Retyped params are snapshots]: a float32 module tensor read in float16/bfloat16.
+        // Note [Derived params are snapshots]: a float32 module tensor read in float16/bfloat16.
         KILN_CHECK(t.scalar_type() == at::kFloat && (want == at::kHalf || want == at::kBFloat16),
                    "param '{}' is {} in the module but {} in the graph", name,
                    c10::toString(t.scalar_type()), c10::toString(want));
-        if (p.retyped_ == nullptr) p.retyped_ = std::make_shared<RetypedParams>();
-        t = p.retyped_->add(name, t, want);
+        if (p.retyped_ == nullptr) p.retyped_ = std::make_shared<DerivedParams>();
+        t = p.retyped_->add(name, {t}, want);
       }
       p.constantValues_[static_cast<size_t>(n->output()->id())] = t;
     }
@@ -348,6 +351,45 @@ size_t Program::kilnGemmSteps() const {
   size_t n = 0;
   for (const StepRuntime& rt : runtime_) n += rt.gemm != nullptr && rt.gemm->hasKernel();
   return n;
+}
+
+void Program::mergeLinears() {
+  std::map<std::string, at::Tensor> byName;
+  for (size_t i = 0; i < captured_.params.size() && i < captured_.paramNames.size(); ++i)
+    byName[captured_.paramNames[i]] = captured_.params[i];
+  // Tensors at::cat can join: present, floating, dense, on one device, of one rank.
+  auto accept = [&](const std::vector<std::string>& names) {
+    const at::Tensor* first = nullptr;
+    for (const std::string& name : names) {
+      auto it = byName.find(name);
+      if (it == byName.end()) return false;
+      const at::Tensor& t = it->second;
+      if (!t.defined() || !t.is_floating_point() || t.layout() != at::kStrided) return false;
+      if (first != nullptr && (t.device() != first->device() || t.dim() != first->dim()))
+        return false;
+      if (first == nullptr) first = &t;
+    }
+    return true;
+  };
+  ir::Graph& graph = *captured_.graph;
+  mergedLinears_ = passes::mergeSiblingLinears(graph, captured_.paramNames, accept);
+  if (mergedLinears_.groups == 0) return;
+  merged_ = std::make_shared<DerivedParams>();
+  for (const passes::MergedParam& m : mergedLinears_.params) {
+    std::vector<at::Tensor> sources;
+    for (const std::string& name : m.sources) sources.push_back(byName.at(name));
+    captured_.params.push_back(merged_->add(m.name, std::move(sources), toAtenDType(m.dtype)));
+    captured_.paramNames.push_back(m.name);
+  }
+  KILN_LOG_DEBUG("kiln: merged {} linears into {} ({:.1f} MiB of weights copied)",
+                 mergedLinears_.linears, mergedLinears_.groups,
+                 static_cast<double>(mergedLinears_.bytes) / (1 << 20));
+}
+
+void Program::refreshSnapshots() const {
+  if (folds_ != nullptr) folds_->refresh();  // Note [Folded params are snapshots]
+  if (retyped_ != nullptr) retyped_->refresh();
+  if (merged_ != nullptr) merged_->refresh();
 }
 
 bool Program::foldedParamsStale() const {

@@ -15,6 +15,7 @@
 #include "jit/runtime/layout_kernels.h"
 #include "jit/runtime/quantized_linear.h"
 #include "src/partition/partition.h"
+#include "src/passes/merge_linears.h"
 
 namespace kiln {
 class Session;
@@ -23,7 +24,7 @@ class Session;
 namespace kiln::jit {
 
 class FoldedParams;   // jit/runtime/fold_conv_bn.h
-class RetypedParams;  // jit/runtime/retyped_params.h
+class DerivedParams;  // jit/runtime/derived_params.h
 
 // What a step is, whichever kernel runs it: "group #3", "library linear", "view reshape",
 // "eager <op>". Plan::stepLabel and the profiler ranges (Note [Profiler ranges]) use it.
@@ -62,8 +63,15 @@ class Program {
   // Whether the convs run channels-last, and why (Note [Channels-last convolutions]).
   const ConvLayoutChoice& convLayout() const { return convLayout_; }
   // Float32 module tensors the graph reads in float16/bfloat16 (Note [Retyped params are
-  // snapshots] in retyped_params.h), or null. Plan::run refreshes them before it uses them.
-  const RetypedParams* retypedParams() const { return retyped_.get(); }
+  // snapshots] in derived_params.h), or null. Plan::run refreshes them before it uses them.
+  const DerivedParams* retypedParams() const { return retyped_.get(); }
+  // Note [Merged linears] (src/passes/merge_linears.h): what was merged, and the concatenated
+  // weights (snapshots like the retyped params), or null.
+  const passes::MergedLinears& mergedLinears() const { return mergedLinears_; }
+  const DerivedParams* mergedParams() const { return merged_.get(); }
+  // Recomputes folded, retyped and merged params whose sources changed in place (Note [Derived
+  // params are snapshots]); Plan::run calls it before it binds them.
+  void refreshSnapshots() const;
 
   // Note [Shape-only steps]
   // Traced models compute much from sizes alone: position ids (arange(seq)) and their embedding
@@ -101,10 +109,13 @@ class Program {
   Program() = default;
   void markShapeOnlySteps(bool allowed);
   void quantizeLinears(const QuantSettings& settings, const Session& session);
+  void mergeLinears();
 
   CapturedGraph captured_;
   std::shared_ptr<const FoldedParams> folds_;
-  std::shared_ptr<RetypedParams> retyped_;
+  std::shared_ptr<DerivedParams> retyped_;
+  std::shared_ptr<DerivedParams> merged_;
+  passes::MergedLinears mergedLinears_;
   ConvLayoutChoice convLayout_;
   std::vector<int> convEntryInputs_;  // converted to channels-last at the start of a call
   std::shared_ptr<const LayoutConverter> layout_;  // when channels-last

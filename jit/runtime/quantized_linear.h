@@ -6,7 +6,7 @@
 //   Weights   quantised once, when the program is built, per output channel: w[n, :] ~ wq[n, :] *
 //             sw[n], sw[n] = max|w[n, :]| / qmax (qmax 448 for e4m3, 127 for int8). A weight
 //             changed in place is quantised again before the next call reads it (the stamp check
-//             of Note [Retyped params are snapshots]).
+//             of Note [Derived params are snapshots]).
 //   Inputs    one scale per linear, calibrated: the first Options::quantCalibrationCalls calls
 //             that reach the linear run it in 16 bits and record max|x| (one host read each); the
 //             largest becomes the frozen scale sa = amax / qmax. Later values beyond it saturate.

@@ -176,6 +176,8 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
     o.compareModule = parseAutoOff("KILN_COMPARE_MODULE", *v);
   if (auto v = env("KILN_PREWARM")) o.libraryPrewarm = parseAutoOff("KILN_PREWARM", *v);
   if (auto v = env("KILN_FOLD_KERNEL")) o.foldKernel = parseAutoOff("KILN_FOLD_KERNEL", *v);
+  if (auto v = env("KILN_MERGE_LINEARS"))
+    o.mergeLinears = parseAutoOff("KILN_MERGE_LINEARS", *v);
   if (auto v = env("KILN_TUNE")) o.tune = parseTuneMode("KILN_TUNE", *v);
   if (auto v = env("KILN_TUNE_THRESHOLD"))
     o.tuneThreshold = static_cast<int>(parseInt("KILN_TUNE_THRESHOLD", *v, 1, 1 << 30));

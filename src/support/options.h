@@ -72,6 +72,10 @@ struct Options {
   // Off by default until its GPU tests have run (it was written in a session whose device time
   // ran out first).
   bool foldKernel = false;
+  // KILN_MERGE_LINEARS: auto|off. auto runs linears that read one input (q, k and v; gate and up)
+  // as one GEMM over their concatenated weights (Note [Merged linears] in
+  // src/passes/merge_linears.h), at the cost of a copy of those weights; off: one GEMM each.
+  bool mergeLinears = true;
   // KILN_TUNE: off|background|eager. KILN_TUNE_THRESHOLD: calls of a bucket before it is tuned.
   // Background by default: on an H200 (bench/RESULTS.md, 2026-12-02) request p99 while a job ran
   // stayed within 1.25x of p50 after it (Note [Tuning beside traffic]).

@@ -153,9 +153,9 @@ TEST_P(RealModel, PrecisionRunsTheFloat32ModuleInSixteenBits) {
   }
 }
 
-// Note [Retyped params are snapshots]: a float32 weight changed in place after the first call is
+// Note [Derived params are snapshots]: a float32 weight changed in place after the first call is
 // converted again before the next one uses it.
-TEST(RealModels, RetypedParamsSeeWeightChanges) {
+TEST(RealModels, DerivedParamsSeeWeightChanges) {
   torch::NoGradGuard ng;
   const Fixture& f = kFixtures[0];
   ASSERT_STREQ(f.name, "hf_bert");

@@ -63,6 +63,7 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_COMPARE_MODULE", "off"},
                                                    {"KILN_PREWARM", "Off"},
                                                    {"KILN_FOLD_KERNEL", "Auto"},
+                                                   {"KILN_MERGE_LINEARS", "off"},
                                                    {"KILN_PRECISION", "BF16"},
                                                    {"KILN_QUANT_CALIBRATION_CALLS", "3"},
                                                    {"KILN_QUANT_MAX_ERROR", "0.02"},
@@ -86,6 +87,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_TRUE(Options{}.libraryPrewarm);
   EXPECT_TRUE(o.foldKernel);
   EXPECT_FALSE(Options{}.foldKernel);  // Note [Fold kernel]: off until it has run on a GPU
+  EXPECT_FALSE(o.mergeLinears);
+  EXPECT_TRUE(Options{}.mergeLinears);
   EXPECT_EQ(o.precision, Precision::kBFloat16);
   EXPECT_EQ(o.quantCalibrationCalls, 3);
   EXPECT_DOUBLE_EQ(o.quantMaxError, 0.02);

@@ -1,0 +1,118 @@
+// Note [Merged linears] end to end on the CPU: q/k/v and gate/up linears of one input run as one
+// GEMM each, match the module at several sizes, follow their weights when those change in place
+// (Note [Derived params are snapshots]), and KILN_MERGE_LINEARS=off keeps them apart.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <kiln/kiln.h>
+
+#include "tests/support/sessions.h"
+
+namespace {
+
+kiln::Session& sessionMerging(bool merge) {
+  static kiln::Session* on = nullptr;
+  static kiln::Session* off = nullptr;
+  kiln::Session*& s = merge ? on : off;
+  if (s == nullptr) {
+    kiln::Options o;
+    o.diskCache = false;
+    o.tune = kiln::TuneMode::kOff;
+    o.strict = true;
+    o.mergeLinears = merge;
+    s = new kiln::Session(o, kiln::testing::noEnvironment());
+  }
+  return *s;
+}
+
+// A decoder block's projections: q, k, v (k and v narrower, as in grouped-query attention), a
+// gated MLP with biases, and a linear of the same input whose output is returned as it is.
+torch::jit::Module block() {
+  torch::manual_seed(7);
+  torch::jit::Module m("block");
+  auto param = [&](const char* name, std::vector<int64_t> shape) {
+    m.register_parameter(name, torch::randn(shape) * 0.2, /*is_buffer=*/false);
+  };
+  param("wq", {8, 8});
+  param("wk", {4, 8});
+  param("wv", {4, 8});
+  param("wg", {12, 8});
+  param("bg", {12});
+  param("wu", {12, 8});
+  param("bu", {12});
+  param("wo", {8, 12});
+  param("wr", {12, 8});
+  param("br", {12});
+  m.define(R"(
+def forward(self, x):
+    q = torch.linear(x, self.wq)
+    k = torch.linear(x, self.wk)
+    v = torch.linear(x, self.wv)
+    h = q + torch.cat([k, v], -1)
+    g = torch.linear(h, self.wg, self.bg)
+    u = torch.linear(h, self.wu, self.bu)
+    y = torch.linear(torch.silu(g) * u, self.wo)
+    return (y + x, torch.linear(h, self.wr, self.br))
+)");
+  m.eval();
+  return m;
+}
+
+kiln::jit::OptimizedModule optimized(torch::jit::Module& m, bool merge) {
+  kiln::jit::Options o;
+  o.session = &sessionMerging(merge);
+  o.inputNames = {"x"};
+  o.dynamicDims = {{"x", 0, "batch"}, {"x", 1, "seq"}};
+  return kiln::jit::optimize(m, o);
+}
+
+void expectMatches(kiln::jit::OptimizedModule& fast, torch::jit::Module& m, int64_t b, int64_t s,
+                   const std::string& when) {
+  torch::Tensor x = torch::randn({b, s, 8});
+  auto got = fast.forward({x}).toTuple()->elements();
+  auto want = m.forward({x}).toTuple()->elements();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    const torch::Tensor g = got[i].toTensor(), w = want[i].toTensor();
+    ASSERT_EQ(g.sizes(), w.sizes()) << when;
+    EXPECT_TRUE(torch::allclose(g, w, 1e-5, 1e-5))
+        << when << ", output " << i << ": max error " << (g - w).abs().max().item<double>();
+    EXPECT_TRUE(g.is_contiguous()) << when << ", output " << i;
+  }
+}
+
+TEST(MergeLinears, QkvAndGateUpRunAsOneGemmEachAndMatchTheModule) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = block();
+  auto fast = optimized(m, /*merge=*/true);
+  for (auto [b, s] : std::vector<std::pair<int64_t, int64_t>>{{2, 5}, {3, 7}, {4, 16}})
+    expectMatches(fast, m, b, s, "batch " + std::to_string(b) + ", seq " + std::to_string(s));
+  const std::string why = fast.explain();
+  EXPECT_NE(why.find("merged linears: 5 linears run as 2 GEMMs"), std::string::npos) << why;
+  EXPECT_NE(why.find("  {wq,wk,wv}: [16, 8]"), std::string::npos) << why;
+  EXPECT_NE(why.find("  {wg,wu}: [24, 8]"), std::string::npos) << why;
+  EXPECT_EQ(fast.stats().captures, 1u);
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << why;
+
+  // The module's weights change in place: the concatenated copies follow before the next call.
+  m.attr("wk").toTensor().mul_(-3.0);
+  m.attr("bu").toTensor().add_(0.5);
+  expectMatches(fast, m, 2, 5, "after wk and bu changed in place");
+  m.attr("wv").toTensor().set_data(torch::randn({4, 8}));
+  expectMatches(fast, m, 3, 7, "after wv.set_data");
+}
+
+TEST(MergeLinears, OffKeepsEachLinear) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = block();
+  auto fast = optimized(m, /*merge=*/false);
+  expectMatches(fast, m, 2, 5, "merging off");
+  EXPECT_EQ(fast.explain().find("merged linears"), std::string::npos) << fast.explain();
+}
+
+}  // namespace
