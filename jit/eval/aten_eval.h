@@ -30,6 +30,8 @@ std::vector<int64_t> bindSymbols(const ir::Graph& graph, std::span<ir::Value* co
 
 // The shape with every dim evaluated. InternalError if a dim uses a symbol without a value.
 std::vector<int64_t> concreteShape(const ir::Shape& shape, const std::vector<int64_t>& symbols);
+// The same with kUnboundSymbol where a dim uses a symbol without a value.
+std::vector<int64_t> partialShape(const ir::Shape& shape, const std::vector<int64_t>& symbols);
 
 // Runs a kEager node (the capture module owns how) on its operands with the call's symbol values;
 // returns one tensor per node output.

@@ -12,16 +12,7 @@
 #include "src/support/log.h"
 
 namespace kiln::jit {
-namespace {
 
-using ir::OpKind;
-
-std::string describe(const ir::Node& node) {
-  return fmt::format("node {} (%{} = {})", node.index(),
-                     node.outputs().empty() ? -1 : node.output()->id(), ir::toString(node.kind()));
-}
-
-// Dims of `shape` with kUnboundSymbol where a dim uses a symbol without a value.
 std::vector<int64_t> partialShape(const ir::Shape& shape, const std::vector<int64_t>& symbols) {
   std::vector<int64_t> out;
   out.reserve(shape.size());
@@ -36,6 +27,16 @@ std::vector<int64_t> partialShape(const ir::Shape& shape, const std::vector<int6
   }
   return out;
 }
+
+namespace {
+
+using ir::OpKind;
+
+std::string describe(const ir::Node& node) {
+  return fmt::format("node {} (%{} = {})", node.index(),
+                     node.outputs().empty() ? -1 : node.output()->id(), ir::toString(node.kind()));
+}
+
 
 // A numeric attr as an at::Scalar of the attr's own kind: an int attr (clamp(x, min=0) on an int
 // tensor) must not promote the result to float the way a double would.

@@ -278,6 +278,55 @@ void Plan::runGroupEagerly(const partition::FusionGroup& group, std::vector<at::
     for (const ir::Value* v : group.outputs) isOutput |= v->id() == id;
     if (!isOutput) values[static_cast<size_t>(id)].reset();
   }
+  for (const ir::Value* v : group.outputs) {  // Note [Cats written in place]
+    at::Tensor& t = values[static_cast<size_t>(v->id())];
+    if (!t.defined() || program_->catSlot(v->id()) == nullptr) continue;
+    at::Tensor place = catPlace(v->id(), values, symbols, t.device());
+    if (!place.defined() || place.sizes() != t.sizes()) continue;
+    place.copy_(t);
+    t = std::move(place);
+  }
+}
+
+at::Tensor Plan::catPlace(int id, std::vector<at::Tensor>& values,
+                          const std::vector<int64_t>& symbols, at::Device device) const {
+  const Program::CatSlot* slot = program_->catSlot(id);
+  if (slot == nullptr) return {};
+  const std::vector<int64_t> shape = partialShape(slot->catShape, symbols);
+  const std::vector<int64_t> before = partialShape(slot->before, symbols);
+  const int64_t length = partialShape({slot->length}, symbols)[0];
+  int64_t offset = 0;
+  for (int64_t d : before) offset += d;
+  if (length == kUnboundSymbol ||
+      std::find(shape.begin(), shape.end(), kUnboundSymbol) != shape.end() ||
+      std::find(before.begin(), before.end(), kUnboundSymbol) != before.end())
+    return {};
+  at::Tensor& buffer = values[static_cast<size_t>(slot->catId)];
+  if (!buffer.defined())
+    buffer = at::empty(shape, at::TensorOptions().dtype(toAtenDType(slot->dtype)).device(device));
+  else if (buffer.device() != device)
+    return {};
+  return buffer.narrow(slot->dim, offset, length);
+}
+
+bool Plan::completeCat(size_t s, const std::vector<at::Tensor>& operands,
+                       std::vector<at::Tensor>& values) const {
+  const ir::Node& cat = *program_->partition_.steps[s].node;
+  at::Tensor& buffer = values[static_cast<size_t>(cat.output()->id())];
+  if (!buffer.defined()) return false;  // no operand was placed this call
+  int64_t dim = cat.attrs().getInt("dim");
+  if (dim < 0) dim += buffer.dim();
+  int64_t offset = 0;
+  for (const at::Tensor& part : operands) {
+    at::Tensor place = buffer.narrow(dim, offset, part.size(dim));
+    if (place.data_ptr() != part.data_ptr() || place.sizes() != part.sizes() ||
+        place.strides() != part.strides())
+      place.copy_(part);
+    offset += part.size(dim);
+  }
+  KILN_CHECK(offset == buffer.size(dim), "cat step {}: operands fill {} of {} along dim {}", s,
+             offset, buffer.size(dim), dim);
+  return true;
 }
 
 bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
@@ -299,8 +348,15 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
   std::vector<int64_t> domain = codegen::domainSizes(abi, symbols);
   for (size_t i = numInputs; i < abi.tensors.size(); ++i) {
     const codegen::TensorArg& arg = abi.tensors[i];
-    tensors.push_back(at::empty(concreteShape(arg.shape, symbols),
-                                at::TensorOptions().dtype(toAtenDType(arg.dtype)).device(device)));
+    std::vector<int64_t> shape = concreteShape(arg.shape, symbols);
+    // Note [Cats written in place]: the kernel writes into the cat's buffer.
+    at::Tensor place = catPlace(arg.valueId, values, symbols, device);
+    tensors.push_back(place.defined() && place.sizes() == at::IntArrayRef(shape) &&
+                              place.scalar_type() == toAtenDType(arg.dtype)
+                          ? std::move(place)
+                          : at::empty(shape, at::TensorOptions()
+                                                 .dtype(toAtenDType(arg.dtype))
+                                                 .device(device)));
     if (poisonOutputs_) {
       at::Tensor& t = tensors.back();
       t.fill_(at::isFloatingType(t.scalar_type()) ? std::numeric_limits<double>::quiet_NaN()
@@ -469,7 +525,11 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
           stats_.kernelLaunches.fetch_add(1, std::memory_order_relaxed);
         }
       }
-      if (out.empty()) out = evalNode(*step.node, in, symbols, p.eager_);
+      if (out.empty() && p.catInPlace(s) && completeCat(s, in, values)) {
+        // Note [Cats written in place]: the buffer is the cat's value already.
+      } else if (out.empty()) {
+        out = evalNode(*step.node, in, symbols, p.eager_);
+      }
       for (size_t i = 0; i < out.size(); ++i)
         values[static_cast<size_t>(rt.outputIds[i])] = std::move(out[i]);
     }
@@ -608,6 +668,11 @@ std::string Plan::explain() const {
   out += quantLines(*program_);
   if (!program_->convLayout().reason.empty())
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);
+  if (program_->numCatSlots() > 0)
+    out += fmt::format(
+        "cats written in place: {} operands computed into their cat's buffer (Note [Cats written "
+        "in place])\n",
+        program_->numCatSlots());
   const passes::MergedLinears& merged = program_->mergedLinears();
   if (merged.groups > 0) {
     out += fmt::format(

@@ -158,6 +158,13 @@ class Plan {
                        const std::vector<int64_t>& symbols) const;
   bool runKernel(const KernelStep& k, const Program::StepRuntime& rt,
                  std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols) const;
+  // Note [Cats written in place]: value id's place in its cat's buffer (allocated on `device` by
+  // the first operand that asks), or an undefined tensor when it has none this call.
+  at::Tensor catPlace(int id, std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols,
+                      at::Device device) const;
+  // Cat step s when some operand is in place already: copies the others into the buffer.
+  bool completeCat(size_t s, const std::vector<at::Tensor>& operands,
+                   std::vector<at::Tensor>& values) const;
 
   // Note [Shape-only steps]: values of the frontier per (stream, symbols, param stamps).
   struct ShapeOnlyCache;

@@ -158,6 +158,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
 
   lap("partition and bookkeeping");
   p.markShapeOnlySteps(session.options().shapeOnlyCache);
+  p.placeCatOperands();
   if (quant != nullptr) p.quantizeLinears(*quant, session);
   lap("shape-only steps and quantisation");
   KILN_LOG_DEBUG("kiln: program built: {}", parts);
@@ -384,6 +385,44 @@ void Program::mergeLinears() {
   KILN_LOG_DEBUG("kiln: merged {} linears into {} ({:.1f} MiB of weights copied)",
                  mergedLinears_.linears, mergedLinears_.groups,
                  static_cast<double>(mergedLinears_.bytes) / (1 << 20));
+}
+
+// Note [Cats written in place].
+void Program::placeCatOperands() {
+  const ir::Graph& graph = *captured_.graph;
+  const std::vector<partition::Step>& steps = partition_.steps;
+  auto shapeOnlyStep = [&](size_t s) { return s < shapeOnly_.step.size() && shapeOnly_.step[s]; };
+  std::vector<int> fusionStepOf(static_cast<size_t>(numValues_), -1);
+  for (size_t s = 0; s < steps.size(); ++s)
+    if (steps[s].kind == partition::StepKind::kFusion)
+      for (const ir::Value* v : steps[s].group.outputs)
+        fusionStepOf[static_cast<size_t>(v->id())] = static_cast<int>(s);
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const partition::Step& step = steps[s];
+    if (step.kind != partition::StepKind::kView || step.node->kind() != ir::OpKind::kCat ||
+        shapeOnlyStep(s))
+      continue;
+    const ir::Node& cat = *step.node;
+    const ir::Value* out = cat.output();
+    int64_t dim = cat.attrs().getInt("dim");
+    if (dim < 0) dim += out->rank();
+    ir::Shape before;
+    for (const ir::Value* v : cat.inputs()) {
+      const int producer = fusionStepOf[static_cast<size_t>(v->id())];
+      if (producer >= 0 && !shapeOnlyStep(static_cast<size_t>(producer)) &&
+          v->uses().size() == 1 && !graph.isGraphOutput(v) && v->dtype() == out->dtype()) {
+        if (catSlotOf_.empty()) {
+          catSlotOf_.assign(static_cast<size_t>(numValues_), -1);
+          catInPlace_.assign(steps.size(), false);
+        }
+        catSlotOf_[static_cast<size_t>(v->id())] = static_cast<int>(catSlots_.size());
+        catSlots_.push_back({out->id(), dim, out->shape(), out->dtype(), before,
+                             v->shape()[static_cast<size_t>(dim)]});
+        catInPlace_[s] = true;
+      }
+      before.push_back(v->shape()[static_cast<size_t>(dim)]);
+    }
+  }
 }
 
 void Program::refreshSnapshots() const {

@@ -95,6 +95,32 @@ class Program {
   };
   const ShapeOnly& shapeOnly() const { return shapeOnly_; }
 
+  // Note [Cats written in place]
+  // A cat copies its operands into a new tensor. When an operand is a fusion group's output that
+  // nothing else reads, the group's kernel writes it straight into its place in the cat's buffer
+  // instead (kernels take strided outputs: Note [Kernel ABI]): the producer allocates the buffer
+  // when the first such operand is computed, and the cat step only copies the operands that are
+  // not in place yet (inputs, views, outputs of groups that ran eagerly on the CPU or in a
+  // fallback, which copy their result into the place). Rotary embeddings end in such a cat (Note
+  // [Pointwise ops through cat] in src/passes/split_at_cat.h). Not for shape-only steps (their
+  // values are cached per sizes) or operands of another dtype than the cat's.
+  struct CatSlot {
+    int catId = -1;      // the cat's value id
+    int64_t dim = 0;     // the cat's dim
+    ir::Shape catShape;  // the cat's result shape
+    ir::DType dtype = ir::DType::kFloat32;
+    ir::Shape before;    // the sizes along dim of the operands before this one
+    ir::SymDim length;   // this operand's size along dim
+  };
+  // The slot of value id, or null.
+  const CatSlot* catSlot(int id) const {
+    const int k = catSlotOf_.empty() ? -1 : catSlotOf_[static_cast<size_t>(id)];
+    return k < 0 ? nullptr : &catSlots_[static_cast<size_t>(k)];
+  }
+  // Step s is a cat some of whose operands have slots.
+  bool catInPlace(size_t s) const { return !catInPlace_.empty() && catInPlace_[s]; }
+  size_t numCatSlots() const { return catSlots_.size(); }
+
  private:
   friend class Plan;
   struct StepRuntime {
@@ -110,6 +136,7 @@ class Program {
   void markShapeOnlySteps(bool allowed);
   void quantizeLinears(const QuantSettings& settings, const Session& session);
   void mergeLinears();
+  void placeCatOperands();
 
   CapturedGraph captured_;
   std::shared_ptr<const FoldedParams> folds_;
@@ -126,6 +153,9 @@ class Program {
   std::vector<int> outputIds_;
   std::vector<ir::Value*> graphInputs_;  // graph().inputs(), which scans the graph: once
   ShapeOnly shapeOnly_;
+  std::vector<int> catSlotOf_;  // per value id: index into catSlots_, or -1
+  std::vector<CatSlot> catSlots_;
+  std::vector<bool> catInPlace_;  // per step
   std::vector<std::string> quantSkipped_;
   int numValues_ = 0;
   EagerRunner eager_;

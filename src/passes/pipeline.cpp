@@ -9,6 +9,7 @@
 #include "src/passes/layout_views.h"
 #include "src/passes/library_epilogues.h"
 #include "src/passes/normalize_broadcasts.h"
+#include "src/passes/split_at_cat.h"
 #include "src/support/log.h"
 
 namespace kiln::passes {
@@ -20,6 +21,7 @@ int runDefaultPasses(ir::Graph& graph, const PassOptions& options) {
     changed = canonicalize(graph) || changed;
     changed = foldConstants(graph) || changed;
     changed = normalizeBroadcasts(graph) || changed;
+    changed = splitAtCat(graph) || changed;
     changed = fuseAttention(graph) || changed;
     changed = rewriteLayoutViews(graph) || changed;
     changed = fuseLibraryEpilogues(graph, options.geluGemmEpilogue) || changed;

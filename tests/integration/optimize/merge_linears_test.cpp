@@ -116,3 +116,38 @@ TEST(MergeLinears, OffKeepsEachLinear) {
 }
 
 }  // namespace
+
+// Note [Pointwise ops through cat] and Note [Cats written in place]: a rotary embedding's halves
+// are computed into the cat's buffer, bitwise equal to the module.
+TEST(CatInPlace, RotaryEmbeddingMatchesTheModuleBitwise) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m("rotary");
+  m.define(R"(
+def forward(self, x, cos, sin):
+    x1 = x[..., :4]
+    x2 = x[..., 4:]
+    r = torch.cat((-x2, x1), dim=-1)
+    return x * cos + r * sin
+)");
+  m.eval();
+  kiln::jit::Options o;
+  o.session = &sessionMerging(true);
+  o.inputNames = {"x", "cos", "sin"};
+  o.dynamicDims = {{"x", 0, "batch"}, {"x", 2, "seq"}, {"cos", 0, "seq"}, {"sin", 0, "seq"}};
+  auto fast = kiln::jit::optimize(m, o);
+  for (auto [b, s] : std::vector<std::pair<int64_t, int64_t>>{{2, 5}, {3, 7}, {4, 16}}) {
+    torch::Tensor x = torch::randn({b, 4, s, 8});
+    torch::Tensor cos = torch::randn({s, 8}), sin = torch::randn({s, 8});
+    torch::Tensor got = fast.forward({x, cos, sin}).toTensor();
+    torch::Tensor want = m.forward({x, cos, sin}).toTensor();
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_TRUE(torch::equal(got, want)) << "batch " << b << ", seq " << s << ": max error "
+                                         << (got - want).abs().max().item<double>();
+    EXPECT_TRUE(got.is_contiguous());
+  }
+  const std::string why = fast.explain();
+  EXPECT_NE(why.find("cats written in place: 2 operands"), std::string::npos) << why;
+  EXPECT_EQ(why.find("neg(%"), why.rfind("neg(%")) << "one neg, in the first half\n" << why;
+  EXPECT_EQ(fast.stats().captures, 1u);
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << why;
+}
