@@ -213,6 +213,7 @@ class Partitioner {
       const NodeInfo& info = infos_[idx(node)];
       if (info.role == Role::kBoundary) continue;
       const int self = newCluster(node);
+      if (node->kind() == OpKind::kCat) mergeCatOperands(node);
       if (!fusible(info.role)) continue;
       int current = self;
       for (const Value* in : node->inputs()) {
@@ -297,6 +298,25 @@ class Partitioner {
  private:
   static bool fusible(Role role) { return role == Role::kPointwise || role == Role::kRow; }
   static size_t idx(const Node* n) { return static_cast<size_t>(n->index()); }
+
+  // Note [Cat operands in one group]: the groups computing a cat's operands, when those have one
+  // shape, become one group with several outputs (one kernel; each output is written into its
+  // place in the cat's buffer: Note [Cats written in place] in jit/runtime/program.h). A rotary
+  // embedding's two halves (Note [Pointwise ops through cat]) are one kernel this way. The usual
+  // checks hold (a legal group, no cycle): halves that depend on each other stay apart.
+  void mergeCatOperands(const Node* cat) {
+    int current = -1;
+    for (const Value* in : cat->inputs()) {
+      const Node* producer = in->producer();
+      if (!fusible(infos_[idx(producer)].role) || in->shape() != cat->input(0)->shape()) continue;
+      const int other = clusterOf_[idx(producer)];
+      if (current < 0 || other == current) {
+        current = other;
+        continue;
+      }
+      if (tryMerge(current, other, cat->index())) current = clusterOf_[idx(producer)];
+    }
+  }
 
   int newCluster(const Node* node) {
     const int id = static_cast<int>(clusters_.size());

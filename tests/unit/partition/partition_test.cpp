@@ -160,6 +160,50 @@ CHECK-NEXT: eager leftovers: none
 )"));
 }
 
+// Note [Cat operands in one group]: the two halves of a rotary embedding (after Note [Pointwise ops
+// through cat]) are one kernel with two outputs; operands of other shapes, or that depend on each
+// other through a step outside the group, stay apart.
+TEST(Partition, CatOperandsOfOneShapeAreOneGroup) {
+  auto r = run(R"(
+graph(%x1: f32[s0, 4, s1, 4], %x2: f32[s0, 4, s1, 4], %c1: f32[1, 1, s1, 4], %c2: f32[1, 1, s1, 4], %s1: f32[1, 1, s1, 4], %s2: f32[1, 1, s1, 4]) {
+  %a = mul(%x1, %c1)
+  %n = neg(%x2)
+  %b = mul(%n, %s1)
+  %lo = add(%a, %b)
+  %c = mul(%x2, %c2)
+  %d = mul(%x1, %s2)
+  %hi = add(%c, %d)
+  %o = cat(%lo, %hi) {dim = 3}
+  return(%o)
+})");
+  EXPECT_EQ(kinds(r.partition), "PV");
+  EXPECT_TRUE(matchesFileCheck(r.text, R"(
+CHECK: step 0: fusion #0 pointwise domain=[s0, 4, s1, 4]
+CHECK: outputs: %lo, %hi
+CHECK-NEXT: step 1: view cat
+)"));
+  // Other shapes: two groups.
+  auto other = run(R"(
+graph(%x: f32[s0, 4], %y: f32[s0, 8]) {
+  %a = exp(%x)
+  %b = exp(%y)
+  %o = cat(%a, %b) {dim = 1}
+  return(%o)
+})");
+  EXPECT_EQ(kinds(other.partition), "PPV");
+  // The second operand reads the first through a library step: one group would be a cycle.
+  auto dependent = run(R"(
+graph(%x: f32[s0, 8], %w: f32[8, 8] param) {
+  %a = exp(%x)
+  %m = linear(%a, %w)
+  %b = relu(%m)
+  %o = cat(%a, %b) {dim = 1}
+  return(%o)
+})");
+  EXPECT_EQ(kinds(dependent.partition), "PLPV");
+  EXPECT_TRUE(isValidPartition(*dependent.graph, dependent.partition));
+}
+
 TEST(Partition, GeluOfLayerNormOfResidualIsOneGroup) {
   auto r = run(R"(
 graph(%x: f16[s0, s1, 768], %r: f16[s0, s1, 768], %g: f16[768] param, %b: f16[768] param) {
