@@ -97,8 +97,11 @@ bool pushIntoCat(ir::Graph& g, Node* n) {
     const std::vector<Value*>& parts = cat->inputs();
     if (parts.size() < 2 || parts.size() > static_cast<size_t>(kMaxCatParts)) continue;
     const int64_t d = catDim(cat);
+    // Parts of one shape, so that their results can be one kernel (Note [Cat operands in one
+    // group]); otherwise each part would be a kernel of its own.
     if (!std::all_of(parts.begin(), parts.end(), [&](const Value* p) {
-          return p->shape()[static_cast<size_t>(d)].isConstant();
+          return p->shape() == parts.front()->shape() &&
+                 p->shape()[static_cast<size_t>(d)].isConstant();
         }))
       continue;
     const std::optional<std::vector<int64_t>> dims = spanDims(n, d);

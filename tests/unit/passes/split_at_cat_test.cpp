@@ -66,6 +66,12 @@ TEST(SplitAtCat, NearMissesStay) {
   %r = relu(%k)
   return(%r)
 })");
+  // Parts of different shapes would each be a kernel of their own.
+  unchanged(R"(graph(%a: f32[2, 3], %b: f32[2, 5]) {
+  %k = cat(%a, %b) {dim = 1}
+  %r = relu(%k)
+  return(%r)
+})");
   // The cat has another reader (it is also returned).
   unchanged(R"(graph(%a: f32[2, 3], %b: f32[2, 3]) {
   %k = cat(%a, %b) {dim = 1}
