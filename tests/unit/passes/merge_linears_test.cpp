@@ -7,15 +7,12 @@
 #include "src/ir/verifier.h"
 #include "src/passes/eliminate_dead_code.h"
 #include "src/passes/merge_linears.h"
+#include "tests/support/graph_counts.h"
 
 namespace kiln::passes {
 namespace {
 
-int countOf(const ir::Graph& g, ir::OpKind kind) {
-  int n = 0;
-  for (const auto& node : g.nodes()) n += node->kind() == kind;
-  return n;
-}
+using ::kiln::testing::countOf;
 
 TEST(MergeLinears, QkvAndGateUpBecomeOneGemmEach) {
   auto g = ir::parse(

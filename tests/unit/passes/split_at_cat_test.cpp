@@ -9,15 +9,12 @@
 #include "src/passes/eliminate_dead_code.h"
 #include "src/passes/pipeline.h"
 #include "src/passes/split_at_cat.h"
+#include "tests/support/graph_counts.h"
 
 namespace kiln::passes {
 namespace {
 
-int countOf(const ir::Graph& g, ir::OpKind kind) {
-  int n = 0;
-  for (const auto& node : g.nodes()) n += node->kind() == kind;
-  return n;
-}
+using ::kiln::testing::countOf;
 
 TEST(SplitAtCat, RotaryEmbeddingBecomesACatOfTwoHalves) {
   auto g = ir::parse(
