@@ -44,7 +44,7 @@ kiln::Session& gpuSession() {
     kiln::Options o;
     o.poisonOutputs = true;
     o.diskCache = false;
-    o.kilnGemm = true;  // the default; Note [Kiln GEMM]: tested wherever there is an sm_90 device
+    o.kilnGemm = true;    // the default; Note [Kiln GEMM]: tested wherever there is an sm_90 device
     o.foldKernel = true;  // Note [Fold kernel]: off by default until these tests have run
     return new kiln::Session(o);
   }();
@@ -63,9 +63,9 @@ bool haveGpu(std::string* why) {
   return true;
 }
 
-#define REQUIRE_GPU()                                   \
-  do {                                                  \
-    std::string why;                                    \
+#define REQUIRE_GPU()                                      \
+  do {                                                     \
+    std::string why;                                       \
     if (!haveGpu(&why)) GTEST_SKIP() << "no GPU: " << why; \
   } while (0)
 
@@ -146,8 +146,8 @@ def forward(self, x):
     return torch.gelu(x * self.w + self.b) * torch.sigmoid(x) + x
 )",
              {{"w", torch::randn({cols})}, {"b", torch::randn({cols})}}};
-      checkCase(c, {rnd({7, cols}, dt)}, dt, 1, std::string("pointwise ") + name(dt) +
-                                                     " cols " + std::to_string(cols));
+      checkCase(c, {rnd({7, cols}, dt)}, dt, 1,
+                std::string("pointwise ") + name(dt) + " cols " + std::to_string(cols));
     }
 }
 
@@ -172,7 +172,8 @@ TEST(GpuFusion, ScaleMaskSoftmax) {
       Case c{R"(
 def forward(self, x, m):
     return torch.softmax(x * 0.125 + m, -1)
-)", {}};
+)",
+             {}};
       checkCase(c, {rnd({2, 3, cols}, dt), rnd({2, 1, cols}, dt)}, dt, cols,
                 std::string("softmax ") + name(dt) + " cols " + std::to_string(cols));
     }
@@ -185,12 +186,14 @@ TEST(GpuFusion, LogSoftmaxAndReductions) {
       Case ls{R"(
 def forward(self, x):
     return torch.log_softmax(x, -1)
-)", {}};
+)",
+              {}};
       checkCase(ls, {rnd({4, cols}, dt)}, dt, cols, std::string("log_softmax ") + name(dt));
       Case red{R"(
 def forward(self, x):
     return x.sum(-1, keepdim=True) + x.mean(-1, keepdim=True) * x.amax(-1, keepdim=True) - x.amin(-1, keepdim=True)
-)", {}};
+)",
+               {}};
       checkCase(red, {rnd({4, cols}, dt)}, dt, cols * 4, std::string("reductions ") + name(dt));
     }
 }
@@ -218,7 +221,8 @@ def forward(self, x):
     d = torch.clamp(x, -0.5, 0.5) + torch.clamp_min(x, 0.1) + torch.pow(x, 2.0) + x / 3.0 - x
     e = torch.sin(x) + torch.cos(x)
     return a + b + c + d + e
-)", {}};
+)",
+           {}};
     checkCase(c, {rnd({3, 1000}, dt)}, dt, 1, std::string("unary ") + name(dt));
   }
 }
@@ -231,7 +235,8 @@ def forward(self, x, y):
     m = (x > y) | (x == 0.0)
     z = torch.where(m, x, y * 2.0)
     return z.float() + (x <= y).float()
-)", {}};
+)",
+           {}};
     checkCase(c, {rnd({6, 1001}, dt), rnd({6, 1001}, dt)}, dt, 1,
               std::string("where/compare/cast ") + name(dt));
   }
@@ -243,24 +248,70 @@ TEST(GpuFusion, NonContiguousAndUnalignedInputs) {
     Case c{R"(
 def forward(self, x, r):
     return torch.layer_norm(x * 2.0 + r, [x.size(-1)], None, None, 1e-5)
-)", {}};
+)",
+           {}};
     torch::Tensor base = rnd({1000, 65}, dt);
-    torch::Tensor transposed = base.t();                       // [65, 1000], strides (1, 65)
+    torch::Tensor transposed = base.t();  // [65, 1000], strides (1, 65)
     torch::Tensor unaligned = rnd({65, 1001}, dt).index({Slice(), Slice(1, None)});  // offset 1
     checkCase(c, {transposed, unaligned}, dt, 1000, std::string("strided ") + name(dt));
     // Expanded inputs: stride 0 along a dim of size > 1. Along the innermost dim that is the
     // scalar path (Note [Splat loads]); along the outer one the vector path still applies.
-    torch::Tensor col = rnd({64, 1}, dt).expand({64, 1024});  // strides (1, 0)
+    torch::Tensor col = rnd({64, 1}, dt).expand({64, 1024});    // strides (1, 0)
     torch::Tensor row = rnd({1, 1024}, dt).expand({64, 1024});  // strides (0, 1)
     checkCase(c, {col, row}, dt, 1024, std::string("expanded ") + name(dt));
     checkCase(c, {row, col}, dt, 1024, std::string("expanded, swapped ") + name(dt));
     Case p{R"(
 def forward(self, x, r):
     return torch.sigmoid(x) * r + x
-)", {}};
+)",
+           {}};
     checkCase(p, {col, row}, dt, 1, std::string("expanded pointwise ") + name(dt));
     checkCase(p, {row, rnd({64, 1024}, dt)}, dt, 1, std::string("expanded rows ") + name(dt));
   }
+}
+
+// Note [Cats written in place]: a rotary embedding's two halves are one kernel whose outputs are
+// strided views into the cat's buffer (Note [Pointwise ops through cat]). Head dim 64 takes the
+// vector path; head dim 6 (halves of 3 elements) the scalar one; a strided x (a slice of a wider
+// projection, as merged q/k/v give) too.
+TEST(GpuFusion, RotaryHalvesWrittenIntoTheCat) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  for (auto dt : kDtypes)
+    for (int64_t d : {64, 6})
+      for (bool strided : {false, true}) {
+        const int64_t h = d / 2;
+        Case c{fmt::format(R"(
+def forward(self, x, cos, sin):
+    r = torch.cat((-x[..., {}:], x[..., :{}]), dim=-1)
+    return x * cos + r * sin
+)",
+                           h, h),
+               {}};
+        torch::jit::Module m = makeModule(c, dt);
+        kiln::jit::Options opt;
+        opt.session = &gpuSession();
+        auto fast = kiln::jit::optimize(m, opt);
+        torch::Tensor x = strided ? rnd({3, 37, 4, 3 * d}, dt)
+                                        .index({Slice(), Slice(), Slice(), Slice(d, 2 * d)})
+                                        .permute({0, 2, 1, 3})
+                                  : rnd({3, 4, 37, d}, dt);
+        std::vector<torch::IValue> in{x, rnd({37, d}, dt), rnd({37, d}, dt)};
+        const std::string what =
+            fmt::format("rotary {} d {}{}", name(dt), d, strided ? " strided" : "");
+        for (int rep = 0; rep < 2; ++rep) {
+          torch::Tensor got = fast.forward(in).toTensor();
+          torch::Tensor want = m.forward(in).toTensor();
+          c10::cuda::device_synchronize();
+          expectClose(got, want, tolerance(dt, 2), what);
+          EXPECT_TRUE(got.is_contiguous()) << what;
+        }
+        const std::string why = fast.explain();
+        EXPECT_NE(why.find("cats written in place: 2 operands"), std::string::npos) << what << "\n"
+                                                                                    << why;
+        EXPECT_EQ(fast.stats().groupFallbacks, 0u) << what << "\n" << why;
+        EXPECT_GT(fast.stats().kernelLaunches, 0u) << what << "\n" << why;
+      }
 }
 
 TEST(GpuModels, MlpBlock) {
