@@ -95,6 +95,9 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       p.constantValues_[static_cast<size_t>(n->output()->id())] =
           makeScalarOperand(n->attrs().getDouble("value"), n->output()->dtype());
     } else if (n->kind() == ir::OpKind::kParam) {
+      // A param nothing reads (a merged linear's own weight) is not bound: a float32 one would
+      // otherwise be converted for nothing.
+      if (n->output()->uses().empty() && !graph.isGraphOutput(n->output())) continue;
       const std::string& name = n->attrs().getString("name");
       auto it = paramsByName.find(name);
       KILN_CHECK(it != paramsByName.end(), "param '{}' has no captured tensor", name);
