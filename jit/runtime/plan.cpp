@@ -19,10 +19,10 @@
 
 #include "jit/capture/lower.h"
 #include "jit/runtime/buckets.h"
+#include "jit/runtime/derived_params.h"
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/profiler_range.h"
-#include "jit/runtime/derived_params.h"
 #include "jit/runtime/session.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -280,7 +280,7 @@ void Plan::runGroupEagerly(const partition::FusionGroup& group, std::vector<at::
   }
   for (const ir::Value* v : group.outputs) {  // Note [Cats written in place]
     at::Tensor& t = values[static_cast<size_t>(v->id())];
-    if (!t.defined() || program_->catSlot(v->id()) == nullptr) continue;
+    if (!t.defined()) continue;
     at::Tensor place = catPlace(v->id(), values, symbols, t.device());
     if (!place.defined() || place.sizes() != t.sizes()) continue;
     place.copy_(t);
@@ -351,12 +351,11 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
     std::vector<int64_t> shape = concreteShape(arg.shape, symbols);
     // Note [Cats written in place]: the kernel writes into the cat's buffer.
     at::Tensor place = catPlace(arg.valueId, values, symbols, device);
-    tensors.push_back(place.defined() && place.sizes() == at::IntArrayRef(shape) &&
-                              place.scalar_type() == toAtenDType(arg.dtype)
-                          ? std::move(place)
-                          : at::empty(shape, at::TensorOptions()
-                                                 .dtype(toAtenDType(arg.dtype))
-                                                 .device(device)));
+    tensors.push_back(
+        place.defined() && place.sizes() == at::IntArrayRef(shape) &&
+                place.scalar_type() == toAtenDType(arg.dtype)
+            ? std::move(place)
+            : at::empty(shape, at::TensorOptions().dtype(toAtenDType(arg.dtype)).device(device)));
     if (poisonOutputs_) {
       at::Tensor& t = tensors.back();
       t.fill_(at::isFloatingType(t.scalar_type()) ? std::numeric_limits<double>::quiet_NaN()

@@ -8,9 +8,9 @@
 #include <fmt/format.h>
 
 #include "codegen/kernel_abi.h"
+#include "jit/runtime/derived_params.h"
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/index_views.h"
-#include "jit/runtime/derived_params.h"
 #include "jit/runtime/session.h"
 #include "src/ir/printer.h"
 #include "src/passes/pipeline.h"
@@ -35,6 +35,18 @@ std::string describeStep(const partition::Step& step) {
   }
   return "?";
 }
+
+namespace {
+
+// The captured params by name.
+std::map<std::string, at::Tensor> tensorsByName(const CapturedGraph& captured) {
+  std::map<std::string, at::Tensor> out;
+  for (size_t i = 0; i < captured.params.size() && i < captured.paramNames.size(); ++i)
+    out[captured.paramNames[i]] = captured.params[i];
+  return out;
+}
+
+}  // namespace
 
 std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session,
                                               const QuantSettings* quant) {
@@ -87,9 +99,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
     for (const ir::Value* v : n->outputs()) maxId = std::max(maxId, v->id());
   p.numValues_ = maxId + 1;
   p.constantValues_.resize(static_cast<size_t>(p.numValues_));
-  std::map<std::string, at::Tensor> paramsByName;
-  for (size_t i = 0; i < p.captured_.params.size() && i < p.captured_.paramNames.size(); ++i)
-    paramsByName[p.captured_.paramNames[i]] = p.captured_.params[i];
+  const std::map<std::string, at::Tensor> paramsByName = tensorsByName(p.captured_);
   for (const auto& n : graph.nodes()) {
     if (n->kind() == ir::OpKind::kConstant) {
       p.constantValues_[static_cast<size_t>(n->output()->id())] =
@@ -358,9 +368,7 @@ size_t Program::kilnGemmSteps() const {
 }
 
 void Program::mergeLinears() {
-  std::map<std::string, at::Tensor> byName;
-  for (size_t i = 0; i < captured_.params.size() && i < captured_.paramNames.size(); ++i)
-    byName[captured_.paramNames[i]] = captured_.params[i];
+  const std::map<std::string, at::Tensor> byName = tensorsByName(captured_);
   // Tensors at::cat can join: present, floating, dense, on one device, of one rank.
   auto accept = [&](const std::vector<std::string>& names) {
     const at::Tensor* first = nullptr;
@@ -412,8 +420,8 @@ void Program::placeCatOperands() {
     ir::Shape before;
     for (const ir::Value* v : cat.inputs()) {
       const int producer = fusionStepOf[static_cast<size_t>(v->id())];
-      if (producer >= 0 && !shapeOnlyStep(static_cast<size_t>(producer)) &&
-          v->uses().size() == 1 && !graph.isGraphOutput(v) && v->dtype() == out->dtype()) {
+      if (producer >= 0 && !shapeOnlyStep(static_cast<size_t>(producer)) && v->uses().size() == 1 &&
+          !graph.isGraphOutput(v) && v->dtype() == out->dtype()) {
         if (catSlotOf_.empty()) {
           catSlotOf_.assign(static_cast<size_t>(numValues_), -1);
           catInPlace_.assign(steps.size(), false);

@@ -62,13 +62,11 @@ class Program {
   bool calibrating() const;
   // Whether the convs run channels-last, and why (Note [Channels-last convolutions]).
   const ConvLayoutChoice& convLayout() const { return convLayout_; }
-  // Float32 module tensors the graph reads in float16/bfloat16 (Note [Retyped params are
+  // Float32 module tensors the graph reads in float16/bfloat16 (Note [Derived params are
   // snapshots] in derived_params.h), or null. Plan::run refreshes them before it uses them.
   const DerivedParams* retypedParams() const { return retyped_.get(); }
-  // Note [Merged linears] (src/passes/merge_linears.h): what was merged, and the concatenated
-  // weights (snapshots like the retyped params), or null.
+  // Note [Merged linears] (src/passes/merge_linears.h): what was merged (empty when nothing was).
   const passes::MergedLinears& mergedLinears() const { return mergedLinears_; }
-  const DerivedParams* mergedParams() const { return merged_.get(); }
   // Recomputes folded, retyped and merged params whose sources changed in place (Note [Derived
   // params are snapshots]); Plan::run calls it before it binds them.
   void refreshSnapshots() const;
@@ -109,8 +107,8 @@ class Program {
     int64_t dim = 0;     // the cat's dim
     ir::Shape catShape;  // the cat's result shape
     ir::DType dtype = ir::DType::kFloat32;
-    ir::Shape before;    // the sizes along dim of the operands before this one
-    ir::SymDim length;   // this operand's size along dim
+    ir::Shape before;   // the sizes along dim of the operands before this one
+    ir::SymDim length;  // this operand's size along dim
   };
   // The slot of value id, or null.
   const CatSlot* catSlot(int id) const {
