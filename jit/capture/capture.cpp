@@ -16,6 +16,7 @@
 
 #include "jit/capture/lower.h"
 #include "jit/capture/script_graph.h"
+#include "jit/eval/aten_eval.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 
@@ -104,10 +105,9 @@ CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
   const size_t numParams = req.params.size();
   // Note [Modules that write their inputs]: versions before the trace.
   // (Inference tensors have no version counter; in-place writes into them go unseen.)
-  auto version = [](const at::Tensor& t) { return t.is_inference() ? 0 : t._version(); };
   std::vector<int64_t> versions;
-  for (const at::Tensor& t : req.params) versions.push_back(version(t));
-  for (const at::Tensor& t : req.inputs) versions.push_back(version(t));
+  for (const at::Tensor& t : req.params) versions.push_back(tensorVersion(t));
+  for (const at::Tensor& t : req.inputs) versions.push_back(tensorVersion(t));
   // Copies of the module's small tensors (buffers such as batchnorm statistics and counters), to
   // undo a write the trace made: the module then runs as itself, and writes them once a call.
   constexpr size_t kSnapshotBytes = size_t{1} << 20;
@@ -149,7 +149,7 @@ CapturedGraph captureWith(ModuleTensors params, const ForwardFn& forward,
   std::string written;
   for (size_t k = 0; k < versions.size(); ++k) {
     const at::Tensor& t = k < numParams ? req.params[k] : req.inputs[k - numParams];
-    if (version(t) == versions[k]) continue;
+    if (tensorVersion(t) == versions[k]) continue;
     if (k >= numParams) {
       written = fmt::format("the module writes into its input {} in place", k - numParams);
       continue;

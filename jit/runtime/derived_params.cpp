@@ -7,19 +7,12 @@
 #include <fmt/format.h>
 
 #include "jit/capture/capture.h"
+#include "jit/eval/aten_eval.h"
 #include "jit/runtime/fold_conv_bn.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 
 namespace kiln::jit {
-
-namespace {
-
-int64_t versionOf(const at::Tensor& t) {
-  return t.is_inference() ? 0 : t._version();
-}
-
-}  // namespace
 
 at::Tensor retypeTensor(const at::Tensor& source, at::ScalarType dtype) {
   c10::InferenceMode notInference(/*enabled=*/false);
@@ -53,7 +46,7 @@ at::Tensor DerivedParams::add(std::string name, std::vector<at::Tensor> sources,
   e->data = std::make_unique<std::atomic<const void*>[]>(n);
   // Stamped before computing: a write racing the computation makes the entry stale, not wrong.
   for (size_t i = 0; i < n; ++i) {
-    e->versions[i].store(versionOf(e->sources[i]), std::memory_order_relaxed);
+    e->versions[i].store(tensorVersion(e->sources[i]), std::memory_order_relaxed);
     e->data[i].store(e->sources[i].const_data_ptr(), std::memory_order_relaxed);
   }
   e->value = compute(*e, dtype);
@@ -64,7 +57,7 @@ at::Tensor DerivedParams::add(std::string name, std::vector<at::Tensor> sources,
 
 bool DerivedParams::entryStale(const Entry& e) {
   for (size_t i = 0; i < e.sources.size(); ++i)
-    if (versionOf(e.sources[i]) != e.versions[i].load(std::memory_order_acquire) ||
+    if (tensorVersion(e.sources[i]) != e.versions[i].load(std::memory_order_acquire) ||
         e.sources[i].const_data_ptr() != e.data[i].load(std::memory_order_acquire))
       return true;
   return false;
@@ -91,7 +84,7 @@ int DerivedParams::refresh() const {
       std::vector<int64_t> versions(n);
       std::vector<const void*> data(n);
       for (size_t i = 0; i < n; ++i) {
-        versions[i] = versionOf(e->sources[i]);
+        versions[i] = tensorVersion(e->sources[i]);
         data[i] = e->sources[i].const_data_ptr();
       }
       overwriteSnapshot(e->value, compute(*e, e->value.scalar_type()));

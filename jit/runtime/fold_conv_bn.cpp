@@ -129,10 +129,11 @@ std::string stripSuffix(const std::string& name, std::string_view suffix) {
   return name;
 }
 
-// A source tensor the fold can read and watch: dense, with a version counter, floating, on
-// `device`, of the IR param's shape.
+// A source tensor the fold can read and watch: dense, floating, on `device`, of the IR param's
+// shape. Inference tensors too (a module loaded under InferenceMode has them), though only a new
+// data pointer of theirs is seen (Note [Folded params are snapshots]).
 bool usableSource(const at::Tensor& t, const Value* param, const at::Device& device) {
-  if (!t.defined() || t.layout() != at::kStrided || t.is_inference() ||
+  if (!t.defined() || t.layout() != at::kStrided ||
       !at::isFloatingType(t.scalar_type()) || t.device() != device || t.dim() != param->rank())
     return false;
   for (int64_t d = 0; d < t.dim(); ++d) {
@@ -374,7 +375,7 @@ FoldedParams::FoldedParams(std::vector<ConvBnFold> folds, const Session* session
 std::vector<FoldedParams::Reading> FoldedParams::read(size_t f) const {
   std::vector<Reading> out;
   for (size_t i = firstSource_[f]; i < firstSource_[f + 1]; ++i)
-    out.push_back({sources_[i]->_version(), sources_[i]->const_data_ptr()});
+    out.push_back({tensorVersion(*sources_[i]), sources_[i]->const_data_ptr()});
   return out;
 }
 
@@ -389,7 +390,7 @@ void FoldedParams::publish(size_t f, const std::vector<Reading>& readings) const
 bool FoldedParams::foldStale(size_t f) const {
   for (size_t i = firstSource_[f]; i < firstSource_[f + 1]; ++i) {
     const at::Tensor& t = *sources_[i];
-    if (t._version() != stamps_[i].version.load(std::memory_order_acquire) ||
+    if (tensorVersion(t) != stamps_[i].version.load(std::memory_order_acquire) ||
         t.const_data_ptr() != stamps_[i].data.load(std::memory_order_acquire))
       return true;
   }

@@ -42,8 +42,10 @@
 // before and after on CUDA, so kernels already queued are not raced and kernels queued by other
 // threads on other streams see the new values.
 // Not detected: writes that bypass the version counter, i.e. through `tensor.data()` (Python's
-// `.data`, a new version counter) or raw pointers. Such a write after the first call leaves W' and
-// shift' as they were.
+// `.data`, a new version counter) or raw pointers, and in-place writes into inference tensors,
+// which have no version counter (a module loaded under InferenceMode has only those; it is folded
+// all the same, as merged and retyped weights are: Note [Derived params are snapshots]). Such a
+// write after the first call leaves W' and shift' as they were; a new data pointer is still seen.
 #include <atomic>
 #include <memory>
 #include <mutex>

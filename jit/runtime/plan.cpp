@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jit/capture/lower.h"
+#include "jit/eval/aten_eval.h"
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/derived_params.h"
 #include "jit/runtime/fold_conv_bn.h"
@@ -476,7 +477,7 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
     soKey.symbols = symbols;
     for (int id : so.params) {
       const at::Tensor& t = values[static_cast<size_t>(id)];
-      soKey.stamps.emplace_back(t.data_ptr(), t.is_inference() ? 0 : t._version());
+      soKey.stamps.emplace_back(t.data_ptr(), tensorVersion(t));
     }
     soValues = shapeOnly->find(soKey);
     soHit = !soValues.empty();

@@ -12,6 +12,7 @@
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <fmt/format.h>
 
+#include "jit/eval/aten_eval.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
 
@@ -22,9 +23,6 @@ namespace {
 // The record's first word: a record another build wrote in another form is not restored.
 constexpr std::string_view kRecordTag = "kiln-quant-v1";
 
-int64_t versionOf(const at::Tensor& t) {
-  return t.is_inference() ? 0 : t._version();
-}
 
 at::ScalarType storageType(QuantFormat format) {
   return format == QuantFormat::kFp8 ? at::kFloat8_e4m3fn : at::kChar;
@@ -106,17 +104,17 @@ bool QuantizedLinear::deviceCan(const at::Tensor& x) const {
 
 std::shared_ptr<const QuantizedLinear::Weights> QuantizedLinear::weightsFor(const at::Tensor& w) {
   std::shared_ptr<const Weights> cur = weights_.load(std::memory_order_acquire);
-  if (cur != nullptr && cur->data == w.const_data_ptr() && cur->version == versionOf(w)) return cur;
+  if (cur != nullptr && cur->data == w.const_data_ptr() && cur->version == tensorVersion(w)) return cur;
   std::lock_guard<std::mutex> lock(mutex_);
   cur = weights_.load(std::memory_order_acquire);
-  if (cur != nullptr && cur->data == w.const_data_ptr() && cur->version == versionOf(w)) return cur;
+  if (cur != nullptr && cur->data == w.const_data_ptr() && cur->version == tensorVersion(w)) return cur;
   c10::InferenceMode notInference(/*enabled=*/false);
   c10::NoGradGuard noGrad;
   // The old quantised weight may still be read by GEMMs queued on other streams.
   if (cur != nullptr && w.is_cuda()) c10::cuda::device_synchronize();
   auto next = std::make_shared<Weights>();
   next->data = w.const_data_ptr();
-  next->version = versionOf(w);
+  next->version = tensorVersion(w);
   const at::Tensor amax = w.detach().to(at::kFloat).abs().amax(1);
   next->scale = amax.clamp_min(std::numeric_limits<float>::min()).div(quantMax(settings_.format));
   next->q = quantizeTensor(settings_.format, w.detach(), next->scale.unsqueeze(1)).contiguous();

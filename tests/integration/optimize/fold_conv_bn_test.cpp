@@ -205,15 +205,19 @@ TEST(FoldConvBn, NearMissesAreLeftAlone) {
     EXPECT_EQ(kiln::ir::print(*c.graph), printed) << k.what;
     EXPECT_EQ(c.params.size(), numParams) << k.what;
   }
-  // A param tensor the fold cannot watch (an inference tensor has no version counter).
+  // A param tensor the fold cannot read as the IR says (integer, where the IR has f32).
   kiln::jit::CapturedGraph c = capturedFromText(kConvBnRelu);
-  {
-    c10::InferenceMode im;
-    c.params[4] = torch::rand({8}) + 0.5;  // bn.running_var
-  }
+  c.params[4] = torch::ones({8}, torch::kInt64);  // bn.running_var
   const std::string printed = kiln::ir::print(*c.graph);
   EXPECT_EQ(kiln::jit::foldConvBatchNorm(c), nullptr);
   EXPECT_EQ(kiln::ir::print(*c.graph), printed);
+  // An inference tensor has no version counter, but is folded: Note [Folded params are snapshots].
+  kiln::jit::CapturedGraph inf = capturedFromText(kConvBnRelu);
+  {
+    c10::InferenceMode im;
+    inf.params[4] = torch::rand({8}) + 0.5;  // bn.running_var
+  }
+  EXPECT_NE(kiln::jit::foldConvBatchNorm(inf), nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,6 +560,27 @@ TEST(FoldConvBn, InPlaceUpdatesAfterOptimizeAreSeen) {
   }
   namedTensor(fresh, "bn2.running_var").add_(1);
   expectClose(fast2.forward({x}).toTensor(), fresh.forward({x}).toTensor(), 1e-4);
+}
+
+// A module loaded under InferenceMode has inference tensors, which have no version counter: they
+// are folded all the same, and the staleness check does not ask them for one (_version() throws).
+TEST(FoldConvBn, ModuleLoadedInInferenceModeFoldsAndRuns) {
+  c10::InferenceMode im;
+  auto m = cnnBlock();
+  ASSERT_TRUE(namedTensor(m, "bn1.running_var").is_inference());
+  kiln::jit::Options opt;
+  opt.session = &compileOnlySession();
+  opt.dynamicDims = {{"input0", 0, ""}};
+  auto fast = kiln::jit::optimize(m, opt);
+  auto x = torch::randn({3, 64, 8, 8});
+  expectClose(fast.forward({x}).toTensor(), m.forward({x}).toTensor(), 1e-4);
+  expectClose(fast.forward({x}).toTensor(), m.forward({x}).toTensor(), 1e-4);
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u);
+  EXPECT_EQ(fast.explain().find("rsqrt"), std::string::npos) << "the batchnorms were not folded";
+  // A new data pointer under an inference tensor is seen.
+  at::Tensor w = namedTensor(m, "conv2.weight");
+  w.set_data(w.detach().clone() * -1);
+  expectClose(fast.forward({x}).toTensor(), m.forward({x}).toTensor(), 1e-4);
 }
 
 TEST(FoldConvBn, ConcurrentCallersAfterAnUpdateGetNewResults) {
