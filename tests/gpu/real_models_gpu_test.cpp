@@ -3,6 +3,7 @@
 // compiled kernels, against the same TorchScript module on the same card. Shapes other than the
 // trace's, odd ones (3x77), and new buckets after the first call; the calls are repeated once the
 // bucket's own kernels are in (background compile), so both kernel sets are checked.
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -86,6 +87,27 @@ TEST_P(RealModelGpu, Float16MatchesTheModule) {
   EXPECT_EQ(st.eagerFallbacks, 0u) << fast.explain();
   EXPECT_GT(st.kernelLaunches, 0u) << fast.explain();
   std::cout << f.name << ": " << st.toString() << "\n";
+}
+
+// Loaded and called under InferenceMode (inference-tensor params and inputs), as C++ services
+// usually do: folds, merged linears and CUDA graph replay (repeated calls of one shape) take them.
+TEST_P(RealModelGpu, InferenceModeMatchesTheModule) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";
+  if (strictGpuSession().cudaEnvironment().devices.empty())
+    GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;
+  c10::InferenceMode im;
+  const Fixture& f = GetParam();
+  torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
+  auto fast = kiln::jit::optimize(m, kiln::testing::fixtureOptions(f, strictGpuSession()));
+  for (int call = 0; call < 8; ++call) {
+    const int64_t batch = call < 6 ? 4 : 3;
+    std::vector<torch::IValue> in = kiln::testing::fixtureInputs(
+        f, batch, f.text ? 24 : 0, static_cast<uint64_t>(500 + call), torch::kCUDA, torch::kHalf);
+    expectAccurate(fast.forward(in).toTensor(), m.forward(in).toTensor(),
+                   std::string(f.name) + " call " + std::to_string(call));
+  }
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << fast.explain();
+  std::cout << f.name << " (InferenceMode): " << fast.stats().toString() << "\n";
 }
 
 // Note [Precision]: the float32 fixture traced on the GPU (make_fixtures.py --device cuda --dtype

@@ -4,12 +4,12 @@
 // results check the captured graph (symbolic shapes, run-time scalars, eager leftovers) against
 // the TorchScript module at shapes other than the trace's, and at new buckets after the first call.
 // The GPU test (tests/gpu) runs the same fixtures through compiled kernels in float16.
-#include <gtest/gtest.h>
-
 #include <regex>
 #include <string>
 #include <vector>
 
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -93,6 +93,26 @@ TEST_P(RealModel, MatchesTheModuleAtNewShapes) {
           << "eager leftover without a reason: " << (*it)[1].str();
     }
   }
+}
+
+// The usual C++ deployment: the module loaded and called under InferenceMode, so its params are
+// inference tensors (no version counter) and so are the inputs. Folds, merged linears and the
+// capture's write check must all take them.
+TEST_P(RealModel, RunsAModuleLoadedAndCalledInInferenceMode) {
+  c10::InferenceMode im;
+  const Fixture& f = GetParam();
+  torch::jit::Module m = load(f);
+  auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
+  uint64_t seed = 40;
+  for (auto [batch, seq] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {3, 7}}) {
+    SCOPED_TRACE(::testing::Message() << f.name << " batch " << batch << " seq " << seq);
+    std::vector<torch::IValue> in = inputsFor(f, batch, f.text ? seq : 0, seed++);
+    torch::Tensor want = m.forward(in).toTensor();
+    torch::Tensor got = fast.forward(in).toTensor();
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want))) << fast.explain();
+  }
+  EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << fast.explain();
 }
 
 // Multiplies in place every param whose name contains `part` by `factor`; false if none has it.
