@@ -293,18 +293,16 @@ at::Tensor Plan::catPlace(int id, std::vector<at::Tensor>& values,
                           const std::vector<int64_t>& symbols, at::Device device) const {
   const Program::CatSlot* slot = program_->catSlot(id);
   if (slot == nullptr) return {};
-  const std::vector<int64_t> shape = partialShape(slot->catShape, symbols);
-  const std::vector<int64_t> before = partialShape(slot->before, symbols);
-  const int64_t length = partialShape({slot->length}, symbols)[0];
+  const std::vector<int64_t> dims = partialShape(slot->dims, symbols);
+  if (std::find(dims.begin(), dims.end(), kUnboundSymbol) != dims.end()) return {};
+  const auto rank = static_cast<std::ptrdiff_t>(slot->rank);
   int64_t offset = 0;
-  for (int64_t d : before) offset += d;
-  if (length == kUnboundSymbol ||
-      std::find(shape.begin(), shape.end(), kUnboundSymbol) != shape.end() ||
-      std::find(before.begin(), before.end(), kUnboundSymbol) != before.end())
-    return {};
+  for (auto d = dims.begin() + rank; d != dims.end() - 1; ++d) offset += *d;
+  const int64_t length = dims.back();
   at::Tensor& buffer = values[static_cast<size_t>(slot->catId)];
   if (!buffer.defined())
-    buffer = at::empty(shape, at::TensorOptions().dtype(toAtenDType(slot->dtype)).device(device));
+    buffer = at::empty(at::IntArrayRef(dims.data(), slot->rank),
+                       at::TensorOptions().dtype(toAtenDType(slot->dtype)).device(device));
   else if (buffer.device() != device)
     return {};
   return buffer.narrow(slot->dim, offset, length);

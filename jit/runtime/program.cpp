@@ -427,8 +427,10 @@ void Program::placeCatOperands() {
           catInPlace_.assign(steps.size(), false);
         }
         catSlotOf_[static_cast<size_t>(v->id())] = static_cast<int>(catSlots_.size());
-        catSlots_.push_back({out->id(), dim, out->shape(), out->dtype(), before,
-                             v->shape()[static_cast<size_t>(dim)]});
+        ir::Shape dims = out->shape();
+        dims.insert(dims.end(), before.begin(), before.end());
+        dims.push_back(v->shape()[static_cast<size_t>(dim)]);
+        catSlots_.push_back({out->id(), dim, out->dtype(), std::move(dims), out->shape().size()});
         catInPlace_[s] = true;
       }
       before.push_back(v->shape()[static_cast<size_t>(dim)]);

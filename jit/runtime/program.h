@@ -103,12 +103,13 @@ class Program {
   // [Pointwise ops through cat] in src/passes/split_at_cat.h). Not for shape-only steps (their
   // values are cached per sizes) or operands of another dtype than the cat's.
   struct CatSlot {
-    int catId = -1;      // the cat's value id
-    int64_t dim = 0;     // the cat's dim
-    ir::Shape catShape;  // the cat's result shape
+    int catId = -1;   // the cat's value id
+    int64_t dim = 0;  // the cat's dim
     ir::DType dtype = ir::DType::kFloat32;
-    ir::Shape before;   // the sizes along dim of the operands before this one
-    ir::SymDim length;  // this operand's size along dim
+    // One shape, so that a call evaluates it once: the cat's result shape (rank dims), then the
+    // sizes along dim of the operands before this one, then this operand's size along dim.
+    ir::Shape dims;
+    size_t rank = 0;
   };
   // The slot of value id, or null.
   const CatSlot* catSlot(int id) const {
