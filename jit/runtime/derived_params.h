@@ -14,24 +14,54 @@
 // Inference tensors have no version counter: for them only a new data pointer is seen.
 // Conversion saturates +-FLT_MAX to the new dtype's largest finite value (Note [Tracing in
 // float32] in capture.h); everything else rounds as Tensor::to does.
+//
+// Note [Derived params shared by families]
+// Every guard family of a module builds its own Program (batch 1 is a family of its own: Note
+// [Guards and plans] in optimize.h), from the same module tensors, so each used to compute its
+// own copies: on an H100 (2026-12-07), BERT-base's merged q/k/v took 83 MB over its batch-1 and
+// batch-8/32 plans, twice the 40 MiB of one copy. A DerivedPool, one per optimized module, keeps
+// one entry per (source tensors, dtype): every Program of the module binds the same tensor, and
+// whichever plan sees it stale first refreshes it, under the entry's own lock. The pool holds
+// entries weakly; they go when the last Program that binds them does.
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
 
 namespace kiln::jit {
 
+struct DerivedEntry;  // derived_params.cpp
+
+// Note [Derived params shared by families]. Thread-safe.
+class DerivedPool {
+ public:
+  DerivedPool() = default;
+  DerivedPool(const DerivedPool&) = delete;
+  DerivedPool& operator=(const DerivedPool&) = delete;
+  size_t size() const;  // entries alive
+
+ private:
+  friend class DerivedParams;
+  using Key = std::pair<std::vector<const void*>, int>;  // source TensorImpls, dtype
+  mutable std::mutex mutex_;
+  std::map<Key, std::weak_ptr<DerivedEntry>> entries_;
+};
+
 class DerivedParams {
  public:
-  DerivedParams() = default;
+  // Entries come from `pool` when given (and are added to it), else are this object's own.
+  explicit DerivedParams(std::shared_ptr<DerivedPool> pool = nullptr) : pool_(std::move(pool)) {}
   DerivedParams(const DerivedParams&) = delete;
   DerivedParams& operator=(const DerivedParams&) = delete;
+  ~DerivedParams();
 
-  // Computes `sources`, each converted to `dtype`, concatenated on dim 0 when there are several,
-  // now, and returns the result, which the program binds.
+  // `sources`, each converted to `dtype`, concatenated on dim 0 when there are several: computed
+  // now, or the pool's tensor for the same sources and dtype. Returns what the program binds.
   at::Tensor add(std::string name, std::vector<at::Tensor> sources, at::ScalarType dtype);
   // Some source changed since it was computed. No lock, no allocation.
   bool stale() const;
@@ -39,21 +69,11 @@ class DerivedParams {
   int refresh() const;
   size_t size() const { return entries_.size(); }
   int64_t bytes() const;  // of the computed tensors
+  std::vector<at::Tensor> values() const;
 
  private:
-  struct Entry {
-    std::string name;
-    std::vector<at::Tensor> sources;
-    at::Tensor value;
-    // Per source, as of the last computation.
-    std::unique_ptr<std::atomic<int64_t>[]> versions;
-    std::unique_ptr<std::atomic<const void*>[]> data;
-  };
-  static bool entryStale(const Entry& e);
-  static at::Tensor compute(const Entry& e, at::ScalarType dtype);
-
-  std::vector<std::unique_ptr<Entry>> entries_;
-  mutable std::mutex refreshMutex_;
+  std::shared_ptr<DerivedPool> pool_;
+  std::vector<std::shared_ptr<DerivedEntry>> entries_;
 };
 
 // `source` in `dtype` (float16 or bfloat16), +-FLT_MAX saturated (see the note).

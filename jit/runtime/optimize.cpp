@@ -26,10 +26,10 @@
 #include "jit/runtime/buckets.h"
 #include "jit/runtime/capture_cache.h"
 #include "jit/runtime/conv_layout.h"
+#include "jit/runtime/derived_params.h"
 #include "jit/runtime/library_prewarm.h"
 #include "jit/runtime/plan.h"
 #include "jit/runtime/profiler_range.h"
-#include "jit/runtime/derived_params.h"
 #include "jit/runtime/session.h"
 #include "jit/tuner/tuner.h"
 #include "src/support/error.h"
@@ -45,12 +45,12 @@ std::string ModuleStats::toString() const {
       "generic kernels {}, swaps {}, background jobs pending {}, launches {}, groups run "
       "eagerly {}, CUDA graphs captured {} and replayed {}, tuning jobs {} ({} variants tried, {} "
       "kernels replaced), eager fallbacks {} ({} calls run by the module), {} calls run by the "
-      "module because it was faster",
+      "module because it was faster, {:.1f} MiB of weights held in another form",
       calls, planHits, planMisses, captures, capturesCached, plansAlive, familiesAlive,
       plansEvicted, kernelsCompiled, backgroundCompiles, kernelsCached, compileSeconds,
       plansServedGeneric, swaps, backgroundPending, kernelLaunches, groupFallbacks, graphCaptures,
       graphReplays, tuningJobs, variantsTried, kernelsTuned, eagerFallbacks, eagerCalls,
-      moduleFasterCalls);
+      moduleFasterCalls, static_cast<double>(derivedParamBytes) / (1 << 20));
 }
 
 namespace {
@@ -84,6 +84,7 @@ Json statsJson(const ModuleStats& s) {
           {"eagerFallbacks", s.eagerFallbacks},
           {"eagerCalls", s.eagerCalls},
           {"moduleFasterCalls", s.moduleFasterCalls},
+          {"derivedParamBytes", s.derivedParamBytes},
           {"compileSeconds", s.compileSeconds},
           {"tuningJobs", s.tuningJobs},
           {"variantsTried", s.variantsTried},
@@ -164,6 +165,8 @@ struct OptimizedModule::Impl {
   std::optional<QuantSettings> quantize;       // fp8/int8: Note [Quantized linears]
   std::vector<std::vector<int64_t>> dimEdges;  // bucket policy per options.dynamicDims entry
   std::shared_ptr<ModuleShared> shared = std::make_shared<ModuleShared>();
+  // Note [Derived params shared by families]
+  std::shared_ptr<DerivedPool> derived = std::make_shared<DerivedPool>();
 
   struct Entry {
     std::shared_ptr<Plan> plan;
@@ -661,7 +664,7 @@ struct OptimizedModule::Impl {
           }
         fam = std::make_shared<Family>();
         fam->program =
-            Program::build(std::move(captured), *session, quantize ? &*quantize : nullptr);
+            Program::build(std::move(captured), *session, quantize ? &*quantize : nullptr, derived);
         fam->symbolEdges = symbolEdgesFor(tensors, fam->program->graph().numSymbols());
         info.passesSeconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
@@ -1145,6 +1148,10 @@ ModuleStats OptimizedModule::stats() const {
   s.plansAlive = impl.plans.size();
   s.eagerFallbacks = impl.eagerSignatures.size();  // a family's failure marks its signature too
   s.familiesAlive = impl.families.size();
+  std::set<const void*> derived;  // one tensor may be bound by several families' programs
+  for (const auto& [key, fam] : impl.families)
+    for (const at::Tensor& t : fam->program->derivedTensors())
+      if (derived.insert(t.const_data_ptr()).second) s.derivedParamBytes += t.nbytes();
   for (const auto& [sig, e] : impl.plans) {
     s.kernelLaunches += e.plan->stats().kernelLaunches.load();
     s.groupFallbacks += e.plan->stats().groupFallbacks.load();

@@ -49,7 +49,8 @@ std::map<std::string, at::Tensor> tensorsByName(const CapturedGraph& captured) {
 }  // namespace
 
 std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Session& session,
-                                              const QuantSettings* quant) {
+                                              const QuantSettings* quant,
+                                              std::shared_ptr<DerivedPool> derived) {
   std::shared_ptr<Program> program(new Program());
   Program& p = *program;
   // Note [First call breakdown]: the parts of the passes, at debug level.
@@ -81,7 +82,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   lap("graph passes");
   // Note [Merged linears]: after the passes (epilogues are in place, which keep a linear apart),
   // not with quantisation, which calibrates and stores each linear by its own weight.
-  if (session.options().mergeLinears && quant == nullptr) p.mergeLinears();
+  if (session.options().mergeLinears && quant == nullptr) p.mergeLinears(derived);
   if (p.convLayout_.channelsLast) {
     p.convEntryInputs_ = convEntryInputs(graph);
     for (const auto& n : graph.nodes())
@@ -118,7 +119,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
         KILN_CHECK(t.scalar_type() == at::kFloat && (want == at::kHalf || want == at::kBFloat16),
                    "param '{}' is {} in the module but {} in the graph", name,
                    c10::toString(t.scalar_type()), c10::toString(want));
-        if (p.retyped_ == nullptr) p.retyped_ = std::make_shared<DerivedParams>();
+        if (p.retyped_ == nullptr) p.retyped_ = std::make_shared<DerivedParams>(derived);
         t = p.retyped_->add(name, {t}, want);
       }
       p.constantValues_[static_cast<size_t>(n->output()->id())] = t;
@@ -367,7 +368,7 @@ size_t Program::kilnGemmSteps() const {
   return n;
 }
 
-void Program::mergeLinears() {
+void Program::mergeLinears(const std::shared_ptr<DerivedPool>& derived) {
   const std::map<std::string, at::Tensor> byName = tensorsByName(captured_);
   // Tensors at::cat can join: present, floating, dense, on one device, of one rank.
   auto accept = [&](const std::vector<std::string>& names) {
@@ -386,7 +387,7 @@ void Program::mergeLinears() {
   ir::Graph& graph = *captured_.graph;
   mergedLinears_ = passes::mergeSiblingLinears(graph, captured_.paramNames, accept);
   if (mergedLinears_.groups == 0) return;
-  merged_ = std::make_shared<DerivedParams>();
+  merged_ = std::make_shared<DerivedParams>(derived);
   for (const passes::MergedParam& m : mergedLinears_.params) {
     std::vector<at::Tensor> sources;
     for (const std::string& name : m.sources) sources.push_back(byName.at(name));
@@ -436,6 +437,14 @@ void Program::placeCatOperands() {
       before.push_back(v->shape()[static_cast<size_t>(dim)]);
     }
   }
+}
+
+std::vector<at::Tensor> Program::derivedTensors() const {
+  std::vector<at::Tensor> out;
+  for (const DerivedParams* d : {retyped_.get(), merged_.get()})
+    if (d != nullptr)
+      for (at::Tensor& t : d->values()) out.push_back(std::move(t));
+  return out;
 }
 
 void Program::refreshSnapshots() const {

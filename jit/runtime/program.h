@@ -25,6 +25,7 @@ namespace kiln::jit {
 
 class FoldedParams;   // jit/runtime/fold_conv_bn.h
 class DerivedParams;  // jit/runtime/derived_params.h
+class DerivedPool;    // jit/runtime/derived_params.h
 
 // What a step is, whichever kernel runs it: "group #3", "library linear", "view reshape",
 // "eager <op>". Plan::stepLabel and the profiler ranges (Note [Profiler ranges]) use it.
@@ -34,9 +35,11 @@ class Program {
  public:
   // Passes, partition and step bookkeeping. Params are bound by name to captured.params.
   // `quant` (may be null): run linears with a weight param as 8-bit GEMMs (Note [Quantized
-  // linears] in quantized_linear.h).
+  // linears] in quantized_linear.h). `derived` (may be null): the module's pool of derived params,
+  // which the programs of its guard families share (Note [Derived params shared by families]).
   static std::shared_ptr<const Program> build(CapturedGraph captured, const Session& session,
-                                              const QuantSettings* quant = nullptr);
+                                              const QuantSettings* quant = nullptr,
+                                              std::shared_ptr<DerivedPool> derived = nullptr);
 
   const ir::Graph& graph() const { return *captured_.graph; }
   const CapturedGraph& captured() const { return captured_; }
@@ -65,6 +68,8 @@ class Program {
   // Float32 module tensors the graph reads in float16/bfloat16 (Note [Derived params are
   // snapshots] in derived_params.h), or null. Plan::run refreshes them before it uses them.
   const DerivedParams* retypedParams() const { return retyped_.get(); }
+  // The tensors of its retyped and merged params (Note [Derived params shared by families]).
+  std::vector<at::Tensor> derivedTensors() const;
   // Note [Merged linears] (src/passes/merge_linears.h): what was merged (empty when nothing was).
   const passes::MergedLinears& mergedLinears() const { return mergedLinears_; }
   // Recomputes folded, retyped and merged params whose sources changed in place (Note [Derived
@@ -134,7 +139,7 @@ class Program {
   Program() = default;
   void markShapeOnlySteps(bool allowed);
   void quantizeLinears(const QuantSettings& settings, const Session& session);
-  void mergeLinears();
+  void mergeLinears(const std::shared_ptr<DerivedPool>& derived);
   void placeCatOperands();
 
   CapturedGraph captured_;

@@ -170,6 +170,17 @@ TEST_P(RealModel, PrecisionRunsTheFloat32ModuleInSixteenBits) {
     EXPECT_TRUE(std::regex_search(explain, std::regex(R"(  [1-9]\d* params converted)")))
         << explain;
     EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << explain;
+    // Batch 1 is a family of its own; both families bind one 16-bit copy of each converted
+    // weight (Note [Derived params shared by families]), which is at most half the float32 bytes
+    // (merged copies of float32 weights are 16-bit too).
+    int64_t float32Bytes = 0;
+    for (const auto& p : m.named_parameters()) float32Bytes += p.value.nbytes();
+    for (const auto& b : m.named_buffers())
+      if (b.value.scalar_type() == torch::kFloat) float32Bytes += b.value.nbytes();
+    EXPECT_EQ(fast.stats().familiesAlive, 2u);
+    EXPECT_GT(fast.stats().derivedParamBytes, 0u);
+    EXPECT_LE(fast.stats().derivedParamBytes, static_cast<uint64_t>(float32Bytes / 2))
+        << fast.stats().toString();
   }
 }
 

@@ -61,12 +61,13 @@ void expectStatsEqual(const Json& j, const kiln::jit::ModuleStats& s) {
   EXPECT_EQ(j.at("eagerFallbacks").get<uint64_t>(), s.eagerFallbacks);
   EXPECT_EQ(j.at("eagerCalls").get<uint64_t>(), s.eagerCalls);
   EXPECT_EQ(j.at("moduleFasterCalls").get<uint64_t>(), s.moduleFasterCalls);
+  EXPECT_EQ(j.at("derivedParamBytes").get<uint64_t>(), s.derivedParamBytes);
   EXPECT_DOUBLE_EQ(j.at("compileSeconds").get<double>(), s.compileSeconds);
   EXPECT_EQ(j.at("tuningJobs").get<uint64_t>(), s.tuningJobs);
   EXPECT_EQ(j.at("variantsTried").get<uint64_t>(), s.variantsTried);
   EXPECT_EQ(j.at("kernelsTuned").get<uint64_t>(), s.kernelsTuned);
   EXPECT_EQ(j.at("tuning").get<std::vector<std::string>>(), s.tuning);
-  EXPECT_EQ(j.size(), 26u) << "one key per ModuleStats field";
+  EXPECT_EQ(j.size(), 27u) << "one key per ModuleStats field";
 }
 
 // The exported MLP (fc1, gelu, fc2), its kernels compiled for sm_90 and run through ATen.

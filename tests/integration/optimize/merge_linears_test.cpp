@@ -107,12 +107,34 @@ TEST(MergeLinears, QkvAndGateUpRunAsOneGemmEachAndMatchTheModule) {
   expectMatches(fast, m, 3, 7, "after wv.set_data");
 }
 
+// Note [Derived params shared by families]: batch 1 is a guard family of its own, with its own
+// Program; both bind one copy of the merged weights, and a change in place reaches both.
+TEST(MergeLinears, GuardFamiliesShareOneCopyOfTheMergedWeights) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = block();
+  auto fast = optimized(m, /*merge=*/true);
+  expectMatches(fast, m, 2, 5, "batch 2");
+  // {wq,wk,wv} [16, 8], {wg,wu} [24, 8] and {bg,bu} [24], float32.
+  constexpr uint64_t kOneCopy = (16 * 8 + 24 * 8 + 24) * sizeof(float);
+  EXPECT_EQ(fast.stats().derivedParamBytes, kOneCopy);
+  expectMatches(fast, m, 1, 5, "batch 1");
+  EXPECT_EQ(fast.stats().familiesAlive, 2u) << fast.stats().toString();
+  EXPECT_EQ(fast.stats().derivedParamBytes, kOneCopy) << fast.stats().toString();
+  m.attr("wq").toTensor().mul_(0.5);
+  expectMatches(fast, m, 1, 5, "batch 1 after wq changed in place");
+  expectMatches(fast, m, 3, 5, "batch 3 after wq changed in place");
+  m.attr("wu").toTensor().add_(1.0);
+  expectMatches(fast, m, 3, 5, "batch 3 after wu changed in place");
+  expectMatches(fast, m, 1, 5, "batch 1 after wu changed in place");
+}
+
 TEST(MergeLinears, OffKeepsEachLinear) {
   torch::NoGradGuard ng;
   torch::jit::Module m = block();
   auto fast = optimized(m, /*merge=*/false);
   expectMatches(fast, m, 2, 5, "merging off");
   EXPECT_EQ(fast.explain().find("merged linears"), std::string::npos) << fast.explain();
+  EXPECT_EQ(fast.stats().derivedParamBytes, 0u);
 }
 
 }  // namespace
