@@ -69,9 +69,7 @@ struct Options {
   bool libraryPrewarm = true;
   // KILN_FOLD_KERNEL: auto|off. auto folds batchnorm into conv weights with kiln's fold kernel
   // when it is in the kernel cache (Note [Fold kernel] in codegen/emit_cuda.h); off: through ATen.
-  // Off by default until its GPU tests have run (it was written in a session whose device time
-  // ran out first).
-  bool foldKernel = false;
+  bool foldKernel = true;
   // KILN_MERGE_LINEARS: auto|off. auto runs linears that read one input (q, k and v; gate and up)
   // as one GEMM over their concatenated weights (Note [Merged linears] in
   // src/passes/merge_linears.h), at the cost of a copy of those weights; off: one GEMM each.

@@ -45,7 +45,6 @@ kiln::Session& gpuSession() {
     o.poisonOutputs = true;
     o.diskCache = false;
     o.kilnGemm = true;    // the default; Note [Kiln GEMM]: tested wherever there is an sm_90 device
-    o.foldKernel = true;  // Note [Fold kernel]: off by default until these tests have run
     return new kiln::Session(o);
   }();
   return *s;

@@ -86,7 +86,7 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_FALSE(o.libraryPrewarm);
   EXPECT_TRUE(Options{}.libraryPrewarm);
   EXPECT_TRUE(o.foldKernel);
-  EXPECT_FALSE(Options{}.foldKernel);  // Note [Fold kernel]: off until it has run on a GPU
+  EXPECT_TRUE(Options{}.foldKernel);
   EXPECT_FALSE(o.mergeLinears);
   EXPECT_TRUE(Options{}.mergeLinears);
   EXPECT_EQ(o.precision, Precision::kBFloat16);

@@ -478,8 +478,7 @@ TEST(FoldConvBn, Float16ModuleFoldsInFloat32) {
 // model traced in float32 on the CPU) the all-16-bit text too.
 TEST(FoldConvBn, FoldKernelsAreCompiledAheadWithoutADriver) {
   torch::NoGradGuard ng;
-  kiln::Options o = kiln::testing::compileOnlyOptions();
-  o.foldKernel = true;
+  kiln::Options o = kiln::testing::compileOnlyOptions();  // foldKernel on: the default
   o.backgroundCompile = false;  // as kiln-warmup: compiled now
   kiln::Session session(o, kiln::testing::noEnvironment());
   if (session.driver() != nullptr)
@@ -514,8 +513,9 @@ TEST(FoldConvBn, FoldKernelsAreCompiledAheadWithoutADriver) {
     EXPECT_TRUE(cached(DType::kFloat32, DType::kFloat32, DType::kFloat16, eps));
     EXPECT_TRUE(cached(DType::kFloat16, DType::kFloat16, DType::kFloat16, eps));
   }
-  // Off (the default): nothing is compiled ahead.
+  // KILN_FOLD_KERNEL=off: nothing is compiled ahead.
   kiln::Options off = kiln::testing::compileOnlyOptions();
+  off.foldKernel = false;
   off.backgroundCompile = false;
   kiln::Session offSession(off, kiln::testing::noEnvironment());
   auto m = cnnBlock();
