@@ -111,6 +111,16 @@ size_t DerivedPool::size() const {
   return alive;
 }
 
+std::shared_ptr<const FoldedParams> DerivedPool::folds(
+    const std::string& key, const std::function<std::shared_ptr<const FoldedParams>()>& make) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (std::shared_ptr<const FoldedParams> alive = folds_[key].lock()) return alive;
+  std::erase_if(folds_, [](const auto& kv) { return kv.second.expired(); });
+  std::shared_ptr<const FoldedParams> made = make();
+  if (made != nullptr) folds_[key] = made;
+  return made;
+}
+
 DerivedParams::~DerivedParams() = default;
 
 at::Tensor DerivedParams::add(std::string name, std::vector<at::Tensor> sources,

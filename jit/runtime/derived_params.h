@@ -21,9 +21,12 @@
 // own copies: on an H100 (2026-12-07), BERT-base's merged q/k/v took 83 MB over its batch-1 and
 // batch-8/32 plans, twice the 40 MiB of one copy. A DerivedPool, one per optimized module, keeps
 // one entry per (source tensors, dtype): every Program of the module binds the same tensor, and
-// whichever plan sees it stale first refreshes it, under the entry's own lock. The pool holds
+// whichever plan sees it stale first refreshes it, under the entry's own lock. Folded batchnorms
+// (Note [Folded params are snapshots] in fold_conv_bn.h) are shared the same way, a Program's
+// whole FoldedParams at once, keyed by every fold's sources, eps, dtype and layout. The pool holds
 // entries weakly; they go when the last Program that binds them does.
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,6 +39,7 @@
 namespace kiln::jit {
 
 struct DerivedEntry;  // derived_params.cpp
+class FoldedParams;   // jit/runtime/fold_conv_bn.h
 
 // Note [Derived params shared by families]. Thread-safe.
 class DerivedPool {
@@ -45,11 +49,16 @@ class DerivedPool {
   DerivedPool& operator=(const DerivedPool&) = delete;
   size_t size() const;  // entries alive
 
+  // The folds alive under `key`, or else make()'s, which are kept under it (when not null).
+  std::shared_ptr<const FoldedParams> folds(
+      const std::string& key, const std::function<std::shared_ptr<const FoldedParams>()>& make);
+
  private:
   friend class DerivedParams;
   using Key = std::pair<std::vector<const void*>, int>;  // source TensorImpls, dtype
   mutable std::mutex mutex_;
   std::map<Key, std::weak_ptr<DerivedEntry>> entries_;
+  std::map<std::string, std::weak_ptr<const FoldedParams>> folds_;
 };
 
 class DerivedParams {

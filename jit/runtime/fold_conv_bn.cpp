@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string>
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/core/GradMode.h>
@@ -14,6 +15,7 @@
 
 #include "codegen/emit_cuda.h"
 #include "jit/eval/aten_eval.h"
+#include "jit/runtime/derived_params.h"
 #include "jit/runtime/kernel_build.h"
 #include "jit/runtime/kernel_launcher.h"
 #include "jit/runtime/session.h"
@@ -211,6 +213,11 @@ std::optional<codegen::KernelSource> foldKernelSource(
 // float32] in jit/capture/capture.h), while a float32 model under precision fp16 has float32
 // weights there too. So when the tensors here are float32 and the fold's output 16-bit, both
 // variants are compiled: tiny kernels, at most a few per model (one per dtype mix and eps).
+// Only in a session without background compiles (kiln-warmup's), and so at once: in any other
+// process without a driver nothing would run them, and a background compile could be the
+// process's first NVRTC compile, which exit does not wait for (Note [Background jobs at exit] in
+// session.cpp: NVRTC registers its teardown during that compile). With KILN_FOLD_KERNEL on by
+// default, CPU test processes crashed at exit so ("LLVM ERROR: out of memory").
 std::vector<codegen::KernelSource> foldKernelsAhead(const ConvBnFold& fold) {
   std::vector<codegen::KernelSource> out;
   if (std::optional<codegen::KernelSource> own = foldKernelSource(fold, /*anyDevice=*/true))
@@ -340,10 +347,11 @@ FoldedParams::FoldedParams(std::vector<ConvBnFold> folds, const Session* session
     kernels_[f] = it->second;
   }
   // Note [Fold kernels compiled ahead]: no driver, so nothing runs here, but a GPU process will.
-  std::set<std::string> ahead;
-  for (size_t f = 0; f < folds_.size() && arch && api == nullptr; ++f)
+  std::set<std::string> compiledAhead;
+  const bool ahead = arch && api == nullptr && !session->options().backgroundCompile;
+  for (size_t f = 0; f < folds_.size() && ahead; ++f)
     for (const codegen::KernelSource& src : foldKernelsAhead(folds_[f]))
-      if (ahead.insert(src.name).second) foldCubin(*session, *arch, src);
+      if (compiledAhead.insert(src.name).second) foldCubin(*session, *arch, src);
   for (const ConvBnFold& f : folds_) {
     firstSource_.push_back(sources_.size());
     for (const at::Tensor* t :
@@ -459,7 +467,7 @@ std::string FoldedParams::toString() const {
 
 std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured,
                                                       at::MemoryFormat weightFormat,
-                                                      const Session* session) {
+                                                      const Session* session, DerivedPool* pool) {
   KILN_CHECK(captured.graph != nullptr, "foldConvBatchNorm: no graph");
   ir::Graph& g = *captured.graph;
   std::map<std::string, size_t> byName;
@@ -516,13 +524,26 @@ std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured,
   }
   if (folds.empty()) return nullptr;
 
-  std::shared_ptr<const FoldedParams> result;
-  try {
-    result = std::make_shared<const FoldedParams>(std::move(folds), session);
-  } catch (const c10::Error& e) {
-    KILN_LOG_WARN("kiln: batchnorm not folded into convolutions: {}", e.what_without_backtrace());
-    return nullptr;
+  // Note [Derived params shared by families]: what identifies these folds' values.
+  std::string key;
+  for (const ConvBnFold& f : folds) {
+    key += fmt::format("{}:{}:{}|", f.eps, static_cast<int>(f.dtype),
+                       static_cast<int>(f.weightFormat));
+    for (const at::Tensor* t : {&f.convWeight, &f.convBias, &f.mean, &f.var, &f.bnWeight, &f.bnBias})
+      key += fmt::format("{},", fmt::ptr(t->defined() ? t->unsafeGetTensorImpl() : nullptr));
+    key += fmt::format("{}|{};", f.weightName, f.shiftName);
   }
+  auto make = [&]() -> std::shared_ptr<const FoldedParams> {
+    try {
+      return std::make_shared<const FoldedParams>(std::move(folds), session);
+    } catch (const c10::Error& e) {
+      KILN_LOG_WARN("kiln: batchnorm not folded into convolutions: {}",
+                    e.what_without_backtrace());
+      return nullptr;
+    }
+  };
+  std::shared_ptr<const FoldedParams> result = pool != nullptr ? pool->folds(key, make) : make();
+  if (result == nullptr) return nullptr;
   for (size_t i = 0; i < matches.size(); ++i) {
     const Match& m = matches[i];
     const ConvBnFold& f = result->folds()[i];

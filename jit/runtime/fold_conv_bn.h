@@ -62,6 +62,7 @@ class Session;
 
 namespace kiln::jit {
 
+class DerivedPool;   // jit/runtime/derived_params.h
 class LoadedKernel;  // jit/runtime/kernel_launcher.h
 
 // One conv whose batchnorm was folded into it.
@@ -131,9 +132,11 @@ void overwriteSnapshot(const at::Tensor& dst, const at::Tensor& src);
 
 // Rewrites `captured.graph` in place (Note [Folding batchnorm into convolutions]), appends the new
 // params to captured.params/paramNames and removes the dead batchnorm ops. Returns the folds
-// made, or null when there were none. W' is stored in `weightFormat`.
+// made, or null when there were none. W' is stored in `weightFormat`. With `pool`, the same folds
+// of the same module tensors made for another Program of the module are taken from it (Note
+// [Derived params shared by families] in derived_params.h).
 std::shared_ptr<const FoldedParams> foldConvBatchNorm(
     CapturedGraph& captured, at::MemoryFormat weightFormat = at::MemoryFormat::Contiguous,
-    const Session* session = nullptr);
+    const Session* session = nullptr, DerivedPool* pool = nullptr);
 
 }  // namespace kiln::jit

@@ -157,9 +157,9 @@ struct ModuleStats {
   // Note [Plan against the module] in against_module.h: calls of signatures whose plan was timed
   // slower than the module, served by the module.
   uint64_t moduleFasterCalls = 0;
-  // Bytes of the module's tensors that kiln holds in another form: merged linears' weights and
-  // float32 weights retyped for Options::precision (Note [Derived params shared by families]),
-  // one copy for all plans of the module.
+  // Bytes of the module's tensors that kiln holds in another form: merged linears' weights,
+  // float32 weights retyped for Options::precision and batchnorms folded into conv weights (Note
+  // [Derived params shared by families]), one copy for all plans of the module.
   uint64_t derivedParamBytes = 0;
   double compileSeconds = 0;    // wall time of compile phases, foreground and background
   uint64_t tuningJobs = 0;      // plans tuned (Note [Background tuning] in tuner.h)

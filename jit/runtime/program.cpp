@@ -70,7 +70,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   p.folds_ = foldConvBatchNorm(
       p.captured_,
       p.convLayout_.channelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous,
-      &session);
+      &session, derived.get());
   lap("conv-bn folding");
   ir::Graph& graph = *p.captured_.graph;
   passes::PassOptions passOptions;
@@ -444,6 +444,11 @@ std::vector<at::Tensor> Program::derivedTensors() const {
   for (const DerivedParams* d : {retyped_.get(), merged_.get()})
     if (d != nullptr)
       for (at::Tensor& t : d->values()) out.push_back(std::move(t));
+  if (folds_ != nullptr)
+    for (const ConvBnFold& f : folds_->folds()) {
+      out.push_back(f.weight);
+      out.push_back(f.shift);
+    }
   return out;
 }
 

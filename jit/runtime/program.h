@@ -68,7 +68,8 @@ class Program {
   // Float32 module tensors the graph reads in float16/bfloat16 (Note [Derived params are
   // snapshots] in derived_params.h), or null. Plan::run refreshes them before it uses them.
   const DerivedParams* retypedParams() const { return retyped_.get(); }
-  // The tensors of its retyped and merged params (Note [Derived params shared by families]).
+  // The tensors of its retyped and merged params and of its folds (Note [Derived params shared by
+  // families]).
   std::vector<at::Tensor> derivedTensors() const;
   // Note [Merged linears] (src/passes/merge_linears.h): what was merged (empty when nothing was).
   const passes::MergedLinears& mergedLinears() const { return mergedLinears_; }

@@ -583,6 +583,35 @@ TEST(FoldConvBn, ModuleLoadedInInferenceModeFoldsAndRuns) {
   expectClose(fast.forward({x}).toTensor(), m.forward({x}).toTensor(), 1e-4);
 }
 
+// Note [Derived params shared by families]: batch 1 is a guard family of its own, with its own
+// Program; both bind one copy of the folded weights, and a change in place reaches both.
+TEST(FoldConvBn, GuardFamiliesShareOneCopyOfTheFolds) {
+  torch::NoGradGuard ng;
+  auto m = cnnBlock();
+  kiln::jit::Options opt;
+  opt.session = &compileOnlySession();
+  opt.dynamicDims = {{"input0", 0, ""}};
+  auto fast = kiln::jit::optimize(m, opt);
+  auto check = [&](int64_t batch, const char* what) {
+    SCOPED_TRACE(what);
+    auto x = torch::randn({batch, 64, 8, 8});
+    expectClose(fast.forward({x}).toTensor(), m.forward({x}).toTensor(), 1e-4);
+  };
+  check(3, "batch 3");
+  // Two convs of 64 x 64 x 3 x 3, each W' and a shift' of 64, float32.
+  constexpr uint64_t kOneCopy = 2 * (64 * 64 * 3 * 3 + 64) * sizeof(float);
+  EXPECT_EQ(fast.stats().derivedParamBytes, kOneCopy);
+  check(1, "batch 1");
+  EXPECT_EQ(fast.stats().familiesAlive, 2u) << fast.stats().toString();
+  EXPECT_EQ(fast.stats().derivedParamBytes, kOneCopy) << fast.stats().toString();
+  namedTensor(m, "bn1.running_var").mul_(3);
+  check(1, "batch 1 after bn1.running_var changed in place");
+  check(3, "batch 3 after bn1.running_var changed in place");
+  namedTensor(m, "conv2.weight").add_(0.1);
+  check(3, "batch 3 after conv2.weight changed in place");
+  check(1, "batch 1 after conv2.weight changed in place");
+}
+
 TEST(FoldConvBn, ConcurrentCallersAfterAnUpdateGetNewResults) {
   torch::NoGradGuard ng;
   auto m = cnnBlock();
