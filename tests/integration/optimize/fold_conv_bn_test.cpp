@@ -229,6 +229,14 @@ torch::jit::Module cnnBlock() {
   return m;
 }
 
+// optimize() on the shared compile-only session, the batch dim dynamic.
+kiln::jit::OptimizedModule optimizedOnCompileOnlySession(torch::jit::Module& m) {
+  kiln::jit::Options opt;
+  opt.session = &compileOnlySession();
+  opt.dynamicDims = {{"input0", 0, ""}};
+  return kiln::jit::optimize(m, opt);
+}
+
 at::Tensor namedTensor(const torch::jit::Module& m, const std::string& name) {
   for (const auto& p : m.named_parameters())
     if (p.name == name) return p.value;
@@ -460,10 +468,7 @@ TEST(FoldConvBn, Float16ModuleFoldsInFloat32) {
   EXPECT_TRUE(((d(f.weight) - w).abs() <= halfUlp(w) * 1.01).all().item<bool>());
   EXPECT_TRUE(((d(f.shift) - shift).abs() <= halfUlp(shift) * 1.01).all().item<bool>());
 
-  kiln::jit::Options opt;
-  opt.session = &compileOnlySession();
-  opt.dynamicDims = {{"input0", 0, ""}};
-  auto fast = kiln::jit::optimize(m, opt);
+  auto fast = optimizedOnCompileOnlySession(m);
   std::vector<torch::IValue> in{torch::randn({2, 64, 8, 8}).to(torch::kHalf)};
   at::Tensor want = m.forward(in).toTensor();
   at::Tensor got = fast.forward(in).toTensor();
@@ -530,10 +535,7 @@ TEST(FoldConvBn, FoldKernelsAreCompiledAheadWithoutADriver) {
 TEST(FoldConvBn, InPlaceUpdatesAfterOptimizeAreSeen) {
   torch::NoGradGuard ng;
   auto m = cnnBlock();
-  kiln::jit::Options opt;
-  opt.session = &compileOnlySession();
-  opt.dynamicDims = {{"input0", 0, ""}};
-  auto fast = kiln::jit::optimize(m, opt);
+  auto fast = optimizedOnCompileOnlySession(m);
   auto x = torch::randn({3, 64, 8, 8});
   auto check = [&](const char* what) {
     SCOPED_TRACE(what);
@@ -553,7 +555,7 @@ TEST(FoldConvBn, InPlaceUpdatesAfterOptimizeAreSeen) {
   check("bn1.weight.set_data");
   // Folds computed under InferenceMode are still refreshed outside it.
   auto fresh = cnnBlock();
-  auto fast2 = kiln::jit::optimize(fresh, opt);
+  auto fast2 = optimizedOnCompileOnlySession(fresh);
   {
     c10::InferenceMode im;
     fast2.forward({x});
@@ -568,10 +570,7 @@ TEST(FoldConvBn, ModuleLoadedInInferenceModeFoldsAndRuns) {
   c10::InferenceMode im;
   auto m = cnnBlock();
   ASSERT_TRUE(namedTensor(m, "bn1.running_var").is_inference());
-  kiln::jit::Options opt;
-  opt.session = &compileOnlySession();
-  opt.dynamicDims = {{"input0", 0, ""}};
-  auto fast = kiln::jit::optimize(m, opt);
+  auto fast = optimizedOnCompileOnlySession(m);
   auto x = torch::randn({3, 64, 8, 8});
   expectClose(fast.forward({x}).toTensor(), m.forward({x}).toTensor(), 1e-4);
   expectClose(fast.forward({x}).toTensor(), m.forward({x}).toTensor(), 1e-4);
@@ -588,10 +587,7 @@ TEST(FoldConvBn, ModuleLoadedInInferenceModeFoldsAndRuns) {
 TEST(FoldConvBn, GuardFamiliesShareOneCopyOfTheFolds) {
   torch::NoGradGuard ng;
   auto m = cnnBlock();
-  kiln::jit::Options opt;
-  opt.session = &compileOnlySession();
-  opt.dynamicDims = {{"input0", 0, ""}};
-  auto fast = kiln::jit::optimize(m, opt);
+  auto fast = optimizedOnCompileOnlySession(m);
   auto check = [&](int64_t batch, const char* what) {
     SCOPED_TRACE(what);
     auto x = torch::randn({batch, 64, 8, 8});
@@ -615,10 +611,7 @@ TEST(FoldConvBn, GuardFamiliesShareOneCopyOfTheFolds) {
 TEST(FoldConvBn, ConcurrentCallersAfterAnUpdateGetNewResults) {
   torch::NoGradGuard ng;
   auto m = cnnBlock();
-  kiln::jit::Options opt;
-  opt.session = &compileOnlySession();
-  opt.dynamicDims = {{"input0", 0, ""}};
-  auto fast = kiln::jit::optimize(m, opt);
+  auto fast = optimizedOnCompileOnlySession(m);
   auto x = torch::randn({2, 64, 8, 8});
   fast.forward({x});
   namedTensor(m, "bn2.running_var").mul_(3);
