@@ -74,6 +74,8 @@ ir::DType toIrDType(at::ScalarType type);
 
 // The version counter of `t`, which in-place writes bump; 0 for an inference tensor, which has
 // none (_version() throws on it), so writes into those go unseen.
-inline int64_t tensorVersion(const at::Tensor& t) { return t.is_inference() ? 0 : t._version(); }
+inline int64_t tensorVersion(const at::Tensor& t) {
+  return t.is_inference() ? 0 : t._version();
+}
 
 }  // namespace kiln::jit

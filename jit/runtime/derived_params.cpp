@@ -95,9 +95,9 @@ bool refreshEntry(DerivedEntry& e) {
       e.data[i].store(data[i], std::memory_order_release);
     }
   } catch (const c10::Error& err) {
-    throw UserError(fmt::format(
-        "param '{}' changed in place and could not be computed in {} again: {}", e.name,
-        c10::toString(e.value.scalar_type()), err.what_without_backtrace()));
+    throw UserError(
+        fmt::format("param '{}' changed in place and could not be computed in {} again: {}", e.name,
+                    c10::toString(e.value.scalar_type()), err.what_without_backtrace()));
   }
   return true;
 }

@@ -135,8 +135,8 @@ std::string stripSuffix(const std::string& name, std::string_view suffix) {
 // shape. Inference tensors too (a module loaded under InferenceMode has them), though only a new
 // data pointer of theirs is seen (Note [Folded params are snapshots]).
 bool usableSource(const at::Tensor& t, const Value* param, const at::Device& device) {
-  if (!t.defined() || t.layout() != at::kStrided ||
-      !at::isFloatingType(t.scalar_type()) || t.device() != device || t.dim() != param->rank())
+  if (!t.defined() || t.layout() != at::kStrided || !at::isFloatingType(t.scalar_type()) ||
+      t.device() != device || t.dim() != param->rank())
     return false;
   for (int64_t d = 0; d < t.dim(); ++d) {
     const ir::SymDim& s = param->shape()[static_cast<size_t>(d)];
@@ -529,7 +529,8 @@ std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured,
   for (const ConvBnFold& f : folds) {
     key += fmt::format("{}:{}:{}|", f.eps, static_cast<int>(f.dtype),
                        static_cast<int>(f.weightFormat));
-    for (const at::Tensor* t : {&f.convWeight, &f.convBias, &f.mean, &f.var, &f.bnWeight, &f.bnBias})
+    for (const at::Tensor* t :
+         {&f.convWeight, &f.convBias, &f.mean, &f.var, &f.bnWeight, &f.bnBias})
       key += fmt::format("{},", fmt::ptr(t->defined() ? t->unsafeGetTensorImpl() : nullptr));
     key += fmt::format("{}|{};", f.weightName, f.shiftName);
   }
@@ -537,8 +538,7 @@ std::shared_ptr<const FoldedParams> foldConvBatchNorm(CapturedGraph& captured,
     try {
       return std::make_shared<const FoldedParams>(std::move(folds), session);
     } catch (const c10::Error& e) {
-      KILN_LOG_WARN("kiln: batchnorm not folded into convolutions: {}",
-                    e.what_without_backtrace());
+      KILN_LOG_WARN("kiln: batchnorm not folded into convolutions: {}", e.what_without_backtrace());
       return nullptr;
     }
   };

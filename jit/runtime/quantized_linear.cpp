@@ -23,7 +23,6 @@ namespace {
 // The record's first word: a record another build wrote in another form is not restored.
 constexpr std::string_view kRecordTag = "kiln-quant-v1";
 
-
 at::ScalarType storageType(QuantFormat format) {
   return format == QuantFormat::kFp8 ? at::kFloat8_e4m3fn : at::kChar;
 }
@@ -104,10 +103,12 @@ bool QuantizedLinear::deviceCan(const at::Tensor& x) const {
 
 std::shared_ptr<const QuantizedLinear::Weights> QuantizedLinear::weightsFor(const at::Tensor& w) {
   std::shared_ptr<const Weights> cur = weights_.load(std::memory_order_acquire);
-  if (cur != nullptr && cur->data == w.const_data_ptr() && cur->version == tensorVersion(w)) return cur;
+  if (cur != nullptr && cur->data == w.const_data_ptr() && cur->version == tensorVersion(w))
+    return cur;
   std::lock_guard<std::mutex> lock(mutex_);
   cur = weights_.load(std::memory_order_acquire);
-  if (cur != nullptr && cur->data == w.const_data_ptr() && cur->version == tensorVersion(w)) return cur;
+  if (cur != nullptr && cur->data == w.const_data_ptr() && cur->version == tensorVersion(w))
+    return cur;
   c10::InferenceMode notInference(/*enabled=*/false);
   c10::NoGradGuard noGrad;
   // The old quantised weight may still be read by GEMMs queued on other streams.

@@ -44,7 +44,7 @@ kiln::Session& gpuSession() {
     kiln::Options o;
     o.poisonOutputs = true;
     o.diskCache = false;
-    o.kilnGemm = true;    // the default; Note [Kiln GEMM]: tested wherever there is an sm_90 device
+    o.kilnGemm = true;  // the default; Note [Kiln GEMM]: tested wherever there is an sm_90 device
     return new kiln::Session(o);
   }();
   return *s;
