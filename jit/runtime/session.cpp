@@ -55,7 +55,7 @@ namespace {
 // Not covered: exit during the process's first NVRTC compile when that compile runs on a
 // background thread. NVRTC registers its teardown during it, after every handler of ours, so the
 // teardown runs under the compile. On the CPU host (2026-12-07), a process whose first compile ran
-// on another thread and whose main returned 200 ms later crashed in 4 of 11 runs ("LLVM ERROR:
+// on another thread and whose main returned 200 ms later crashed in 3 of 11 runs ("LLVM ERROR:
 // out of memory" or a segfault); a trivial compile on the main thread first avoided it in 13 of
 // 13, but costs about 90 ms of the caller's time, so it is not done. A process whose first
 // compile is in the foreground (a cold first call) is covered; fold kernels are compiled ahead
