@@ -104,13 +104,6 @@ bool refreshEntry(DerivedEntry& e) {
 
 }  // namespace
 
-size_t DerivedPool::size() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  size_t alive = 0;
-  for (const auto& [key, entry] : entries_) alive += entry.expired() ? 0 : 1;
-  return alive;
-}
-
 std::shared_ptr<const FoldedParams> DerivedPool::folds(
     const std::string& key, const std::function<std::shared_ptr<const FoldedParams>()>& make) {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -47,7 +47,6 @@ class DerivedPool {
   DerivedPool() = default;
   DerivedPool(const DerivedPool&) = delete;
   DerivedPool& operator=(const DerivedPool&) = delete;
-  size_t size() const;  // entries alive
 
   // The folds alive under `key`, or else make()'s, which are kept under it (when not null).
   std::shared_ptr<const FoldedParams> folds(

@@ -39,6 +39,15 @@ kiln::Session& strictGpuSession() {
   return *s;
 }
 
+// Skips the test, with the reason, where LibTorch or kiln sees no CUDA device.
+#define REQUIRE_GPU()                                                                          \
+  do {                                                                                         \
+    if (!torch::cuda::is_available())                                                          \
+      GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";                            \
+    if (strictGpuSession().cudaEnvironment().devices.empty())                                  \
+      GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;               \
+  } while (0)
+
 // Cosine similarity >= 0.9999 and max |got - want| <= 2% of max |want| (issue 19's bar).
 void expectAccurate(const torch::Tensor& got, const torch::Tensor& want, const std::string& what) {
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
@@ -56,9 +65,7 @@ void expectAccurate(const torch::Tensor& got, const torch::Tensor& want, const s
 class RealModelGpu : public ::testing::TestWithParam<Fixture> {};
 
 TEST_P(RealModelGpu, Float16MatchesTheModule) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";
-  if (strictGpuSession().cudaEnvironment().devices.empty())
-    GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;
+  REQUIRE_GPU();
   torch::NoGradGuard ng;
   const Fixture& f = GetParam();
   // Traced on the GPU in fp16 (make_fixtures.py --device cuda): a traced HF model keeps its trace
@@ -92,9 +99,7 @@ TEST_P(RealModelGpu, Float16MatchesTheModule) {
 // Loaded and called under InferenceMode (inference-tensor params and inputs), as C++ services
 // usually do: folds, merged linears and CUDA graph replay (repeated calls of one shape) take them.
 TEST_P(RealModelGpu, InferenceModeMatchesTheModule) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";
-  if (strictGpuSession().cudaEnvironment().devices.empty())
-    GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;
+  REQUIRE_GPU();
   c10::InferenceMode im;
   const Fixture& f = GetParam();
   torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda.pt");
@@ -115,9 +120,7 @@ TEST_P(RealModelGpu, InferenceModeMatchesTheModule) {
 // the same inputs. Issue 21's bar for autocast is cosine >= 0.9995 against float32; the outputs
 // stay float32, and no step may fall back (strict session).
 TEST_P(RealModelGpu, PrecisionRunsTheFloat32ModuleInSixteenBits) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";
-  if (strictGpuSession().cudaEnvironment().devices.empty())
-    GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;
+  REQUIRE_GPU();
   torch::NoGradGuard ng;
   const Fixture& f = GetParam();
   torch::jit::Module m = kiln::testing::loadFixture(KILN_FIXTURES_DIR, f, ".cuda32.pt");
@@ -159,9 +162,7 @@ TEST_P(RealModelGpu, PrecisionRunsTheFloat32ModuleInSixteenBits) {
 // on two calls), against the float16 module at several shapes, and the same after CUDA graph
 // capture and replay.
 TEST_P(RealModelGpu, EightBitLinearsOnTheFloat16Module) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";
-  if (strictGpuSession().cudaEnvironment().devices.empty())
-    GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;
+  REQUIRE_GPU();
   const auto props = at::cuda::getCurrentDeviceProperties();
   if (props->major * 10 + props->minor < 89)
     GTEST_SKIP() << "fp8 GEMMs need sm_89 or newer; this card is sm_" << props->major
