@@ -57,8 +57,10 @@ bool isChannelTerm(const Value* v, const SymDim& channels) {
   return false;
 }
 
-// relu(conv + [c] + [z]) with at most two adds, in any order and nesting.
+// relu(conv + c... + [z]) over at most four adds, in any order and nesting (Note [Conv epilogue
+// terms] in library_epilogues.h).
 bool fuseConv(ir::Graph& graph, Node* relu) {
+  constexpr int kMaxAdds = 4;
   // The terms summed under the relu, through adds whose results feed only the next op.
   std::vector<Value*> terms;
   std::vector<Value*> pending = {relu->input(0)};
@@ -68,7 +70,7 @@ bool fuseConv(ir::Graph& graph, Node* relu) {
     pending.pop_back();
     Node* p = v->producer();
     if (p != nullptr && p->kind() == OpKind::kAdd && onlyFeedsNext(graph, v)) {
-      if (++adds > 2) return false;
+      if (++adds > kMaxAdds) return false;
       pending.push_back(p->input(0));
       pending.push_back(p->input(1));
     } else {
@@ -86,30 +88,31 @@ bool fuseConv(ir::Graph& graph, Node* relu) {
   }
   if (conv == nullptr || conv->inputs().size() > 3) return false;
   const Value* out = conv->output();
-  Value* channel = nullptr;
+  std::vector<Value*> channels;
   Value* residual = nullptr;
   for (Value* t : terms) {
     if (t == out) continue;
-    if (channel == nullptr && t->dtype() == out->dtype() && isChannelTerm(t, out->shape()[1])) {
-      channel = t;
+    if (t->dtype() == out->dtype() && isChannelTerm(t, out->shape()[1])) {
+      channels.push_back(t);
     } else if (residual == nullptr && t->type() == out->type()) {
       residual = t;
     } else {
       return false;
     }
   }
-  std::vector<Value*> ins = {conv->input(0), conv->input(1)};
-  if (conv->inputs().size() == 3) {
-    if (channel != nullptr) return false;  // two biases: left to the kiln kernel
-    ins.push_back(conv->input(2));
-  } else if (channel != nullptr) {
-    ins.push_back(graph
-                      .insertBefore(relu, OpKind::kReshape, {channel}, {},
-                                    ir::TensorType{channel->dtype(), {out->shape()[1]}})
-                      ->output());
-  } else if (residual != nullptr) {
-    return false;  // the residual operand comes after a bias operand
+  Value* bias = conv->inputs().size() == 3 ? conv->input(2) : nullptr;
+  if (bias != nullptr && !channels.empty() && bias->dtype() != out->dtype()) return false;
+  // The residual operand comes after a bias operand.
+  if (bias == nullptr && channels.empty() && residual != nullptr) return false;
+  const ir::TensorType perChannel{out->dtype(), {out->shape()[1]}};
+  for (Value* c : channels) {
+    Value* v = graph.insertBefore(relu, OpKind::kReshape, {c}, {}, perChannel)->output();
+    bias = bias == nullptr ? v
+                           : graph.insertBefore(relu, OpKind::kAdd, {bias, v}, {}, perChannel)
+                                 ->output();
   }
+  std::vector<Value*> ins = {conv->input(0), conv->input(1)};
+  if (bias != nullptr) ins.push_back(bias);
   if (residual != nullptr) ins.push_back(residual);
   ir::Attrs attrs = conv->attrs();
   attrs.set("activation", std::string("relu"));

@@ -394,6 +394,31 @@ TEST(RealModels, FirstCallSizeEqualToAModelConstant) {
   EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << fast.explain();
 }
 
+// Note [Conv epilogue terms]: the small ResNet (torchvision's stem, a BasicBlock and a downsampling
+// BasicBlock) has 6 convs. Every block ends in a conv whose cuDNN epilogue adds the bias and the
+// residual and applies the relu, the downsample block (relu((conv2 + s2) + (convd + sd)) after
+// folding) included: 5 convs with the relu, the one whose output is the other's residual without,
+// and no kiln kernel over a conv's 4-d output (only the bias sum and the pooling are left).
+TEST(RealModels, ResNetBlockEndsAreConvEpilogues) {
+  torch::NoGradGuard ng;
+  const Fixture& f = kFixtures[3];
+  ASSERT_STREQ(f.name, "tv_resnet");
+  torch::jit::Module m = load(f);
+  auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
+  const std::vector<torch::IValue> in = inputsFor(f, 2, 0, 5);
+  const torch::Tensor want = m.forward(in).toTensor();
+  const torch::Tensor got = fast.forward(in).toTensor();
+  EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want))) << fast.explain();
+  const std::string explain = fast.explain();
+  auto count = [&](const std::regex& re) {
+    return std::distance(std::sregex_iterator(explain.begin(), explain.end(), re),
+                         std::sregex_iterator());
+  };
+  EXPECT_EQ(count(std::regex(R"(= conv2d\([^\n]*activation = "relu")")), 5) << explain;
+  EXPECT_EQ(count(std::regex(R"(= conv2d\()")), 6) << explain;
+  EXPECT_EQ(count(std::regex(R"(pointwise domain=\[batch, \d+, \d+, \d+\])")), 0) << explain;
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, RealModel, ::testing::ValuesIn(kFixtures),
                          [](const auto& info) { return std::string(info.param.name); });
 INSTANTIATE_TEST_SUITE_P(More, RealModel, ::testing::ValuesIn(kiln::testing::kMoreFixtures),

@@ -137,6 +137,46 @@ TEST(LibraryEpilogues, FoldedResNetBlockBecomesTwoFusedConvs) {
       true);
 }
 
+TEST(LibraryEpilogues, DownsampleBlockIsOneConvWithTheOtherAsResidual) {
+  // A folded ResNet downsample block's end: relu((conv3 + s3) + (convd + sd)), three adds. One conv
+  // takes the other's output as its residual and s3 + sd as its bias. The conv's own bias joins
+  // the per-channel sum too.
+  expectRewrite(
+      R"(graph(%x: f16[s0, 8, 6, 6], %y: f16[s0, 4, 6, 6], %w3: f16[8, 4, 1, 1] param, %s3: f16[8, 1, 1] param, %wd: f16[8, 8, 1, 1] param, %sd: f16[1, 8, 1, 1] param) {
+  %0 = conv2d(%y, %w3)
+  %1 = add(%0, %s3)
+  %2 = conv2d(%x, %wd)
+  %3 = add(%2, %sd)
+  %4 = add(%1, %3)
+  %5 = relu(%4)
+  return(%5)
+})",
+      R"(graph(%x: f16[s0, 8, 6, 6], %y: f16[s0, 4, 6, 6], %w3: f16[8, 4, 1, 1] param, %s3: f16[8, 1, 1] param, %wd: f16[8, 8, 1, 1] param, %sd: f16[1, 8, 1, 1] param) {
+  %0 = conv2d(%y, %w3)
+  %1: f16[8] = reshape(%sd)
+  %2: f16[8] = reshape(%s3)
+  %3: f16[8] = add(%1, %2)
+  %4 = conv2d(%x, %wd, %3, %0) {activation = "relu"}
+  return(%4)
+})",
+      true);
+  expectRewrite(
+      R"(graph(%x: f32[2, 4, 5, 5], %z: f32[2, 4, 5, 5], %w: f32[4, 4, 1, 1] param, %b: f32[4] param, %c: f32[4, 1, 1] param) {
+  %0 = conv2d(%x, %w, %b)
+  %1 = add(%0, %c)
+  %2 = add(%1, %z)
+  %3 = relu(%2)
+  return(%3)
+})",
+      R"(graph(%x: f32[2, 4, 5, 5], %z: f32[2, 4, 5, 5], %w: f32[4, 4, 1, 1] param, %b: f32[4] param, %c: f32[4, 1, 1] param) {
+  %0: f32[4] = reshape(%c)
+  %1: f32[4] = add(%b, %0)
+  %2 = conv2d(%x, %w, %1, %z) {activation = "relu"}
+  return(%2)
+})",
+      true);
+}
+
 TEST(LibraryEpilogues, ConvNearMissesStay) {
   // The conv's output has another reader.
   const std::string shared =
@@ -164,6 +204,16 @@ TEST(LibraryEpilogues, ConvNearMissesStay) {
   return(%2)
 })";
   expectRewrite(noBias, noBias, false);
+  // Two terms of the output's shape that are not the conv: only one can be the residual.
+  const std::string twoResiduals =
+      R"(graph(%x: f32[2, 4, 5, 5], %z: f32[2, 4, 5, 5], %w: f32[4, 4, 1, 1] param, %b: f32[4] param) {
+  %0 = conv2d(%x, %w, %b)
+  %1 = add(%0, %z)
+  %2 = add(%1, %x)
+  %3 = relu(%2)
+  return(%3)
+})";
+  expectRewrite(twoResiduals, twoResiduals, false);
 }
 
 }  // namespace
