@@ -206,8 +206,13 @@ at::Tensor evalPointwise(const ir::Node& node, const std::vector<at::Tensor>& in
       return at::gt(in[0], in[1]);
     case OpKind::kGe:
       return at::ge(in[0], in[1]);
-    case OpKind::kWhere:
-      return at::where(in[0], in[1], in[2]);
+    case OpKind::kWhere: {
+      // With both branches scalar constants (wrapped numbers), ATen gives the default dtype; the
+      // IR's dtype is the one the graph asked for (Note [Additive attention masks] makes one).
+      at::Tensor r = at::where(in[0], in[1], in[2]);
+      const at::ScalarType want = toAtenDType(node.output()->dtype());
+      return r.scalar_type() == want ? r : r.to(want);
+    }
     default:
       break;
   }

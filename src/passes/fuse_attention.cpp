@@ -1,6 +1,10 @@
 #include "src/passes/fuse_attention.h"
 
+#include <limits>
+#include <map>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "src/support/error.h"
 
@@ -138,6 +142,32 @@ bool fuseAttention(ir::Graph& graph) {
     }
   }
   return changed;
+}
+
+bool additiveAttentionMasks(ir::Graph& graph) {
+  // One converted mask per boolean mask and query dtype.
+  std::map<std::pair<const Value*, ir::DType>, Value*> converted;
+  std::vector<Node*> sdpas;
+  for (const auto& n : graph.nodes())
+    if (n->kind() == OpKind::kSdpa && n->inputs().size() == 4 &&
+        n->input(3)->dtype() == ir::DType::kBool && isFloat(n->input(0)->dtype()) &&
+        !(n->attrs().has("is_causal") && n->attrs().getBool("is_causal")))
+      sdpas.push_back(n.get());
+  for (Node* sdpa : sdpas) {
+    Value* mask = sdpa->input(3);
+    const ir::DType dtype = sdpa->input(0)->dtype();
+    Value*& additive = converted[{mask, dtype}];
+    if (additive == nullptr) {
+      Value* keep = graph.addConstant(0.0, dtype);
+      Value* drop = graph.addConstant(-std::numeric_limits<double>::infinity(), dtype);
+      additive = graph
+                     .insertBefore(sdpa, OpKind::kWhere, {mask, keep, drop}, {},
+                                   ir::TensorType{dtype, mask->shape()})
+                     ->output();
+    }
+    sdpa->replaceInput(3, additive);
+  }
+  return !sdpas.empty();
 }
 
 }  // namespace kiln::passes

@@ -24,4 +24,15 @@ namespace kiln::passes {
 // Returns true if the graph changed. The replaced nodes are left for eliminateDeadCode.
 bool fuseAttention(ir::Graph& graph);
 
+// Note [Additive attention masks]
+// A boolean mask keeps the scores where it is true. Every library attention kernel that takes a
+// mask takes it additive, so each sdpa call with a boolean mask converted it first (the dispatcher
+// does, and so does kiln's own call of the memory-efficient kernel, Note [Attention without
+// per-shape plans] in jit/eval/attention.cpp): three small kernels per layer, on a mask that is the
+// same for every layer (HF BERT, GPT-2 and Llama pass one [batch, 1, 1 or seq, seq] boolean mask to
+// all of theirs). This pass converts each boolean mask once, where(mask, 0, -inf) in the query's
+// dtype, before its first sdpa; the partitioner fuses that into the kernel that builds the mask.
+// Exact: the same values the per-call conversion made. Returns true if the graph changed.
+bool additiveAttentionMasks(ir::Graph& graph);
+
 }  // namespace kiln::passes

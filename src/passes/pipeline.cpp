@@ -23,6 +23,7 @@ int runDefaultPasses(ir::Graph& graph, const PassOptions& options) {
     changed = normalizeBroadcasts(graph) || changed;
     changed = splitAtCat(graph) || changed;
     changed = fuseAttention(graph) || changed;
+    changed = additiveAttentionMasks(graph) || changed;
     changed = rewriteLayoutViews(graph) || changed;
     changed = fuseLibraryEpilogues(graph, options.geluGemmEpilogue) || changed;
     changed = eliminateCommonSubexpressions(graph) || changed;

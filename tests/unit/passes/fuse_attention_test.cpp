@@ -110,5 +110,38 @@ TEST(FuseAttention, NearMissesAreLeftAlone) {
   expectFused(growing, growing, false);
 }
 
+// Note [Additive attention masks]: one boolean mask read by two sdpa calls is converted once, in
+// the query's dtype, before the first; a float mask stays as it is, and a call with another query
+// dtype gets a conversion of its own.
+TEST(AdditiveAttentionMasks, OneConversionPerMaskAndDtype) {
+  auto g = ir::parse(
+      R"(graph(%q: f16[s0, 12, s1, 64], %p: f32[s0, 12, s1, 64], %m: bool[s0, 1, s1, s1], %f: f16[s0, 1, 1, s1]) {
+  %0 = sdpa(%q, %q, %q, %m) {is_causal = false, scale = 0.125}
+  %1 = sdpa(%0, %0, %0, %m) {is_causal = false, scale = 0.125}
+  %2 = sdpa(%1, %1, %1, %f) {is_causal = false, scale = 0.125}
+  %3 = sdpa(%p, %p, %p, %m) {is_causal = false}
+  return(%2, %3)
+})");
+  EXPECT_TRUE(additiveAttentionMasks(*g));
+  ir::verify(*g);
+  EXPECT_EQ(ir::print(*g), ir::print(*ir::parse(
+                               R"(graph(%q: f16[s0, 12, s1, 64], %p: f32[s0, 12, s1, 64], %m: bool[s0, 1, s1, s1], %f: f16[s0, 1, 1, s1]) {
+  %0: f16[] = constant() {value = 0.0}
+  %1: f16[] = constant() {value = -inf}
+  %2: f32[] = constant() {value = 0.0}
+  %3: f32[] = constant() {value = -inf}
+  %4: f16[s0, 1, s1, s1] = where(%m, %0, %1)
+  %5 = sdpa(%q, %q, %q, %4) {is_causal = false, scale = 0.125}
+  %6 = sdpa(%5, %5, %5, %4) {is_causal = false, scale = 0.125}
+  %7 = sdpa(%6, %6, %6, %f) {is_causal = false, scale = 0.125}
+  %8: f32[s0, 1, s1, s1] = where(%m, %2, %3)
+  %9 = sdpa(%p, %p, %p, %8) {is_causal = false}
+  return(%7, %9)
+})")));
+  // A fixed point: nothing boolean is left to convert.
+  EXPECT_FALSE(additiveAttentionMasks(*g));
+}
+
 }  // namespace
 }  // namespace kiln::passes
+
