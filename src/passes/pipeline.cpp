@@ -9,6 +9,7 @@
 #include "src/passes/layout_views.h"
 #include "src/passes/library_epilogues.h"
 #include "src/passes/normalize_broadcasts.h"
+#include "src/passes/patch_convs.h"
 #include "src/passes/split_at_cat.h"
 #include "src/support/log.h"
 
@@ -25,6 +26,7 @@ int runDefaultPasses(ir::Graph& graph, const PassOptions& options) {
     changed = fuseAttention(graph) || changed;
     changed = additiveAttentionMasks(graph) || changed;
     changed = rewriteLayoutViews(graph) || changed;
+    changed = patchConvsAsGemms(graph) || changed;
     changed = fuseLibraryEpilogues(graph, options.geluGemmEpilogue) || changed;
     changed = eliminateCommonSubexpressions(graph) || changed;
     changed = eliminateDeadCode(graph) || changed;

@@ -419,6 +419,24 @@ TEST(RealModels, ResNetBlockEndsAreConvEpilogues) {
   EXPECT_EQ(count(std::regex(R"(pointwise domain=\[batch, \d+, \d+, \d+\])")), 0) << explain;
 }
 
+// Note [Patch convolutions as GEMMs]: the small ViT's 8x8, stride-8 patch embedding runs as one
+// linear over the gathered patches; no conv is left, and the result matches the module.
+TEST(RealModels, ViTPatchEmbeddingIsALinear) {
+  torch::NoGradGuard ng;
+  const Fixture& f = kFixtures[4];
+  ASSERT_STREQ(f.name, "tv_vit");
+  torch::jit::Module m = load(f);
+  auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
+  const std::vector<torch::IValue> in = inputsFor(f, 3, 0, 6);
+  const torch::Tensor want = m.forward(in).toTensor();
+  const torch::Tensor got = fast.forward(in).toTensor();
+  EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want))) << fast.explain();
+  const std::string explain = fast.explain();
+  EXPECT_EQ(explain.find("= conv2d("), std::string::npos) << explain;
+  EXPECT_TRUE(std::regex_search(explain, std::regex(R"(\[16\*batch, 192\] = reshape)")))
+      << explain;
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, RealModel, ::testing::ValuesIn(kFixtures),
                          [](const auto& info) { return std::string(info.param.name); });
 INSTANTIATE_TEST_SUITE_P(More, RealModel, ::testing::ValuesIn(kiln::testing::kMoreFixtures),
