@@ -22,7 +22,7 @@ def tables(section):
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if cur is None:
-                cur = (cells, [])
+                cur = ([c.lower() for c in cells], [])  # "AOTI ms" (kiln-real-bench) or "aoti ms"
             elif not set(line.replace("|", "").strip()) <= set("-: "):
                 cur[1].append(cells)
         elif cur is not None:
