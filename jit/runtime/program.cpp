@@ -13,6 +13,9 @@
 #include "jit/runtime/index_views.h"
 #include "jit/runtime/session.h"
 #include "src/ir/printer.h"
+#include "src/ir/verifier.h"
+#include "src/passes/channels_last_pointwise.h"
+#include "src/passes/eliminate_dead_code.h"
 #include "src/passes/pipeline.h"
 #include "src/support/error.h"
 #include "src/support/log.h"
@@ -76,6 +79,11 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   passes::PassOptions passOptions;
   passOptions.geluGemmEpilogue = kilnGemmTarget(session);
   passes::runDefaultPasses(graph, passOptions);
+  // Note [Pointwise ops in channels-last programs]: after the epilogues took what cuDNN applies.
+  if (p.convLayout_.channelsLast && passes::channelsLastPointwise(graph)) {
+    passes::eliminateDeadCode(graph);
+    ir::verify(graph);
+  }
   // Note [Indexing by aranges is a view]: after the passes, which simplify what feeds the index
   // (HF's arange(kv) + 0); it reads the capture's eager calls, which the passes in src/ do not.
   indexByArangesToViews(p.captured_);

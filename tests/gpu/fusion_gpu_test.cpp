@@ -757,6 +757,46 @@ TEST(GpuModels, ChannelsLastConvs) {
   }
 }
 
+// Note [Pointwise ops in channels-last programs]: a SiLU and a squeeze-and-excitation product
+// between two channels-last convs run as one kiln kernel over [batch, H, W, C], read and written in
+// memory order; results match eager at odd and larger batches, with eager's output strides.
+TEST(GpuModels, PointwiseBetweenChannelsLastConvs) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  for (auto dt : kDtypes) {
+    torch::jit::Module m("SiluSe");
+    m.register_parameter("w1", rnd({16, 8, 3, 3}, dt) * 0.2, false);
+    m.register_parameter("b1", rnd({16}, dt), false);
+    m.register_parameter("w2", rnd({8, 16, 1, 1}, dt) * 0.2, false);
+    m.define(R"(
+def forward(self, x, e):
+    y = torch.conv2d(x, self.w1, self.b1, 1, 1)
+    y = torch.nn.functional.silu(y) * e
+    return torch.conv2d(y, self.w2, None, 1, 0)
+)");
+    kiln::jit::Options opt;
+    opt.session = &gpuSession();
+    opt.inputNames = {"x", "e"};
+    opt.dynamicDims = {{"x", 0, "batch"}, {"e", 0, "batch"}};
+    auto fast = kiln::jit::optimize(m, opt);
+    for (int64_t batch : {1, 3, 32}) {
+      const torch::Tensor x = rnd({batch, 8, 9, 11}, dt);
+      const torch::Tensor e = torch::sigmoid(rnd({batch, 16, 1, 1}, dt));
+      const torch::Tensor want = m.forward({x, e}).toTensor();
+      for (int call = 0; call < 3; ++call) {  // the third call replays a CUDA graph
+        const torch::Tensor got = fast.forward({x, e}).toTensor();
+        EXPECT_EQ(got.strides(), want.strides()) << name(dt) << " batch " << batch;
+        expectClose(got, want, tolerance(dt, 16 * 9) * 4,
+                    fmt::format("{} batch {} call {}", name(dt), batch, call));
+      }
+    }
+    const std::string explain = fast.explain();
+    EXPECT_NE(explain.find("conv layout: channels-last (2 convs)"), std::string::npos) << explain;
+    EXPECT_NE(explain.find("pointwise domain=[batch, 9, 11, 16]"), std::string::npos) << explain;
+    EXPECT_EQ(fast.stats().groupFallbacks, 0u) << explain;
+  }
+}
+
 TEST(GpuModels, CnnBlock) {
   REQUIRE_GPU();
   torch::NoGradGuard ng;
