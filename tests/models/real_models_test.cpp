@@ -394,22 +394,27 @@ TEST(RealModels, FirstCallSizeEqualToAModelConstant) {
   EXPECT_EQ(fast.stats().eagerFallbacks, 0u) << fast.explain();
 }
 
+// One call of an image fixture at `batch` through a fresh optimized module, checked against the
+// module; returns explain() after it.
+std::string explainOfAMatchingCall(const Fixture& f, int64_t batch, uint64_t seed) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = load(f);
+  auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
+  const std::vector<torch::IValue> in = inputsFor(f, batch, 0, seed);
+  const torch::Tensor want = m.forward(in).toTensor();
+  const torch::Tensor got = fast.forward(in).toTensor();
+  EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want))) << fast.explain();
+  return fast.explain();
+}
+
 // Note [Conv epilogue terms]: the small ResNet (torchvision's stem, a BasicBlock and a downsampling
 // BasicBlock) has 6 convs. Every block ends in a conv whose cuDNN epilogue adds the bias and the
 // residual and applies the relu, the downsample block (relu((conv2 + s2) + (convd + sd)) after
 // folding) included: 5 convs with the relu, the one whose output is the other's residual without,
 // and no kiln kernel over a conv's 4-d output (only the bias sum and the pooling are left).
 TEST(RealModels, ResNetBlockEndsAreConvEpilogues) {
-  torch::NoGradGuard ng;
-  const Fixture& f = kFixtures[3];
-  ASSERT_STREQ(f.name, "tv_resnet");
-  torch::jit::Module m = load(f);
-  auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
-  const std::vector<torch::IValue> in = inputsFor(f, 2, 0, 5);
-  const torch::Tensor want = m.forward(in).toTensor();
-  const torch::Tensor got = fast.forward(in).toTensor();
-  EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want))) << fast.explain();
-  const std::string explain = fast.explain();
+  ASSERT_STREQ(kFixtures[3].name, "tv_resnet");
+  const std::string explain = explainOfAMatchingCall(kFixtures[3], 2, 5);
   auto count = [&](const std::regex& re) {
     return std::distance(std::sregex_iterator(explain.begin(), explain.end(), re),
                          std::sregex_iterator());
@@ -422,16 +427,8 @@ TEST(RealModels, ResNetBlockEndsAreConvEpilogues) {
 // Note [Patch convolutions as GEMMs]: the small ViT's 8x8, stride-8 patch embedding runs as one
 // linear over the gathered patches; no conv is left, and the result matches the module.
 TEST(RealModels, ViTPatchEmbeddingIsALinear) {
-  torch::NoGradGuard ng;
-  const Fixture& f = kFixtures[4];
-  ASSERT_STREQ(f.name, "tv_vit");
-  torch::jit::Module m = load(f);
-  auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
-  const std::vector<torch::IValue> in = inputsFor(f, 3, 0, 6);
-  const torch::Tensor want = m.forward(in).toTensor();
-  const torch::Tensor got = fast.forward(in).toTensor();
-  EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want))) << fast.explain();
-  const std::string explain = fast.explain();
+  ASSERT_STREQ(kFixtures[4].name, "tv_vit");
+  const std::string explain = explainOfAMatchingCall(kFixtures[4], 3, 6);
   EXPECT_EQ(explain.find("= conv2d("), std::string::npos) << explain;
   EXPECT_TRUE(std::regex_search(explain, std::regex(R"(\[16\*batch, 192\] = reshape)")))
       << explain;

@@ -3,21 +3,14 @@
 // one pair of permutes; ops over operands of unknown layout stay.
 #include <gtest/gtest.h>
 
-#include "src/ir/parser.h"
-#include "src/ir/printer.h"
-#include "src/ir/verifier.h"
 #include "src/passes/channels_last_pointwise.h"
-#include "src/passes/eliminate_dead_code.h"
+#include "tests/support/pass_rewrite.h"
 
 namespace kiln::passes {
 namespace {
 
 void expectRewrite(const std::string& input, const std::string& expected, bool changed) {
-  auto g = ir::parse(input);
-  EXPECT_EQ(channelsLastPointwise(*g), changed);
-  eliminateDeadCode(*g);
-  ir::verify(*g);
-  EXPECT_EQ(ir::print(*g), ir::print(*ir::parse(expected)));
+  testing::expectRewrite(channelsLastPointwise, input, expected, changed);
 }
 
 TEST(ChannelsLastPointwise, ShiftSiluAndScaleAfterAConvRunInMemoryOrder) {

@@ -5,18 +5,14 @@
 #include "src/ir/parser.h"
 #include "src/ir/printer.h"
 #include "src/ir/verifier.h"
-#include "src/passes/eliminate_dead_code.h"
 #include "src/passes/fuse_attention.h"
+#include "tests/support/pass_rewrite.h"
 
 namespace kiln::passes {
 namespace {
 
 void expectFused(const std::string& input, const std::string& expected, bool changed = true) {
-  auto g = ir::parse(input);
-  EXPECT_EQ(fuseAttention(*g), changed);
-  eliminateDeadCode(*g);
-  ir::verify(*g);
-  EXPECT_EQ(ir::print(*g), ir::print(*ir::parse(expected)));
+  testing::expectRewrite(fuseAttention, input, expected, changed);
 }
 
 TEST(FuseAttention, ScaleAfterMatmulWithMask) {

@@ -5,22 +5,18 @@
 #include <gtest/gtest.h>
 
 #include "src/ir/parser.h"
-#include "src/ir/printer.h"
 #include "src/ir/verifier.h"
-#include "src/passes/eliminate_dead_code.h"
 #include "src/passes/library_epilogues.h"
 #include "src/support/error.h"
+#include "tests/support/pass_rewrite.h"
 
 namespace kiln::passes {
 namespace {
 
 void expectRewrite(const std::string& input, const std::string& expected, bool changed,
                    bool geluEpilogue = false) {
-  auto g = ir::parse(input);
-  EXPECT_EQ(fuseLibraryEpilogues(*g, geluEpilogue), changed);
-  eliminateDeadCode(*g);
-  ir::verify(*g);
-  EXPECT_EQ(ir::print(*g), ir::print(*ir::parse(expected)));
+  testing::expectRewrite([&](ir::Graph& g) { return fuseLibraryEpilogues(g, geluEpilogue); },
+                         input, expected, changed);
 }
 
 TEST(LibraryEpilogues, ReluAndTanhGeluMoveIntoTheEpilogue) {

@@ -3,20 +3,14 @@
 #include <gtest/gtest.h>
 
 #include "src/ir/parser.h"
-#include "src/ir/printer.h"
-#include "src/ir/verifier.h"
-#include "src/passes/eliminate_dead_code.h"
 #include "src/passes/patch_convs.h"
+#include "tests/support/pass_rewrite.h"
 
 namespace kiln::passes {
 namespace {
 
 void expectRewrite(const std::string& input, const std::string& expected, bool changed) {
-  auto g = ir::parse(input);
-  EXPECT_EQ(patchConvsAsGemms(*g), changed);
-  eliminateDeadCode(*g);
-  ir::verify(*g);
-  EXPECT_EQ(ir::print(*g), ir::print(*ir::parse(expected)));
+  testing::expectRewrite(patchConvsAsGemms, input, expected, changed);
 }
 
 TEST(PatchConvs, ViTPatchEmbeddingIsALinear) {
