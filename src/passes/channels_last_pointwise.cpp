@@ -65,7 +65,8 @@ bool channelsLastPointwise(ir::Graph& graph) {
       if (in->rank() < 4) {
         Shape padded(4 - in->rank(), SymDim(1));
         padded.insert(padded.end(), in->shape().begin(), in->shape().end());
-        v = graph.insertBefore(node, OpKind::kReshape, {in}, {}, ir::TensorType{in->dtype(), padded})
+        v = graph
+                .insertBefore(node, OpKind::kReshape, {in}, {}, ir::TensorType{in->dtype(), padded})
                 ->output();
       }
       ir::Attrs attrs;

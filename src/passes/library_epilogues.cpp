@@ -107,9 +107,9 @@ bool fuseConv(ir::Graph& graph, Node* relu) {
   const ir::TensorType perChannel{out->dtype(), {out->shape()[1]}};
   for (Value* c : channels) {
     Value* v = graph.insertBefore(relu, OpKind::kReshape, {c}, {}, perChannel)->output();
-    bias = bias == nullptr ? v
-                           : graph.insertBefore(relu, OpKind::kAdd, {bias, v}, {}, perChannel)
-                                 ->output();
+    bias = bias == nullptr
+               ? v
+               : graph.insertBefore(relu, OpKind::kAdd, {bias, v}, {}, perChannel)->output();
   }
   std::vector<Value*> ins = {conv->input(0), conv->input(1)};
   if (bias != nullptr) ins.push_back(bias);

@@ -60,9 +60,9 @@ bool rewrite(ir::Graph& graph, Node* conv) {
     attrs.set("perm", std::move(perm));
     return graph.insertBefore(conv, OpKind::kPermute, {v}, attrs)->output();
   };
-  Value* patches = reshape(
-      permute(reshape(conv->input(0), {n, c, oh, kh, ow, kw}), {0, 2, 4, 1, 3, 5}),
-      {n * SymDim(oh * ow), k});
+  Value* patches =
+      reshape(permute(reshape(conv->input(0), {n, c, oh, kh, ow, kw}), {0, 2, 4, 1, 3, 5}),
+              {n * SymDim(oh * ow), k});
   std::vector<Value*> ins = {patches, reshape(conv->input(1), {o, k})};
   if (conv->inputs().size() == 3) ins.push_back(conv->input(2));
   Value* rows = graph.insertBefore(conv, OpKind::kLinear, ins)->output();

@@ -40,12 +40,12 @@ kiln::Session& strictGpuSession() {
 }
 
 // Skips the test, with the reason, where LibTorch or kiln sees no CUDA device.
-#define REQUIRE_GPU()                                                                          \
-  do {                                                                                         \
-    if (!torch::cuda::is_available())                                                          \
-      GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";                            \
-    if (strictGpuSession().cudaEnvironment().devices.empty())                                  \
-      GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason;               \
+#define REQUIRE_GPU()                                                            \
+  do {                                                                           \
+    if (!torch::cuda::is_available())                                            \
+      GTEST_SKIP() << "no GPU: no CUDA device visible to LibTorch";              \
+    if (strictGpuSession().cudaEnvironment().devices.empty())                    \
+      GTEST_SKIP() << "no GPU: " << strictGpuSession().cudaEnvironment().reason; \
   } while (0)
 
 // Cosine similarity >= 0.9999 and max |got - want| <= 2% of max |want| (issue 19's bar).

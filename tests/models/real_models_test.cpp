@@ -430,8 +430,7 @@ TEST(RealModels, ViTPatchEmbeddingIsALinear) {
   ASSERT_STREQ(kFixtures[4].name, "tv_vit");
   const std::string explain = explainOfAMatchingCall(kFixtures[4], 3, 6);
   EXPECT_EQ(explain.find("= conv2d("), std::string::npos) << explain;
-  EXPECT_TRUE(std::regex_search(explain, std::regex(R"(\[16\*batch, 192\] = reshape)")))
-      << explain;
+  EXPECT_TRUE(std::regex_search(explain, std::regex(R"(\[16\*batch, 192\] = reshape)"))) << explain;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, RealModel, ::testing::ValuesIn(kFixtures),

@@ -120,8 +120,10 @@ TEST(AdditiveAttentionMasks, OneConversionPerMaskAndDtype) {
 })");
   EXPECT_TRUE(additiveAttentionMasks(*g));
   ir::verify(*g);
-  EXPECT_EQ(ir::print(*g), ir::print(*ir::parse(
-                               R"(graph(%q: f16[s0, 12, s1, 64], %p: f32[s0, 12, s1, 64], %m: bool[s0, 1, s1, s1], %f: f16[s0, 1, 1, s1]) {
+  EXPECT_EQ(
+      ir::print(*g),
+      ir::print(*ir::parse(
+          R"(graph(%q: f16[s0, 12, s1, 64], %p: f32[s0, 12, s1, 64], %m: bool[s0, 1, s1, s1], %f: f16[s0, 1, 1, s1]) {
   %0: f16[] = constant() {value = 0.0}
   %1: f16[] = constant() {value = -inf}
   %2: f32[] = constant() {value = 0.0}
@@ -140,4 +142,3 @@ TEST(AdditiveAttentionMasks, OneConversionPerMaskAndDtype) {
 
 }  // namespace
 }  // namespace kiln::passes
-

@@ -15,8 +15,8 @@ namespace {
 
 void expectRewrite(const std::string& input, const std::string& expected, bool changed,
                    bool geluEpilogue = false) {
-  testing::expectRewrite([&](ir::Graph& g) { return fuseLibraryEpilogues(g, geluEpilogue); },
-                         input, expected, changed);
+  testing::expectRewrite([&](ir::Graph& g) { return fuseLibraryEpilogues(g, geluEpilogue); }, input,
+                         expected, changed);
 }
 
 TEST(LibraryEpilogues, ReluAndTanhGeluMoveIntoTheEpilogue) {

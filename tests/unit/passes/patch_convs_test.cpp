@@ -36,14 +36,17 @@ TEST(PatchConvs, ViTPatchEmbeddingIsALinear) {
 
 TEST(PatchConvs, OtherConvsStay) {
   for (const char* conv : {
-           "conv2d(%x, %w) {stride = [4, 4], padding = [1, 1]}",    // padded
-           "conv2d(%x, %w) {stride = [2, 2]}",                      // overlapping patches
+           "conv2d(%x, %w) {stride = [4, 4], padding = [1, 1]}",   // padded
+           "conv2d(%x, %w) {stride = [2, 2]}",                     // overlapping patches
            "conv2d(%x, %w) {stride = [4, 4], dilation = [2, 2]}",  // dilated
            "conv2d(%x, %w, %b, %z) {stride = [4, 4], activation = \"relu\"}",  // an epilogue
        }) {
     SCOPED_TRACE(conv);
-    const std::string g = std::string(R"(graph(%x: f32[2, 4, 16, 16], %w: f32[4, 4, 4, 4] param, %b: f32[4] param, %z: f32[2, 4, 4, 4]) {
-  %0 = )") + conv + R"(
+    const std::string g =
+        std::string(
+            R"(graph(%x: f32[2, 4, 16, 16], %w: f32[4, 4, 4, 4] param, %b: f32[4] param, %z: f32[2, 4, 4, 4]) {
+  %0 = )") +
+        conv + R"(
   %1 = relu(%0)
   return(%1)
 })";
