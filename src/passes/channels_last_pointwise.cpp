@@ -1,5 +1,6 @@
 #include "src/passes/channels_last_pointwise.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <unordered_set>
 #include <vector>
@@ -25,9 +26,11 @@ bool isPermute(const Node* n, const std::vector<int64_t>& perm) {
 
 bool channelsLastPointwise(ir::Graph& graph) {
   // Values in channels-last memory: conv outputs, graph inputs a conv reads (as its input or its
-  // residual), and the permutes back that this pass makes.
+  // residual), and [N, H, W, C] values permuted to [N, C, H, W] (the permutes back this pass makes,
+  // and Note [Patch convolutions as GEMMs]'s results), which the rewrite reads unpermuted.
   std::unordered_set<const Value*> nhwc;
   for (const auto& n : graph.nodes()) {
+    if (isPermute(n.get(), kToNchw)) nhwc.insert(n->output());
     if (n->kind() != OpKind::kConv2d) continue;
     nhwc.insert(n->output());
     for (size_t i : {size_t{0}, size_t{3}})
@@ -35,7 +38,9 @@ bool channelsLastPointwise(ir::Graph& graph) {
           n->input(static_cast<int>(i))->producer()->kind() == OpKind::kInput)
         nhwc.insert(n->input(static_cast<int>(i)));
   }
-  if (nhwc.empty()) return false;
+  if (std::none_of(graph.nodes().begin(), graph.nodes().end(),
+                   [](const auto& n) { return n->kind() == OpKind::kConv2d; }))
+    return false;
   std::vector<Node*> order;
   for (const auto& n : graph.nodes()) order.push_back(n.get());
   bool changed = false;

@@ -16,7 +16,9 @@
 // is. A permute back that feeds the next rewritten op cancels against that op's permute, so a chain
 // of pointwise ops is one kernel over [N, H, W, C]. Only ops with a 4-d result whose operands of
 // that full shape are all known channels-last: conv outputs, graph inputs a conv reads (converted
-// at the call's entry) and results of this pass. Exact: the same elementwise ops on the same
+// at the call's entry) and [N, H, W, C] values permuted to [N, C, H, W] (this pass's results, and
+// Note [Patch convolutions as GEMMs]'s), which the rewrite reads without the permute; not values of
+// [N, C, 1, 1] (pooled), whose layout does not matter. Exact: the same elementwise ops on the same
 // elements.
 #include "src/ir/graph.h"
 

@@ -40,6 +40,28 @@ TEST(ChannelsLastPointwise, ShiftSiluAndScaleAfterAConvRunInMemoryOrder) {
       true);
 }
 
+TEST(ChannelsLastPointwise, PermutedFromNhwcReadsTheValueItself) {
+  // A patch embedding run as a GEMM (Note [Patch convolutions as GEMMs]) gives [N, C, H, W] as a
+  // permute of [N, H, W, C]: the add over it and a conv output reads the [N, H, W, C] value.
+  expectRewrite(
+      R"(graph(%x: f16[s0, 8, 6, 6], %w: f16[16, 8, 1, 1] param, %w2: f16[8, 16, 1, 1] param, %r: f16[s0, 6, 6, 16]) {
+  %0 = conv2d(%x, %w)
+  %1 = permute(%r) {perm = [0, 3, 1, 2]}
+  %2 = add(%0, %1)
+  %3 = conv2d(%2, %w2)
+  return(%3)
+})",
+      R"(graph(%x: f16[s0, 8, 6, 6], %w: f16[16, 8, 1, 1] param, %w2: f16[8, 16, 1, 1] param, %r: f16[s0, 6, 6, 16]) {
+  %0 = conv2d(%x, %w)
+  %4 = permute(%0) {perm = [0, 2, 3, 1]}
+  %5: f16[s0, 6, 6, 16] = add(%4, %r)
+  %6 = permute(%5) {perm = [0, 3, 1, 2]}
+  %3 = conv2d(%6, %w2)
+  return(%3)
+})",
+      true);
+}
+
 TEST(ChannelsLastPointwise, UnknownLayoutsAndPooledValuesStay) {
   // %y is a graph input no conv reads: its layout is the caller's, so the add over it stays; the
   // relu over a [N, C, 1, 1] value has no layout to speak of.
