@@ -5,6 +5,8 @@
 #include <ATen/Context.h>
 #include <fmt/format.h>
 
+#include "src/passes/channels_last_pointwise.h"
+
 namespace kiln::jit {
 
 namespace {
@@ -41,17 +43,7 @@ ConvLayoutChoice chooseConvLayout(const CapturedGraph& captured, ConvLayout poli
 
 std::vector<int> convEntryInputs(const ir::Graph& graph) {
   std::vector<int> ids;
-  auto add = [&](const ir::Value* v) {
-    if (v->producer()->kind() != ir::OpKind::kInput || v->rank() != 4) return;
-    for (int id : ids)
-      if (id == v->id()) return;
-    ids.push_back(v->id());
-  };
-  for (const auto& n : graph.nodes()) {
-    if (n->kind() != ir::OpKind::kConv2d) continue;
-    add(n->input(0));
-    if (n->inputs().size() > 3) add(n->input(3));
-  }
+  for (const ir::Value* v : passes::convEntryInputs(graph)) ids.push_back(v->id());
   return ids;
 }
 

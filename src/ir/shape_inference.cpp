@@ -300,11 +300,10 @@ TensorType inferLibrary(OpKind kind, const std::vector<Value*>& inputs, const At
         checkDimEq(kind, inputs, inputs[2]->shape()[0], w[0], "out channels");
       }
       auto pair = [&](const char* name, int64_t dflt) {
-        auto v = intsAttr(kind, attrs, name).value_or(std::vector<int64_t>{dflt});
-        if (v.size() == 1) v.push_back(v[0]);
-        if (v.size() != 2)
-          fail(kind, inputs, fmt::format("attribute '{}' must have 1 or 2 entries", name));
-        return v;
+        (void)intsAttr(kind, attrs, name);  // the attribute's type
+        const std::optional<std::array<int64_t, 2>> v = conv2dPair(attrs, name, dflt);
+        if (!v) fail(kind, inputs, fmt::format("attribute '{}' must have 1 or 2 entries", name));
+        return *v;
       };
       auto stride = pair("stride", 1), padding = pair("padding", 0), dilation = pair("dilation", 1);
       Shape out{x[0], w[0]};
@@ -344,6 +343,15 @@ int64_t normalizeDim(int64_t dim, int64_t rank, std::string_view what) {
   if (n < 0 || n >= rank)
     throw UserError(fmt::format("{}: dim {} out of range for rank {}", what, dim, rank));
   return n;
+}
+
+std::optional<std::array<int64_t, 2>> conv2dPair(const Attrs& attrs, std::string_view name,
+                                                 int64_t dflt) {
+  if (!attrs.has(name)) return std::array<int64_t, 2>{dflt, dflt};
+  const std::vector<int64_t>& v = attrs.getInts(name);
+  if (v.size() == 1) return std::array<int64_t, 2>{v[0], v[0]};
+  if (v.size() == 2) return std::array<int64_t, 2>{v[0], v[1]};
+  return std::nullopt;
 }
 
 Shape broadcastShapes(const Shape& a, const Shape& b, std::string_view what) {

@@ -12,6 +12,9 @@
 // - cast, reshape, expand, slice, eager and the boundary ops cannot be inferred: their node carries
 //   the type (needsExplicitType). inferType throws UserError for them.
 // - Ill-typed ops throw UserError naming the op and the operand types.
+#include <array>
+#include <cstdint>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -30,5 +33,9 @@ Shape broadcastShapes(const Shape& a, const Shape& b, std::string_view what);
 bool broadcastsTo(const Shape& from, const Shape& to);
 // Normalizes a possibly negative dim against rank; UserError naming `what` when out of range.
 int64_t normalizeDim(int64_t dim, int64_t rank, std::string_view what);
+// A conv2d attribute (stride, padding, dilation) per spatial dim: one entry means both, an absent
+// attribute `dflt` for both; nullopt for any other number of entries.
+std::optional<std::array<int64_t, 2>> conv2dPair(const Attrs& attrs, std::string_view name,
+                                                 int64_t dflt);
 
 }  // namespace kiln::ir

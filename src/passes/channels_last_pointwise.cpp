@@ -24,23 +24,34 @@ bool isPermute(const Node* n, const std::vector<int64_t>& perm) {
 
 }  // namespace
 
+std::vector<const Value*> convEntryInputs(const ir::Graph& graph) {
+  std::vector<const Value*> out;
+  auto add = [&](const Value* v) {
+    if (v->producer()->kind() != OpKind::kInput || v->rank() != 4) return;
+    if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+  };
+  for (const auto& n : graph.nodes()) {
+    if (n->kind() != OpKind::kConv2d) continue;
+    add(n->input(0));
+    if (n->inputs().size() > 3) add(n->input(3));
+  }
+  return out;
+}
+
 bool channelsLastPointwise(ir::Graph& graph) {
   // Values in channels-last memory: conv outputs, graph inputs a conv reads (as its input or its
   // residual), and [N, H, W, C] values permuted to [N, C, H, W] (the permutes back this pass makes,
   // and Note [Patch convolutions as GEMMs]'s results), which the rewrite reads unpermuted.
-  std::unordered_set<const Value*> nhwc;
+  const std::vector<const Value*> entry = convEntryInputs(graph);
+  std::unordered_set<const Value*> nhwc(entry.begin(), entry.end());
+  bool convs = false;
   for (const auto& n : graph.nodes()) {
     if (isPermute(n.get(), kToNchw)) nhwc.insert(n->output());
     if (n->kind() != OpKind::kConv2d) continue;
+    convs = true;
     nhwc.insert(n->output());
-    for (size_t i : {size_t{0}, size_t{3}})
-      if (i < n->inputs().size() && n->input(static_cast<int>(i))->producer() != nullptr &&
-          n->input(static_cast<int>(i))->producer()->kind() == OpKind::kInput)
-        nhwc.insert(n->input(static_cast<int>(i)));
   }
-  if (std::none_of(graph.nodes().begin(), graph.nodes().end(),
-                   [](const auto& n) { return n->kind() == OpKind::kConv2d; }))
-    return false;
+  if (!convs) return false;
   std::vector<Node*> order;
   for (const auto& n : graph.nodes()) order.push_back(n.get());
   bool changed = false;

@@ -20,9 +20,16 @@
 // Note [Patch convolutions as GEMMs]'s), which the rewrite reads without the permute; not values of
 // [N, C, 1, 1] (pooled), whose layout does not matter. Exact: the same elementwise ops on the same
 // elements.
+#include <vector>
+
 #include "src/ir/graph.h"
 
 namespace kiln::passes {
+
+// The 4-d graph inputs a conv2d reads directly (its input, or its residual operand 3), once each,
+// in the order of the convs: what a channels-last program converts at a call's entry (Note
+// [Channels-last convolutions] in jit/runtime/conv_layout.h).
+std::vector<const ir::Value*> convEntryInputs(const ir::Graph& graph);
 
 // Returns true if the graph changed. Replaced nodes are left for eliminateDeadCode.
 bool channelsLastPointwise(ir::Graph& graph);

@@ -4,6 +4,8 @@
 #include <optional>
 #include <vector>
 
+#include "src/ir/shape_inference.h"
+
 namespace kiln::passes {
 
 using ir::Node;
@@ -14,23 +16,14 @@ using ir::Value;
 
 namespace {
 
-// attrs[name] as two entries (one entry means both), or `dflt` for both when absent.
-std::optional<std::vector<int64_t>> pairAttr(const Node* n, const char* name, int64_t dflt) {
-  if (!n->attrs().has(name)) return std::vector<int64_t>{dflt, dflt};
-  std::vector<int64_t> v = n->attrs().getInts(name);
-  if (v.size() == 1) v.push_back(v[0]);
-  if (v.size() != 2) return std::nullopt;
-  return v;
-}
-
 bool rewrite(ir::Graph& graph, Node* conv) {
   if (conv->inputs().size() > 3 || conv->attrs().has("activation") ||
       graph.isGraphOutput(conv->output()))
     return false;
   if (conv->attrs().has("groups") && conv->attrs().getInt("groups") != 1) return false;
-  const auto stride = pairAttr(conv, "stride", 1);
-  const auto padding = pairAttr(conv, "padding", 0);
-  const auto dilation = pairAttr(conv, "dilation", 1);
+  const auto stride = ir::conv2dPair(conv->attrs(), "stride", 1);
+  const auto padding = ir::conv2dPair(conv->attrs(), "padding", 0);
+  const auto dilation = ir::conv2dPair(conv->attrs(), "dilation", 1);
   if (!stride || !padding || !dilation) return false;
   const ir::DType dtype = conv->output()->dtype();
   if (!ir::isFloating(dtype)) return false;
