@@ -882,12 +882,16 @@ void Lowerer::run() {
   res_.outputs.count = static_cast<int>(graphOutputs.size());
   g_->setOutputs(graphOutputs);
   // Lowering leaves a few dead nodes (the t of Note [Linear from addmm], partial rewrites that
-  // fell back to eager); drop them so the captured graph reads like the model. Eager nodes stay.
+  // fell back to eager, the aranges of Note [Indexing by aranges]); drop them so the captured graph
+  // reads like the model. Eager nodes that write into an argument, or have no outputs, stay.
   for (bool changed = true; changed;) {
     changed = false;
     for (auto it = g_->nodes().rbegin(); it != g_->nodes().rend(); ++it) {
       ir::Node* node = it->get();
-      if (node->category() == ir::OpCategory::kBoundary || node->kind() == OpKind::kEager) continue;
+      if (node->category() == ir::OpCategory::kBoundary) continue;
+      if (node->kind() == OpKind::kEager &&
+          (node->outputs().empty() || eagerCallMutates(res_, node->attrs().getInt("eager_id"))))
+        continue;
       bool dead = true;
       for (ir::Value* o : node->outputs())
         dead = dead && o->uses().empty() && !g_->isGraphOutput(o);
@@ -898,7 +902,27 @@ void Lowerer::run() {
       }
     }
   }
-  res_.unsupportedOps.assign(unsupported_.begin(), unsupported_.end());
+  dropUnusedEagerCalls();
+}
+
+// The calls of erased eager nodes go, and the others are numbered again in graph order: the
+// capture cache stores one call per eager node (Note [Eager calls in the capture cache]), and the
+// report names an op only while a node still runs it.
+void Lowerer::dropUnusedEagerCalls() {
+  std::vector<std::unique_ptr<EagerCall>> calls;
+  std::vector<tj::Node*> nodes;
+  std::set<std::string> ops;
+  for (const auto& n : g_->nodes()) {
+    if (n->kind() != OpKind::kEager) continue;
+    const auto id = static_cast<size_t>(n->attrs().getInt("eager_id"));
+    n->mutableAttrs().set("eager_id", static_cast<int64_t>(calls.size()));
+    if (unsupported_.count(res_.eagerCalls[id]->name) != 0) ops.insert(res_.eagerCalls[id]->name);
+    calls.push_back(std::move(res_.eagerCalls[id]));
+    nodes.push_back(res_.eagerNodes[id]);
+  }
+  res_.eagerCalls = std::move(calls);
+  res_.eagerNodes = std::move(nodes);
+  res_.unsupportedOps.assign(ops.begin(), ops.end());
   for (const std::string& op : res_.unsupportedOps) res_.unsupportedReasons.push_back(reasons_[op]);
 }
 

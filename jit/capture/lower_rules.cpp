@@ -34,6 +34,7 @@ const LoweringTable& loweringTable() {
     addReductionRules(t);
     addViewRules(t);
     addLibraryRules(t);
+    addIndexingRules(t);
     return t;
   }();
   return table;

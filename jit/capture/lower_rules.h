@@ -59,5 +59,8 @@ void addViewRules(LoweringTable& table);
 // Library calls: linear, matmul, mm, bmm, addmm, baddbmm, scaled_dot_product_attention,
 // convolution, and eval batch_norm decomposed to pointwise ops (lower_library.cpp).
 void addLibraryRules(LoweringTable& table);
+// Indexing and creation from sizes: aten::index and aten::embedding by aranges, boolean scalars
+// (lower_indexing.cpp, Note [Indexing by aranges]).
+void addIndexingRules(LoweringTable& table);
 
 }  // namespace kiln::jit

@@ -64,6 +64,9 @@ class Lowerer {
   ir::Value* lowered(const torch::jit::Value* v) const;
   // An int the trace computed from sizes (Note [Run-time scalars] in lower.h), else nullopt.
   std::optional<ir::SymDim> sizeInt(const torch::jit::Value* v) const;
+  // An int known when lowering: computed from sizes (sizeInt), a literal, or a 0-dim integer
+  // tensor constant.
+  std::optional<ir::SymDim> symIntOf(const torch::jit::Value* v) const;
   const SymContext& ctx() const { return ctx_; }
 
   // --- emission ---
@@ -93,6 +96,7 @@ class Lowerer {
   bool lowerUnpack(const torch::jit::Node* n);
   bool lowerByRule(const torch::jit::Node* n);
   void lowerEager(const torch::jit::Node* n);
+  void dropUnusedEagerCalls();
 
   const LowerRequest& req_;
   CapturedGraph& res_;
@@ -113,7 +117,6 @@ class Lowerer {
       const torch::jit::Value* v, const std::function<int(const torch::jit::Value*)>& operand);
   std::optional<ir::Shape> creationShape(const torch::jit::Node* n,
                                          const torch::jit::Value* out) const;
-  std::optional<ir::SymDim> symIntOf(const torch::jit::Value* v) const;
   std::set<std::string> unsupported_;
   std::map<std::string, std::string> reasons_;  // why an op runs eagerly, first reason per op
   int constCount_ = 0;

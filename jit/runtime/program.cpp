@@ -10,7 +10,6 @@
 #include "codegen/kernel_abi.h"
 #include "jit/runtime/derived_params.h"
 #include "jit/runtime/fold_conv_bn.h"
-#include "jit/runtime/index_views.h"
 #include "jit/runtime/session.h"
 #include "src/ir/printer.h"
 #include "src/ir/verifier.h"
@@ -84,9 +83,6 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
     passes::eliminateDeadCode(graph);
     ir::verify(graph);
   }
-  // Note [Indexing by aranges is a view]: after the passes, which simplify what feeds the index
-  // (HF's arange(kv) + 0); it reads the capture's eager calls, which the passes in src/ do not.
-  indexByArangesToViews(p.captured_);
   lap("graph passes");
   // Note [Merged linears]: after the passes (epilogues are in place, which keep a linear apart),
   // not with quantisation, which calibrates and stores each linear by its own weight.

@@ -279,6 +279,58 @@ TEST(CaptureCache, EagerCallsRunFromACachedCapture) {
   EXPECT_LE((got - want).abs().max().item<double>(), 1e-4) << fast.explain();
 }
 
+// Note [Indexing by aranges] (jit/capture/lower_indexing.cpp): an embedding of an arange is rows
+// of the table, transformers' mask indexing by aranges is a reshape and a 0-dim boolean ones() a
+// literal, at the batch-1 guard family too (where every index is all ones). The aranges they read
+// are dropped with their eager calls, the cumsum after them is numbered again, and the capture
+// still round-trips through the cache. A call past the table runs eagerly and raises as the
+// module does.
+TEST(CaptureCache, IndexingByArangesLeavesNoEagerCalls) {
+  torch::NoGradGuard ng;
+  const kiln::testing::ScratchDir scratch("kiln-capture-cache-test");
+  torch::jit::Module m("M");
+  m.register_buffer("table", torch::randn({16, 8}));
+  m.define(R"(
+def forward(self, x):
+    b = x.size(0)
+    n = x.size(1)
+    pos = torch.embedding(self.table, torch.arange(2, n + 2).unsqueeze(0))
+    keep = torch.ones([], dtype=11)
+    mask = (x > 0.0)[torch.arange(b)[:, None, None], torch.arange(n)[None, None, :]]
+    c = torch.cumsum(x, 1)
+    w = torch.where(mask & keep, 1.0, 0.0)[:, 0, :]
+    return w.unsqueeze(-1) * pos + c.unsqueeze(-1)
+)");
+  auto options = [](kiln::Session& s) {
+    kiln::jit::Options o;
+    o.session = &s;
+    o.inputNames = {"x"};
+    o.dynamicDims = {{"x", 0, "b"}, {"x", 1, "n"}};
+    return o;
+  };
+  const std::vector<std::pair<int64_t, int64_t>> shapes{{3, 5}, {1, 4}, {2, 9}};
+  {
+    auto s = sessionOver(scratch.path());
+    auto fast = kiln::jit::optimize(m, options(*s));
+    for (auto [b, n] : shapes) expectEager(m, fast, {torch::randn({b, n})});
+    const std::string explain = fast.explain();
+    for (const char* op : {"aten::embedding", "aten::index", "aten::arange", "aten::ones"})
+      EXPECT_EQ(explain.find(op), std::string::npos) << op << "\n" << explain;
+    EXPECT_NE(explain.find("aten::cumsum x1"), std::string::npos) << explain;
+    EXPECT_EQ(fast.stats().captures, 2u) << "one per guard family: b >= 2 and b = 1";
+    s->waitForBackground();
+  }
+  auto s = sessionOver(scratch.path());
+  auto fast = kiln::jit::optimize(m, options(*s));
+  for (auto [b, n] : shapes) expectEager(m, fast, {torch::randn({b, n})});
+  EXPECT_EQ(fast.stats().captures, 0u) << fast.stats().toString();
+  EXPECT_EQ(fast.stats().capturesCached, 2u) << fast.stats().toString();
+  // 15 + 2 rows > 16: eager, which raises.
+  const std::vector<torch::IValue> past{torch::randn({2, 15})};
+  EXPECT_ANY_THROW(m.forward(past));
+  EXPECT_ANY_THROW(fast.forward(past));
+}
+
 // Note [Tuning records]: a schedule recorded for (group, bucket, arch) is what a new session's
 // kernels use; KILN_TUNE=off ignores records.
 TEST(TuningRecords, ARecordedScheduleSteersANewSession) {

@@ -214,10 +214,10 @@ def forward(self, x):
   EXPECT_NE(fast.explain().find("assumes slice end"), std::string::npos) << fast.explain();
 }
 
-// Note [Indexing by aranges is a view]: HF's mask pattern mask[arange(b)[:, None, None, None],
-// arange(s)[None, None, None, :]] runs as views, not an eager index, and so does the transposed
-// pattern; rows 1.. of x are a real gather and stay eager. Results equal the module's, at the
-// captured sizes and at new ones, in a strict session.
+// Note [Indexing by aranges] (jit/capture/lower_indexing.cpp): HF's mask pattern
+// mask[arange(b)[:, None, None, None], arange(s)[None, None, None, :]] runs as views, not an eager
+// index, and so does the transposed pattern; rows 1.. of x are a real gather and stay eager.
+// Results equal the module's, at the captured sizes and at new ones, in a strict session.
 TEST(IndexViews, IndexingByAranges) {
   torch::NoGradGuard ng;
   torch::jit::Module m = scripted(R"(

@@ -1,0 +1,203 @@
+// Lowering rules for indexing and creation ops whose operands the trace built from sizes (Note
+// [Lowering table] in lower_rules.h).
+//
+// Note [Indexing by aranges]
+// Hugging Face's attention masks (sdpa_mask in transformers 5.x: BERT, GPT-2, Llama, Mistral, ...)
+// read the padding mask as mask[arange(B)[:, None, None, None], arange(S)[None, None, None, :]],
+// and GPT-2's positions are wpe(arange(S)). Each became an eager aten::index or aten::embedding
+// step behind two or three eager aranges, and on an H100 the first use of ATen's indexing kernels
+// cost 21-39 ms of a warm process's first call (bench/RESULTS.md, 2026-12-07). Neither reads
+// anything the sizes do not give:
+//   - x[i_0, ..., i_k] where every i_j is arange(x.size(j)) shaped so that its values vary along
+//     one dim d_j of their common rank (any dim when its length is 1), the d_j distinct, is x with
+//     dims 0..k permuted into the order of the d_j and reshaped to the indices' broadcast shape,
+//     followed by x's unindexed dims: views, with no copy;
+//   - embedding(W, i) where i is arange(s, s + n) in memory order (any shape) is W[s : s + n]
+//     reshaped to i's shape + [W.size(1)], a view; s + n <= W.size(0) is a size assumption (Note
+//     [Size assumptions] in capture.h), so a call past the table runs eagerly, and raises as the
+//     module does.
+// An index value counts as an arange when the trace made it from aten::arange through ops that
+// keep the order of its elements (unsqueeze, view/reshape, full slices, adding an int), which
+// arangeOf() follows. Anything else (token ids, data-dependent indices) still runs in ATen, with
+// the reason in explain(). The aranges the rewrite no longer reads are removed as dead code.
+#include <algorithm>
+#include <numeric>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "jit/capture/lower_rules.h"
+#include "jit/capture/lowerer.h"
+
+namespace kiln::jit {
+namespace {
+
+namespace tj = torch::jit;
+using ir::OpKind;
+using ir::Shape;
+using ir::SymDim;
+using ir::TensorType;
+
+// The elements of an arange in memory order: start, start + step, ..., `length` of them.
+struct Arange {
+  SymDim start;
+  int64_t step = 1;
+  SymDim length;
+};
+
+std::optional<Arange> arangeNode(const Lowerer& l, const tj::Node* p) {
+  const c10::FunctionSchema* schema = p->maybeSchema();
+  if (schema == nullptr) return std::nullopt;
+  auto arg = [&](const char* name) -> const tj::Value* {
+    auto i = schema->argumentIndexWithName(name);
+    if (!i || static_cast<size_t>(*i) >= p->inputs().size()) return nullptr;
+    return p->input(static_cast<size_t>(*i));
+  };
+  const tj::Value* endArg = arg("end");
+  if (endArg == nullptr) return std::nullopt;
+  std::optional<SymDim> end = l.symIntOf(endArg);
+  std::optional<SymDim> start = SymDim(0);
+  if (const tj::Value* s = arg("start")) start = l.symIntOf(s);
+  if (const tj::Value* s = arg("step")) {
+    auto iv = l.constIValue(s);
+    if (!iv || !iv->isInt() || iv->toInt() != 1) return std::nullopt;
+  }
+  if (!end || !start) return std::nullopt;
+  return Arange{*start, 1, *end - *start};
+}
+
+// Note [Indexing by aranges]: what `v` holds when the trace made it from an arange through ops
+// that keep its elements' order; nullopt otherwise.
+std::optional<Arange> arangeOf(const Lowerer& l, const tj::Value* v) {
+  SymDim shift(0);
+  for (int hops = 0; hops < 32; ++hops) {
+    const tj::Node* p = v->node();
+    const std::string_view kind = p->kind().toQualString();
+    if (kind == "aten::arange") {
+      auto a = arangeNode(l, p);
+      if (a) a->start = a->start + shift;
+      return a;
+    }
+    if (kind == "aten::unsqueeze" || kind == "aten::view" || kind == "aten::reshape" ||
+        kind == "aten::_unsafe_view" || kind == "aten::flatten" || kind == "aten::squeeze" ||
+        kind == "aten::contiguous" || kind == "aten::clone") {
+      v = p->input(0);
+      continue;
+    }
+    if (kind == "aten::slice") {
+      // Only a slice that keeps every element: the same numel in and out, as lowered.
+      const ir::Value* in = l.lowered(p->input(0));
+      const ir::Value* out = l.lowered(p->output());
+      if (in == nullptr || out == nullptr || ir::numel(in->shape()) != ir::numel(out->shape()))
+        return std::nullopt;
+      v = p->input(0);
+      continue;
+    }
+    if ((kind == "aten::add" || kind == "aten::add_") && p->inputs().size() == 3) {
+      // arange + c (transformers' kv_arange += kv_offset), alpha 1.
+      auto alpha = l.constIValue(p->input(2));
+      auto c = l.symIntOf(p->input(1));
+      if (!alpha || !alpha->isInt() || alpha->toInt() != 1 || !c) return std::nullopt;
+      shift = shift + *c;
+      v = p->input(0);
+      continue;
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+bool integral(ir::DType d) {
+  return d == ir::DType::kInt64 || d == ir::DType::kInt32;
+}
+
+// aten::index(x, [i_0, ..., i_k]) where every i_j is arange(x.size(j)): x, its indexed dims
+// permuted into the order the indices place them in, reshaped.
+ir::Value* indexByAranges(Lowerer& l, const tj::Node* n) {
+  ir::Value* x = l.operand(n, 0);
+  const tj::Node* list = n->input(1)->node();
+  if (list->kind() != c10::prim::ListConstruct)
+    throw NotLowerable{"indices in a list the trace did not build"};
+  const auto indices = list->inputs();
+  const size_t k = indices.size();
+  if (k == 0 || k > static_cast<size_t>(x->rank())) throw NotLowerable{"more indices than dims"};
+  Shape out;
+  std::vector<int> position(k, -1);  // where index j's values vary; -1: length 1, anywhere
+  for (size_t j = 0; j < k; ++j) {
+    if (l.isNone(indices[j])) throw NotLowerable{"a full slice (None) among the indices"};
+    const ir::Value* iv = l.operand(list, j);
+    if (!integral(iv->dtype())) throw NotLowerable{"a boolean mask or a non-integer index"};
+    auto a = arangeOf(l, indices[j]);
+    if (!a) throw NotLowerable{"indices read from a tensor (advanced indexing runs in ATen)"};
+    if (a->start != SymDim(0) || a->length != x->shape()[j])
+      throw NotLowerable{"an arange index that does not span its dim from 0"};
+    if (j == 0) out.assign(static_cast<size_t>(iv->rank()), SymDim(1));
+    if (iv->rank() != static_cast<int64_t>(out.size()))
+      throw NotLowerable{"index tensors of different ranks"};
+    for (int d = 0; d < static_cast<int>(iv->rank()); ++d) {
+      if (iv->shape()[static_cast<size_t>(d)].isOne()) continue;
+      if (position[j] >= 0 || !out[static_cast<size_t>(d)].isOne() ||
+          iv->shape()[static_cast<size_t>(d)] != a->length)
+        throw NotLowerable{"arange indices that share or spread over dims"};
+      position[j] = d;
+      out[static_cast<size_t>(d)] = a->length;
+    }
+  }
+  for (size_t d = k; d < static_cast<size_t>(x->rank()); ++d) out.push_back(x->shape()[d]);
+  // x's dims in the order the output holds them; the unindexed ones stay last.
+  std::vector<int64_t> perm(static_cast<size_t>(x->rank()));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::stable_sort(perm.begin(), perm.begin() + static_cast<std::ptrdiff_t>(k),
+                   [&](int64_t a, int64_t b) {
+                     return position[static_cast<size_t>(a)] < position[static_cast<size_t>(b)];
+                   });
+  if (!std::is_sorted(perm.begin(), perm.end()))
+    x = l.emit(OpKind::kPermute, {x}, {{"perm", perm}});
+  if (out == x->shape()) return x;
+  return l.emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), out});
+}
+
+// aten::embedding(W, arange(s, s + n)): rows s to s + n of W, a view.
+ir::Value* embeddingOfArange(Lowerer& l, const tj::Node* n) {
+  ir::Value* w = l.operand(n, 0);
+  const ir::Value* idx = l.operand(n, 1);
+  if (w->rank() != 2) throw NotLowerable{"an embedding table that is not 2-d"};
+  auto a = arangeOf(l, n->input(1));
+  if (!a || !a->start.isConstant() || a->start.constant() < 0 || !integral(idx->dtype()))
+    throw NotLowerable{"rows gathered by indices read from a tensor (runs in ATen)"};
+  const int64_t start = a->start.constant();
+  l.assume(a->start + a->length, w->shape()[0], "embedding: positions within the table");
+  ir::Value* rows = l.slice(w, 0, start, 1, a->length);
+  Shape shape = idx->shape();
+  shape.push_back(w->shape()[1]);
+  return l.emitTyped(OpKind::kReshape, {rows}, {}, TensorType{w->dtype(), shape});
+}
+
+// new_ones/new_zeros/ones/zeros of size [] and dtype bool (transformers' mask functions start
+// from torch.ones((), dtype=torch.bool)): a literal. Other dtypes keep the 0-dim tensor's own
+// type promotion, which a literal would not (Note [Constants are Python scalars] in aten_eval.h).
+LoweringRule boolScalar(double value) {
+  return [value](Lowerer& l, const tj::Node* n) -> ir::Value* {
+    const tj::Value* out = n->outputs()[0];
+    if (!l.tracedSizes(out).empty() || l.tracedDType(out) != ir::DType::kBool) return nullptr;
+    const c10::FunctionSchema* schema = n->maybeSchema();
+    auto size = schema != nullptr ? schema->argumentIndexWithName("size") : std::nullopt;
+    if (!size || static_cast<size_t>(*size) >= n->inputs().size() ||
+        !l.symIntsArg(n->input(static_cast<size_t>(*size))).empty())
+      return nullptr;
+    return l.graph().addConstant(value, ir::DType::kBool);
+  };
+}
+
+}  // namespace
+
+void addIndexingRules(LoweringTable& table) {
+  table.add("aten::index", indexByAranges);
+  table.add("aten::embedding", embeddingOfArange);
+  table.add("aten::new_ones", boolScalar(1));
+  table.add("aten::ones", boolScalar(1));
+  table.add("aten::new_zeros", boolScalar(0));
+  table.add("aten::zeros", boolScalar(0));
+}
+
+}  // namespace kiln::jit
