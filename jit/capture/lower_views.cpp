@@ -181,7 +181,16 @@ ir::Value* sliceRule(Lowerer& l, const tj::Node* n) {
              fmt::format("slice start {} <= end {} in {}", start, endSym->toString(), traced(n)));
     return l.slice(x, dim, start, 1, *endSym - SymDim(start));
   }
-  if (step != 1) throw NotLowerable{"slice with step != 1"};
+  if (step < 1) throw NotLowerable{"slice with step < 1"};
+  if (step != 1) {
+    // x[..., ::2] (GPT-J's rotary pairs, Swin's patch merging): the length needs a rounding
+    // division, which symbolic sizes do not have.
+    if (!size.isConstant()) throw NotLowerable{"a strided slice of a dim whose size varies"};
+    const int64_t from = std::clamp<int64_t>(start < 0 ? start + sizeVal : start, 0, sizeVal);
+    const int64_t to = std::clamp<int64_t>(end < 0 ? end + sizeVal : end, 0, sizeVal);
+    if (to <= from) throw NotLowerable{"an empty strided slice"};
+    return l.slice(x, dim, from, step, SymDim((to - from + step - 1) / step));
+  }
   if (start < 0) {
     if (!size.isConstant()) throw NotLowerable{"negative start on a symbolic dim"};
     start = std::max<int64_t>(start + sizeVal, 0);
@@ -200,6 +209,38 @@ ir::Value* sliceRule(Lowerer& l, const tj::Node* n) {
     length = SymDim(end - start);
   }
   return l.slice(x, dim, start, step, length);
+}
+
+// x.T (numpy_T): every dim reversed.
+ir::Value* reversedDims(Lowerer& l, const tj::Node* n) {
+  ir::Value* x = l.operand(n, 0);
+  if (x->rank() < 2) return x;
+  std::vector<int64_t> perm(static_cast<size_t>(x->rank()));
+  for (int64_t i = 0; i < x->rank(); ++i) perm[static_cast<size_t>(i)] = x->rank() - 1 - i;
+  return l.emit(OpKind::kPermute, {x}, {{"perm", perm}});
+}
+
+// roll(x, shifts, dims) over static dims (Swin's shifted windows): per dim, the last `shift`
+// elements, then the others, as one cat of two slices.
+ir::Value* roll(Lowerer& l, const tj::Node* n) {
+  ir::Value* x = l.operand(n, 0);
+  const std::vector<int64_t> shifts = l.intsArg(n->inputs()[1]);
+  const std::vector<int64_t> dims = l.intsArg(n->inputs()[2]);
+  if (dims.empty() || dims.size() != shifts.size())
+    throw NotLowerable{"roll of the flattened tensor"};
+  for (size_t i = 0; i < dims.size(); ++i) {
+    const int64_t d = normDim(dims[i], x->rank());
+    const SymDim& size = x->shape()[static_cast<size_t>(d)];
+    if (!size.isConstant()) throw NotLowerable{"roll along a dim whose size varies"};
+    const int64_t len = size.constant();
+    if (len == 0) continue;
+    const int64_t s = ((shifts[i] % len) + len) % len;
+    if (s == 0) continue;
+    ir::Value* tail = l.slice(x, d, len - s, 1, SymDim(s));
+    ir::Value* head = l.slice(x, d, 0, 1, SymDim(len - s));
+    x = l.emit(OpKind::kCat, {tail, head}, {{"dim", d}});
+  }
+  return x;
 }
 
 ir::Value* cat(Lowerer& l, const tj::Node* n) {
@@ -264,6 +305,8 @@ void addViewRules(LoweringTable& table) {
   table.add("aten::transpose", transpose(/*matrix=*/false));
   table.add("aten::swapaxes", transpose(/*matrix=*/false));
   table.add("aten::t", transpose(/*matrix=*/true));
+  table.add("aten::numpy_T", reversedDims);
+  table.add("aten::roll", roll);
   table.add("aten::expand", expand(/*asTensor=*/false));
   table.add("aten::broadcast_to", expand(/*asTensor=*/false));
   table.add("aten::expand_as", expand(/*asTensor=*/true));

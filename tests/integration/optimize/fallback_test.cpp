@@ -284,6 +284,37 @@ TEST(Lowering, OpsOfMoreArchitecturesFuse) {
   EXPECT_EQ(fast.stats().eagerCalls, 0u);
 }
 
+// Views the breadth sweep found eager (bench/RESULTS.md, 2026-12-07, eighteenth session): strided
+// slices of static dims (GPT-J's rotary pairs, Swin's patch merging), x.T (Falcon) and roll
+// (Swin's shifted windows) lower to slices, a permute and a cat. Results equal the module's in a
+// compile-only session, at the captured sizes and new ones, with no eager step.
+TEST(Lowering, StridedSlicesTransposesAndRolls) {
+  torch::NoGradGuard ng;
+  auto forward = [](const std::vector<c10::IValue>& in) -> c10::IValue {
+    const torch::Tensor x = in.at(0).toTensor();
+    torch::Tensor pairs = x.slice(2, 0, 8, 2) * 2.0 - x.slice(2, 1, 8, 2);
+    torch::Tensor rolled = torch::roll(x, {3, -1}, {1, 3}).slice(1, 1, 6, 3) + 1.0;
+    torch::Tensor reversed = x.select(1, 0).select(1, 0).numpy_T() * 3.0;
+    return c10::ivalue::Tuple::create({pairs, rolled, reversed});
+  };
+  kiln::jit::Options o;
+  o.session = &kiln::testing::compileOnlySession();
+  o.inputNames = {"x"};
+  o.dynamicDims = {{"x", 0, "b"}};
+  auto fast = kiln::jit::optimize(std::make_shared<torch::nn::Module>(), forward, o);
+  for (int64_t b : {3, 2, 5}) {
+    torch::Tensor x = torch::randn({b, 6, 8, 4});
+    const auto got = fast.forward({x}).toTuple()->elements();
+    const auto want = forward({x}).toTuple()->elements();
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) expectSame(got[i].toTensor(), want[i].toTensor());
+  }
+  const std::string explain = fast.explain();
+  EXPECT_NE(explain.find("eager leftovers: none"), std::string::npos) << explain;
+  EXPECT_NE(explain.find("unsupported ops: none"), std::string::npos) << explain;
+  EXPECT_EQ(fast.stats().eagerCalls, 0u);
+}
+
 // Note [Mutation islands]: a tensor the graph makes and then writes through slices (Swin's
 // shifted-window mask, BART's shifted decoder ids, whose last write's result is read) is one eager
 // island step; the rest of the graph is kiln's. Writes that are
