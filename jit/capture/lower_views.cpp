@@ -243,6 +243,70 @@ ir::Value* roll(Lowerer& l, const tj::Node* n) {
   return x;
 }
 
+// x with a dim of size 1 inserted at `dim` (0..rank).
+ir::Value* unsqueezed(Lowerer& l, ir::Value* x, int64_t dim) {
+  Shape shape = x->shape();
+  shape.insert(shape.begin() + dim, SymDim(1));
+  return l.emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), shape});
+}
+
+// stack(tensors, dim) (GPT-J's rotate_every_two): each unsqueezed at dim, then one cat.
+ir::Value* stack(Lowerer& l, const tj::Node* n) {
+  const tj::Node* list = n->inputs()[0]->node();
+  if (list->kind() != c10::prim::ListConstruct) throw NotLowerable{"stack of a non-literal list"};
+  std::vector<ir::Value*> parts;
+  for (const tj::Value* v : list->inputs()) parts.push_back(l.tensor(v));
+  if (parts.empty()) throw NotLowerable{"stack of no tensors"};
+  const int64_t dim = normDim(l.intArg(n->inputs()[1]), parts[0]->rank() + 1);
+  const Shape shape = parts[0]->shape();
+  for (const ir::Value* p : parts)
+    if (p->shape() != shape) throw NotLowerable{"stack of tensors of other shapes"};
+  for (ir::Value*& p : parts) p = unsqueezed(l, p, dim);
+  if (parts.size() == 1) return parts[0];
+  return l.emit(OpKind::kCat, std::move(parts), {{"dim", dim}});
+}
+
+// x repeated `times` along a new dim inserted at `at` (an expand), then that dim merged into
+// dim `at` of the result: the copies follow each other (repeat) when `at` comes before the
+// repeated dim, each element is repeated in place (repeat_interleave) when after.
+ir::Value* repeatInto(Lowerer& l, ir::Value* x, int64_t at, int64_t times, int64_t merged) {
+  ir::Value* u = unsqueezed(l, x, at);
+  Shape wide = u->shape();
+  wide[static_cast<size_t>(at)] = SymDim(times);
+  ir::Value* e = l.emitTyped(OpKind::kExpand, {u}, {}, TensorType{x->dtype(), wide});
+  Shape out = x->shape();
+  out[static_cast<size_t>(merged)] = out[static_cast<size_t>(merged)] * SymDim(times);
+  return l.emitTyped(OpKind::kReshape, {e}, {}, TensorType{x->dtype(), out});
+}
+
+// repeat_interleave(x, repeats: int, dim) (GPT-J's rotary sin/cos): each element `repeats` times.
+ir::Value* repeatInterleave(Lowerer& l, const tj::Node* n) {
+  const auto in = n->inputs();
+  if (in.size() < 3 || isTensorValue(in[1])) throw NotLowerable{"repeat counts read from a tensor"};
+  if (l.isNone(in[2])) throw NotLowerable{"repeat_interleave of the flattened tensor"};
+  ir::Value* x = l.operand(n, 0);
+  const int64_t dim = normDim(l.intArg(in[2]), x->rank());
+  const int64_t times = l.intArg(in[1]);
+  if (times < 1) throw NotLowerable{"repeat_interleave with fewer than one repeat"};
+  if (times == 1) return x;
+  return repeatInto(l, x, dim + 1, times, dim);
+}
+
+// repeat(x, sizes): x tiled `sizes[i]` times along dim i (leading sizes add dims).
+ir::Value* repeat(Lowerer& l, const tj::Node* n) {
+  ir::Value* x = l.operand(n, 0);
+  const std::vector<int64_t> times = l.intsArg(n->inputs()[1]);
+  if (times.size() < static_cast<size_t>(x->rank()))
+    throw NotLowerable{"repeat with fewer sizes than dims"};
+  for (int64_t t : times)
+    if (t < 1) throw NotLowerable{"repeat with a size below 1"};
+  while (static_cast<size_t>(x->rank()) < times.size()) x = unsqueezed(l, x, 0);
+  for (size_t d = 0; d < times.size(); ++d)
+    if (times[d] != 1)
+      x = repeatInto(l, x, static_cast<int64_t>(d), times[d], static_cast<int64_t>(d));
+  return x;
+}
+
 ir::Value* cat(Lowerer& l, const tj::Node* n) {
   const tj::Node* list = n->inputs()[0]->node();
   if (list->kind() != c10::prim::ListConstruct) throw NotLowerable{"cat of a non-literal list"};
@@ -307,6 +371,9 @@ void addViewRules(LoweringTable& table) {
   table.add("aten::t", transpose(/*matrix=*/true));
   table.add("aten::numpy_T", reversedDims);
   table.add("aten::roll", roll);
+  table.add("aten::stack", stack);
+  table.add("aten::repeat", repeat);
+  table.add("aten::repeat_interleave", repeatInterleave);
   table.add("aten::expand", expand(/*asTensor=*/false));
   table.add("aten::broadcast_to", expand(/*asTensor=*/false));
   table.add("aten::expand_as", expand(/*asTensor=*/true));

@@ -284,10 +284,11 @@ TEST(Lowering, OpsOfMoreArchitecturesFuse) {
   EXPECT_EQ(fast.stats().eagerCalls, 0u);
 }
 
-// Views the breadth sweep found eager (bench/RESULTS.md, 2026-12-07, eighteenth session): strided
-// slices of static dims (GPT-J's rotary pairs, Swin's patch merging), x.T (Falcon) and roll
-// (Swin's shifted windows) lower to slices, a permute and a cat. Results equal the module's in a
-// compile-only session, at the captured sizes and new ones, with no eager step.
+// Views the breadth sweep found eager (bench/RESULTS.md, 2026-12-07, nineteenth session): strided
+// slices of static dims (GPT-J's rotary pairs, Swin's patch merging), x.T (Falcon), roll (Swin's
+// shifted windows), stack (GPT-J's rotate_every_two), repeat and repeat_interleave (GPT-J's
+// sin/cos) lower to slices, permutes, expands, reshapes and cats. Results equal the module's in
+// a compile-only session, at the captured sizes and new ones, with no eager step.
 TEST(Lowering, StridedSlicesTransposesAndRolls) {
   torch::NoGradGuard ng;
   auto forward = [](const std::vector<c10::IValue>& in) -> c10::IValue {
@@ -295,7 +296,11 @@ TEST(Lowering, StridedSlicesTransposesAndRolls) {
     torch::Tensor pairs = x.slice(2, 0, 8, 2) * 2.0 - x.slice(2, 1, 8, 2);
     torch::Tensor rolled = torch::roll(x, {3, -1}, {1, 3}).slice(1, 1, 6, 3) + 1.0;
     torch::Tensor reversed = x.select(1, 0).select(1, 0).numpy_T() * 3.0;
-    return c10::ivalue::Tuple::create({pairs, rolled, reversed});
+    torch::Tensor stacked = torch::stack({-x.slice(3, 1, 4, 2), x.slice(3, 0, 4, 2)}, -1);
+    torch::Tensor tiled = x.select(1, 0).repeat({2, 1, 3}) - 1.0;
+    torch::Tensor interleaved = torch::repeat_interleave(x.select(3, 1), 2, 1) * 0.5;
+    return c10::ivalue::Tuple::create(
+        {pairs, rolled, reversed, stacked.flatten(-2) + x, tiled, interleaved});
   };
   kiln::jit::Options o;
   o.session = &kiln::testing::compileOnlySession();
