@@ -524,6 +524,18 @@ bool Lowerer::lowerShapeArith(const tj::Node* n) {
     }
     return false;
   }
+  // x % y of known ints (torchvision Swin's window padding, (w - W % w) % w): Python's remainder
+  // takes the divisor's sign, fmod the dividend's. Symbolic sizes have no remainder.
+  if ((name == "aten::remainder" || name == "aten::fmod") && n->inputs().size() == 2 &&
+      (isInt(n->output()) || isTensorValue(n->output()))) {
+    auto a = symIntOf(n->input(0));
+    auto b = symIntOf(n->input(1));
+    if (!a || !b || !a->isConstant() || !b->isConstant() || b->constant() == 0) return false;
+    int64_t r = a->constant() % b->constant();
+    if (name == "aten::remainder" && r != 0 && ((r < 0) != (b->constant() < 0))) r += b->constant();
+    ints_[n->output()] = SymDim(r);
+    return true;
+  }
   // Integer arithmetic, on ints or on the 0-dim tensors Python traces make of sizes.
   bool floorDiv = name == "aten::floordiv" || name == "aten::floor_divide";
   bool truncDiv = false;
@@ -535,11 +547,11 @@ bool Lowerer::lowerShapeArith(const tj::Node* n) {
     }
   }
   const bool intArith = name == "aten::mul" || name == "aten::add" || name == "aten::sub" ||
-                        floorDiv || truncDiv || name == "aten::neg";
+                        name == "aten::rsub" || floorDiv || truncDiv || name == "aten::neg";
   if (intArith && (isInt(n->output()) || isTensorValue(n->output()))) {
     const size_t arity = name == "aten::neg" ? 1 : 2;
     if (n->inputs().size() < arity) return false;
-    if (n->inputs().size() == 3 && !floorDiv && !truncDiv) {  // add/sub(x, y, alpha)
+    if (n->inputs().size() == 3 && !floorDiv && !truncDiv) {  // add/sub/rsub(x, y, alpha)
       auto alpha = constIValue(n->input(2));
       if (!alpha || !alpha->isInt() || alpha->toInt() != 1) return false;
     } else if (n->inputs().size() > arity && !floorDiv && !truncDiv) {
@@ -556,6 +568,7 @@ bool Lowerer::lowerShapeArith(const tj::Node* n) {
     if (name == "aten::mul") ints_[n->output()] = *a * *b;
     if (name == "aten::add") ints_[n->output()] = *a + *b;
     if (name == "aten::sub") ints_[n->output()] = *a - *b;
+    if (name == "aten::rsub") ints_[n->output()] = *b - *a;
     if (floorDiv || truncDiv) {
       if (a->isConstant() && b->isConstant() && b->constant() != 0) {
         int64_t x = a->constant();

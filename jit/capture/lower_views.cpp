@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <limits>
 #include <optional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -307,6 +308,21 @@ ir::Value* repeat(Lowerer& l, const tj::Node* n) {
   return x;
 }
 
+// pad(x, pads, "constant") and constant_pad_nd with every pad 0 (torchvision Swin pads its
+// windows by (w - W % w) % w, 0 at 224x224): x itself. Other pads have no IR op.
+ir::Value* zeroPad(Lowerer& l, const tj::Node* n) {
+  const auto in = n->inputs();
+  if (n->kind().toQualString() == std::string_view("aten::pad") && in.size() > 2 &&
+      !l.isNone(in[2])) {
+    auto mode = l.constIValue(in[2]);
+    if (!mode || !mode->isString() || mode->toStringRef() != "constant")
+      throw NotLowerable{"a reflect, replicate or circular pad"};
+  }
+  for (int64_t p : l.intsArg(in[1]))
+    if (p != 0) throw NotLowerable{"a pad of nonzero width"};
+  return l.operand(n, 0);
+}
+
 ir::Value* cat(Lowerer& l, const tj::Node* n) {
   const tj::Node* list = n->inputs()[0]->node();
   if (list->kind() != c10::prim::ListConstruct) throw NotLowerable{"cat of a non-literal list"};
@@ -372,6 +388,8 @@ void addViewRules(LoweringTable& table) {
   table.add("aten::numpy_T", reversedDims);
   table.add("aten::roll", roll);
   table.add("aten::stack", stack);
+  table.add("aten::pad", zeroPad);
+  table.add("aten::constant_pad_nd", zeroPad);
   table.add("aten::repeat", repeat);
   table.add("aten::repeat_interleave", repeatInterleave);
   table.add("aten::expand", expand(/*asTensor=*/false));

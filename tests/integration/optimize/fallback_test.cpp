@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -318,6 +319,51 @@ TEST(Lowering, StridedSlicesTransposesAndRolls) {
   EXPECT_NE(explain.find("eager leftovers: none"), std::string::npos) << explain;
   EXPECT_NE(explain.find("unsupported ops: none"), std::string::npos) << explain;
   EXPECT_EQ(fast.stats().eagerCalls, 0u);
+}
+
+// torchvision Swin pads its windows by (w - W % w) % w, computed from a static size: the remainder
+// of known ints is an int, and a pad of zeros is the tensor itself. A pad of nonzero width stays
+// an eager step, with its reason. Results equal the module's in a strict session.
+TEST(Lowering, ZeroPadsFromSizeRemainders) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    p = (7 - x.size(2) % 7) % 7
+    return torch.constant_pad_nd(x, [0, 0, 0, p], 0.0) * 2.0
+)");
+  auto fast = kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "b"}}));
+  for (int64_t b : {3, 2}) {
+    torch::Tensor x = torch::randn({b, 3, 14, 5});
+    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  EXPECT_NE(fast.explain().find("unsupported ops: none"), std::string::npos) << fast.explain();
+  EXPECT_EQ(fast.stats().eagerCalls, 0u);
+
+  auto padded = kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "b"}}));
+  torch::Tensor x = torch::randn({3, 3, 15, 5});
+  expectSame(padded.forward({x}).toTensor(), m.forward({x}).toTensor());
+  EXPECT_NE(padded.explain().find("aten::constant_pad_nd x1: a pad of nonzero width"),
+            std::string::npos)
+      << padded.explain();
+
+  // The same arithmetic on the 0-dim tensors a Python trace makes of sizes (rsub, remainder).
+  auto traced = [](const std::vector<c10::IValue>& in) -> c10::IValue {
+    const torch::Tensor x = in.at(0).toTensor();
+    const torch::Tensor w = torch::jit::tracer::isTracing()
+                                ? torch::jit::tracer::getSizeOf(x, 3)
+                                : torch::scalar_tensor(x.size(3), torch::kLong);
+    return x * (torch::rsub(w % 7, 7) % 7);
+  };
+  kiln::jit::Options o;
+  o.session = &kiln::testing::compileOnlySession();
+  o.inputNames = {"x"};
+  o.dynamicDims = {{"x", 0, "b"}};
+  auto arith = kiln::jit::optimize(std::make_shared<torch::nn::Module>(), traced, o);
+  for (int64_t b : {3, 2}) {
+    torch::Tensor y = torch::randn({b, 3, 14, 5});
+    expectSame(arith.forward({y}).toTensor(), traced({y}).toTensor());
+  }
+  EXPECT_NE(arith.explain().find("unsupported ops: none"), std::string::npos) << arith.explain();
 }
 
 // Note [Mutation islands]: a tensor the graph makes and then writes through slices (Swin's
