@@ -5,13 +5,14 @@
 // Hugging Face's attention masks (sdpa_mask in transformers 5.x: BERT, GPT-2, Llama, Mistral, ...)
 // read the padding mask as mask[arange(B)[:, None, None, None], arange(S)[None, None, None, :]],
 // and GPT-2's positions are wpe(arange(S)). Each became an eager aten::index or aten::embedding
-// step behind two or three eager aranges, and on an H100 the first use of ATen's indexing kernels
-// cost 21-39 ms of a warm process's first call (bench/RESULTS.md, 2026-12-07). Neither reads
-// anything the sizes do not give:
+// step behind two or three eager aranges. A rewrite at plan build (index_views.cpp, before these
+// rules) missed the batch-1 guard family, where every index shape is all ones, and there the eager
+// index cost 31-39 ms of BERT's warm first call on an H100 (bench/RESULTS.md, 2026-12-07). Neither
+// reads anything the sizes do not give:
 //   - x[i_0, ..., i_k] where every i_j is arange(x.size(j)) shaped so that its values vary along
 //     one dim d_j of their common rank (any dim when its length is 1), the d_j distinct, is x with
 //     dims 0..k permuted into the order of the d_j and reshaped to the indices' broadcast shape,
-//     followed by x's unindexed dims: views, with no copy;
+//     followed by x's unindexed dims: views (the reshape copies only a permuted x);
 //   - embedding(W, i) where i is arange(s, s + n) in memory order (any shape) is W[s : s + n]
 //     reshaped to i's shape + [W.size(1)], a view; s + n <= W.size(0) is a size assumption (Note
 //     [Size assumptions] in capture.h), so a call past the table runs eagerly, and raises as the
