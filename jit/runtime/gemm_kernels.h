@@ -2,6 +2,25 @@
 // kiln's own GEMM for linears whose epilogue no library has (Note [Kiln GEMM] in
 // codegen/emit_gemm.h): compiled once per program and spec through the kernel cache, launched
 // with TMA descriptors built per call.
+//
+// Note [Kiln GEMM while cuBLAS loads]
+// A process's first cuBLAS GEMM waits for the library's one-time load: about 90 ms on an H100,
+// and the largest part of a warm first call of BERT-base at batch 1 (bench/RESULTS.md,
+// 2026-12-07: linear 86-114 ms of 180-222 ms). The prewarm (Note [Library prewarm] in
+// library_prewarm.h) starts that load on a background thread right after capture, but a warm
+// first call reaches its first linear sooner than the load ends, and then waits for it.
+// kiln's GEMM needs nothing loaded but its own cubin, which a warm process reads from the kernel
+// cache. So every 16-bit linear that the GEMM can take (x [..., K] and w [N, K] row-major, no
+// activation, or erf gelu, with or without a bias: the specs it is compiled for) also gets a
+// kernel for its spec (one per dtype and bias, shared by the program's steps), and while the
+// prewarm's cuBLAS load is queued or running on the call's device (gemmLibraryLoading), the plan
+// runs those linears on it instead of waiting; afterwards they go back to cuBLAS (or to what the
+// tuner chose: Note [Library or kiln GEMM on the plan]). Linears with a cuBLASLt epilogue (relu,
+// tanh gelu) and other GEMMs (addmm, matmul, bmm) are left to cuBLAS. Results may differ from
+// cuBLAS's by the rounding of a different summation order, as the tuner's swaps do; both round
+// the fp32 sum (+ bias) once. No CUDA graph is captured while a step runs this way (a replay would
+// keep the stand-in GEMM for good). Options::firstCallGemm (KILN_FIRST_CALL_GEMM=auto|off) turns
+// it off; it needs kilnGemmTarget().
 #include <memory>
 #include <optional>
 #include <string>

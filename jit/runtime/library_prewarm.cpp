@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <memory>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -18,13 +19,25 @@
 namespace kiln::jit {
 namespace {
 
-enum Library : size_t { kGemm, kConv, kSdpa, kLibraries };
+// In the order the job loads them (Note [Library prewarm]): cuBLAS last.
+enum Library : size_t { kSdpa, kConv, kGemm, kLibraries };
 constexpr auto kMaxDevices = static_cast<size_t>(cuda::kMaxDevices);
 
 // Whether library `lib` was prewarmed (or is being) on device `d` in this process.
 std::atomic<bool>& claimed(size_t lib, size_t d) {
   static std::array<std::array<std::atomic<bool>, kMaxDevices>, kLibraries> flags{};
   return flags[lib][d];
+}
+
+// Whether the prewarm of library `lib` on device `d` is queued or running (claimed, not done).
+std::atomic<bool>& loading(size_t lib, size_t d) {
+  static std::array<std::array<std::atomic<bool>, kMaxDevices>, kLibraries> flags{};
+  return flags[lib][d];
+}
+
+std::atomic<bool>& heldForTesting(size_t d) {
+  static std::array<std::atomic<bool>, kMaxDevices> flags{};
+  return flags[d];
 }
 
 void warmGemm(const at::TensorOptions& o) {
@@ -84,10 +97,17 @@ void prewarmLibraries(const Session& session, const ir::Graph& graph, at::Device
   for (size_t lib = 0; lib < kLibraries; ++lib)
     if (wanted[lib] && !claimed(lib, d).exchange(true)) {
       jobs[lib] = wanted[lib];
+      loading(lib, d).store(true, std::memory_order_release);
       any = true;
     }
   if (!any) return;
-  session.runInBackground([jobs, device, channelsLast] {
+  // The loading flags are cleared as each library finishes, and by this holder's release for any
+  // the job never reached: a job skipped at shutdown, or one that threw.
+  std::shared_ptr<void> clearFlags(nullptr, [jobs, d](void*) {
+    for (size_t lib = 0; lib < kLibraries; ++lib)
+      if (jobs[lib]) loading(lib, d).store(false, std::memory_order_release);
+  });
+  session.runInBackground([jobs, device, channelsLast, d, clearFlags] {
     const c10::cuda::CUDAGuard guard(device);
     const c10::cuda::CUDAStream stream =
         c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
@@ -102,9 +122,31 @@ void prewarmLibraries(const Session& session, const ir::Graph& graph, at::Device
       } catch (const std::exception& e) {
         KILN_LOG_DEBUG("kiln: library prewarm {} failed: {}", lib, e.what());
       }
+      try {
+        stream.synchronize();
+      } catch (const std::exception& e) {
+        KILN_LOG_DEBUG("kiln: library prewarm {}: synchronize failed: {}", lib, e.what());
+      }
+      loading(lib, d).store(false, std::memory_order_release);
     }
-    stream.synchronize();
   });
+}
+
+bool gemmLibraryLoading(int device) {
+  if (device < 0) {
+    for (int d = 0; d < static_cast<int>(kMaxDevices); ++d)
+      if (gemmLibraryLoading(d)) return true;
+    return false;
+  }
+  if (static_cast<size_t>(device) >= kMaxDevices) return false;
+  const auto d = static_cast<size_t>(device);
+  return heldForTesting(d).load(std::memory_order_relaxed) ||
+         loading(kGemm, d).load(std::memory_order_acquire);
+}
+
+void holdGemmLibraryLoadingForTesting(int device, bool on) {
+  if (device >= 0 && static_cast<size_t>(device) < kMaxDevices)
+    heldForTesting(static_cast<size_t>(device)).store(on);
 }
 
 }  // namespace kiln::jit

@@ -14,6 +14,9 @@
 // results are discarded; nothing of the plan depends on the job, and a job that fails is logged
 // at debug level and changes nothing else. CUDA devices only; never while the caller's stream is
 // capturing a CUDA graph.
+// The job loads SDPA and cuDNN first and cuBLAS last: while cuBLAS loads, the plan's linears can
+// run on kiln's own GEMM instead (Note [Kiln GEMM while cuBLAS loads] in gemm_kernels.h), which nothing
+// can stand in for SDPA and cuDNN.
 #include <ATen/core/Tensor.h>
 
 namespace kiln {
@@ -31,5 +34,15 @@ namespace kiln::jit {
 // convolutions run channels-last (Note [Channels-last convolutions]).
 void prewarmLibraries(const Session& session, const ir::Graph& graph, at::Device device,
                       bool channelsLast);
+
+// Whether this process's cuBLAS prewarm on CUDA device `device` was queued and has not finished
+// yet: a GEMM called now would wait for that load (Note [Kiln GEMM while cuBLAS loads]). False
+// when no prewarm of cuBLAS was started (it was already loaded, or prewarm is off). A negative
+// `device`: on any device.
+bool gemmLibraryLoading(int device);
+
+// Tests only: holds gemmLibraryLoading(device) true (on) or releases the hold (off), whatever
+// the prewarm job does.
+void holdGemmLibraryLoadingForTesting(int device, bool on);
 
 }  // namespace kiln::jit

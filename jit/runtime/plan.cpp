@@ -236,9 +236,10 @@ bool Plan::settled() const {
 }
 
 bool Plan::settled(const KernelSet& set) const {
-  // Note [Quantized linears]: calibration reads tensors on the host, and changes what runs.
+  // Note [Quantized linears]: calibration reads tensors on the host, and changes what runs. Note
+  // [Kiln GEMM while cuBLAS loads]: so do the stand-in GEMMs.
   return !set.pending() && !(set.generic && info_.servedGeneric && swaps_.load() == 0) &&
-         !program_->calibrating();
+         !program_->calibrating() && !program_->standInGemmsRunning(-1);
 }
 
 void Plan::setComparison(ModuleComparison c) const {
@@ -516,9 +517,14 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
                                 attrs.has("activation") ? attrs.getString("activation") : "");
         if (y) out.push_back(std::move(*y));
       }
-      if (out.empty() && rt.gemm != nullptr && !set.libraryGemms) {
+      // Note [Kiln GEMM while cuBLAS loads].
+      const KilnGemm* gemm =
+          out.empty() && (rt.gemm != nullptr || rt.loadingGemm != nullptr) && in[0].is_cuda()
+              ? p.gemmFor(s, in[0].device().index(), !set.libraryGemms)
+              : nullptr;
+      if (gemm != nullptr) {
         if (std::optional<at::Tensor> y =
-                rt.gemm->run(in[0], in[1], in.size() > 2 ? &in[2] : nullptr)) {
+                gemm->run(in[0], in[1], in.size() > 2 ? &in[2] : nullptr)) {
           out.push_back(std::move(*y));
           stats_.kernelLaunches.fetch_add(1, std::memory_order_relaxed);
         }
@@ -663,6 +669,25 @@ std::string Plan::explain() const {
                        s, gemm->name())
                  : fmt::format("step {}: kiln GEMM {} (bias + {} in its epilogue)\n", s,
                                gemm->name(), codegen::toString(gemm->spec().activation));
+  {  // Note [Kiln GEMM while cuBLAS loads]: one line for the plain linears' stand-ins.
+    size_t standIns = 0;
+    const KilnGemm* any = nullptr;
+    for (const Program::StepRuntime& rt : program_->runtime_)
+      if (rt.loadingGemm != nullptr && rt.gemm == nullptr && !quantized(rt.quant.get())) {
+        ++standIns;
+        if (any == nullptr || rt.loadingGemm->hasKernel()) any = rt.loadingGemm.get();
+      }
+    if (any != nullptr)
+      out += any->hasKernel()
+                 ? fmt::format(
+                       "while cuBLAS loads: {} linear(s) run on kiln GEMM {} (Note [Kiln GEMM "
+                       "while cuBLAS loads]); {}\n",
+                       standIns, any->name(),
+                       program_->standInGemmsRunning(-1) ? "cuBLAS is loading now"
+                                                         : "cuBLAS is loaded, so they run in ATen")
+                 : fmt::format("while cuBLAS loads: no stand-in GEMM for {} linear(s): {}\n",
+                               standIns, any->reason());
+  }
   out += quantLines(*program_);
   if (!program_->convLayout().reason.empty())
     out += fmt::format("conv layout: {}\n", program_->convLayout().reason);

@@ -10,6 +10,7 @@
 #include "codegen/kernel_abi.h"
 #include "jit/runtime/derived_params.h"
 #include "jit/runtime/fold_conv_bn.h"
+#include "jit/runtime/library_prewarm.h"
 #include "jit/runtime/session.h"
 #include "src/ir/printer.h"
 #include "src/ir/verifier.h"
@@ -87,6 +88,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
   // Note [Merged linears]: after the passes (epilogues are in place, which keep a linear apart),
   // not with quantisation, which calibrates and stores each linear by its own weight.
   if (session.options().mergeLinears && quant == nullptr) p.mergeLinears(derived);
+  lap("merged linears");
   if (p.convLayout_.channelsLast) {
     p.convEntryInputs_ = convEntryInputs(graph);
     for (const auto& n : graph.nodes())
@@ -97,6 +99,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       }
   }
   p.partition_ = partition::partitionGraph(graph);
+  lap("partition");
 
   // Value table layout and constants/params bound once.
   int maxId = -1;
@@ -152,18 +155,21 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       for (const ir::Value* v : step.node->inputs()) rt.inputIds.push_back(v->id());
       for (const ir::Value* v : step.node->outputs()) rt.outputIds.push_back(v->id());
       const ir::Node& node = *step.node;
-      if (node.kind() == ir::OpKind::kLinear && node.attrs().has("activation") &&
-          node.attrs().getString("activation") == "gelu") {
-        codegen::GemmSpec spec;
-        spec.dtype = node.output()->dtype();
-        spec.activation = codegen::GemmActivation::kGeluErf;
-        spec.hasBias = node.inputs().size() == 3;
-        for (const StepRuntime& other : p.runtime_)  // one kernel per spec
-          if (other.gemm != nullptr && other.gemm->spec().dtype == spec.dtype &&
-              other.gemm->spec().hasBias == spec.hasBias)
-            rt.gemm = other.gemm;
-        if (rt.gemm == nullptr) rt.gemm = std::make_shared<const KilnGemm>(session, spec);
+      const std::string activation =
+          node.attrs().has("activation") ? node.attrs().getString("activation") : "";
+      const ir::DType dtype = node.outputs().empty() ? ir::DType::kFloat32 : node.output()->dtype();
+      if (node.kind() == ir::OpKind::kLinear && activation == "gelu") {
+        rt.gemm = p.kilnGemmOf(session, dtype, codegen::GemmActivation::kGeluErf,
+                               node.inputs().size() == 3);
+        rt.loadingGemm = rt.gemm;
+      } else if (node.kind() == ir::OpKind::kLinear && activation.empty() &&
+                 (dtype == ir::DType::kFloat16 || dtype == ir::DType::kBFloat16) &&
+                 session.options().firstCallGemm && kilnGemmTarget(session)) {
+        // Note [Kiln GEMM while cuBLAS loads].
+        rt.loadingGemm =
+            p.kilnGemmOf(session, dtype, codegen::GemmActivation::kNone, node.inputs().size() == 3);
       }
+      if (!session.options().firstCallGemm) rt.loadingGemm = nullptr;
     }
     for (int id : rt.inputIds) lastUse[static_cast<size_t>(id)] = static_cast<int>(s);
   }
@@ -174,7 +180,7 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       p.runtime_[static_cast<size_t>(s)].release.push_back(id);
   }
 
-  lap("partition and bookkeeping");
+  lap("bookkeeping");
   p.markShapeOnlySteps(session.options().shapeOnlyCache);
   p.placeCatOperands();
   if (quant != nullptr) p.quantizeLinears(*quant, session);
@@ -363,6 +369,36 @@ std::vector<QuantizedLinear::Report> Program::quantReports() const {
 bool Program::calibrating() const {
   for (const StepRuntime& rt : runtime_)
     if (rt.quant != nullptr && rt.quant->calibrating()) return true;
+  return false;
+}
+
+std::shared_ptr<const KilnGemm> Program::kilnGemmOf(const Session& session, ir::DType dtype,
+                                                    codegen::GemmActivation activation,
+                                                    bool hasBias) {
+  for (const StepRuntime& rt : runtime_)  // one kernel per spec
+    for (const std::shared_ptr<const KilnGemm>& g : {rt.gemm, rt.loadingGemm})
+      if (g != nullptr && g->spec().dtype == dtype && g->spec().activation == activation &&
+          g->spec().hasBias == hasBias)
+        return g;
+  codegen::GemmSpec spec;
+  spec.dtype = dtype;
+  spec.activation = activation;
+  spec.hasBias = hasBias;
+  return std::make_shared<const KilnGemm>(session, spec);
+}
+
+const KilnGemm* Program::gemmFor(size_t s, int device, bool kilnGemms) const {
+  const StepRuntime& rt = runtime_[s];
+  if (rt.gemm != nullptr && kilnGemms) return rt.gemm.get();
+  if (rt.loadingGemm != nullptr && rt.loadingGemm->hasKernel() && gemmLibraryLoading(device))
+    return rt.loadingGemm.get();
+  return nullptr;
+}
+
+bool Program::standInGemmsRunning(int device) const {
+  if (!gemmLibraryLoading(device)) return false;
+  for (const StepRuntime& rt : runtime_)
+    if (rt.loadingGemm != nullptr && rt.loadingGemm->hasKernel()) return true;
   return false;
 }
 

@@ -57,6 +57,12 @@ class Program {
   bool foldedParamsStale() const;
   // Steps that run on kiln's own GEMM when their kernel set lets them (KernelSet::libraryGemms).
   size_t kilnGemmSteps() const;
+  // Note [Kiln GEMM while cuBLAS loads]: the GEMM step `s` runs on now, on CUDA device `device`,
+  // under a kernel set that does (`kilnGemms`) or does not let kiln GEMMs run; null: ATen.
+  const KilnGemm* gemmFor(size_t s, int device, bool kilnGemms) const;
+  // Whether a call on CUDA device `device` (negative: any) now runs some linear on its stand-in
+  // GEMM (the plan is not settled: no graph is captured, no comparison timed).
+  bool standInGemmsRunning(int device) const;
   // Note [Quantized linears]: the linears that run 8-bit (or calibrate), and those that cannot,
   // with why ("<weight> (step 12): its weight is ..."). Both empty without quantisation.
   std::vector<QuantizedLinear::Report> quantReports() const;
@@ -134,6 +140,8 @@ class Program {
     std::vector<int> release;                // value ids whose last use is this step
     int kernel = -1;                         // index into KernelSet::kernels (kFusion)
     std::shared_ptr<const KilnGemm> gemm;    // a linear's kiln GEMM (kLibrary), or null
+    // Note [Kiln GEMM while cuBLAS loads]: the linear's stand-in while cuBLAS loads, or null.
+    std::shared_ptr<const KilnGemm> loadingGemm;
     std::shared_ptr<QuantizedLinear> quant;  // a linear's 8-bit GEMM (kLibrary), or null
     std::string rangeName;  // "kiln::group #3", ... (Note [Profiler ranges] in profiler_range.h)
   };
@@ -142,6 +150,9 @@ class Program {
   void quantizeLinears(const QuantSettings& settings, const Session& session);
   void mergeLinears(const std::shared_ptr<DerivedPool>& derived);
   void placeCatOperands();
+  // The program's kiln GEMM of this spec, made (compiled or loaded) the first time.
+  std::shared_ptr<const KilnGemm> kilnGemmOf(const Session& session, ir::DType dtype,
+                                             codegen::GemmActivation activation, bool hasBias);
 
   CapturedGraph captured_;
   std::shared_ptr<const FoldedParams> folds_;

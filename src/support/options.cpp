@@ -194,6 +194,8 @@ Options applyEnvironment(Options o, const EnvLookup& env) {
     o.quantMaxError = parseFraction("KILN_QUANT_MAX_ERROR", *v);
   if (auto v = env("KILN_QUANT_EMULATE")) o.quantEmulate = parseBool("KILN_QUANT_EMULATE", *v);
   if (auto v = env("KILN_GEMM")) o.kilnGemm = parseBool("KILN_GEMM", *v);
+  if (auto v = env("KILN_FIRST_CALL_GEMM"))
+    o.firstCallGemm = parseAutoOff("KILN_FIRST_CALL_GEMM", *v);
   if (auto v = env("KILN_POISON_OUTPUTS")) o.poisonOutputs = parseBool("KILN_POISON_OUTPUTS", *v);
   if (auto v = env("KILN_STRICT")) o.strict = parseBool("KILN_STRICT", *v);
   return o;

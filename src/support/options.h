@@ -90,6 +90,10 @@ struct Options {
   // bias and gelu in its epilogue (Note [Kiln GEMM] in codegen/emit_gemm.h); 0 leaves them to
   // cuBLAS and a kiln gelu kernel after it, which bench/RESULTS.md measured slower.
   bool kilnGemm = true;
+  // KILN_FIRST_CALL_GEMM: auto|off. auto runs 16-bit linears on kiln's GEMM while the prewarm is
+  // still loading cuBLAS, instead of waiting for it (Note [Kiln GEMM while cuBLAS loads] in
+  // jit/runtime/gemm_kernels.h); needs kilnGemm and an sm_90 target.
+  bool firstCallGemm = true;
   // KILN_PRECISION: module|fp16|bf16 (Precision above). jit::Options::precision overrides it per
   // module.
   Precision precision = Precision::kModule;

@@ -27,6 +27,7 @@
 #include "jit/runtime/fold_conv_bn.h"
 #include "jit/runtime/gemm_kernels.h"
 #include "jit/runtime/layout_kernels.h"
+#include "jit/runtime/library_prewarm.h"
 #include "tests/support/temp_dir.h"
 
 namespace {
@@ -426,6 +427,52 @@ TEST(GpuGemm, ErfGeluLinearMatchesEager) {
         EXPECT_GT(fast.stats().kernelLaunches, 0u) << explain;
       }
     }
+  }
+}
+
+// Note [Kiln GEMM while cuBLAS loads]: while the prewarm's cuBLAS load is held as running, plain
+// 16-bit linears (with and without a bias) run on the stand-in kiln GEMM, match eager, and no graph
+// is captured; once the load is over they go back to ATen (three launches fewer a call) and
+// graphs are captured again. The real prewarm clears its flag when its job ends.
+TEST(GpuGemm, StandInWhileCublasLoadsMatchesEager) {
+  REQUIRE_GPU();
+  if (gpuSession().cudaEnvironment().devices.front().major != 9)
+    GTEST_SKIP() << "kiln's GEMM needs an sm_90 device";
+  torch::NoGradGuard ng;
+  const int device = 0;
+  struct Release {
+    ~Release() { kiln::jit::holdGemmLibraryLoadingForTesting(0, false); }
+  } release;
+  for (auto dt : {torch::kHalf, torch::kBFloat16}) {
+    SCOPED_TRACE(name(dt));
+    // Five launching steps, enough for graphs (GraphReplay::kMinStepsForGraphs).
+    torch::nn::Sequential net(torch::nn::Linear(256, 512), torch::nn::Tanh(),
+                              torch::nn::Linear(512, 256), torch::nn::Sigmoid(),
+                              torch::nn::Linear(torch::nn::LinearOptions(256, 72).bias(false)));
+    auto fast = optimizeWithDynamicRows(net, dt);
+    kiln::jit::holdGemmLibraryLoadingForTesting(device, true);
+    uint64_t launchesHeld = 0;
+    for (int64_t rows : {1, 37, 300, 300, 300, 300}) {
+      torch::Tensor x = rnd({rows, 256}, dt);
+      const uint64_t before = fast.stats().kernelLaunches;
+      expectClose(fast.forward({x}).toTensor(), net->forward(x), tolerance(dt, 512) * 4,
+                  fmt::format("held rows {}", rows));
+      launchesHeld = fast.stats().kernelLaunches - before;
+    }
+    const std::string held = fast.explain();
+    EXPECT_NE(held.find("3 linear(s) run on kiln GEMM kiln_gemm_"), std::string::npos) << held;
+    EXPECT_NE(held.find("cuBLAS is loading now"), std::string::npos) << held;
+    EXPECT_EQ(fast.stats().graphCaptures, 0u) << "no graph while a stand-in runs\n" << held;
+    kiln::jit::holdGemmLibraryLoadingForTesting(device, false);
+    gpuSession().waitForBackground();  // the real prewarm, and the bucket's kernels
+    ASSERT_FALSE(kiln::jit::gemmLibraryLoading(device)) << "the prewarm's flag outlived its job";
+    torch::Tensor x = rnd({301, 256}, dt);
+    const uint64_t before = fast.stats().kernelLaunches;
+    expectClose(fast.forward({x}).toTensor(), net->forward(x), tolerance(dt, 512) * 4, "released");
+    EXPECT_EQ(launchesHeld, fast.stats().kernelLaunches - before + 3) << fast.explain();
+    for (int i = 0; i < 4; ++i) fast.forward({x});
+    EXPECT_GT(fast.stats().graphCaptures, 0u) << fast.explain();
+    EXPECT_NE(fast.explain().find("cuBLAS is loaded, so they run in ATen"), std::string::npos);
   }
 }
 

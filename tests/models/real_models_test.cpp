@@ -4,6 +4,8 @@
 // results check the captured graph (symbolic shapes, run-time scalars, eager leftovers) against
 // the TorchScript module at shapes other than the trace's, and at new buckets after the first call.
 // The GPU test (tests/gpu) runs the same fixtures through compiled kernels in float16.
+#include <memory>
+#include <mutex>
 #include <regex>
 #include <string>
 #include <vector>
@@ -454,6 +456,54 @@ TEST(RealModels, MoreArchitecturesLowerTheirOps) {
          {"aten::hardswish", "aten::hardsigmoid", "aten::adaptive_avg_pool2d", "aten::min",
           "aten::bitwise_not", "aten::reciprocal", "aten::cat", "aten::relu6", "aten::hardtanh"})
       EXPECT_EQ(explain.find(std::string(op) + " x"), std::string::npos) << op << "\n" << explain;
+  }
+}
+
+// Note [Kiln GEMM while cuBLAS loads]: a 16-bit program gives its plain linears a stand-in kiln
+// GEMM for the first calls, compiled (here for sm_90 with NVRTC, no GPU needed) into the kernel
+// cache with the rest of the plan, so that a warm process finds it there; KILN_FIRST_CALL_GEMM=off
+// (Options::firstCallGemm) compiles none. The GPU test runs the stand-ins.
+TEST(RealModels, StandInGemmsAreCompiledForTheFirstCalls) {
+  torch::NoGradGuard ng;
+  const Fixture& f = kFixtures[0];
+  ASSERT_STREQ(f.name, "hf_bert");
+  torch::jit::Module m = load(f);
+  for (bool standIns : {true, false}) {
+    SCOPED_TRACE(standIns ? "auto" : "off");
+    kiln::Options so = kiln::testing::compileOnlyOptions();
+    so.backgroundCompile = false;
+    so.tune = kiln::TuneMode::kOff;
+    so.firstCallGemm = standIns;
+    kiln::Session session(so, kiln::testing::noEnvironment());
+    auto compiled = std::make_shared<std::vector<std::string>>();
+    auto mutex = std::make_shared<std::mutex>();
+    session.setCompileHook([compiled, mutex](const kiln::CompileEvent& e) {
+      const std::lock_guard<std::mutex> lock(*mutex);
+      compiled->push_back(e.kernel);
+    });
+    kiln::jit::Options o = optionsFor(f, session);
+    o.precision = kiln::Precision::kFloat16;
+    auto fast = kiln::jit::optimize(m, o);
+    fast.forward(inputsFor(f, 3, 7, 9));
+    session.setCompileHook(nullptr);
+    const std::string explain = fast.explain();
+    size_t plainGemms = 0;
+    for (const std::string& k : *compiled) plainGemms += k.rfind("kiln_gemm_f16_none", 0) == 0;
+    if (!standIns) {
+      EXPECT_EQ(plainGemms, 0u) << explain;
+      EXPECT_EQ(explain.find("while cuBLAS loads"), std::string::npos) << explain;
+      continue;
+    }
+    // One kernel for the linears with a bias (every linear of the fixture has one).
+    EXPECT_EQ(plainGemms, 1u) << explain;
+    std::smatch line;
+    ASSERT_TRUE(std::regex_search(
+        explain, line, std::regex(R"(while cuBLAS loads: [^\n]*?([0-9]+) linear\(s\)[^\n]*)")))
+        << explain;
+    // 2 layers x (q/k/v merged, attention output, fc2); fc1 + gelu is on kiln's GEMM already.
+    EXPECT_EQ(std::stoi(line[1].str()), 6) << line[0];
+    if (kiln::cuda::driver() == nullptr)
+      EXPECT_NE(line[0].str().find("compiled, but no CUDA driver"), std::string::npos) << line[0];
   }
 }
 

@@ -62,6 +62,7 @@ TEST(Options, EnvironmentOverridesEveryField) {
                                                    {"KILN_CUDA_GRAPHS", "OFF"},
                                                    {"KILN_COMPARE_MODULE", "off"},
                                                    {"KILN_PREWARM", "Off"},
+                                                   {"KILN_FIRST_CALL_GEMM", "OFF"},
                                                    {"KILN_FOLD_KERNEL", "Auto"},
                                                    {"KILN_MERGE_LINEARS", "off"},
                                                    {"KILN_PRECISION", "BF16"},
@@ -85,6 +86,8 @@ TEST(Options, EnvironmentOverridesEveryField) {
   EXPECT_FALSE(o.compareModule);
   EXPECT_FALSE(o.libraryPrewarm);
   EXPECT_TRUE(Options{}.libraryPrewarm);
+  EXPECT_FALSE(o.firstCallGemm);
+  EXPECT_TRUE(Options{}.firstCallGemm);
   EXPECT_TRUE(o.foldKernel);
   EXPECT_TRUE(Options{}.foldKernel);
   EXPECT_FALSE(o.mergeLinears);
