@@ -15,8 +15,8 @@
 // at debug level and changes nothing else. CUDA devices only; never while the caller's stream is
 // capturing a CUDA graph.
 // The job loads SDPA and cuDNN first and cuBLAS last: while cuBLAS loads, the plan's linears can
-// run on kiln's own GEMM instead (Note [Kiln GEMM while cuBLAS loads] in gemm_kernels.h), which nothing
-// can stand in for SDPA and cuDNN.
+// run on kiln's own GEMM instead (Note [Kiln GEMM while cuBLAS loads] in gemm_kernels.h), which
+// nothing can do for SDPA and cuDNN.
 #include <ATen/core/Tensor.h>
 
 namespace kiln {
