@@ -27,6 +27,45 @@ CapturedGraph::CapturedGraph(CapturedGraph&&) noexcept = default;
 CapturedGraph& CapturedGraph::operator=(CapturedGraph&&) noexcept = default;
 CapturedGraph::~CapturedGraph() = default;
 
+// Note [Buffers with known contents].
+std::optional<ContentAssumption> knownContent(const at::Tensor& t) {
+  if (!t.defined() || t.numel() == 0 || t.numel() > kMaxKnownContentNumel ||
+      !at::isIntegralType(t.scalar_type(), /*includeBool=*/false))
+    return std::nullopt;
+  const at::Tensor flat = t.detach().reshape({-1}).to(at::kCPU, at::kLong).contiguous();
+  const int64_t* v = flat.const_data_ptr<int64_t>();
+  const int64_t n = flat.numel();
+  ContentAssumption a;
+  a.first = v[0];
+  a.numel = n;
+  bool fill = true, arange = true;
+  for (int64_t i = 1; i < n && (fill || arange); ++i) {
+    fill = fill && v[i] == v[0];
+    arange = arange && v[i] == v[i - 1] + 1;
+  }
+  if (fill) {
+    a.kind = ContentAssumption::Kind::kFill;  // one element: a fill (and an arange)
+    return a;
+  }
+  if (!arange) return std::nullopt;
+  a.kind = ContentAssumption::Kind::kArange;
+  return a;
+}
+
+bool holdsContent(const at::Tensor& t, const ContentAssumption& a) {
+  if (!t.defined() || t.numel() != a.numel) return false;
+  std::optional<ContentAssumption> now = knownContent(t);
+  if (!now || now->first != a.first) return false;
+  // A single element is both; the assumption's kind is what counts.
+  return now->kind == a.kind || a.numel == 1;
+}
+
+std::string describe(const ContentAssumption& a) {
+  return a.kind == ContentAssumption::Kind::kFill
+             ? fmt::format("{} holds {} {} times", a.param, a.first, a.numel)
+             : fmt::format("{} holds arange({}, {})", a.param, a.first, a.first + a.numel);
+}
+
 std::string CapturedGraph::report() const {
   std::string out;
   size_t nodes = 0;
@@ -61,6 +100,7 @@ std::string CapturedGraph::report() const {
     }
   }
   for (const SizeAssumption& a : assumptions) out += fmt::format("assumes {}\n", a.what);
+  for (const ContentAssumption& a : contents) out += fmt::format("assumes {}\n", describe(a));
   return out;
 }
 

@@ -111,6 +111,41 @@ struct SizeAssumption {
   std::string what;  // for explain() and logs
 };
 
+// Note [Buffers with known contents]
+// Hugging Face's encoders keep their positions and token types in integer buffers: BERT's
+// `position_ids` holds arange(512) and its `token_type_ids` zeros, read as
+// embedding(W, position_ids[:, :seq]) and embedding(T, gather(token_type_ids.expand(..), 1,
+// positions)). As params these ran as eager gather and embedding steps, and the first call paid
+// ATen's one-time load of their kernels (the gather alone 20-27 ms of BERT's warm first call on
+// an H100, bench/RESULTS.md, 2026-12-07). Capture therefore reads every small integer param
+// (kMaxKnownContentNumel elements at most) once: one that holds a single value (a fill) or
+// counts up by one in its elements' order (an arange) is known, and the lowering rules may use
+// that (Note [Indexing by aranges] in lower_indexing.cpp): a slice of such an arange is an
+// arange, a gather from a fill a fill, and an embedding of a fill one row of the table broadcast.
+// Each content a rule relied on is recorded as a ContentAssumption; the rest stay plain params.
+// Params are bound by reference (Note [Params by reference]), so the assumption is checked where
+// the graph meets the tensors: the capture cache's key holds the contents of the module's small
+// integer buffers and a loaded entry re-reads the ones it assumes; Program::build re-reads them;
+// and every call compares their version counters and data pointers with the last reading (two
+// loads each), reads them again when those moved, and runs the call eagerly (Note [Never worse
+// than eager] in jit/runtime/optimize.h) when the content did change.
+struct ContentAssumption {
+  enum class Kind : uint8_t { kFill, kArange };
+  std::string param;  // the param's name (CapturedGraph::paramNames)
+  Kind kind = Kind::kFill;
+  int64_t first = 0;  // the fill value, or the arange's first element
+  int64_t numel = 0;
+};
+inline constexpr int64_t kMaxKnownContentNumel = int64_t{1} << 16;
+// What `t` holds when it is an integer tensor of at most kMaxKnownContentNumel elements that are
+// all one value or count up by one (in logical order); nullopt otherwise (param left empty).
+// Reads the tensor on the host: a CUDA tensor is copied, which synchronizes.
+std::optional<ContentAssumption> knownContent(const at::Tensor& t);
+// Whether `t` still holds what `a` says.
+bool holdsContent(const at::Tensor& t, const ContentAssumption& a);
+// "position_ids holds arange(0, 512)" for messages.
+std::string describe(const ContentAssumption& a);
+
 struct CapturedGraph {
   CapturedGraph();
   CapturedGraph(CapturedGraph&&) noexcept;
@@ -131,6 +166,8 @@ struct CapturedGraph {
   std::vector<std::string> unsupportedOps;
   std::vector<std::string> unsupportedReasons;
   std::vector<SizeAssumption> assumptions;
+  // Note [Buffers with known contents]: the contents of params that the lowering relied on.
+  std::vector<ContentAssumption> contents;
   // Concrete values the symbols had in the example inputs (index = symbol id).
   std::vector<int64_t> exampleSymbolValues;
   std::vector<std::string> inputNames;

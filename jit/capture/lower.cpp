@@ -395,6 +395,20 @@ void Lowerer::bind(const tj::Value* traced, ir::Value* v, bool check) {
   env_[traced] = v;
 }
 
+std::optional<ContentAssumption> Lowerer::paramContent(const tj::Value* v) const {
+  auto it = contents_.find(v);
+  if (it == contents_.end()) return std::nullopt;
+  return it->second;
+}
+
+void Lowerer::assumeContent(const tj::Value* v) {
+  auto it = contents_.find(v);
+  KILN_CHECK(it != contents_.end(), "assumeContent: %{} has no known content", v->debugName());
+  for (const ContentAssumption& a : res_.contents)
+    if (a.param == it->second.param) return;
+  res_.contents.push_back(it->second);
+}
+
 void Lowerer::assume(SymDim lhs, SymDim rhs, std::string what) {
   res_.assumptions.push_back({std::move(lhs), std::move(rhs), std::move(what)});
 }
@@ -822,6 +836,10 @@ void Lowerer::run() {
     res_.params.push_back(t);
     res_.paramNames.push_back(req_.paramNames[p]);
     env_[tv] = v;
+    if (std::optional<ContentAssumption> c = knownContent(t)) {
+      c->param = req_.paramNames[p];
+      contents_[tv] = std::move(*c);
+    }
   }
 
   for (const tj::Node* n : tg.nodes()) {

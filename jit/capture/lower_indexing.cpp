@@ -17,10 +17,12 @@
 //     reshaped to i's shape + [W.size(1)], a view; s + n <= W.size(0) is a size assumption (Note
 //     [Size assumptions] in capture.h), so a call past the table runs eagerly, and raises as the
 //     module does.
-// An index value counts as an arange when the trace made it from aten::arange through ops that
-// keep the order of its elements (unsqueeze, view/reshape, full slices, adding an int), which
-// arangeOf() follows. Anything else (token ids, data-dependent indices) still runs in ATen, with
-// the reason in explain(). The aranges the rewrite no longer reads are removed as dead code.
+// An index value counts as an arange when the trace made it from aten::arange, or from an integer
+// param known to hold one (Note [Buffers with known contents] in capture.h), through ops that keep
+// the order of its elements (unsqueeze, view/reshape, slices that keep a run of them, adding an
+// int), which arangeOf() follows; and an embedding of a fill (fillOf()) is one row of the table.
+// Anything else (token ids, data-dependent indices) still runs in ATen, with the reason in
+// explain(). The aranges the rewrite no longer reads are removed as dead code.
 #include <algorithm>
 #include <numeric>
 #include <optional>
@@ -40,10 +42,13 @@ using ir::SymDim;
 using ir::TensorType;
 
 // The elements of an arange in memory order: start, start + step, ..., `length` of them.
+// `param`: the integer param whose known content it is read from (Note [Buffers with known
+// contents] in capture.h), which a rule that uses it must assume; null for aten::arange.
 struct Arange {
   SymDim start;
   int64_t step = 1;
   SymDim length;
+  const tj::Value* param = nullptr;
 };
 
 std::optional<Arange> arangeNode(const Lowerer& l, const tj::Node* p) {
@@ -67,17 +72,28 @@ std::optional<Arange> arangeNode(const Lowerer& l, const tj::Node* p) {
   return Arange{*start, 1, *end - *start};
 }
 
-// Note [Indexing by aranges]: what `v` holds when the trace made it from an arange through ops
-// that keep its elements' order; nullopt otherwise.
+// Note [Indexing by aranges]: what `v` holds when the trace made it from an arange (or an integer
+// param known to hold one) through ops that keep its elements' order; nullopt otherwise.
 std::optional<Arange> arangeOf(const Lowerer& l, const tj::Value* v) {
   SymDim shift(0);
+  std::optional<SymDim> length;  // set by the outermost slice that drops elements
+  auto finish = [&](Arange a) {
+    a.start = a.start + shift;
+    if (length) a.length = *length;
+    return a;
+  };
   for (int hops = 0; hops < 32; ++hops) {
     const tj::Node* p = v->node();
+    if (p->kind() == c10::prim::Param) {
+      auto c = l.paramContent(v);
+      if (!c || c->kind != ContentAssumption::Kind::kArange) return std::nullopt;
+      return finish(Arange{SymDim(c->first), 1, SymDim(c->numel), v});
+    }
     const std::string_view kind = p->kind().toQualString();
     if (kind == "aten::arange") {
       auto a = arangeNode(l, p);
-      if (a) a->start = a->start + shift;
-      return a;
+      if (!a) return std::nullopt;
+      return finish(*a);
     }
     if (kind == "aten::unsqueeze" || kind == "aten::view" || kind == "aten::reshape" ||
         kind == "aten::_unsafe_view" || kind == "aten::flatten" || kind == "aten::squeeze" ||
@@ -86,11 +102,29 @@ std::optional<Arange> arangeOf(const Lowerer& l, const tj::Value* v) {
       continue;
     }
     if (kind == "aten::slice") {
-      // Only a slice that keeps every element: the same numel in and out, as lowered.
       const ir::Value* in = l.lowered(p->input(0));
       const ir::Value* out = l.lowered(p->output());
-      if (in == nullptr || out == nullptr || ir::numel(in->shape()) != ir::numel(out->shape()))
-        return std::nullopt;
+      if (in == nullptr || out == nullptr) return std::nullopt;
+      if (ir::numel(in->shape()) != ir::numel(out->shape())) {
+        // A run of elements: a slice with step 1 along the one dim longer than 1, from a known
+        // start (transformers' position_ids[:, :seq]). It keeps the elements' order.
+        int64_t dim = 0;
+        try {
+          dim = normDim(l.intArg(p->input(1)), in->rank());
+        } catch (const NotLowerable&) {
+          return std::nullopt;
+        }
+        for (int64_t d = 0; d < in->rank(); ++d)
+          if (d != dim && !in->shape()[static_cast<size_t>(d)].isOne()) return std::nullopt;
+        std::optional<SymDim> start =
+            l.isNone(p->input(2)) ? std::optional<SymDim>(SymDim(0)) : l.symIntOf(p->input(2));
+        auto step = l.constIValue(p->input(4));
+        if (!start || (start->isConstant() && start->constant() < 0) || !step || !step->isInt() ||
+            step->toInt() != 1)
+          return std::nullopt;
+        shift = shift + *start;
+        if (!length) length = out->shape()[static_cast<size_t>(dim)];
+      }
       v = p->input(0);
       continue;
     }
@@ -100,6 +134,70 @@ std::optional<Arange> arangeOf(const Lowerer& l, const tj::Value* v) {
       auto c = l.symIntOf(p->input(1));
       if (!alpha || !alpha->isInt() || alpha->toInt() != 1 || !c) return std::nullopt;
       shift = shift + *c;
+      v = p->input(0);
+      continue;
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// Note [Buffers with known contents]: the value every element of `v` holds when the trace made it
+// from an integer param known to be a fill, through views and gathers of it; nullopt otherwise.
+// A gather by anything but an arange is not followed (its indices could be out of range, which
+// eager raises), and one by an arange adds the size assumption that keeps them in range.
+struct Fill {
+  int64_t value = 0;
+  std::vector<const tj::Value*> params;  // the params whose contents it relies on
+  std::vector<SizeAssumption> sizes;
+};
+
+std::optional<Fill> fillOf(const Lowerer& l, const tj::Value* v) {
+  Fill f;
+  for (int hops = 0; hops < 32; ++hops) {
+    const tj::Node* p = v->node();
+    if (p->kind() == c10::prim::Param) {
+      auto c = l.paramContent(v);
+      if (!c || c->kind != ContentAssumption::Kind::kFill) return std::nullopt;
+      f.value = c->first;
+      f.params.push_back(v);
+      return f;
+    }
+    const std::string_view kind = p->kind().toQualString();
+    if (kind == "aten::expand" || kind == "aten::expand_as" || kind == "aten::slice" ||
+        kind == "aten::unsqueeze" || kind == "aten::view" || kind == "aten::reshape" ||
+        kind == "aten::_unsafe_view" || kind == "aten::flatten" || kind == "aten::squeeze" ||
+        kind == "aten::contiguous" || kind == "aten::clone" || kind == "aten::permute") {
+      v = p->input(0);
+      continue;
+    }
+    if (kind == "aten::gather") {
+      // gather(src, dim, index): index's shape, src's values; all in range for an arange index
+      // from 0 or more that ends within src's dim.
+      const ir::Value* src = l.lowered(p->input(0));
+      std::optional<Arange> a = arangeOf(l, p->input(2));
+      if (src == nullptr || !a || !a->start.isConstant() || a->start.constant() < 0)
+        return std::nullopt;
+      int64_t dim = 0;
+      try {
+        dim = normDim(l.intArg(p->input(1)), src->rank());
+      } catch (const NotLowerable&) {
+        return std::nullopt;
+      }
+      // Eager also raises where the index is longer than src in another dim: follow only what
+      // is shorter by construction.
+      const ir::Value* index = l.lowered(p->input(2));
+      if (index == nullptr || index->rank() != src->rank()) return std::nullopt;
+      for (int64_t d = 0; d < src->rank(); ++d) {
+        const SymDim& i = index->shape()[static_cast<size_t>(d)];
+        const SymDim& s = src->shape()[static_cast<size_t>(d)];
+        if (d != dim && !i.isOne() && i != s &&
+            !(i.isConstant() && s.isConstant() && i.constant() <= s.constant()))
+          return std::nullopt;
+      }
+      f.sizes.push_back({a->start + a->length, src->shape()[static_cast<size_t>(dim)],
+                         "gather: positions within the gathered dim"});
+      if (a->param != nullptr) f.params.push_back(a->param);
       v = p->input(0);
       continue;
     }
@@ -124,12 +222,14 @@ ir::Value* indexByAranges(Lowerer& l, const tj::Node* n) {
   if (k == 0 || k > static_cast<size_t>(x->rank())) throw NotLowerable{"more indices than dims"};
   Shape out;
   std::vector<int> position(k, -1);  // where index j's values vary; -1: length 1, anywhere
+  std::vector<const tj::Value*> contentParams;  // Note [Buffers with known contents]
   for (size_t j = 0; j < k; ++j) {
     if (l.isNone(indices[j])) throw NotLowerable{"a full slice (None) among the indices"};
     const ir::Value* iv = l.operand(list, j);
     if (!integral(iv->dtype())) throw NotLowerable{"a boolean mask or a non-integer index"};
     auto a = arangeOf(l, indices[j]);
     if (!a) throw NotLowerable{"indices read from a tensor (advanced indexing runs in ATen)"};
+    if (a->param != nullptr) contentParams.push_back(a->param);
     if (a->start != SymDim(0) || a->length != x->shape()[j])
       throw NotLowerable{"an arange index that does not span its dim from 0"};
     if (j == 0) out.assign(static_cast<size_t>(iv->rank()), SymDim(1));
@@ -144,6 +244,7 @@ ir::Value* indexByAranges(Lowerer& l, const tj::Node* n) {
       out[static_cast<size_t>(d)] = a->length;
     }
   }
+  for (const tj::Value* p : contentParams) l.assumeContent(p);
   for (size_t d = k; d < static_cast<size_t>(x->rank()); ++d) out.push_back(x->shape()[d]);
   // x's dims in the order the output holds them; the unindexed ones stay last.
   std::vector<int64_t> perm(static_cast<size_t>(x->rank()));
@@ -158,19 +259,34 @@ ir::Value* indexByAranges(Lowerer& l, const tj::Node* n) {
   return l.emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), out});
 }
 
-// aten::embedding(W, arange(s, s + n)): rows s to s + n of W, a view.
+// aten::embedding(W, arange(s, s + n)): rows s to s + n of W, a view. aten::embedding(W, a fill
+// of c): row c of W, expanded to the indices' shape (Note [Buffers with known contents]).
 ir::Value* embeddingOfArange(Lowerer& l, const tj::Node* n) {
   ir::Value* w = l.operand(n, 0);
   const ir::Value* idx = l.operand(n, 1);
   if (w->rank() != 2) throw NotLowerable{"an embedding table that is not 2-d"};
-  auto a = arangeOf(l, n->input(1));
-  if (!a || !a->start.isConstant() || a->start.constant() < 0 || !integral(idx->dtype()))
-    throw NotLowerable{"rows gathered by indices read from a tensor (runs in ATen)"};
-  const int64_t start = a->start.constant();
-  l.assume(a->start + a->length, w->shape()[0], "embedding: positions within the table");
-  ir::Value* rows = l.slice(w, 0, start, 1, a->length);
+  if (!integral(idx->dtype())) throw NotLowerable{"indices that are not integers"};
   Shape shape = idx->shape();
   shape.push_back(w->shape()[1]);
+  if (std::optional<Fill> f = fillOf(l, n->input(1))) {
+    if (!w->shape()[0].isConstant() || f->value < 0 || f->value >= w->shape()[0].constant())
+      throw NotLowerable{"a row index outside the table (runs in ATen, which raises)"};
+    for (const tj::Value* p : f->params) l.assumeContent(p);
+    for (SizeAssumption& a : f->sizes) l.assume(a.lhs, a.rhs, std::move(a.what));
+    ir::Value* row = l.slice(w, 0, f->value, 1, SymDim(1));
+    Shape ones(shape.size(), SymDim(1));
+    ones.back() = w->shape()[1];
+    row = l.emitTyped(OpKind::kReshape, {row}, {}, TensorType{w->dtype(), ones});
+    if (ones == shape) return row;
+    return l.emitTyped(OpKind::kExpand, {row}, {}, TensorType{w->dtype(), shape});
+  }
+  auto a = arangeOf(l, n->input(1));
+  if (!a || !a->start.isConstant() || a->start.constant() < 0)
+    throw NotLowerable{"rows gathered by indices read from a tensor (runs in ATen)"};
+  const int64_t start = a->start.constant();
+  if (a->param != nullptr) l.assumeContent(a->param);
+  l.assume(a->start + a->length, w->shape()[0], "embedding: positions within the table");
+  ir::Value* rows = l.slice(w, 0, start, 1, a->length);
   return l.emitTyped(OpKind::kReshape, {rows}, {}, TensorType{w->dtype(), shape});
 }
 

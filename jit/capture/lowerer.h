@@ -68,6 +68,11 @@ class Lowerer {
   // tensor constant.
   std::optional<ir::SymDim> symIntOf(const torch::jit::Value* v) const;
   const SymContext& ctx() const { return ctx_; }
+  // Note [Buffers with known contents] in capture.h: what param `v` (an input of the trace) holds,
+  // when that is known; nullopt for anything else.
+  std::optional<ContentAssumption> paramContent(const torch::jit::Value* v) const;
+  // Records that the lowering relies on what param `v` holds (paramContent(v) must be known).
+  void assumeContent(const torch::jit::Value* v);
 
   // --- emission ---
   ir::Graph& graph() { return *g_; }
@@ -117,6 +122,7 @@ class Lowerer {
       const torch::jit::Value* v, const std::function<int(const torch::jit::Value*)>& operand);
   std::optional<ir::Shape> creationShape(const torch::jit::Node* n,
                                          const torch::jit::Value* out) const;
+  std::unordered_map<const torch::jit::Value*, ContentAssumption> contents_;
   std::set<std::string> unsupported_;
   std::map<std::string, std::string> reasons_;  // why an op runs eagerly, first reason per op
   int constCount_ = 0;

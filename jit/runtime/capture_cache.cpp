@@ -133,6 +133,11 @@ std::optional<std::string> captureFingerprint(const torch::jit::Module& module,
       const c10::IValue& v = attr.value;
       if (v.isTensor()) {
         out += fmt::format("tensor {} {}\n", attr.name, tensorType(v.toTensor()));
+        // Note [Buffers with known contents]: a capture may rely on what these hold.
+        if (std::optional<ContentAssumption> c = knownContent(v.toTensor()))
+          out += fmt::format("content {} {} {}\n",
+                             c->kind == ContentAssumption::Kind::kFill ? "fill" : "arange",
+                             c->first, c->numel);
       } else if (v.isObject()) {
         out += fmt::format("object {} {}\n", attr.name, v.type()->str());
       } else if (v.isNone() || v.isInt() || v.isDouble() || v.isBool() || v.isString() ||
@@ -196,6 +201,13 @@ std::optional<std::string> serializeCapture(const CapturedGraph& captured,
   out += fmt::format("assumptions {}\n", captured.assumptions.size());
   for (const SizeAssumption& a : captured.assumptions)
     out += fmt::format("{} {} {}\n", a.lhs.toString(), a.rhs.toString(), oneLine(a.what));
+  out += fmt::format("contents {}\n", captured.contents.size());
+  for (const ContentAssumption& a : captured.contents) {
+    if (hasNewline(a.param)) return refuse("a param name has a newline");
+    out +=
+        fmt::format("{} {} {} {}\n", a.kind == ContentAssumption::Kind::kFill ? "fill" : "arange",
+                    a.first, a.numel, a.param);
+  }
   out += fmt::format("eager-ops {}\n", captured.unsupportedOps.size());
   for (size_t k = 0; k < captured.unsupportedOps.size(); ++k)
     out +=
@@ -238,6 +250,19 @@ std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
     const int64_t numAssumptions = r.count("assumptions");
     std::vector<std::string> assumptionLines;
     for (int64_t a = 0; a < numAssumptions; ++a) assumptionLines.push_back(r.line());
+    const int64_t numContents = r.count("contents");
+    for (int64_t k = 0; k < numContents; ++k) {
+      std::istringstream ls(r.line());
+      std::string kind;
+      ContentAssumption a;
+      ls >> kind >> a.first >> a.numel;
+      std::getline(ls >> std::ws, a.param);
+      if ((kind != "fill" && kind != "arange") || !ls.eof() || a.numel < 1 ||
+          a.numel > kMaxKnownContentNumel || a.param.empty())
+        throw UserError("bad 'contents' line");
+      a.kind = kind == "fill" ? ContentAssumption::Kind::kFill : ContentAssumption::Kind::kArange;
+      c.contents.push_back(std::move(a));
+    }
     const int64_t numEagerOps = r.count("eager-ops");
     for (int64_t k = 0; k < numEagerOps; ++k) {
       auto [op, reason] = splitWord(r.line());
@@ -279,6 +304,18 @@ std::optional<CapturedGraph> deserializeCapture(const std::string& payload,
         throw UserError(fmt::format("param '{}' changed type", name));
       c.params.push_back(t);
       c.paramNames.push_back(name);
+    }
+    // Note [Buffers with known contents]: the key holds these contents; read them again all the
+    // same, as the plan will.
+    for (const ContentAssumption& a : c.contents) {
+      auto it = std::find(c.paramNames.begin(), c.paramNames.end(), a.param);
+      if (it == c.paramNames.end())
+        throw UserError(
+            fmt::format("a content assumption names '{}', which no param of the graph "
+                        "is",
+                        a.param));
+      if (!holdsContent(c.params[static_cast<size_t>(it - c.paramNames.begin())], a))
+        throw UserError(fmt::format("the module's tensor no longer matches: {}", describe(a)));
     }
     return c;
   } catch (const std::exception& e) {

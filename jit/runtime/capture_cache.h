@@ -9,7 +9,9 @@
 //           parameters and buffers, its other attributes' values, the guard family (input dtypes,
 //           devices, ranks, static sizes), the capture options and the payload format. Parameter
 //           values are not in it: params are bound by name, by reference, on load (Note [Params by
-//           reference]), so new weights in the same architecture reuse the entry.
+//           reference]), so new weights in the same architecture reuse the entry; but whether a
+//           small integer buffer holds one value or an arange is (Note [Buffers with known
+//           contents] in capture.h), since the capture may rely on it.
 //   Stored  only when nothing is lost: every param found by name among the module's parameters
 //           and buffers, the text parses back to the same graph (same printed form, symbol order
 //           and param names), and every eager call can be stored (Note [Eager calls in the
@@ -37,7 +39,7 @@ class KernelCache;
 
 namespace kiln::jit {
 
-inline constexpr uint32_t kCaptureFormatVersion = 2;
+inline constexpr uint32_t kCaptureFormatVersion = 3;
 
 // The key text for `module` traced under `family` (a guard-family signature) and `options`;
 // nullopt when the module has an attribute kiln cannot fingerprint (it is then never cached).

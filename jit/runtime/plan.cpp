@@ -445,6 +445,7 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
       throw AssumptionViolated(
           fmt::format("size assumption {} does not hold ({} > {})", a.what, lhs, rhs));
   }
+  if (std::optional<std::string> why = p.brokenContent()) throw AssumptionViolated(*why);
   std::vector<at::Tensor> values = p.constantValues_;
   for (size_t i = 0; i < p.graphInputs_.size(); ++i)
     values[static_cast<size_t>(p.graphInputs_[i]->id())] = inputs[i];

@@ -132,6 +132,20 @@ std::shared_ptr<const Program> Program::build(CapturedGraph captured, const Sess
       p.constantValues_[static_cast<size_t>(n->output()->id())] = t;
     }
   }
+  // Note [Buffers with known contents]: read once more what the graph assumes, and stamp it.
+  for (const ContentAssumption& a : p.captured_.contents) {
+    auto it = paramsByName.find(a.param);
+    KILN_CHECK(it != paramsByName.end(), "content assumption on '{}', which is no captured param",
+               a.param);
+    if (!holdsContent(it->second, a))
+      throw Unsupported(fmt::format("the graph assumes {}, which no longer holds", describe(a)));
+    auto stamp = std::make_unique<ContentStamp>();
+    stamp->tensor = it->second;
+    stamp->what = a;
+    stamp->version.store(tensorVersion(it->second));
+    stamp->data.store(it->second.const_data_ptr());
+    p.contentStamps_.push_back(std::move(stamp));
+  }
   for (const ir::Value* v : graph.outputs()) p.outputIds_.push_back(v->id());
   p.graphInputs_ = graph.inputs();
 
@@ -490,6 +504,31 @@ std::vector<at::Tensor> Program::derivedTensors() const {
       out.push_back(f.shift);
     }
   return out;
+}
+
+std::optional<std::string> Program::brokenContent() const {
+  auto current = [](const ContentStamp& c) {
+    return c.version.load(std::memory_order_acquire) == tensorVersion(c.tensor) &&
+           c.data.load(std::memory_order_acquire) == c.tensor.const_data_ptr();
+  };
+  bool allCurrent = true;
+  for (const auto& c : contentStamps_) allCurrent = allCurrent && current(*c);
+  if (!allCurrent) {
+    // Written in place or moved since the last reading: read it again (a copy to the host).
+    const std::lock_guard<std::mutex> lock(contentMutex_);
+    for (const auto& c : contentStamps_) {
+      if (current(*c)) continue;
+      const int64_t version = tensorVersion(c->tensor);
+      const void* data = c->tensor.const_data_ptr();
+      c->holds.store(holdsContent(c->tensor, c->what), std::memory_order_release);
+      c->version.store(version, std::memory_order_release);
+      c->data.store(data, std::memory_order_release);
+    }
+  }
+  for (const auto& c : contentStamps_)
+    if (!c->holds.load(std::memory_order_acquire))
+      return fmt::format("the graph assumes {}, which no longer holds", describe(c->what));
+  return std::nullopt;
 }
 
 void Program::refreshSnapshots() const {

@@ -2,7 +2,10 @@
 // The shape-independent part of a plan (Note [Programs and kernel sets] in plan.h): the captured
 // graph after passes, its partition, and the bookkeeping Plan::run follows step by step. Built
 // once per guard family, shared read-only by that family's plans.
+#include <atomic>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +63,10 @@ class Program {
   // Note [Kiln GEMM while cuBLAS loads]: the GEMM step `s` runs on now, on CUDA device `device`,
   // under a kernel set that does (`kilnGemms`) or does not let kiln GEMMs run; null: ATen.
   const KilnGemm* gemmFor(size_t s, int device, bool kilnGemms) const;
+  // Note [Buffers with known contents] in capture.h: why the params the graph assumes contents of
+  // no longer hold them, or nullopt. Cheap while none was written or moved (two loads each);
+  // otherwise reads them again (which synchronizes with the device).
+  std::optional<std::string> brokenContent() const;
   // Whether a call on CUDA device `device` (negative: any) now runs some linear on its stand-in
   // GEMM (the plan is not settled: no graph is captured, no comparison timed).
   bool standInGemmsRunning(int device) const;
@@ -155,6 +162,15 @@ class Program {
                                              codegen::GemmActivation activation, bool hasBias);
 
   CapturedGraph captured_;
+  struct ContentStamp {  // a param the graph assumes the content of, as last read
+    at::Tensor tensor;
+    ContentAssumption what;
+    std::atomic<int64_t> version{0};
+    std::atomic<const void*> data{nullptr};
+    std::atomic<bool> holds{true};  // what that reading found
+  };
+  std::vector<std::unique_ptr<ContentStamp>> contentStamps_;
+  mutable std::mutex contentMutex_;
   std::shared_ptr<const FoldedParams> folds_;
   std::shared_ptr<DerivedParams> retyped_;
   std::shared_ptr<DerivedParams> merged_;

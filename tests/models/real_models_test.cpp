@@ -502,8 +502,9 @@ TEST(RealModels, StandInGemmsAreCompiledForTheFirstCalls) {
         << explain;
     // 2 layers x (q/k/v merged, attention output, fc2); fc1 + gelu is on kiln's GEMM already.
     EXPECT_EQ(std::stoi(line[1].str()), 6) << line[0];
-    if (kiln::cuda::driver() == nullptr)
+    if (kiln::cuda::driver() == nullptr) {
       EXPECT_NE(line[0].str().find("compiled, but no CUDA driver"), std::string::npos) << line[0];
+    }
   }
 }
 

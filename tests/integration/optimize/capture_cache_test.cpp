@@ -331,6 +331,79 @@ def forward(self, x):
   EXPECT_ANY_THROW(fast.forward(past));
 }
 
+// Note [Buffers with known contents] (capture.h): BERT's embeddings read an integer buffer that
+// holds arange(16) (sliced to the sequence) and one of zeros (gathered by those positions and
+// expanded). Both embeddings become rows of their tables, with no eager gather or embedding; the
+// assumed contents are in the capture report and the cache entry; a write into a buffer makes the
+// next call run eagerly, and right, until the content is back; a module whose buffer holds
+// another value gets a capture of its own.
+TEST(CaptureCache, BuffersWithKnownContentsLeaveNoEagerCalls) {
+  torch::NoGradGuard ng;
+  const kiln::testing::ScratchDir scratch("kiln-capture-cache-test");
+  auto make = [](int64_t type) {
+    torch::jit::Module m("M");
+    m.register_buffer("pos_ids", torch::arange(16).unsqueeze(0));
+    m.register_buffer("types", torch::full({1, 16}, type, torch::kLong));
+    m.register_buffer("ptable", torch::randn({16, 8}));
+    m.register_buffer("ttable", torch::randn({2, 8}));
+    m.define(R"(
+def forward(self, x):
+    b = x.size(0)
+    n = x.size(1)
+    pos = self.pos_ids[:, 0:n]
+    t = torch.gather(self.types.expand(1, 16), 1, pos).expand(b, n)
+    return x.unsqueeze(-1) + torch.embedding(self.ptable, pos) + torch.embedding(self.ttable, t)
+)");
+    return m;
+  };
+  auto options = [](kiln::Session& s) {
+    kiln::jit::Options o;
+    o.session = &s;
+    o.inputNames = {"x"};
+    o.dynamicDims = {{"x", 0, "b"}, {"x", 1, "n"}};
+    return o;
+  };
+  const std::vector<std::pair<int64_t, int64_t>> shapes{{3, 5}, {1, 4}, {2, 9}};
+  torch::jit::Module m = make(0);
+  {
+    auto s = sessionOver(scratch.path());
+    auto fast = kiln::jit::optimize(m, options(*s));
+    for (auto [b, n] : shapes) expectEager(m, fast, {torch::randn({b, n})});
+    const std::string explain = fast.explain();
+    for (const char* op : {"aten::embedding", "aten::gather"})
+      EXPECT_EQ(explain.find(op), std::string::npos) << op << "\n" << explain;
+    EXPECT_EQ(fast.stats().captures, 2u) << "one per guard family: b >= 2 and b = 1";
+    s->waitForBackground();
+  }
+  auto s = sessionOver(scratch.path());
+  auto fast = kiln::jit::optimize(m, options(*s));
+  for (auto [b, n] : shapes) expectEager(m, fast, {torch::randn({b, n})});
+  EXPECT_EQ(fast.stats().captures, 0u) << fast.stats().toString();
+  EXPECT_EQ(fast.stats().capturesCached, 2u) << fast.stats().toString();
+  const std::string json = fast.explainJson();
+  EXPECT_NE(json.find("assumes pos_ids holds arange(0, 16)"), std::string::npos) << json;
+  EXPECT_NE(json.find("assumes types holds 0 16 times"), std::string::npos) << json;
+  // A write into the buffer: the next calls run eagerly (and match) until it holds zeros again.
+  const uint64_t eagerBefore = fast.stats().eagerCalls;
+  torch::Tensor types = m.attr("types").toTensor();
+  types.fill_(1);
+  expectEager(m, fast, {torch::randn({3, 5})});
+  expectEager(m, fast, {torch::randn({3, 6})});
+  EXPECT_EQ(fast.stats().eagerCalls, eagerBefore + 2) << fast.stats().toString();
+  types.fill_(0);
+  expectEager(m, fast, {torch::randn({3, 5})});
+  EXPECT_EQ(fast.stats().eagerCalls, eagerBefore + 2) << fast.stats().toString();
+  // Another module whose buffer holds ones: its own capture (row 1 of the table), not this one.
+  torch::jit::Module ones = make(1);
+  auto fastOnes = kiln::jit::optimize(ones, options(*s));
+  expectEager(ones, fastOnes, {torch::randn({3, 5})});
+  EXPECT_EQ(fastOnes.stats().captures, 1u) << fastOnes.stats().toString();
+  // 17 positions past the 16 the buffer has: eager, which raises.
+  const std::vector<torch::IValue> past{torch::randn({2, 17})};
+  EXPECT_ANY_THROW(m.forward(past));
+  EXPECT_ANY_THROW(fast.forward(past));
+}
+
 // Note [Tuning records]: a schedule recorded for (group, bucket, arch) is what a new session's
 // kernels use; KILN_TUNE=off ignores records.
 TEST(TuningRecords, ARecordedScheduleSteersANewSession) {
