@@ -321,6 +321,54 @@ TEST(Lowering, StridedSlicesTransposesAndRolls) {
   EXPECT_EQ(fast.stats().eagerCalls, 0u);
 }
 
+// Note [Einsum as GEMMs] (lower_library.cpp): XLNet's equations (projections with 3-d weights,
+// attention scores and their use, a permute, the sinusoid's outer product), a sum-out and a
+// single-operand reduction lower to views, sums, a multiply and matmuls; the dims stay symbolic
+// (new batch and sequence sizes reuse the capture). An ellipsis and a diagonal stay eager steps,
+// with their reasons. Results match the module in a strict session.
+TEST(Lowering, EinsumAsGemms) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m("m");
+  m.register_buffer("w", torch::randn({16, 2, 4}));
+  m.register_buffer("v", torch::randn({5}));
+  m.define(R"(
+def forward(self, x):
+    h = torch.einsum('ibh,hnd->ibnd', x, self.w)
+    scores = torch.einsum('ibnd,jbnd->bnij', h, h)
+    ctx = torch.einsum('bnij,jbnd->ibnd', torch.einsum('ijbn->bnij', scores.permute(2, 3, 0, 1)), h)
+    out = torch.einsum('ibnd,hnd->ibh', ctx, self.w)
+    pos = torch.einsum('i,d->id', x[:, 0, 0], self.v)
+    summed = torch.einsum('ibh,h->ib', x, self.w[:, 0, 0]) + torch.einsum('ibh->b', x)
+    return out.sum(-1) + summed + pos[:, 0:1]
+)");
+  m.eval();
+  auto fast = kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "s"}, {"x", 1, "b"}}));
+  for (auto [seq, b] : {std::pair<int64_t, int64_t>{7, 3}, {5, 2}, {9, 4}}) {
+    torch::Tensor x = torch::randn({seq, b, 16});
+    const torch::Tensor got = fast.forward({x}).toTensor();
+    const torch::Tensor want = m.forward({x}).toTensor();
+    ASSERT_EQ(got.sizes(), want.sizes());
+    // The products reach ~1e4; the matmuls sum in another order than einsum's own bmm.
+    const double scale = want.abs().max().item<double>();
+    EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * scale) << scale;
+  }
+  const std::string explain = fast.explain();
+  EXPECT_EQ(explain.find("aten::einsum"), std::string::npos) << explain;
+  EXPECT_EQ(fast.stats().eagerCalls, 0u);
+  EXPECT_EQ(fast.stats().captures, 1u);
+
+  torch::jit::Module odd = scripted(R"(
+def forward(self, x):
+    return torch.einsum('...ij->...ji', x) + torch.einsum('bii->bi', x).unsqueeze(-1)
+)");
+  auto oddFast = kiln::jit::optimize(odd, optionsFor(/*strict=*/true, {{"x", 0, "b"}}));
+  torch::Tensor x = torch::randn({3, 4, 4});
+  expectSame(oddFast.forward({x}).toTensor(), odd.forward({x}).toTensor());
+  const std::string oddExplain = oddFast.explain();
+  EXPECT_NE(oddExplain.find("aten::einsum x2: an ellipsis in the equation"), std::string::npos)
+      << oddExplain;
+}
+
 // torchvision Swin pads its windows by (w - W % w) % w, computed from a static size: the remainder
 // of known ints is an int, and a pad of zeros is the tensor itself. A pad of nonzero width stays
 // an eager step, with its reason. Results equal the module's in a strict session.
