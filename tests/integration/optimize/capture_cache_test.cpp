@@ -279,6 +279,15 @@ TEST(CaptureCache, EagerCallsRunFromACachedCapture) {
   EXPECT_LE((got - want).abs().max().item<double>(), 1e-4) << fast.explain();
 }
 
+// Options for a module of one input x [b, n], both dims dynamic, in session `s`.
+kiln::jit::Options batchAndLength(kiln::Session& s) {
+  kiln::jit::Options o;
+  o.session = &s;
+  o.inputNames = {"x"};
+  o.dynamicDims = {{"x", 0, "b"}, {"x", 1, "n"}};
+  return o;
+}
+
 // Note [Indexing by aranges] (jit/capture/lower_indexing.cpp): an embedding of an arange is rows
 // of the table, transformers' mask indexing by aranges is a reshape and a 0-dim boolean ones() a
 // literal, at the batch-1 guard family too (where every index is all ones). The aranges they read
@@ -301,13 +310,7 @@ def forward(self, x):
     w = torch.where(mask & keep, 1.0, 0.0)[:, 0, :]
     return w.unsqueeze(-1) * pos + c.unsqueeze(-1)
 )");
-  auto options = [](kiln::Session& s) {
-    kiln::jit::Options o;
-    o.session = &s;
-    o.inputNames = {"x"};
-    o.dynamicDims = {{"x", 0, "b"}, {"x", 1, "n"}};
-    return o;
-  };
+  auto options = batchAndLength;
   const std::vector<std::pair<int64_t, int64_t>> shapes{{3, 5}, {1, 4}, {2, 9}};
   {
     auto s = sessionOver(scratch.path());
@@ -356,13 +359,7 @@ def forward(self, x):
 )");
     return m;
   };
-  auto options = [](kiln::Session& s) {
-    kiln::jit::Options o;
-    o.session = &s;
-    o.inputNames = {"x"};
-    o.dynamicDims = {{"x", 0, "b"}, {"x", 1, "n"}};
-    return o;
-  };
+  auto options = batchAndLength;
   const std::vector<std::pair<int64_t, int64_t>> shapes{{3, 5}, {1, 4}, {2, 9}};
   torch::jit::Module m = make(0);
   {
