@@ -390,6 +390,8 @@ std::vector<at::Tensor> Plan::run(const std::vector<at::Tensor>& inputs,
                                   const std::function<void(size_t step)>* afterStep) const {
   const Program& p = *program_;
   p.refreshSnapshots();  // Note [Derived params are snapshots]
+  // Note [Buffers with known contents]: before a graph replay too, which runs no step.
+  if (std::optional<std::string> why = p.brokenContent()) throw AssumptionViolated(*why);
   // One set for the whole call, even if a swap lands meanwhile.
   std::shared_ptr<const KernelSet> set = kernels_.load(std::memory_order_acquire);
   stats_.calls.fetch_add(1, std::memory_order_relaxed);
