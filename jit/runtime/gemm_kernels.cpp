@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
 
+#include "cache/kernel_cache.h"
 #include "jit/eval/aten_eval.h"
 #include "jit/runtime/kernel_build.h"
 #include "jit/runtime/session.h"
@@ -56,7 +57,7 @@ bool kilnGemmTarget(const Session& session) {
   return session.options().kilnGemm && arch && (*arch == "sm_90" || *arch == "sm_90a");
 }
 
-KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec)
+KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec, bool standIn)
     : spec_(spec), poisonOutputs_(session.options().poisonOutputs) {
   if (!kilnGemmTarget(session)) {
     reason_ = "needs an sm_90 target, and Options::kilnGemm (KILN_GEMM) not turned off";
@@ -65,9 +66,24 @@ KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec)
   codegen::KernelSource src = codegen::emitGemm(spec);
   name_ = src.name;
   const std::string arch(codegen::kGemmArch);
+  const cache::CacheKey key = kernelKey(src.source, arch);
+  if (standIn && !session.kernelCache().get(key)) {
+    reason_ = "not in the kernel cache yet (compiled in the background, for the next process)";
+    const Session* s = &session;
+    session.runInBackground([s, key, src, arch] {
+      try {
+        (void)cubinThroughCache(*s, key, src.source, src.name, arch, "gemm", /*background=*/true);
+      } catch (const CompileError& e) {
+        logOnce(LogLevel::kWarn, "compile." + src.name,
+                fmt::format("kiln: GEMM kernel {} failed to compile: {}\n{}", src.name, e.what(),
+                            e.log()));
+      }
+    });
+    return;
+  }
   try {
-    std::string binary = cubinThroughCache(session, kernelKey(src.source, arch), src.source,
-                                           src.name, arch, "gemm", /*background=*/false);
+    std::string binary = cubinThroughCache(session, key, src.source, src.name, arch, "gemm",
+                                           /*background=*/false);
     api_ = session.driver();
     if (api_ == nullptr || api_->cuTensorMapEncodeTiled == nullptr) {
       reason_ = "compiled, but no CUDA driver (with cuTensorMapEncodeTiled) to run it";

@@ -20,7 +20,10 @@
 // cuBLAS's by the rounding of a different summation order, as the tuner's swaps do; both round
 // the fp32 sum (+ bias) once. No CUDA graph is captured while a step runs this way (a replay would
 // keep the stand-in GEMM for good). Options::firstCallGemm (KILN_FIRST_CALL_GEMM=auto|off) turns
-// it off; it needs kilnGemmTarget().
+// it off; it needs kilnGemmTarget(). The stand-in's kernel is only read from the kernel cache: a
+// process that does not find it there compiles it in the background for the next one (so the
+// cold first call does not wait for NVRTC for a kernel it has no use for) and kiln-warmup fills
+// it in.
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,7 +49,10 @@ class KilnGemm {
   // Compiles (through the session's kernel cache) the kernel of `spec` when kilnGemmTarget holds;
   // loads it when there is a driver. Never throws for a failed compile: the reason is logged once
   // and kept, and every call then goes through ATen.
-  KilnGemm(const Session& session, const codegen::GemmSpec& spec);
+  // `standIn` (Note [Kiln GEMM while cuBLAS loads]): only a kernel already in the kernel cache is
+  // loaded; one that is not is compiled on the session's background arena for later processes
+  // (a cold first call gains nothing from it, and would wait for NVRTC), with no kernel here.
+  KilnGemm(const Session& session, const codegen::GemmSpec& spec, bool standIn = false);
 
   // act(x w^T + b) for x [..., K], w [N, K], b [N] (when the spec has a bias), or nullopt when
   // this call cannot run on the kernel (no kernel, CPU or mixed devices, another dtype, sizes or

@@ -398,7 +398,9 @@ std::shared_ptr<const KilnGemm> Program::kilnGemmOf(const Session& session, ir::
   spec.dtype = dtype;
   spec.activation = activation;
   spec.hasBias = hasBias;
-  return std::make_shared<const KilnGemm>(session, spec);
+  // A plain linear's kernel is only a stand-in (Note [Kiln GEMM while cuBLAS loads]).
+  return std::make_shared<const KilnGemm>(session, spec,
+                                          /*standIn=*/activation == codegen::GemmActivation::kNone);
 }
 
 const KilnGemm* Program::gemmFor(size_t s, int device, bool kilnGemms) const {
