@@ -34,13 +34,20 @@ if [ ! -x /usr/local/cuda/bin/nvcc ] && [ ! -f /usr/local/cuda/include/nvrtc.h ]
   exit 1
 fi
 
+# The venv is ~1.7 GB and a Release build ~1 GB; say so up front rather than fail mid-link.
+avail_kb="$(df -Pk . | awk 'NR==2 {print $4}')"
+if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((3 * 1024 * 1024)) ]; then
+  echo "kiln setup: warning: only $((avail_kb / 1024)) MB free in $root; the venv and a build" \
+       "need about 3 GB" >&2
+fi
+
 stamp=".venv/.kiln-requirements-$(sha256sum scripts/requirements.txt | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "kiln setup: creating .venv with LibTorch (first time only; ~1.2 GB download)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q --no-cache-dir --upgrade pip
   # --no-deps: skip the nvidia-* wheels /usr/local/cuda already provides (scripts/requirements.txt).
-  .venv/bin/pip install -q --no-deps -r scripts/requirements.txt
+  .venv/bin/pip install -q --no-cache-dir --no-deps -r scripts/requirements.txt
   # Check the result can be imported with the toolkit's libraries before stamping it good.
   LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
     .venv/bin/python -c "import torch; assert torch.__version__.startswith('2.11.0'), torch.__version__"
