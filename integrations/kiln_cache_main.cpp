@@ -183,6 +183,9 @@ int main(int argc, char** argv) {
     }
   }
   if (dir && dir->empty()) usageError("--cache-dir needs a non-empty directory");
+  // As Options::fromEnv says for the library: an empty value is a mistake, not "the default".
+  if (const char* env = std::getenv("KILN_CACHE_DIR"); !dir && env != nullptr && *env == '\0')
+    usageError("KILN_CACHE_DIR is set but empty; unset it to use the default cache directory");
   constexpr std::string_view kCommands = "stats|list|verify|clear|export|import";
   if (positional.empty()) usageError(fmt::format("missing command, expected {}", kCommands));
   Command command;

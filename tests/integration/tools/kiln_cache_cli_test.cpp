@@ -1,6 +1,7 @@
 // kiln-cache end to end: export/import copy a cache (Note [Cache packs]) with the exit codes and
 // messages a deployment script relies on, stats shows the kiln that wrote the cache, bad usage
 // exits 2.
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -163,6 +164,13 @@ TEST_F(KilnCacheCli, BadUsageExitsTwo) {
     EXPECT_EQ(r.rc, 2) << ::testing::PrintToString(args) << ": " << r.output;
     EXPECT_TRUE(contains(r.output, "(try --help)")) << r.output;
   }
+  // An empty KILN_CACHE_DIR is a mistake, as the library says (Options::fromEnv), not a quiet
+  // fall back to ~/.cache/kiln; --cache-dir, given, wins over it.
+  const auto emptyEnv = [] { return ::setenv("KILN_CACHE_DIR", "", 1) == 0; };
+  const ToolRun empty = runTool(KILN_CACHE_BIN, {"stats"}, emptyEnv);
+  EXPECT_EQ(empty.rc, 2) << empty.output;
+  EXPECT_TRUE(contains(empty.output, "KILN_CACHE_DIR is set but empty")) << empty.output;
+  EXPECT_EQ(kilnCache(source(), {"stats"}, emptyEnv).rc, 0);
   const ToolRun help = runTool(KILN_CACHE_BIN, {"--help"});
   EXPECT_EQ(help.rc, 0);
   EXPECT_TRUE(contains(help.output, "export [--force] FILE")) << help.output;
