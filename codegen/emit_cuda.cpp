@@ -572,6 +572,12 @@ std::string Emitter::nodeExpr(int k) const {
       if (p == -2.0) return fmt::format("(1.0f / ({0} * {0}))", x);
       return fmt::format("powf({}, {})", x, floatLiteral(p));
     }
+    case OpKind::kFill: {  // Note [Fills]: a literal, rounded as a cast to the dtype would
+      std::string e = literal(n->attrs().getDouble("value"), out);
+      if (n->output()->dtype() == DType::kFloat16) return fmt::format("kiln_round_f16({})", e);
+      if (n->output()->dtype() == DType::kBFloat16) return fmt::format("kiln_round_bf16({})", e);
+      return e;
+    }
     case OpKind::kCast: {
       std::string e = a(0, out);
       if (n->output()->dtype() == DType::kFloat16) return fmt::format("kiln_round_f16({})", e);

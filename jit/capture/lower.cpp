@@ -175,6 +175,14 @@ std::vector<std::optional<SymDim>> Lowerer::symIntsArg(const tj::Value* v) const
   return out;
 }
 
+bool Lowerer::onInputsDevice(const tj::Value* out) const {
+  auto tt = out->type()->cast<c10::TensorType>();
+  if (!tt || !tt->device()) return false;
+  for (const at::Tensor& t : req_.inputs)
+    if (t.defined()) return *tt->device() == t.device();
+  return true;
+}
+
 std::vector<int64_t> Lowerer::tracedSizes(const tj::Value* v) const {
   auto tt = v->type()->cast<c10::TensorType>();
   KILN_CHECK(tt, "traced value %{} is not a tensor", v->debugName());

@@ -23,7 +23,22 @@
 // int), which arangeOf() follows; and an embedding of a fill (fillOf()) is one row of the table.
 // Anything else (token ids, data-dependent indices) still runs in ATen, with the reason in
 // explain(). The aranges the rewrite no longer reads are removed as dead code.
+//
+// Note [Fills]
+// Tensors whose every element is one value the trace knows, of a shape the sizes give, are an
+// IR kFill (no operands, attr value): in a fused kernel a literal, as a step of its own a kernel
+// that writes it, and in ATen at::full on the call's device. Two kinds of traced op become one:
+//   - ones/zeros/full and their new_ and _like forms, with every size known (a literal only where
+//     the trace records sizes as nodes), a constant value, and a result on the inputs' device;
+//   - a comparison of an arange with a number that every element answers the same way. The
+//     encoders' masks in transformers 5.x (BERT, ALBERT, RoBERTa, DistilBERT, T5, ViT, ...) AND
+//     the padding mask with arange(S)[:, None] >= 0, which only gives the mask its query dim; the
+//     arange was the last eager step of BERT's mask at every batch. The decision uses the
+//     arange's first element (a constant) and, for an upper bound, its last (a constant length);
+//     a symbolic length bounds nothing from above.
+// Rank-0 results keep their old forms (a bool literal, Note [Indexing by aranges]; else ATen).
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <optional>
 #include <string_view>
@@ -31,6 +46,7 @@
 
 #include "jit/capture/lower_rules.h"
 #include "jit/capture/lowerer.h"
+#include "src/ir/shape_inference.h"
 
 namespace kiln::jit {
 namespace {
@@ -306,15 +322,153 @@ LoweringRule boolScalar(double value) {
   };
 }
 
+// Note [Fills]: ones/zeros/full(size, v) and new_ones/new_zeros/new_full(x, size, v) with every
+// size known, ones_like/zeros_like/full_like(x, v) of any x: a kFill of the traced dtype.
+// `value`: the fill, or nullopt for the schema's fill_value argument.
+LoweringRule fillOp(std::optional<double> value, bool like) {
+  return [value, like](Lowerer& l, const tj::Node* n) -> ir::Value* {
+    const tj::Value* out = n->outputs()[0];
+    const size_t rank = l.tracedSizes(out).size();
+    if (rank == 0) {  // rank 0: a bool literal or ATen, as before
+      if (!value) return nullptr;
+      return boolScalar(*value)(l, n);
+    }
+    const c10::FunctionSchema* schema = n->maybeSchema();
+    if (schema == nullptr) return nullptr;
+    auto arg = [&](const char* name) -> const tj::Value* {
+      auto i = schema->argumentIndexWithName(name);
+      if (!i || static_cast<size_t>(*i) >= n->inputs().size()) return nullptr;
+      return n->input(static_cast<size_t>(*i));
+    };
+    if (const tj::Value* layout = arg("layout"); layout != nullptr && !l.isNone(layout)) {
+      auto iv = l.constIValue(layout);
+      if (!iv || !iv->isInt() || static_cast<c10::Layout>(iv->toInt()) != c10::kStrided)
+        throw NotLowerable{"a layout other than strided"};
+    }
+    if (!l.onInputsDevice(out)) throw NotLowerable{"a result on another device than the inputs"};
+    double v = 0;
+    if (value) {
+      v = *value;
+    } else {
+      const tj::Value* f = arg("fill_value");
+      auto iv = f != nullptr ? l.constIValue(f) : std::nullopt;
+      if (!iv || !(iv->isInt() || iv->isDouble() || iv->isBool()))
+        throw NotLowerable{"a fill value the trace does not know"};
+      v = iv->isInt() ? static_cast<double>(iv->toInt())
+                      : (iv->isBool() ? (iv->toBool() ? 1.0 : 0.0) : iv->toDouble());
+    }
+    Shape shape;
+    if (like) {
+      shape = l.operand(n, 0)->shape();
+    } else {
+      const tj::Value* size = arg("size");
+      if (size == nullptr) return nullptr;
+      for (const std::optional<SymDim>& d : l.symIntsArg(size)) {
+        if (!d) throw NotLowerable{"a size the trace may have baked in"};
+        shape.push_back(*d);
+      }
+    }
+    if (shape.size() != rank) throw NotLowerable{"a size list of another rank than the result"};
+    const ir::DType dtype = l.tracedDType(out);
+    return l.emitTyped(OpKind::kFill, {}, {{"value", v}}, TensorType{dtype, shape});
+  };
+}
+
 }  // namespace
+
+// Note [Fills]: x op c, or c op x, where x is an arange and every element gives the same answer;
+// nullptr when it is not decided.
+ir::Value* comparisonOfArange(Lowerer& l, const tj::Node* n, OpKind kind) {
+  if (n->inputs().size() != 2) return nullptr;
+  bool flipped = false;
+  std::optional<Arange> a = arangeOf(l, n->input(0));
+  const tj::Value* other = n->input(1);
+  if (!a) {
+    a = arangeOf(l, n->input(1));
+    other = n->input(0);
+    flipped = true;
+  }
+  if (!a || !a->start.isConstant()) return nullptr;
+  std::optional<double> c;
+  if (auto iv = l.constIValue(other); iv && (iv->isInt() || iv->isDouble())) {
+    c = iv->isInt() ? static_cast<double>(iv->toInt()) : iv->toDouble();
+  } else if (auto s = l.symIntOf(other); s && s->isConstant()) {
+    c = static_cast<double>(s->constant());
+  }
+  if (!c) return nullptr;
+  if (flipped) {  // c op x is x op' c
+    switch (kind) {
+      case OpKind::kLt:
+        kind = OpKind::kGt;
+        break;
+      case OpKind::kLe:
+        kind = OpKind::kGe;
+        break;
+      case OpKind::kGt:
+        kind = OpKind::kLt;
+        break;
+      case OpKind::kGe:
+        kind = OpKind::kLe;
+        break;
+      default:
+        break;
+    }
+  }
+  const auto lo = static_cast<double>(a->start.constant());
+  std::optional<double> hi;  // the last element, when the length is known
+  if (a->length.isConstant()) hi = lo + static_cast<double>(a->length.constant() - 1);
+  const bool whole = std::floor(*c) == *c;
+  std::optional<bool> all;
+  switch (kind) {
+    case OpKind::kGe:
+      if (lo >= *c)
+        all = true;
+      else if (hi && *hi < *c)
+        all = false;
+      break;
+    case OpKind::kGt:
+      if (lo > *c)
+        all = true;
+      else if (hi && *hi <= *c)
+        all = false;
+      break;
+    case OpKind::kLe:
+      if (hi && *hi <= *c)
+        all = true;
+      else if (lo > *c)
+        all = false;
+      break;
+    case OpKind::kLt:
+      if (hi && *hi < *c)
+        all = true;
+      else if (lo >= *c)
+        all = false;
+      break;
+    case OpKind::kEq:
+    case OpKind::kNe:
+      if (!whole || *c < lo || (hi && *c > *hi)) all = kind == OpKind::kNe;
+      break;
+    default:
+      break;
+  }
+  if (!all) return nullptr;
+  if (a->param != nullptr) l.assumeContent(a->param);
+  const TensorType type = ir::inferType(kind, {l.operand(n, 0), l.operand(n, 1)}, {});
+  return l.emitTyped(OpKind::kFill, {}, {{"value", *all ? 1.0 : 0.0}}, type);
+}
 
 void addIndexingRules(LoweringTable& table) {
   table.add("aten::index", indexByAranges);
   table.add("aten::embedding", embeddingOfArange);
-  table.add("aten::new_ones", boolScalar(1));
-  table.add("aten::ones", boolScalar(1));
-  table.add("aten::new_zeros", boolScalar(0));
-  table.add("aten::zeros", boolScalar(0));
+  table.add("aten::ones", fillOp(1.0, /*like=*/false));
+  table.add("aten::zeros", fillOp(0.0, /*like=*/false));
+  table.add("aten::full", fillOp(std::nullopt, /*like=*/false));
+  table.add("aten::new_ones", fillOp(1.0, /*like=*/false));
+  table.add("aten::new_zeros", fillOp(0.0, /*like=*/false));
+  table.add("aten::new_full", fillOp(std::nullopt, /*like=*/false));
+  table.add("aten::ones_like", fillOp(1.0, /*like=*/true));
+  table.add("aten::zeros_like", fillOp(0.0, /*like=*/true));
+  table.add("aten::full_like", fillOp(std::nullopt, /*like=*/true));
 }
 
 }  // namespace kiln::jit

@@ -37,8 +37,12 @@ LoweringRule unary(OpKind kind) {
 }
 
 LoweringRule binary(OpKind kind) {
-  return [kind](Lowerer& l, const tj::Node* n) -> ir::Value* {
+  const bool compares = kind == OpKind::kEq || kind == OpKind::kNe || kind == OpKind::kLt ||
+                        kind == OpKind::kLe || kind == OpKind::kGt || kind == OpKind::kGe;
+  return [kind, compares](Lowerer& l, const tj::Node* n) -> ir::Value* {
     if (n->inputs().size() != 2) return nullptr;
+    if (compares)
+      if (ir::Value* decided = comparisonOfArange(l, n, kind)) return decided;
     return l.emit(kind, {l.operand(n, 0), l.operand(n, 1)});
   };
 }

@@ -62,5 +62,8 @@ void addLibraryRules(LoweringTable& table);
 // Indexing and creation from sizes: aten::index and aten::embedding by aranges, boolean scalars
 // (lower_indexing.cpp, Note [Indexing by aranges]).
 void addIndexingRules(LoweringTable& table);
+// Note [Fills] in lower_indexing.cpp: comparison `kind` of node n (an arange with a number) as a
+// kFill when every element answers the same, else nullptr.
+ir::Value* comparisonOfArange(Lowerer& l, const torch::jit::Node* n, ir::OpKind kind);
 
 }  // namespace kiln::jit

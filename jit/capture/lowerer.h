@@ -73,6 +73,10 @@ class Lowerer {
   std::optional<ContentAssumption> paramContent(const torch::jit::Value* v) const;
   // Records that the lowering relies on what param `v` holds (paramContent(v) must be known).
   void assumeContent(const torch::jit::Value* v);
+  // Whether traced tensor `out` is on the device of the call's inputs (true when there are none):
+  // a creation op's result may then be made wherever the call runs (Note [Fills] in
+  // lower_indexing.cpp).
+  bool onInputsDevice(const torch::jit::Value* out) const;
 
   // --- emission ---
   ir::Graph& graph() { return *g_; }

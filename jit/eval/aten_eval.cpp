@@ -309,7 +309,7 @@ std::vector<at::Tensor> evalGraph(const ir::Graph& graph, const std::vector<at::
                      ir::toString(node.kind()));
           operands.push_back(t);
         }
-        std::vector<at::Tensor> results = evalNode(node, operands, symbols, runEager);
+        std::vector<at::Tensor> results = evalNode(node, operands, symbols, runEager, device);
         operands.clear();
         for (size_t o = 0; o < results.size(); ++o) {
           at::Tensor& r = results[o];

@@ -43,9 +43,11 @@ using EagerRunner = std::function<std::vector<at::Tensor>(
 // Returns one tensor per node output; each is checked against the node's declared dtype and shape
 // (InternalError on a mismatch: the IR and eager disagree, and a wrong tensor must not escape).
 // kInput/kParam nodes are the caller's business (InternalError here); kEager nodes go to runEager
-// (InternalError when it is empty).
+// (InternalError when it is empty). `device`: where a node without operands (kFill) puts its
+// result, the device of the call.
 std::vector<at::Tensor> evalNode(const ir::Node& node, const std::vector<at::Tensor>& inputs,
-                                 const std::vector<int64_t>& symbols, const EagerRunner& runEager);
+                                 const std::vector<int64_t>& symbols, const EagerRunner& runEager,
+                                 at::Device device);
 
 // Evaluates the whole graph: inputs in graph.inputs() order, params in graph.params() order (used
 // as given, by reference, never copied). Checks input count, dtypes and shapes (UserError naming

@@ -331,7 +331,8 @@ void checkResult(const ir::Node& node, size_t o, const at::Tensor& t,
 }  // namespace
 
 std::vector<at::Tensor> evalNode(const ir::Node& node, const std::vector<at::Tensor>& inputs,
-                                 const std::vector<int64_t>& symbols, const EagerRunner& runEager) {
+                                 const std::vector<int64_t>& symbols, const EagerRunner& runEager,
+                                 at::Device device) {
   KILN_CHECK(inputs.size() == node.inputs().size(), "{}: {} operands for {} inputs", describe(node),
              inputs.size(), node.inputs().size());
   switch (node.kind()) {
@@ -341,6 +342,17 @@ std::vector<at::Tensor> evalNode(const ir::Node& node, const std::vector<at::Ten
       break;
     case OpKind::kConstant:
       return {makeScalarOperand(node.attrs().getDouble("value"), node.output()->dtype())};
+    case OpKind::kFill: {  // Note [Fills]
+      const ir::DType dtype = node.output()->dtype();
+      const double value = node.attrs().getDouble("value");
+      const at::Scalar fill = ir::isFloating(dtype)       ? at::Scalar(value)
+                              : dtype == ir::DType::kBool ? at::Scalar(value != 0)
+                                                          : at::Scalar(static_cast<int64_t>(value));
+      at::Tensor t = at::full(concreteShape(node.output()->shape(), symbols), fill,
+                              at::TensorOptions().dtype(toAtenDType(dtype)).device(device));
+      checkResult(node, 0, t, symbols);
+      return {std::move(t)};
+    }
     case OpKind::kEager: {
       KILN_CHECK(static_cast<bool>(runEager), "{} ({}) needs an EagerRunner", describe(node),
                  node.attrs().has("schema") ? node.attrs().getString("schema") : "?");

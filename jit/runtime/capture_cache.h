@@ -39,7 +39,7 @@ class KernelCache;
 
 namespace kiln::jit {
 
-inline constexpr uint32_t kCaptureFormatVersion = 3;
+inline constexpr uint32_t kCaptureFormatVersion = 4;
 
 // The key text for `module` traced under `family` (a guard-family signature) and `options`;
 // nullopt when the module has an attribute kiln cannot fingerprint (it is then never cached).

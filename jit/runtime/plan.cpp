@@ -98,6 +98,17 @@ class StepTimer {
   const std::function<void(size_t)> hook_;
 };
 
+// The device of a call: where values made from nothing go (Note [Fills]) and kernels run. As
+// evalGraph has it: the first input's, else the first bound param's, else the CPU.
+at::Device callDevice(const std::vector<at::Tensor>& inputs,
+                      const std::vector<at::Tensor>& values) {
+  for (const at::Tensor& t : inputs)
+    if (t.defined()) return t.device();
+  for (const at::Tensor& t : values)
+    if (t.defined() && !isScalarOperand(t)) return t.device();
+  return at::Device(at::kCPU);
+}
+
 // Note [CUDA graph replay]: why no call of this program may be replayed, or "". A graph would
 // repeat one draw of an op that draws random numbers.
 // Ops whose output shape comes from data, or that hand a tensor's value to the host: the host waits
@@ -261,14 +272,14 @@ void Plan::swapKernels(std::shared_ptr<const KernelSet> kernels) {
 }
 
 void Plan::runGroupEagerly(const partition::FusionGroup& group, std::vector<at::Tensor>& values,
-                           const std::vector<int64_t>& symbols) const {
+                           const std::vector<int64_t>& symbols, at::Device device) const {
   // Intermediates of the group live in `values` only until the group ends.
   std::vector<int> produced;
   for (const ir::Node* n : group.nodes) {
     std::vector<at::Tensor> in;
     in.reserve(n->inputs().size());
     for (const ir::Value* v : n->inputs()) in.push_back(values[static_cast<size_t>(v->id())]);
-    std::vector<at::Tensor> out = evalNode(*n, in, symbols, program_->eager_);
+    std::vector<at::Tensor> out = evalNode(*n, in, symbols, program_->eager_, device);
     for (size_t i = 0; i < out.size(); ++i) {
       int id = n->output(static_cast<int>(i))->id();
       values[static_cast<size_t>(id)] = std::move(out[i]);
@@ -330,7 +341,9 @@ bool Plan::completeCat(size_t s, const std::vector<at::Tensor>& operands,
 }
 
 bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
-                     std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols) const {
+                     std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols,
+                     at::Device device) const {
+  if (!device.is_cuda()) return false;
   const codegen::KernelAbi& abi = k.abi;
   const size_t numInputs = static_cast<size_t>(abi.numInputs);
   KILN_CHECK(abi.tensors.size() == numInputs + rt.outputIds.size(), "ABI of {} disagrees with plan",
@@ -342,8 +355,7 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
     if (!t.defined() || !t.is_cuda()) return false;
     tensors.push_back(t);
   }
-  const at::Device device = tensors.empty() ? at::Device(at::kCUDA, 0) : tensors.front().device();
-  for (const at::Tensor& t : tensors)
+  for (const at::Tensor& t : tensors)  // a kernel without inputs (Note [Fills]) runs there too
     if (t.device() != device) return false;  // eager would raise; let ATen say so
   std::vector<int64_t> domain = codegen::domainSizes(abi, symbols);
   for (size_t i = numInputs; i < abi.tensors.size(); ++i) {
@@ -449,6 +461,7 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
   }
   if (std::optional<std::string> why = p.brokenContent()) throw AssumptionViolated(*why);
   std::vector<at::Tensor> values = p.constantValues_;
+  const at::Device device = callDevice(inputs, values);
   for (size_t i = 0; i < p.graphInputs_.size(); ++i)
     values[static_cast<size_t>(p.graphInputs_[i]->id())] = inputs[i];
   // Note [Channels-last convolutions]: convert what convs read at entry, once.
@@ -502,9 +515,9 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
     const ProfilerRange range(rt.rangeName.c_str());
     if (step.kind == partition::StepKind::kFusion) {
       const KernelStep& k = set.kernels[static_cast<size_t>(rt.kernel)];
-      if (k.kernel == nullptr || !runKernel(k, rt, values, symbols)) {
+      if (k.kernel == nullptr || !runKernel(k, rt, values, symbols, device)) {
         stats_.groupFallbacks.fetch_add(1, std::memory_order_relaxed);
-        runGroupEagerly(step.group, values, symbols);
+        runGroupEagerly(step.group, values, symbols, device);
       }
     } else {
       std::vector<at::Tensor> in;
@@ -535,7 +548,7 @@ std::vector<at::Tensor> Plan::runSteps(const KernelSet& set, const std::vector<a
       if (out.empty() && p.catInPlace(s) && completeCat(s, in, values)) {
         // Note [Cats written in place]: the buffer is the cat's value already.
       } else if (out.empty()) {
-        out = evalNode(*step.node, in, symbols, p.eager_);
+        out = evalNode(*step.node, in, symbols, p.eager_, device);
       }
       for (size_t i = 0; i < out.size(); ++i)
         values[static_cast<size_t>(rt.outputIds[i])] = std::move(out[i]);

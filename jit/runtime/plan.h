@@ -154,10 +154,13 @@ class Plan {
   std::vector<at::Tensor> runSteps(const KernelSet& set, const std::vector<at::Tensor>& inputs,
                                    const std::function<void(size_t step)>* afterStep,
                                    bool bypassShapeOnly) const;
+  // `device`: the call's (callDevice in plan.cpp), where values made from nothing go (Note
+  // [Fills]) and where a kernel runs; its tensor operands must be there too.
   void runGroupEagerly(const partition::FusionGroup& group, std::vector<at::Tensor>& values,
-                       const std::vector<int64_t>& symbols) const;
+                       const std::vector<int64_t>& symbols, at::Device device) const;
   bool runKernel(const KernelStep& k, const Program::StepRuntime& rt,
-                 std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols) const;
+                 std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols,
+                 at::Device device) const;
   // Note [Cats written in place]: value id's place in its cat's buffer (allocated on `device` by
   // the first operand that asks), or an undefined tensor when it has none this call.
   at::Tensor catPlace(int id, std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols,

@@ -388,6 +388,7 @@ bool needsExplicitType(OpKind kind) {
     case OpKind::kParam:
     case OpKind::kConstant:
     case OpKind::kCast:
+    case OpKind::kFill:
     case OpKind::kReshape:
     case OpKind::kExpand:
     case OpKind::kSlice:

@@ -141,6 +141,13 @@ class Verifier {
           bad(n, fmt::format("constants are rank 0, got {}", printType(g_, out)));
         return;
       }
+      case OpKind::kFill: {
+        const AttrValue* v = at.find("value");
+        if (v == nullptr ||
+            !(std::holds_alternative<double>(*v) || std::holds_alternative<int64_t>(*v)))
+          bad(n, "needs a numeric attribute 'value'");
+        return;
+      }
       case OpKind::kCast:
         if (n.input(0)->shape() != out.shape)
           bad(n, fmt::format("cast must keep the shape {}", printType(g_, n.input(0)->type())));

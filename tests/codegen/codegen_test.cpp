@@ -408,6 +408,35 @@ TEST(EmitCuda, CastsRoundAndIntegerMath) {
   EXPECT_TRUE(contains(ks.source, "long long"));
 }
 
+// Note [Fills]: a fill is a literal inside a fused kernel (an encoder's mask: the arange
+// comparison that every element answers true, ANDed with the padding mask), rounded like a cast
+// in 16 bits, and a group of fills alone is a kernel that writes them: no inputs at all.
+TEST(EmitCuda, FillsAreLiterals) {
+  auto mask = makeCase(R"(graph(%m: bool[s0, 1, 1, s1]) {
+      %t: bool[1, 1, s1, 1] = fill() {value = 1}
+      %0: bool[s0, 1, s1, s1] = minimum(%t, %m)
+      %h: f16[1, 1, s1, 1] = fill() {value = 0.1}
+      %z: f16[] = constant() {value = 0.0}
+      %1: f16[s0, 1, s1, s1] = where(%0, %h, %z)
+      return(%1)
+    })",
+                       GroupKind::kPointwise);
+  auto ks = emitAndCompile(mask, bucket({2, 9}), {"sm_90"});
+  EXPECT_TRUE(contains(ks.source, "kiln_round_f16(")) << ks.source;
+  EXPECT_EQ(mask.group.inputs.size(), 1u);
+
+  auto alone = makeCase(R"(graph(%x: f32[s0, 4]) {
+      %0: i64[s0, 4] = fill() {value = -3}
+      %1: f32[s0, 4] = fill() {value = 2.5}
+      return(%0, %1)
+    })",
+                        GroupKind::kPointwise);
+  alone.group.inputs.clear();  // the fills read nothing, %x is only the graph's input
+  auto only = emitAndCompile(alone, bucket({5}), {"sm_80", "sm_90"});
+  EXPECT_TRUE(contains(only.source, "(-3LL)")) << only.source;
+  EXPECT_EQ(only.abi.numInputs, 0);
+}
+
 TEST(EmitCuda, ManyUnaryOps) {
   auto c = makeCase(R"(graph(%x: f32[s0, 100]) {
       %0: f32[s0, 100] = sigmoid(%x)

@@ -369,6 +369,46 @@ def forward(self, x):
       << oddExplain;
 }
 
+// Note [Fills]: transformers' encoder masks AND the padding mask with arange(S)[:, None] >= 0, and
+// models make ones/zeros/full tensors of run-time sizes. Both are fills now, not eager steps (a
+// fill is a literal inside the fused mask kernel); comparisons the arange does not decide, and a
+// fill value read from a tensor, stay as they were. Equal to the module at three sizes.
+TEST(Lowering, FillsAndDecidedComparisons) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    b = x.size(0)
+    s = x.size(1)
+    q = torch.arange(s).view(1, 1, s, 1)
+    keep = (q >= 0) & (x > 0.0).view(b, 1, 1, s)
+    none = (q < -1) | (torch.arange(2, s + 2) == 1).view(1, 1, s, 1)
+    z = torch.zeros([b, s], dtype=6) + torch.ones_like(x) * 2.0 + torch.full_like(x, 3.5)
+    h = x.new_full([b, 1, s], 0.25) + x.new_ones([1, s]) + torch.full([s], 1.5, dtype=6)
+    return (keep.float() + none.float() * 7.0).sum(2).view(b, s) + z + h.view(b, s)
+)");
+  kiln::jit::OptimizedModule fast = matchesAtThreeSizes(m);
+  const std::string explain = fast.explain();
+  for (const char* op : {"aten::arange", "aten::zeros", "aten::ones_like", "aten::full_like",
+                         "aten::new_full", "aten::new_ones", "aten::full"})
+    EXPECT_EQ(explain.find(op), std::string::npos) << op << "\n" << explain;
+  EXPECT_EQ(fast.stats().eagerCalls, 0u) << explain;
+
+  // Undecided: the arange's last element depends on s. Read from a tensor: the fill value.
+  torch::jit::Module open = scripted(R"(
+def forward(self, x):
+    s = x.size(1)
+    late = (torch.arange(s) < 5).view(1, s)
+    return torch.where(late, x, 0.0) + torch.full_like(x, float(x.sum()))
+)");
+  auto openFast =
+      kiln::jit::optimize(open, optionsFor(/*strict=*/false, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
+  for (auto [b, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 4}}) {
+    torch::Tensor x = torch::randn({b, n});
+    expectSame(openFast.forward({x}).toTensor(), open.forward({x}).toTensor());
+  }
+  EXPECT_NE(openFast.explain().find("aten::arange"), std::string::npos) << openFast.explain();
+}
+
 // torchvision Swin pads its windows by (w - W % w) % w, computed from a static size: the remainder
 // of known ints is an int, and a pad of zeros is the tensor itself. A pad of nonzero width stays
 // an eager step, with its reason. Results equal the module's in a strict session.
