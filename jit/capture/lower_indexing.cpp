@@ -354,8 +354,9 @@ LoweringRule fillOp(std::optional<double> value, bool like) {
       auto iv = f != nullptr ? l.constIValue(f) : std::nullopt;
       if (!iv || !(iv->isInt() || iv->isDouble() || iv->isBool()))
         throw NotLowerable{"a fill value the trace does not know"};
-      v = iv->isInt() ? static_cast<double>(iv->toInt())
-                      : (iv->isBool() ? (iv->toBool() ? 1.0 : 0.0) : iv->toDouble());
+      v = iv->isInt()
+              ? static_cast<double>(iv->toInt())
+              : (iv->isBool() ? (iv->toBool() ? 1.0 : 0.0) : l.retypedNumber(iv->toDouble()));
     }
     Shape shape;
     if (like) {

@@ -91,11 +91,14 @@ class Lowerer {
   // Records lhs <= rhs for the plan to check per call (Note [Size assumptions] in capture.h).
   void assume(ir::SymDim lhs, ir::SymDim rhs, std::string what);
 
+  // Note [Tracing in float32]: a float literal as the retyped graph has it (+-FLT_MAX become the
+  // 16-bit type's extremes).
+  double retypedNumber(double v) const;
+
  private:
   ir::DType mapDType(at::ScalarType t) const;
   // Note [Tracing in float32]: literals that follow the retype (+-FLT_MAX, float32 dtype
   // arguments); `arg` is the schema argument the literal is passed as, when known.
-  double retypedNumber(double v) const;
   c10::IValue retypedLiteral(const c10::IValue& iv, const c10::Argument* arg) const;
   ir::Shape symbolize(const torch::jit::Value* out, const torch::jit::Node* node);
   void checkAgainstTrace(const torch::jit::Value* traced, const ir::Value* v) const;

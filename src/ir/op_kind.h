@@ -8,6 +8,8 @@
 
 namespace kiln::ir {
 
+// One line per group of kinds.
+// clang-format off
 enum class OpKind : uint16_t {
   // Graph boundary and literals.
   kInput,     // a runtime input tensor; attr name (string), index (int)
@@ -15,48 +17,23 @@ enum class OpKind : uint16_t {
   kConstant,  // a rank-0 literal; attr value (double)
 
   // Pointwise unary (one input).
-  kNeg,
-  kAbs,
-  kExp,
-  kLog,
-  kSqrt,
-  kRsqrt,
-  kTanh,
-  kSigmoid,
-  kRelu,
+  kNeg, kAbs, kExp, kLog, kSqrt, kRsqrt, kTanh, kSigmoid, kRelu,
   kGelu,      // erf form
   kGeluTanh,  // tanh approximation
-  kSilu,
-  kErf,
-  kSin,
-  kCos,
-  kClamp,      // attrs min, max (double, each optional)
-  kPowScalar,  // attr exponent (double)
-  kCast,       // output dtype from the node's type
-  kFill,  // no operands; attr value (double); output type from the node's type (Note [Fills] in
-          // jit/capture/lower_indexing.cpp)
+  kSilu, kErf, kSin, kCos,
+  kClamp,     // attrs min, max (double, each optional)
+  kPowScalar, // attr exponent (double)
+  kCast,      // output dtype from the node's type
+  kFill,      // no operands; attr value (double); output type from the node's type (Note [Fills]
+              // in jit/capture/lower_indexing.cpp)
   // Pointwise binary (broadcasting).
-  kAdd,
-  kSub,
-  kMul,
-  kDiv,
-  kMaximum,
-  kMinimum,
-  kPow,
-  kEq,
-  kNe,
-  kLt,
-  kLe,
-  kGt,
-  kGe,  // output bool
+  kAdd, kSub, kMul, kDiv, kMaximum, kMinimum, kPow,
+  kEq, kNe, kLt, kLe, kGt, kGe,  // output bool
   // Pointwise ternary.
   kWhere,  // (cond, a, b)
 
   // Reductions; attrs dims (ints, normalized non-negative), keepdim (bool).
-  kSum,
-  kMean,
-  kAmax,
-  kAmin,
+  kSum, kMean, kAmax, kAmin,
   // Normalizations kept as composite ops (Note [Composite normalizations]).
   kSoftmax,     // attr dim
   kLogSoftmax,  // attr dim
@@ -84,6 +61,7 @@ enum class OpKind : uint16_t {
   // Anything else; attrs schema (string, e.g. "aten::cumsum"), eager_id (int, capture's handle).
   kEager,
 };
+// clang-format on
 
 enum class OpCategory : uint8_t {
   kBoundary,   // input, param, constant

@@ -392,15 +392,16 @@ TEST(Capture, RetypeToHalf) {
 
 // Note [Precision] and Note [Tracing in float32]: with casts at the boundary, float32 inputs and
 // outputs stay float32 around a float16 graph; torch.finfo(float32).min becomes float16's, so a
-// fully masked row stays finite (cast as a number it would be -inf, and the softmax NaN); and an
-// eager op's float32 dtype argument names float16.
+// fully masked row stays finite (cast as a number it would be -inf, and the softmax NaN), a fill
+// of it too (Note [Fills]); and an eager op's float32 dtype argument names float16.
 TEST(Capture, RetypeWithCastsAtTheBoundary) {
   torch::jit::Module m("Net");
   m.register_parameter("w", torch::randn({16}), false);
   m.define(R"(
 def forward(self, x, mask):
     bias = (1.0 - mask) * (-3.4028234663852886e38)
-    p = torch.softmax(x * self.w + bias, -1)
+    low = torch.where(mask > 0.5, torch.zeros_like(mask), torch.full_like(mask, -3.4028234663852886e38))
+    p = torch.softmax(x * self.w + bias, -1) + torch.softmax(x + low, -1)
     return p, torch.cumsum(x, dim=1, dtype=6)
 )");
   m.eval();
@@ -415,6 +416,7 @@ def forward(self, x, mask):
   EXPECT_NE(text.find("%x: f32[n, 16]"), std::string::npos) << text;
   EXPECT_NE(text.find("f16[n, 16] = cast(%x)"), std::string::npos) << text;
   EXPECT_NE(text.find("-65504"), std::string::npos) << text;
+  EXPECT_NE(text.find("= fill() {value = -65504.0}"), std::string::npos) << text;
   EXPECT_EQ(text.find("3.40282"), std::string::npos) << text;
   EXPECT_NE(text.find("%w: f16[16] param"), std::string::npos) << text;
   ASSERT_EQ(c.graph->outputs().size(), 2u);
