@@ -308,19 +308,48 @@ ir::Value* repeat(Lowerer& l, const tj::Node* n) {
   return x;
 }
 
-// pad(x, pads, "constant") and constant_pad_nd with every pad 0 (torchvision Swin pads its
-// windows by (w - W % w) % w, 0 at 224x224): x itself. Other pads have no IR op.
-ir::Value* zeroPad(Lowerer& l, const tj::Node* n) {
+// pad(x, pads, "constant"[, value]) and constant_pad_nd(x, pads, value): with every pad 0
+// (torchvision Swin pads its windows by (w - W % w) % w, 0 at 224x224) x itself; else, per padded
+// dim, a cat of x between fills of the value (Note [Fills] in lower_indexing.cpp; MobileBERT pads
+// its shifted embeddings by one row of zeros). Negative pads (crops) run in ATen.
+ir::Value* constantPad(Lowerer& l, const tj::Node* n) {
   const auto in = n->inputs();
-  if (n->kind().toQualString() == std::string_view("aten::pad") && in.size() > 2 &&
-      !l.isNone(in[2])) {
+  const bool isPad = n->kind().toQualString() == std::string_view("aten::pad");
+  if (isPad && in.size() > 2 && !l.isNone(in[2])) {
     auto mode = l.constIValue(in[2]);
     if (!mode || !mode->isString() || mode->toStringRef() != "constant")
       throw NotLowerable{"a reflect, replicate or circular pad"};
   }
-  for (int64_t p : l.intsArg(in[1]))
-    if (p != 0) throw NotLowerable{"a pad of nonzero width"};
-  return l.operand(n, 0);
+  const std::vector<int64_t> pads = l.intsArg(in[1]);
+  ir::Value* x = l.operand(n, 0);
+  if (std::all_of(pads.begin(), pads.end(), [](int64_t p) { return p == 0; })) return x;
+  if (pads.size() % 2 != 0 || pads.size() / 2 > static_cast<size_t>(x->rank()))
+    throw NotLowerable{"a pad list that is not pairs of the last dims"};
+  if (std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p < 0; }))
+    throw NotLowerable{"a negative pad (a crop)"};
+  double value = 0;
+  const size_t valueArg =
+      3 - (isPad ? 0 : 1);  // pad(x, pads, mode, value), constant_pad_nd(x, pads, value)
+  if (in.size() > valueArg && !l.isNone(in[valueArg])) {
+    auto iv = l.constIValue(in[valueArg]);
+    if (!iv || !(iv->isInt() || iv->isDouble()))
+      throw NotLowerable{"a pad value the trace does not know"};
+    value = iv->isInt() ? static_cast<double>(iv->toInt()) : l.retypedNumber(iv->toDouble());
+  }
+  for (size_t k = 0; k < pads.size() / 2; ++k) {
+    const int64_t dim = x->rank() - 1 - static_cast<int64_t>(k);
+    std::vector<ir::Value*> parts;
+    auto fill = [&](int64_t width) {
+      ir::Shape shape = x->shape();
+      shape[static_cast<size_t>(dim)] = SymDim(width);
+      parts.push_back(l.emitTyped(OpKind::kFill, {}, {{"value", value}}, {x->dtype(), shape}));
+    };
+    if (pads[2 * k] > 0) fill(pads[2 * k]);
+    parts.push_back(x);
+    if (pads[2 * k + 1] > 0) fill(pads[2 * k + 1]);
+    if (parts.size() > 1) x = l.emit(OpKind::kCat, std::move(parts), {{"dim", dim}});
+  }
+  return x;
 }
 
 ir::Value* cat(Lowerer& l, const tj::Node* n) {
@@ -388,8 +417,8 @@ void addViewRules(LoweringTable& table) {
   table.add("aten::numpy_T", reversedDims);
   table.add("aten::roll", roll);
   table.add("aten::stack", stack);
-  table.add("aten::pad", zeroPad);
-  table.add("aten::constant_pad_nd", zeroPad);
+  table.add("aten::pad", constantPad);
+  table.add("aten::constant_pad_nd", constantPad);
   table.add("aten::repeat", repeat);
   table.add("aten::repeat_interleave", repeatInterleave);
   table.add("aten::expand", expand(/*asTensor=*/false));

@@ -410,8 +410,9 @@ def forward(self, x):
 }
 
 // torchvision Swin pads its windows by (w - W % w) % w, computed from a static size: the remainder
-// of known ints is an int, and a pad of zeros is the tensor itself. A pad of nonzero width stays
-// an eager step, with its reason. Results equal the module's in a strict session.
+// of known ints is an int, and a pad of zeros is the tensor itself. A pad of nonzero width is x
+// between fills (Note [Fills]); a negative one (a crop) stays an eager step, with its reason.
+// Results equal the module's in a strict session.
 TEST(Lowering, ZeroPadsFromSizeRemainders) {
   torch::NoGradGuard ng;
   torch::jit::Module m = scripted(R"(
@@ -428,11 +429,33 @@ def forward(self, x):
   EXPECT_EQ(fast.stats().eagerCalls, 0u);
 
   auto padded = kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "b"}}));
-  torch::Tensor x = torch::randn({3, 3, 15, 5});
-  expectSame(padded.forward({x}).toTensor(), m.forward({x}).toTensor());
-  EXPECT_NE(padded.explain().find("aten::constant_pad_nd x1: a pad of nonzero width"),
+  for (int64_t b : {3, 2}) {
+    torch::Tensor x = torch::randn({b, 3, 15, 5});  // p = 6
+    expectSame(padded.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  EXPECT_NE(padded.explain().find("unsupported ops: none"), std::string::npos) << padded.explain();
+  EXPECT_EQ(padded.stats().eagerCalls, 0u);
+
+  // Both sides of two dims, a value, pad()'s form; and a crop, which stays in ATen.
+  torch::jit::Module both = scripted(R"(
+def forward(self, x):
+    return torch.constant_pad_nd(x, [1, 2, 0, 3], -1.5) + 1.0
+)");
+  torch::jit::Module crop = scripted(R"(
+def forward(self, x):
+    return torch.constant_pad_nd(x, [-1, 1], 0.0) * 2.0
+)");
+  auto bothFast = kiln::jit::optimize(both, optionsFor(/*strict=*/true, {{"x", 0, "b"}}));
+  auto cropFast = kiln::jit::optimize(crop, optionsFor(/*strict=*/false, {{"x", 0, "b"}}));
+  for (int64_t b : {3, 2}) {
+    torch::Tensor x = torch::randn({b, 4, 5});
+    expectSame(bothFast.forward({x}).toTensor(), both.forward({x}).toTensor());
+    expectSame(cropFast.forward({x}).toTensor(), crop.forward({x}).toTensor());
+  }
+  EXPECT_EQ(bothFast.stats().eagerCalls, 0u) << bothFast.explain();
+  EXPECT_NE(cropFast.explain().find("aten::constant_pad_nd x1: a negative pad (a crop)"),
             std::string::npos)
-      << padded.explain();
+      << cropFast.explain();
 
   // The same arithmetic on the 0-dim tensors a Python trace makes of sizes (rsub, remainder).
   auto traced = [](const std::vector<c10::IValue>& in) -> c10::IValue {
