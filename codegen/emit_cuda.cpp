@@ -345,6 +345,14 @@ void Emitter::analyzeRows() {
     ValueInfo& vi = values_.at(n->output());
     if (n->category() == ir::OpCategory::kReduction) {
       vi.rowConst = true;
+    } else if (n->kind() == OpKind::kFill) {
+      // Note [Fills]: one value everywhere; a row constant only where its shape is, like an input.
+      const Value* v = n->output();
+      const int r = static_cast<int>(v->rank());
+      vi.rowConst = true;
+      for (int d = 0; d < r; ++d)
+        if (rank_ - r + d >= outer_ && !v->shape()[static_cast<size_t>(d)].isOne())
+          vi.rowConst = false;
     } else if (n->category() == ir::OpCategory::kNormalization) {
       vi.rowConst = false;
     } else {
@@ -358,7 +366,9 @@ void Emitter::analyzeRows() {
         // A row constant meets row-varying values: it must line up with the domain (keepdim).
         for (const Value* in : n->inputs()) {
           auto it = values_.find(in);
-          if (it == values_.end() || !it->second.rowConst || it->second.tensor >= 0) continue;
+          if (it == values_.end() || !it->second.rowConst || it->second.tensor >= 0 ||
+              in->producer()->kind() == OpKind::kFill)  // the same value anywhere it lines up
+            continue;
           if (in->rank() != 0 && in->rank() != rank_)
             throw Unsupported(fmt::format(
                 "group {}: row value %{} of shape {} broadcast against "

@@ -98,14 +98,17 @@ class StepTimer {
   const std::function<void(size_t)> hook_;
 };
 
-// The device of a call: where values made from nothing go (Note [Fills]) and kernels run. As
-// evalGraph has it: the first input's, else the first bound param's, else the CPU.
+// The device of a call: where values made from nothing go (Note [Fills]), and where a kernel
+// without inputs runs. The first GPU among the inputs, then among the bound params (a model may
+// take a small CPU tensor beside its GPU ones); without a GPU, the first input's device.
 at::Device callDevice(const std::vector<at::Tensor>& inputs,
                       const std::vector<at::Tensor>& values) {
   for (const at::Tensor& t : inputs)
-    if (t.defined()) return t.device();
+    if (t.defined() && t.is_cuda()) return t.device();
   for (const at::Tensor& t : values)
-    if (t.defined() && !isScalarOperand(t)) return t.device();
+    if (t.defined() && t.is_cuda() && !isScalarOperand(t)) return t.device();
+  for (const at::Tensor& t : inputs)
+    if (t.defined()) return t.device();
   return at::Device(at::kCPU);
 }
 
@@ -342,8 +345,7 @@ bool Plan::completeCat(size_t s, const std::vector<at::Tensor>& operands,
 
 bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
                      std::vector<at::Tensor>& values, const std::vector<int64_t>& symbols,
-                     at::Device device) const {
-  if (!device.is_cuda()) return false;
+                     at::Device callDev) const {
   const codegen::KernelAbi& abi = k.abi;
   const size_t numInputs = static_cast<size_t>(abi.numInputs);
   KILN_CHECK(abi.tensors.size() == numInputs + rt.outputIds.size(), "ABI of {} disagrees with plan",
@@ -355,7 +357,10 @@ bool Plan::runKernel(const KernelStep& k, const Program::StepRuntime& rt,
     if (!t.defined() || !t.is_cuda()) return false;
     tensors.push_back(t);
   }
-  for (const at::Tensor& t : tensors)  // a kernel without inputs (Note [Fills]) runs there too
+  // A kernel without inputs (Note [Fills]) runs on the call's device.
+  const at::Device device = tensors.empty() ? callDev : tensors.front().device();
+  if (!device.is_cuda()) return false;
+  for (const at::Tensor& t : tensors)
     if (t.device() != device) return false;  // eager would raise; let ATen say so
   std::vector<int64_t> domain = codegen::domainSizes(abi, symbols);
   for (size_t i = numInputs; i < abi.tensors.size(); ++i) {

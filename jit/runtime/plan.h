@@ -154,8 +154,8 @@ class Plan {
   std::vector<at::Tensor> runSteps(const KernelSet& set, const std::vector<at::Tensor>& inputs,
                                    const std::function<void(size_t step)>* afterStep,
                                    bool bypassShapeOnly) const;
-  // `device`: the call's (callDevice in plan.cpp), where values made from nothing go (Note
-  // [Fills]) and where a kernel runs; its tensor operands must be there too.
+  // `device`: the call's (callDevice in plan.cpp): where values made from nothing go (Note
+  // [Fills]), and where a kernel without inputs runs.
   void runGroupEagerly(const partition::FusionGroup& group, std::vector<at::Tensor>& values,
                        const std::vector<int64_t>& symbols, at::Device device) const;
   bool runKernel(const KernelStep& k, const Program::StepRuntime& rt,

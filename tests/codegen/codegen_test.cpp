@@ -425,6 +425,20 @@ TEST(EmitCuda, FillsAreLiterals) {
   EXPECT_TRUE(contains(ks.source, "kiln_round_f16(")) << ks.source;
   EXPECT_EQ(mask.group.inputs.size(), 1u);
 
+  // In a row kernel: a fill along the row is row-varying (a literal per element), one without
+  // row dims a row constant of any rank.
+  auto row = makeCase(R"(graph(%x: f32[s0, 4, 64], %m: bool[s0, 1, 64]) {
+      %lo: f32[s0, 4, 64] = fill() {value = -1e4}
+      %0: f32[s0, 4, 64] = where(%m, %x, %lo)
+      %b: f32[4, 1] = fill() {value = 0.5}
+      %1: f32[s0, 4, 64] = add(%0, %b)
+      %2: f32[s0, 4, 64] = softmax(%1) {dim = 2}
+      return(%2)
+    })",
+                      GroupKind::kRow, 1);
+  auto rowKs = emitAndCompile(row, bucket({3}), {"sm_90"});
+  EXPECT_TRUE(contains(rowKs.source, "-10000")) << rowKs.source;
+
   auto alone = makeCase(R"(graph(%x: f32[s0, 4]) {
       %0: i64[s0, 4] = fill() {value = -3}
       %1: f32[s0, 4] = fill() {value = 2.5}
