@@ -409,6 +409,36 @@ std::string explainOfAMatchingCall(const Fixture& f, int64_t batch, uint64_t see
   return fast.explain();
 }
 
+// Note [Fills]: the BERT fixture's mask (transformers' sdpa_mask: the padding mask ANDed with
+// arange(S)[:, None] >= 0) is a fill inside the mask kernel now. In both guard families (batch 3
+// and batch 1) the only eager step left is the word embedding by token ids.
+TEST(RealModels, BertLeavesOnlyTheWordEmbeddingEager) {
+  torch::NoGradGuard ng;
+  const Fixture& f = kFixtures[0];
+  ASSERT_STREQ(f.name, "hf_bert");
+  torch::jit::Module m = load(f);
+  auto fast = kiln::jit::optimize(m, optionsFor(f, evalSession()));
+  for (auto [batch, seq] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {1, 5}}) {
+    SCOPED_TRACE(::testing::Message() << "batch " << batch << " seq " << seq);
+    const std::vector<torch::IValue> in = inputsFor(f, batch, seq, 21);
+    const torch::Tensor want = m.forward(in).toTensor();
+    const torch::Tensor got = fast.forward(in).toTensor();
+    EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want)));
+    const std::string explain = fast.explain();
+    std::smatch section;
+    ASSERT_TRUE(std::regex_search(
+        explain, section, std::regex(R"(unsupported ops \(run eagerly\):\n((  [^\n]*\n)*))")))
+        << explain;
+    EXPECT_TRUE(
+        std::regex_match(section[1].str(), std::regex(R"(  aten::embedding x\d+: [^\n]*\n)")))
+        << section[1].str();
+    EXPECT_EQ(explain.find("aten::arange"), std::string::npos) << explain;
+  }
+  // One capture per guard family; the shared session may hold them from an earlier test.
+  const kiln::jit::ModuleStats st = fast.stats();
+  EXPECT_EQ(st.captures + st.capturesCached, 2u) << st.toString();
+}
+
 // Note [Conv epilogue terms]: the small ResNet (torchvision's stem, a BasicBlock and a downsampling
 // BasicBlock) has 6 convs. Every block ends in a conv whose cuDNN epilogue adds the bias and the
 // residual and applies the relu, the downsample block (relu((conv2 + s2) + (convd + sd)) after
