@@ -34,7 +34,8 @@ if [ ! -x /usr/local/cuda/bin/nvcc ] && [ ! -f /usr/local/cuda/include/nvrtc.h ]
   exit 1
 fi
 
-# The venv is ~1.7 GB and a Release build ~1 GB; say so up front rather than fail mid-link.
+# The venv is ~1.7 GB and a Release build ~0.3 GB (a RelWithDebInfo one ~5.5 GB); say so up
+# front rather than fail mid-link.
 avail_kb="$(df -Pk . | awk 'NR==2 {print $4}')"
 if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((3 * 1024 * 1024)) ]; then
   echo "kiln setup: warning: only $((avail_kb / 1024)) MB free in $root; the venv and a build" \
