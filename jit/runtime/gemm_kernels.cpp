@@ -67,7 +67,10 @@ KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec, bool s
   name_ = src.name;
   const std::string arch(codegen::kGemmArch);
   const cache::CacheKey key = kernelKey(src.source, arch);
-  if (standIn && !session.kernelCache().get(key)) {
+  // A stand-in's lookup is its load: the binary found here is the one loaded below.
+  std::optional<std::string> cached;
+  if (standIn) cached = session.kernelCache().get(key);
+  if (standIn && !cached) {
     reason_ = "not in the kernel cache yet (compiled in the background, for the next process)";
     const Session* s = &session;
     session.runInBackground([s, key, src, arch] {
@@ -82,8 +85,9 @@ KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec, bool s
     return;
   }
   try {
-    std::string binary = cubinThroughCache(session, key, src.source, src.name, arch, "gemm",
-                                           /*background=*/false);
+    std::string binary = cached ? std::move(*cached)
+                                : cubinThroughCache(session, key, src.source, src.name, arch,
+                                                    "gemm", /*background=*/false);
     api_ = session.driver();
     if (api_ == nullptr || api_->cuTensorMapEncodeTiled == nullptr) {
       reason_ = "compiled, but no CUDA driver (with cuTensorMapEncodeTiled) to run it";
