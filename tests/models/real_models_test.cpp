@@ -6,6 +6,7 @@
 // The GPU test (tests/gpu) runs the same fixtures through compiled kernels in float16.
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -55,6 +56,15 @@ double maxAbs(const torch::Tensor& t) {
   return t.abs().max().item<double>();
 }
 
+// The lines of explain()'s "unsupported ops (run eagerly)" section, or nullopt without one.
+std::optional<std::string> eagerLeftovers(const std::string& explain) {
+  std::smatch section;
+  if (!std::regex_search(explain, section,
+                         std::regex(R"(unsupported ops \(run eagerly\):\n((  [^\n]*\n)*))")))
+    return std::nullopt;
+  return section[1].str();
+}
+
 class RealModel : public ::testing::TestWithParam<Fixture> {};
 
 TEST_P(RealModel, MatchesTheModuleAtNewShapes) {
@@ -84,11 +94,8 @@ TEST_P(RealModel, MatchesTheModuleAtNewShapes) {
   // from an earlier test of the same fixture.
   EXPECT_EQ(st.captures + st.capturesCached, 2u) << st.toString();
   // Every eager leftover names its reason.
-  std::string explain = fast.explain();
-  std::smatch section;
-  if (std::regex_search(explain, section,
-                        std::regex(R"(unsupported ops \(run eagerly\):\n((  [^\n]*\n)*))"))) {
-    const std::string lines = section[1].str();
+  if (const std::optional<std::string> section = eagerLeftovers(fast.explain())) {
+    const std::string& lines = *section;
     const std::regex line(R"(  ([^\n]*)\n)");
     for (std::sregex_iterator it(lines.begin(), lines.end(), line), end; it != end; ++it) {
       EXPECT_TRUE(std::regex_match((*it)[1].str(), std::regex(R"(\S+ x\d+: \S.*)")))
@@ -425,13 +432,10 @@ TEST(RealModels, BertLeavesOnlyTheWordEmbeddingEager) {
     const torch::Tensor got = fast.forward(in).toTensor();
     EXPECT_LE(maxAbs(got - want), 1e-4 * std::max(1.0, maxAbs(want)));
     const std::string explain = fast.explain();
-    std::smatch section;
-    ASSERT_TRUE(std::regex_search(
-        explain, section, std::regex(R"(unsupported ops \(run eagerly\):\n((  [^\n]*\n)*))")))
-        << explain;
-    EXPECT_TRUE(
-        std::regex_match(section[1].str(), std::regex(R"(  aten::embedding x\d+: [^\n]*\n)")))
-        << section[1].str();
+    const std::optional<std::string> section = eagerLeftovers(explain);
+    ASSERT_TRUE(section.has_value()) << explain;
+    EXPECT_TRUE(std::regex_match(*section, std::regex(R"(  aten::embedding x\d+: [^\n]*\n)")))
+        << *section;
     EXPECT_EQ(explain.find("aten::arange"), std::string::npos) << explain;
   }
   // One capture per guard family; the shared session may hold them from an earlier test.
