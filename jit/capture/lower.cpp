@@ -435,6 +435,11 @@ ir::Value* Lowerer::castTo(ir::Value* x, DType dtype) {
   return emitTyped(OpKind::kCast, {x}, {}, TensorType{dtype, x->shape()});
 }
 
+ir::Value* Lowerer::reshape(ir::Value* x, Shape shape) {
+  if (shape == x->shape()) return x;
+  return emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), std::move(shape)});
+}
+
 ir::Value* Lowerer::reshapeTo(ir::Value* x, const tj::Value* traced,
                               const std::vector<std::optional<SymDim>>& known) {
   std::vector<int64_t> out = tracedSizes(traced);
@@ -457,8 +462,7 @@ ir::Value* Lowerer::reshapeTo(ir::Value* x, const tj::Value* traced,
         "sizes for dynamic dims",
         traced->node()->kind().toQualString(), ir::toString(x->shape()), ir::toString(*shape));
   }
-  if (*shape == x->shape()) return x;
-  return emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), *shape});
+  return reshape(x, std::move(*shape));
 }
 
 ir::Value* Lowerer::slice(ir::Value* x, int64_t dim, int64_t start, int64_t step, SymDim length) {

@@ -101,11 +101,6 @@ ir::Value* permuteLabels(Lowerer& l, ir::Value* x, const std::string& labels,
   return l.emit(OpKind::kPermute, {x}, {{"perm", perm}});
 }
 
-ir::Value* reshapeTo(Lowerer& l, ir::Value* x, Shape shape) {
-  if (shape == x->shape()) return x;
-  return l.emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), std::move(shape)});
-}
-
 ir::Value* einsum(Lowerer& l, const tj::Node* n) {
   auto eqArg = l.constIValue(n->input(0));
   if (!eqArg || !eqArg->isString()) throw NotLowerable{"an equation not known when tracing"};
@@ -204,7 +199,7 @@ ir::Value* einsum(Lowerer& l, const tj::Node* n) {
         if (in(terms[k], c)) order += c;
         shape.push_back(in(terms[k], c) ? size.at(c) : ir::SymDim(1));
       }
-      ys.push_back(reshapeTo(l, permuteLabels(l, xs[k], terms[k], order), shape));
+      ys.push_back(l.reshape(permuteLabels(l, xs[k], terms[k], order), shape));
     }
     return l.emit(OpKind::kMul, {ys[0], ys[1]});
   }
@@ -214,11 +209,11 @@ ir::Value* einsum(Lowerer& l, const tj::Node* n) {
     if (!batch.empty()) shape.push_back(product(batch));
     shape.push_back(product(rows));
     shape.push_back(product(cols));
-    return reshapeTo(l, permuteLabels(l, x, labels, batch + rows + cols), shape);
+    return l.reshape(permuteLabels(l, x, labels, batch + rows + cols), shape);
   };
   ir::Value* y = l.emit(OpKind::kMatMul, {asMatrix(xs[0], a, own0, contracted),
                                           asMatrix(xs[1], b, contracted, own1)});
-  y = reshapeTo(l, y, labelShape(batch + own0 + own1));
+  y = l.reshape(y, labelShape(batch + own0 + own1));
   return permuteLabels(l, y, batch + own0 + own1, out);
 }
 
@@ -271,9 +266,7 @@ LoweringRule batchNorm(bool noTrainingArg) {
     if (x->rank() < 2) throw NotLowerable{"batch_norm of rank < 2"};
     Shape chan{x->shape()[1]};
     for (int64_t d = 2; d < x->rank(); ++d) chan.emplace_back(1);
-    auto perChannel = [&](ir::Value* p) {
-      return l.emitTyped(OpKind::kReshape, {p}, {}, TensorType{p->dtype(), chan});
-    };
+    auto perChannel = [&](ir::Value* p) { return l.reshape(p, chan); };
     ir::Value* mean = perChannel(l.operand(n, 3));
     ir::Value* var = perChannel(l.operand(n, 4));
     ir::Value* eps = l.graph().addConstant(l.doubleArg(in[noTrainingArg ? 6 : 7]), DType::kFloat32);

@@ -46,9 +46,7 @@ ir::Value* viewAs(Lowerer& l, const tj::Node* n) {
   if (const ir::Value* other = l.lowered(n->inputs()[1])) {
     ir::Value* x = l.operand(n, 0);
     const Shape& target = other->shape();
-    if (target == x->shape()) return x;
-    if (ir::numel(target) == ir::numel(x->shape()))
-      return l.emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), target});
+    if (ir::numel(target) == ir::numel(x->shape())) return l.reshape(x, target);
   }
   return l.reshapeTo(l.operand(n, 0), n->outputs()[0]);
 }
@@ -248,7 +246,7 @@ ir::Value* roll(Lowerer& l, const tj::Node* n) {
 ir::Value* unsqueezed(Lowerer& l, ir::Value* x, int64_t dim) {
   Shape shape = x->shape();
   shape.insert(shape.begin() + dim, SymDim(1));
-  return l.emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), shape});
+  return l.reshape(x, std::move(shape));
 }
 
 // stack(tensors, dim) (GPT-J's rotate_every_two): each unsqueezed at dim, then one cat.
@@ -277,7 +275,7 @@ ir::Value* repeatInto(Lowerer& l, ir::Value* x, int64_t at, int64_t times, int64
   ir::Value* e = l.emitTyped(OpKind::kExpand, {u}, {}, TensorType{x->dtype(), wide});
   Shape out = x->shape();
   out[static_cast<size_t>(merged)] = out[static_cast<size_t>(merged)] * SymDim(times);
-  return l.emitTyped(OpKind::kReshape, {e}, {}, TensorType{x->dtype(), out});
+  return l.reshape(e, std::move(out));
 }
 
 // repeat_interleave(x, repeats: int, dim) (GPT-J's rotary sin/cos): each element `repeats` times.

@@ -85,6 +85,8 @@ class Lowerer {
                        ir::TensorType type);
   ir::Value* reshapeTo(ir::Value* x, const torch::jit::Value* traced,
                        const std::vector<std::optional<ir::SymDim>>& known = {});
+  // x reshaped to `shape`, or x itself when it has that shape already.
+  ir::Value* reshape(ir::Value* x, ir::Shape shape);
   ir::Value* castTo(ir::Value* x, ir::DType dtype);
   ir::Value* slice(ir::Value* x, int64_t dim, int64_t start, int64_t step, ir::SymDim length);
   void bind(const torch::jit::Value* traced, ir::Value* v, bool check = true);
