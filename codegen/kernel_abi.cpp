@@ -138,13 +138,13 @@ KilnArgs packArgs(const KernelAbi& abi, std::span<const int64_t> domain,
         // stored one element at a time
       } else if (inner != 1 && (inner != 0 || extends)) {
         vec = false;
-      } else {
+      } else if (inner == 1) {
         for (int d = 0; d + 1 < abi.rank; ++d)
           if (args.strides[t][d] % v != 0) vec = false;
         const int64_t align = std::min<int64_t>(16, v * ir::byteSize(ta.dtype));
-        if (inner == 1 && reinterpret_cast<uintptr_t>(tv.data) % static_cast<uintptr_t>(align) != 0)
-          vec = false;
+        if (reinterpret_cast<uintptr_t>(tv.data) % static_cast<uintptr_t>(align) != 0) vec = false;
       }
+      // else a splat (Note [Splat loads]): one scalar load a vector, at any offset.
     }
   }
   args.vec = vec ? 1 : 0;

@@ -24,11 +24,12 @@
 // stores or less) and a scalar path, chosen by the runtime flag `vec` at the kernel's entry (a
 // uniform branch, no divergence). packArgs sets vec=1 only when, for the kernel's vectorWidth V:
 // the innermost domain size is a multiple of V; every tensor's innermost stride is 1 or 0 (a
-// broadcast scalar per vector, splatted); every other stride is a multiple of V; and every pointer
-// with innermost stride 1 is aligned to min(16, V * element size) bytes. Then a vector never
-// crosses a row and every vector access is aligned. Otherwise (odd sizes, unaligned slices,
-// transposed inputs) the scalar path handles everything: correct, just slower. There is no scalar
-// tail: the vector path runs only when the innermost size divides evenly.
+// broadcast scalar per vector, splatted); every other stride of a tensor with innermost stride 1
+// is a multiple of V, and its pointer is aligned to min(16, V * element size) bytes. Then a vector
+// never crosses a row and every vector access is aligned (a splat is one scalar load, aligned
+// anywhere). Otherwise (odd sizes, unaligned slices, transposed inputs) the scalar path handles
+// everything: correct, just slower. There is no scalar tail: the vector path runs only when the
+// innermost size divides evenly.
 //
 // Note [Index width]
 // Kernels index with 32-bit integers when the bucket's bounds (BucketInfo) keep every element
