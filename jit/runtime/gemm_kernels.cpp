@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <limits>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -50,6 +54,35 @@ CUresult encode(const cuda::DriverApi& api, CUtensorMap& map, CUtensorMapDataTyp
                                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 }
 
+// Stand-in kernels compiling in the background now, by key text, process-wide: every program built
+// before the first compile ends (new buckets, other modules) asks for the same missing kernel, and
+// queues it only once. The claim ends with the job (run, or dropped by a stopping session), so a
+// later miss (another cache directory, a failed compile) queues it again.
+std::mutex gStandInMutex;
+std::set<std::string> gStandInsCompiling;
+
+class StandInClaim {
+ public:
+  explicit StandInClaim(std::string keyText) : keyText_(std::move(keyText)) {}
+  StandInClaim(const StandInClaim&) = delete;
+  StandInClaim& operator=(const StandInClaim&) = delete;
+  ~StandInClaim() {
+    std::lock_guard<std::mutex> lock(gStandInMutex);
+    gStandInsCompiling.erase(keyText_);
+  }
+  // A claim on `keyText`, or null when another program holds one.
+  static std::shared_ptr<StandInClaim> take(const std::string& keyText) {
+    {
+      std::lock_guard<std::mutex> lock(gStandInMutex);
+      if (!gStandInsCompiling.insert(keyText).second) return nullptr;
+    }
+    return std::make_shared<StandInClaim>(keyText);
+  }
+
+ private:
+  std::string keyText_;
+};
+
 }  // namespace
 
 bool kilnGemmTarget(const Session& session) {
@@ -72,8 +105,10 @@ KilnGemm::KilnGemm(const Session& session, const codegen::GemmSpec& spec, bool s
   if (standIn) cached = session.kernelCache().get(key);
   if (standIn && !cached) {
     reason_ = "not in the kernel cache yet (compiled in the background, for the next process)";
+    std::shared_ptr<StandInClaim> claim = StandInClaim::take(key.keyText());
+    if (claim == nullptr) return;  // already compiling for another program
     const Session* s = &session;
-    session.runInBackground([s, key, src, arch] {
+    session.runInBackground([s, key, src, arch, claim] {
       try {
         (void)cubinThroughCache(*s, key, src.source, src.name, arch, "gemm", /*background=*/true);
       } catch (const CompileError& e) {
