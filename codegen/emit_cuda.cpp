@@ -116,6 +116,30 @@ struct ValueInfo {
   int node = -1;          // index into nodes_, or -1
 };
 
+// Note [Embeddings in kernels]
+// embedding(table [V, H], ids [..., 1]) is an IR op (kEmbedding) that fuses like a pointwise op:
+// out[..., h] = table[ids[..., 0], h]. Every text model starts with one (token ids into the word
+// embedding), and until it was an op it was the one step of BERT, ALBERT, DistilBERT and ELECTRA
+// that ran eagerly: an ATen kernel of its own, and one more kernel load on a process's first
+// call. Now the gather is the first load of the kernel that adds the position and type rows and
+// normalizes (a row kernel), or of a pointwise kernel.
+//   - The ids end in a dim of size 1, so they broadcast along H like any operand; the capture
+//     reshapes them to that (a view). The table is a group input of its own (the partitioner
+//     keeps the table and the ids outside the group, and no other member reads the table), with
+//     TensorArg::dimMap {kGatherDim, innermost domain dim} and its row stride in strides[t][0].
+//   - Pointwise kernels load the ids of each element or vector (one id a vector: they do not
+//     extend along H), then the table at row id. Row kernels need ids that are row constants
+//     (one id a row, loaded once), and fold the row into the table's row base.
+//   - V must be static (a param's shape); it is a literal, and kiln_gather_row checks each id
+//     against it as ATen does on the GPU: a device-side assertion for an id out of range. On the
+//     CPU the op runs as at::embedding, which raises IndexError, as the module does.
+//   - Vector loads of table rows are aligned when the row stride is a multiple of the vector
+//     (packArgs checks it with the other strides).
+struct Gather {
+  int ids = -1;      // group input holding the ids
+  int64_t rows = 0;  // V
+};
+
 class Emitter {
  public:
   Emitter(const ir::Graph& graph, const partition::FusionGroup& group, const ScheduleParams& params,
@@ -172,6 +196,7 @@ class Emitter {
   std::vector<const Node*> nodes_;  // group nodes without constants
   std::map<const Value*, ValueInfo> values_;
   std::vector<int> rowOps_;  // indices into nodes_
+  std::map<int, Gather> gathers_;  // Note [Embeddings in kernels]: table input -> its ids
   KernelAbi abi_;
   LaunchSpec launch_;
   int vec_ = 1;
@@ -237,7 +262,7 @@ void Emitter::collect() {
   for (const Node* n : group_.nodes) {
     if (n->kind() == OpKind::kConstant) continue;
     const auto c = n->category();
-    if (c != ir::OpCategory::kPointwise && !isRowOp(n))
+    if (c != ir::OpCategory::kPointwise && c != ir::OpCategory::kGather && !isRowOp(n))
       throw Unsupported(fmt::format("group {}: op {} cannot be generated in a fused kernel",
                                     group_.id, ir::toString(n->kind())));
     if (isRowOp(n) && !rowKernel_)
@@ -259,6 +284,31 @@ void Emitter::collect() {
   }
   KILN_CHECK(!nodes_.empty(), "group {} has no ops", group_.id);
   for (const Value* v : group_.outputs) (void)info(v);
+  for (const Node* n : nodes_) {  // Note [Embeddings in kernels]
+    if (n->kind() != OpKind::kEmbedding) continue;
+    const Value* table = n->input(0);
+    const Value* ids = n->input(1);
+    const int t = info(table).tensor;
+    const int i = info(ids).tensor;
+    if (t < 0 || i < 0)
+      throw Unsupported(fmt::format(
+          "group {}: an embedding whose table or ids are computed in the kernel", group_.id));
+    for (const Node* m : nodes_)
+      for (const Value* in : m->inputs())
+        if (in == table && m != n)
+          throw Unsupported(
+              fmt::format("group {}: embedding table %{} read by another op of the kernel",
+                          group_.id, table->id()));
+    if (rank_ < 2 || table->rank() != 2 || !table->shape()[0].isConstant() ||
+        table->shape()[1] != group_.domain.back() || table->shape()[1].isOne() || ids->rank() < 1 ||
+        !ids->shape().back().isOne())
+      throw Unsupported(fmt::format(
+          "group {}: embedding of table {} by ids {} over the domain {} (the table needs static "
+          "rows and its columns along the innermost dim)",
+          group_.id, ir::toString(table->shape()), ir::toString(ids->shape()),
+          ir::toString(group_.domain)));
+    gathers_[t] = Gather{i, table->shape()[0].constant()};
+  }
   for (const auto& [v, vi] : values_) {
     usesF16_ |= v->dtype() == DType::kFloat16;
     usesBf16_ |= v->dtype() == DType::kBFloat16;
@@ -381,6 +431,10 @@ void Emitter::analyzeRows() {
 }
 
 void Emitter::buildAbi() {
+  for (const auto& [t, g] : gathers_)
+    if (rowKernel_ && !info(group_.inputs[static_cast<size_t>(g.ids)]).rowConst)
+      throw Unsupported(fmt::format("group {}: embedding ids %{} vary along the rows", group_.id,
+                                    group_.inputs[static_cast<size_t>(g.ids)]->id()));
   abi_.rank = rank_;
   abi_.domain = group_.domain;
   abi_.rowDims = rowKernel_ ? group_.rowDims : 0;
@@ -394,6 +448,13 @@ void Emitter::buildAbi() {
     const int r = static_cast<int>(v->rank());
     for (int k = 0; k < r; ++k) t.dimMap.push_back(rank_ - r + k);
     t.rowConstant = rowKernel_ && info(v).rowConst;
+    const int self = static_cast<int>(abi_.tensors.size());
+    if (auto g = gathers_.find(self); g != gathers_.end()) {
+      t.dimMap = {kGatherDim, rank_ - 1};
+      t.gatherBy = g->second.ids;
+    }
+    for (const auto& [table, g] : gathers_)
+      if (g.ids == self) t.indexBound = std::max(t.indexBound, g.rows);
     abi_.tensors.push_back(std::move(t));
   }
   for (const Value* v : group_.outputs) {
@@ -433,6 +494,10 @@ void Emitter::buildAbi() {
 
   const int64_t maxNumel = bucket_.maxNumel(group_.domain);
   abi_.index64 = maxNumel < 0 || maxNumel > kMaxNumel32;
+  for (const auto& [t, g] : gathers_) {  // a table's far rows (a large vocabulary)
+    const int64_t cols = bucket_.maxOf(group_.domain.back());
+    if (cols < 0 || g.rows * cols > kMaxNumel32) abi_.index64 = true;
+  }
   idx_ = abi_.index64 ? "long long" : "int";
 
   // Vector width: a power of two dividing a static innermost size.
@@ -624,6 +689,8 @@ std::string Emitter::nodeExpr(int k) const {
       return compare(">=");
     case OpKind::kWhere:
       return fmt::format("({} ? {} : {})", a(0, CType::kBool), a(1, out), a(2, out));
+    case OpKind::kEmbedding:  // Note [Embeddings in kernels]: the table, loaded at the id's row
+      return a(0, out);
     // Elementwise results of normalizations, from their row statistics (see emitRowPath).
     case OpKind::kSoftmax:
       if (fastMath_) return fmt::format("(kiln_exp({} - mx{}) * rsm{})", a(0, CType::kFloat), k, k);
@@ -752,11 +819,17 @@ void Emitter::emitPointwisePath(std::string& out, int vec, int perThread,
                      bs, idx_, vec);
   out += fmt::format("{}if (i >= numel) break;\n", i3);
   emitCoords(out, i3, "i", 0, rank_, "c");
+  // Tables last: their offsets read the ids (Note [Embeddings in kernels]).
+  std::stable_partition(inputs.begin(), inputs.end(), [&](int t) { return !gathers_.count(t); });
   for (int t : inputs) {
     const auto& ta = abi_.tensors[static_cast<size_t>(t)];
+    std::string offset = offsetExpr(t, 0, rank_, "c");
+    if (auto g = gathers_.find(t); g != gathers_.end())
+      offset = fmt::format("({})kiln_gather_row(in{}[0], {}LL) * gst{} + {}", idx_, g->second.ids,
+                           g->second.rows, t, offset);
     out += fmt::format("{}{} in{}[{}];\n", i3, ctypeName(ctypeOf(ta.dtype)), t, vec);
-    out += fmt::format("{}kiln_ldv<{}>(in{}, p{} + ({}), {});\n", i3, vec, t, t,
-                       offsetExpr(t, 0, rank_, "c"), splatExpr(t, vec));
+    out += fmt::format("{}kiln_ldv<{}>(in{}, p{} + ({}), {});\n", i3, vec, t, t, offset,
+                       splatExpr(t, vec));
   }
   for (size_t o = 0; o < group_.outputs.size(); ++o) {
     const int t = abi_.numInputs + static_cast<int>(o);
@@ -1111,8 +1184,9 @@ void Emitter::emitRow(std::string& out) const {
   out += fmt::format("    const {} len = rowValid ? rowLen : 0;\n", idx_);
   emitCoords(out, "    ", "rowValid ? row : 0", 0, outer_, "c");
   for (size_t t = 0; t < abi_.tensors.size(); ++t)
-    out += fmt::format("    const {} base{} = {};\n", idx_, t,
-                       offsetExpr(static_cast<int>(t), 0, outer_, "c"));
+    if (!gathers_.count(static_cast<int>(t)))
+      out += fmt::format("    const {} base{} = {};\n", idx_, t,
+                         offsetExpr(static_cast<int>(t), 0, outer_, "c"));
   // Row-constant inputs, loaded once a row (row 0 stands in for rows past the end).
   for (size_t t = 0; t < group_.inputs.size(); ++t) {
     const ValueInfo& vi = info(group_.inputs[t]);
@@ -1120,6 +1194,10 @@ void Emitter::emitRow(std::string& out) const {
     out +=
         fmt::format("    const {} in{} = kiln_ld(p{} + base{});\n", ctypeName(vi.ctype), t, t, t);
   }
+  // Note [Embeddings in kernels]: a table's row base is the row its (row-constant) id picks.
+  for (const auto& [t, g] : gathers_)
+    out += fmt::format("    const {0} base{1} = ({0})kiln_gather_row(in{2}, {3}LL) * gst{1};\n",
+                       idx_, t, g.ids, g.rows);
   if (vec_ > 1) {
     out += "    if (args.vec) {\n";
     emitRowPath(out, vec_, chunks_, cacheRow_, "      ");
@@ -1181,6 +1259,7 @@ KernelSource Emitter::run() {
   if (usesF16_) helper("kiln_f16.cuh");
   if (usesBf16_) helper("kiln_bf16.cuh");
   helper("kiln_load_store.cuh");
+  if (!gathers_.empty()) helper("kiln_gather.cuh");
   if (rowKernel_) helper("kiln_reduce.cuh");
 
   std::string kernel;
@@ -1208,6 +1287,8 @@ KernelSource Emitter::run() {
     for (int d = 0; d < rank_; ++d)
       if (spans(static_cast<int>(t), d))
         body += fmt::format("  const {0} st{1}_{2} = ({0})args.strides[{1}][{2}];\n", idx_, t, d);
+  for (const auto& [t, g] : gathers_)  // Note [Embeddings in kernels]: the table's row stride
+    body += fmt::format("  const {0} gst{1} = ({0})args.strides[{1}][0];\n", idx_, t);
   body += kernel;
   body += "}\n";
 

@@ -113,6 +113,15 @@ KilnArgs packArgs(const KernelAbi& abi, std::span<const int64_t> domain,
     for (size_t k = 0; k < ta.dimMap.size(); ++k) {
       const int64_t size = tv.sizes[k];
       const int dd = ta.dimMap[k];
+      if (dd == kGatherDim) {  // an embedding's rows: the kernel checks ids against their count
+        KILN_USER_CHECK(ta.shape[k].isConstant() && size == ta.shape[k].constant(),
+                        "kernel tensor {} dim {}: expected {} table rows, got {}", t, k,
+                        ta.shape[k].toString(), size);
+        KILN_CHECK(abi.rank >= 2, "an embedding's table in a rank-{} kernel", abi.rank);
+        args.strides[t][0] = size == 1 ? 0 : tv.strides[k];
+        maxOffset += (size - 1) * std::abs(tv.strides[k]);
+        continue;
+      }
       if (size == 1) continue;  // broadcast or keepdim: stride 0
       KILN_USER_CHECK(dd >= 0 && size == args.sizes[dd],
                       "kernel tensor {} dim {}: expected size {}, got {}", t, k,

@@ -15,7 +15,8 @@
 //   strides[t][d]  element stride of tensor t along domain dim d; 0 where the tensor broadcasts
 //                  (missing or size-1 dim) and along reduced dims of a row-constant output
 //                  (TensorArg::dimMap says which tensor dim maps to which domain dim). Arbitrary
-//                  (non-contiguous, negative-free) strides are fine.
+//                  (non-contiguous, negative-free) strides are fine. An embedding's table spans
+//                  only the innermost domain dim; strides[t][0] holds the stride of its rows.
 //   numel          product of sizes.
 //   vec            1: the vector path may be used (Note [Vector path]), else 0.
 //
@@ -57,6 +58,7 @@ inline constexpr uint32_t kCodegenVersion = 1;
 
 inline constexpr int kMaxTensors = 24;  // group inputs + outputs per kernel
 inline constexpr int kMaxRank = 8;      // iteration domain rank
+inline constexpr int kGatherDim = -2;   // TensorArg::dimMap: rows picked by ids
 
 struct KilnArgs {
   void* ptr[kMaxTensors];
@@ -94,8 +96,12 @@ struct TensorArg {
   ir::Shape shape;  // the value's (symbolic) shape
   // dimMap[k]: the domain dim that tensor dim k runs along (inputs: numpy right-alignment; outputs
   // of keepdim=false reductions: the leading domain dims), or -1 for a size-1 dim that maps to no
-  // domain dim. Dims of size 1 get stride 0 whatever they map to.
+  // domain dim. Dims of size 1 get stride 0 whatever they map to. kGatherDim: the rows of an
+  // embedding's table, picked by the ids in tensor gatherBy; their stride goes in strides[t][0]
+  // (Note [Embeddings in kernels] in emit_cuda.cpp).
   std::vector<int> dimMap;
+  int gatherBy = -1;         // a table: the tensor holding its ids
+  int64_t indexBound = -1;   // ids: each must be in [0, indexBound) (the table's rows)
   bool rowConstant = false;  // one value per row (reduction results); stored by one thread a row
 };
 

@@ -10,6 +10,7 @@ namespace kiln::embedded {
 std::string_view kiln_cuda_helper_abi(std::string_view name);
 std::string_view kiln_cuda_helper_math(std::string_view name);
 std::string_view kiln_cuda_helper_load_store(std::string_view name);
+std::string_view kiln_cuda_helper_gather(std::string_view name);
 std::string_view kiln_cuda_helper_f16(std::string_view name);
 std::string_view kiln_cuda_helper_bf16(std::string_view name);
 std::string_view kiln_cuda_helper_reduce(std::string_view name);
@@ -22,10 +23,10 @@ namespace kiln::codegen {
 
 std::string_view helperText(std::string_view file) {
   for (auto* fn : {&embedded::kiln_cuda_helper_abi, &embedded::kiln_cuda_helper_math,
-                   &embedded::kiln_cuda_helper_load_store, &embedded::kiln_cuda_helper_f16,
-                   &embedded::kiln_cuda_helper_bf16, &embedded::kiln_cuda_helper_reduce,
-                   &embedded::kiln_cuda_helper_transpose, &embedded::kiln_cuda_helper_fold,
-                   &embedded::kiln_cuda_helper_gemm_sm90}) {
+                   &embedded::kiln_cuda_helper_load_store, &embedded::kiln_cuda_helper_gather,
+                   &embedded::kiln_cuda_helper_f16, &embedded::kiln_cuda_helper_bf16,
+                   &embedded::kiln_cuda_helper_reduce, &embedded::kiln_cuda_helper_transpose,
+                   &embedded::kiln_cuda_helper_fold, &embedded::kiln_cuda_helper_gemm_sm90}) {
     const std::string_view text = fn(file);
     if (!text.empty()) return text;
   }

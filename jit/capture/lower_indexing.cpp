@@ -21,8 +21,9 @@
 // param known to hold one (Note [Buffers with known contents] in capture.h), through ops that keep
 // the order of its elements (unsqueeze, view/reshape, slices that keep a run of them, adding an
 // int), which arangeOf() follows; and an embedding of a fill (fillOf()) is one row of the table.
-// Anything else (token ids, data-dependent indices) still runs in ATen, with the reason in
-// explain(). The aranges the rewrite no longer reads are removed as dead code.
+// An embedding by any other ids (token ids) is an IR gather (Note [Embeddings in kernels] in
+// codegen/emit_cuda.cpp); other indexing by data-dependent indices still runs in ATen, with the
+// reason in explain(). The aranges the rewrite no longer reads are removed as dead code.
 //
 // Note [Fills]
 // Tensors whose every element is one value the trace knows, of a shape the sizes give, are an
@@ -271,15 +272,26 @@ ir::Value* indexByAranges(Lowerer& l, const tj::Node* n) {
                    });
   if (!std::is_sorted(perm.begin(), perm.end()))
     x = l.emit(OpKind::kPermute, {x}, {{"perm", perm}});
-  if (out == x->shape()) return x;
-  return l.emitTyped(OpKind::kReshape, {x}, {}, TensorType{x->dtype(), out});
+  return l.reshape(x, std::move(out));
+}
+
+// Note [Embeddings in kernels] in codegen/emit_cuda.cpp: W's rows picked by ids read from a
+// tensor (token ids), as an IR kEmbedding of the ids reshaped to end in a dim of 1 (a view).
+ir::Value* gatherRows(Lowerer& l, ir::Value* w, ir::Value* idx) {
+  if (w->rank() != 2) throw NotLowerable{"an embedding table that is not 2-d"};
+  if (!integral(idx->dtype())) throw NotLowerable{"indices that are not integers"};
+  if (idx->rank() == 0) throw NotLowerable{"one row picked by a 0-d index (runs in ATen)"};
+  Shape shape = idx->shape();
+  shape.push_back(SymDim(1));
+  return l.emit(OpKind::kEmbedding, {w, l.reshape(idx, std::move(shape))});
 }
 
 // aten::embedding(W, arange(s, s + n)): rows s to s + n of W, a view. aten::embedding(W, a fill
-// of c): row c of W, expanded to the indices' shape (Note [Buffers with known contents]).
-ir::Value* embeddingOfArange(Lowerer& l, const tj::Node* n) {
+// of c): row c of W, expanded to the indices' shape (Note [Buffers with known contents]). Other
+// ids: gatherRows.
+ir::Value* embeddingRule(Lowerer& l, const tj::Node* n) {
   ir::Value* w = l.operand(n, 0);
-  const ir::Value* idx = l.operand(n, 1);
+  ir::Value* idx = l.operand(n, 1);
   if (w->rank() != 2) throw NotLowerable{"an embedding table that is not 2-d"};
   if (!integral(idx->dtype())) throw NotLowerable{"indices that are not integers"};
   Shape shape = idx->shape();
@@ -292,18 +304,27 @@ ir::Value* embeddingOfArange(Lowerer& l, const tj::Node* n) {
     ir::Value* row = l.slice(w, 0, f->value, 1, SymDim(1));
     Shape ones(shape.size(), SymDim(1));
     ones.back() = w->shape()[1];
-    row = l.emitTyped(OpKind::kReshape, {row}, {}, TensorType{w->dtype(), ones});
+    row = l.reshape(row, ones);
     if (ones == shape) return row;
     return l.emitTyped(OpKind::kExpand, {row}, {}, TensorType{w->dtype(), shape});
   }
   auto a = arangeOf(l, n->input(1));
-  if (!a || !a->start.isConstant() || a->start.constant() < 0)
-    throw NotLowerable{"rows gathered by indices read from a tensor (runs in ATen)"};
+  if (!a || !a->start.isConstant() || a->start.constant() < 0) return gatherRows(l, w, idx);
   const int64_t start = a->start.constant();
   if (a->param != nullptr) l.assumeContent(a->param);
   l.assume(a->start + a->length, w->shape()[0], "embedding: positions within the table");
-  ir::Value* rows = l.slice(w, 0, start, 1, a->length);
-  return l.emitTyped(OpKind::kReshape, {rows}, {}, TensorType{w->dtype(), shape});
+  return l.reshape(l.slice(w, 0, start, 1, a->length), std::move(shape));
+}
+
+// index_select(W, 0, ids) of a 2-d W and 1-d ids (XLNet's word embedding): gatherRows.
+ir::Value* indexSelectRows(Lowerer& l, const tj::Node* n) {
+  ir::Value* w = l.operand(n, 0);
+  auto dim = l.constIValue(n->input(1));
+  if (w->rank() != 2 || !dim || !dim->isInt() || (dim->toInt() != 0 && dim->toInt() != -2))
+    throw NotLowerable{"index_select of a table that is not 2-d, or along its columns"};
+  ir::Value* idx = l.operand(n, 2);
+  if (idx->rank() != 1) throw NotLowerable{"index_select by an index that is not 1-d"};
+  return gatherRows(l, w, idx);
 }
 
 // new_ones/new_zeros/ones/zeros of size [] and dtype bool (transformers' mask functions start
@@ -460,7 +481,8 @@ ir::Value* comparisonOfArange(Lowerer& l, const tj::Node* n, OpKind kind) {
 
 void addIndexingRules(LoweringTable& table) {
   table.add("aten::index", indexByAranges);
-  table.add("aten::embedding", embeddingOfArange);
+  table.add("aten::embedding", embeddingRule);
+  table.add("aten::index_select", indexSelectRows);
   table.add("aten::ones", fillOp(1.0, /*like=*/false));
   table.add("aten::zeros", fillOp(0.0, /*like=*/false));
   table.add("aten::full", fillOp(std::nullopt, /*like=*/false));

@@ -353,6 +353,11 @@ std::vector<at::Tensor> evalNode(const ir::Node& node, const std::vector<at::Ten
       checkResult(node, 0, t, symbols);
       return {std::move(t)};
     }
+    case OpKind::kEmbedding: {  // Note [Embeddings in kernels] in codegen/emit_cuda.cpp
+      at::Tensor t = at::embedding(inputs[0], inputs[1].squeeze(-1));
+      checkResult(node, 0, t, symbols);
+      return {std::move(t)};
+    }
     case OpKind::kEager: {
       KILN_CHECK(static_cast<bool>(runEager), "{} ({}) needs an EagerRunner", describe(node),
                  node.attrs().has("schema") ? node.attrs().getString("schema") : "?");

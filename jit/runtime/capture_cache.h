@@ -39,7 +39,8 @@ class KernelCache;
 
 namespace kiln::jit {
 
-inline constexpr uint32_t kCaptureFormatVersion = 4;
+// 5: the IR op kEmbedding (Note [Embeddings in kernels] in codegen/emit_cuda.cpp).
+inline constexpr uint32_t kCaptureFormatVersion = 5;
 
 // The key text for `module` traced under `family` (a guard-family signature) and `options`;
 // nullopt when the module has an attribute kiln cannot fingerprint (it is then never cached).

@@ -79,6 +79,8 @@ class CudaLab final : public TuningLab {
           at::Tensor t;
           if (st == at::kBool)
             t = at::randint(0, 2, shape, opts.dtype(at::kLong)).to(at::kBool);
+          else if (arg.indexBound >= 0)  // an embedding's ids (Note [Embeddings in kernels])
+            t = at::randint(0, std::max<int64_t>(arg.indexBound, 1), shape, opts.dtype(st));
           else if (at::isIntegralType(st, /*includeBool=*/false))
             t = at::randint(-8, 8, shape, opts.dtype(st));
           else

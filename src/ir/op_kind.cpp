@@ -56,6 +56,7 @@ constexpr std::array<OpInfo, kNumOpKinds> kOps = {{
     {K::kGt, "gt", C::kPointwise, {2, 2}},
     {K::kGe, "ge", C::kPointwise, {2, 2}},
     {K::kWhere, "where", C::kPointwise, {3, 3}},
+    {K::kEmbedding, "embedding", C::kGather, {2, 2}},
     {K::kSum, "sum", C::kReduction, {1, 1}},
     {K::kMean, "mean", C::kReduction, {1, 1}},
     {K::kAmax, "amax", C::kReduction, {1, 1}},

@@ -31,6 +31,9 @@ enum class OpKind : uint16_t {
   kEq, kNe, kLt, kLe, kGt, kGe,  // output bool
   // Pointwise ternary.
   kWhere,  // (cond, a, b)
+  // Gathers (Note [Embeddings in kernels] in codegen/emit_cuda.cpp).
+  kEmbedding,  // (table [V, H], ids [..., 1] int32/int64) -> [..., H]:
+              // out[..., h] = table[ids[..., 0], h]
 
   // Reductions; attrs dims (ints, normalized non-negative), keepdim (bool).
   kSum, kMean, kAmax, kAmin,
@@ -64,13 +67,14 @@ enum class OpKind : uint16_t {
 // clang-format on
 
 enum class OpCategory : uint8_t {
-  kBoundary,   // input, param, constant
+  kBoundary,  // input, param, constant
   kPointwise,
-  kReduction,  // sum/mean/amax/amin
+  kReduction,      // sum/mean/amax/amin
   kNormalization,  // softmax, log_softmax, layer_norm: reductions over the innermost dims
   kView,
   kLibrary,
   kEager,
+  kGather,  // embedding: fuses like a pointwise op, but its table does not broadcast
 };
 
 std::string_view toString(OpKind kind);  // "add", "layer_norm", ...

@@ -463,6 +463,17 @@ TensorType inferType(OpKind kind, const std::vector<Value*>& inputs, const Attrs
       }
       return {x->dtype(), out};
     }
+    case OpKind::kEmbedding: {  // Note [Embeddings in kernels] in codegen/emit_cuda.cpp
+      const Value* ids = inputs[1];
+      if (x->rank() != 2) fail(kind, inputs, "the table must have rank 2");
+      if (ids->dtype() != DType::kInt64 && ids->dtype() != DType::kInt32)
+        fail(kind, inputs, "ids must be int64 or int32");
+      if (ids->rank() < 1 || !ids->shape().back().isOne())
+        fail(kind, inputs, "ids must end in a dim of size 1");
+      Shape out(ids->shape().begin(), ids->shape().end() - 1);
+      out.push_back(x->shape()[1]);
+      return {x->dtype(), out};
+    }
     case OpKind::kCat: {
       int64_t d = normalizeDim(intAttr(kind, attrs, "dim"), x->rank(), "cat");
       Shape out = x->shape();

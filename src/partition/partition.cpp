@@ -80,6 +80,7 @@ NodeInfo classify(const Node& node) {
       info.role = Role::kBoundary;
       return info;
     case OpCategory::kPointwise:
+    case OpCategory::kGather:  // Note [Embeddings in kernels] in codegen/emit_cuda.cpp
       info.role = Role::kPointwise;
       return info;
     case OpCategory::kView:
@@ -269,6 +270,7 @@ class Partitioner {
     }
     for (const Node* n : members) {
       if (pinned_[idx(n)] && !legalOutputShape(shape, n, n->output()->shape())) return std::nullopt;
+      if (n->category() == OpCategory::kGather && !gatherFits(n, inSet)) return std::nullopt;
     }
     if (members.size() > 1) {
       std::set<int> inputs;
@@ -282,6 +284,18 @@ class Partitioner {
       if (static_cast<int>(inputs.size()) > options_.maxGroupInputs) return std::nullopt;
     }
     return shape;
+  }
+
+  // Note [Embeddings in kernels] in codegen/emit_cuda.cpp: the kernel reads an embedding's table
+  // and ids straight from memory, so both come from outside the group, and no other member reads
+  // the table (it is a group input of its own).
+  static bool gatherFits(const Node* n, const std::unordered_set<const Node*>& inSet) {
+    const Value* table = n->input(0);
+    if (inSet.count(table->producer()) != 0 || inSet.count(n->input(1)->producer()) != 0)
+      return false;
+    for (const ir::Use& use : table->uses())
+      if (use.user != n && inSet.count(use.user) != 0) return false;
+    return true;
   }
 
   // Note [Group output shapes].

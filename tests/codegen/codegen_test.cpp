@@ -451,6 +451,101 @@ TEST(EmitCuda, FillsAreLiterals) {
   EXPECT_EQ(only.abi.numInputs, 0);
 }
 
+// Note [Embeddings in kernels]: an embedding is the first load of the kernel that reads it. In a
+// row kernel (BERT's embeddings: the token rows, plus the position rows, normalized) the table's
+// row base is the row's id, checked against the table's rows; in a pointwise kernel each vector
+// reads its id first. The ABI marks the table's rows (kGatherDim) and bounds the ids, and
+// packArgs puts the table's row stride in strides[t][0] and checks its row count.
+TEST(EmitCuda, EmbeddingsGatherTableRows) {
+  auto row = makeCase(R"(graph(%ids: i64[s0, s1, 1], %p: f16[s1, 64], %w: f16[50, 64] param,
+                              %g: f16[64] param, %b: f16[64] param) {
+      %0: f16[s0, s1, 64] = embedding(%w, %ids)
+      %1: f16[s0, s1, 64] = add(%0, %p)
+      %2: f16[s0, s1, 64] = layer_norm(%1, %g, %b) {eps = 1e-12, normalized_ndim = 1}
+      return(%1, %2)
+    })",
+                      GroupKind::kRow, 1);
+  auto rowKs = emitAndCompile(row, bucket({2, 7}), {"sm_80", "sm_90"});
+  ASSERT_EQ(rowKs.abi.tensors.size(), 7u);
+  EXPECT_EQ(rowKs.abi.tensors[2].dimMap, (std::vector<int>{kGatherDim, 2}));
+  EXPECT_EQ(rowKs.abi.tensors[2].gatherBy, 0);
+  EXPECT_EQ(rowKs.abi.tensors[0].indexBound, 50);
+  EXPECT_EQ(rowKs.abi.tensors[1].indexBound, -1);
+  EXPECT_TRUE(contains(rowKs.source, "kiln_gather_row(in0, 50LL) * gst2")) << rowKs.source;
+
+  auto pw = makeCase(R"(graph(%ids: i32[s0, 1], %w: f32[10, 8] param) {
+      %c: f32[] = constant() {value = 2.0}
+      %0: f32[s0, 8] = embedding(%w, %ids)
+      %1: f32[s0, 8] = mul(%0, %c)
+      return(%1)
+    })",
+                     GroupKind::kPointwise);
+  auto pwKs = emitAndCompile(pw, bucket({5}), {"sm_90"});
+  EXPECT_TRUE(contains(pwKs.source, "kiln_gather_row(in0[0], 10LL) * gst1")) << pwKs.source;
+  ASSERT_EQ(pwKs.abi.vectorWidth, 4);
+  alignas(16) static int32_t ids[5];
+  alignas(16) static float w[10 * 8 + 4], y[5 * 8];
+  const int64_t is[] = {5, 1}, ist[] = {1, 1}, ws[] = {10, 8}, wst[] = {8, 1}, ys[] = {5, 8},
+                yst[] = {8, 1};
+  std::vector<TensorView> views = {{ids, is, ist}, {w, ws, wst}, {y, ys, yst}};
+  const auto dom = domainSizes(pwKs.abi, std::vector<int64_t>{5});
+  KilnArgs args = packArgs(pwKs.abi, dom, views);
+  EXPECT_EQ(args.strides[1][0], 8);  // the table's rows
+  EXPECT_EQ(args.strides[1][1], 1);
+  EXPECT_EQ(args.strides[0][0], 1);
+  EXPECT_EQ(args.strides[0][1], 0);
+  // The ids are a splat (one scalar load a vector), so their row stride of 1 keeps the vector path.
+  EXPECT_EQ(args.vec, 1);
+  // A row stride that is no multiple of the vector takes the scalar path.
+  const int64_t wide[] = {9, 1};
+  views[1] = {w, ws, wide};
+  EXPECT_EQ(packArgs(pwKs.abi, dom, views).vec, 0);
+  // A table of another row count than the kernel checks ids against is refused.
+  const int64_t fewer[] = {9, 8};
+  views[1] = {w, fewer, wst};
+  EXPECT_THROW(packArgs(pwKs.abi, dom, views), UserError);
+
+  // A table past 2^31 elements (a large vocabulary) makes the kernel index with 64 bits.
+  EXPECT_FALSE(pwKs.abi.index64);
+  auto vocab = makeCase(R"(graph(%ids: i64[s0, 1], %w: f16[300000, 8192] param) {
+      %0: f16[s0, 8192] = embedding(%w, %ids)
+      return(%0)
+    })",
+                        GroupKind::kPointwise);
+  EXPECT_TRUE(
+      emitCuda(*vocab.graph, vocab.group, defaultSchedule(vocab.group, bucket({4})), bucket({4}))
+          .abi.index64);
+
+  // What the kernel cannot take: ids that vary along a row (a layer norm over two dims), a table
+  // whose rows are not static, and a table another op of the kernel reads.
+  auto alongRows = makeCase(R"(graph(%ids: i64[s0, s1, 1], %w: f32[50, 64] param) {
+      %0: f32[s0, s1, 64] = embedding(%w, %ids)
+      %1: f32[s0, s1, 64] = layer_norm(%0) {eps = 1e-5, normalized_ndim = 2}
+      return(%1)
+    })",
+                            GroupKind::kRow, 2);
+  EXPECT_THROW(emitCuda(*alongRows.graph, alongRows.group,
+                        defaultSchedule(alongRows.group, bucket({2, 7})), bucket({2, 7})),
+               Unsupported);
+  auto symbolicRows = makeCase(R"(graph(%ids: i64[s0, 1], %w: f32[s1, 8]) {
+      %0: f32[s0, 8] = embedding(%w, %ids)
+      return(%0)
+    })",
+                               GroupKind::kPointwise);
+  EXPECT_THROW(emitCuda(*symbolicRows.graph, symbolicRows.group,
+                        defaultSchedule(symbolicRows.group, bucket({2, 7})), bucket({2, 7})),
+               Unsupported);
+  auto twice = makeCase(R"(graph(%ids: i64[8, 1], %w: f32[8, 8] param) {
+      %0: f32[8, 8] = embedding(%w, %ids)
+      %1: f32[8, 8] = add(%0, %w)
+      return(%1)
+    })",
+                        GroupKind::kPointwise);
+  EXPECT_THROW(
+      emitCuda(*twice.graph, twice.group, defaultSchedule(twice.group, bucket({})), bucket({})),
+      Unsupported);
+}
+
 TEST(EmitCuda, ManyUnaryOps) {
   auto c = makeCase(R"(graph(%x: f32[s0, 100]) {
       %0: f32[s0, 100] = sigmoid(%x)

@@ -849,6 +849,58 @@ def forward(self, x, e):
   }
 }
 
+// Note [Embeddings in kernels]: token rows gathered by ids inside kiln's kernels. Hidden 64 takes
+// the row kernel's vector path (the token rows plus the position rows, normalized) and hidden 50 a
+// narrower vector; the second output is a pointwise use of the gathered rows. int64 and int32 ids,
+// odd sizes, batch 1, and ids that are a transposed (non-contiguous) view, against eager; every id
+// is in range (one out of range fails a device-side assertion, as eager's kernel does).
+TEST(GpuModels, TokenEmbeddingsMatchEager) {
+  REQUIRE_GPU();
+  torch::NoGradGuard ng;
+  for (auto dt : kDtypes) {
+    for (int64_t hidden : {64, 50}) {
+      torch::jit::Module m("Embed");
+      m.register_parameter("tokens", rnd({1000, hidden}, dt), false);
+      m.register_parameter("positions", rnd({128, hidden}, dt), false);
+      m.register_parameter("g", rnd({hidden}, dt), false);
+      m.register_parameter("b", rnd({hidden}, dt), false);
+      m.define(fmt::format(R"(
+def forward(self, ids):
+    n = ids.size(1)
+    h = torch.embedding(self.tokens, ids) + self.positions[0:n]
+    return torch.layer_norm(h, [{}], self.g, self.b, 1e-12), h * 2.0
+)",
+                           hidden));
+      kiln::jit::Options opt;
+      opt.session = &gpuSession();
+      opt.inputNames = {"ids"};
+      opt.dynamicDims = {{"ids", 0, "batch"}, {"ids", 1, "seq"}};
+      auto fast = kiln::jit::optimize(m, opt);
+      for (auto [batch, seq] :
+           std::vector<std::pair<int64_t, int64_t>>{{3, 77}, {1, 5}, {8, 128}}) {
+        for (auto idt : {torch::kLong, torch::kInt}) {
+          const auto on = torch::TensorOptions().device(torch::kCUDA).dtype(idt);
+          for (bool transposed : {false, true}) {
+            const torch::Tensor ids = transposed ? torch::randint(0, 1000, {seq, batch}, on).t()
+                                                 : torch::randint(0, 1000, {batch, seq}, on);
+            const auto want = m.forward({ids}).toTuple()->elements();
+            const auto got = fast.forward({ids}).toTuple()->elements();
+            const std::string what =
+                fmt::format("{} hidden {} batch {} seq {} {} ids{}", name(dt), hidden, batch, seq,
+                            c10::toString(idt), transposed ? " (transposed)" : "");
+            expectClose(got[0].toTensor(), want[0].toTensor(), tolerance(dt, hidden) * 4, what);
+            expectClose(got[1].toTensor(), want[1].toTensor(), tolerance(dt, 2), what);
+          }
+        }
+      }
+      const std::string explain = fast.explain();
+      EXPECT_NE(explain.find("= embedding("), std::string::npos) << explain;
+      EXPECT_EQ(explain.find(": eager "), std::string::npos) << explain;
+      EXPECT_EQ(fast.stats().groupFallbacks, 0u) << explain;
+    }
+  }
+}
+
 TEST(GpuModels, CnnBlock) {
   REQUIRE_GPU();
   torch::NoGradGuard ng;

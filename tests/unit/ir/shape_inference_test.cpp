@@ -109,6 +109,21 @@ TEST_F(ShapeInference, Library) {
             std::string::npos);
 }
 
+// Note [Embeddings in kernels]: table [V, H] by ids [..., 1] gives [..., H] in the table's dtype.
+TEST_F(ShapeInference, Embedding) {
+  auto* w = in(DType::kFloat16, {30522, 768});
+  EXPECT_EQ(infer(OpKind::kEmbedding, {w, in(DType::kInt64, {s0, s1, 1})}), "f16[s0, s1, 768]");
+  EXPECT_EQ(infer(OpKind::kEmbedding, {w, in(DType::kInt32, {1})}), "f16[768]");
+  EXPECT_NE(error(OpKind::kEmbedding, {in(DType::kFloat16, {768}), in(DType::kInt64, {s0, 1})})
+                .find("rank 2"),
+            std::string::npos);
+  EXPECT_NE(error(OpKind::kEmbedding, {w, in(DType::kFloat32, {s0, 1})}).find("int64 or int32"),
+            std::string::npos);
+  EXPECT_NE(error(OpKind::kEmbedding, {w, in(DType::kInt64, {s0, s1})}).find("size 1"),
+            std::string::npos);
+  EXPECT_EQ(categoryOf(OpKind::kEmbedding), OpCategory::kGather);
+}
+
 TEST_F(ShapeInference, Conv2d) {
   auto* x = in(DType::kFloat32, {s0, 3, 32, 32});
   auto* w = in(DType::kFloat32, {16, 3, 3, 3});
