@@ -316,7 +316,7 @@ ir::Value* embeddingRule(Lowerer& l, const tj::Node* n) {
   return l.reshape(l.slice(w, 0, start, 1, a->length), std::move(shape));
 }
 
-// index_select(W, 0, ids) of a 2-d W and 1-d ids (XLNet's word embedding): gatherRows.
+// index_select(W, 0, ids) of a 2-d W and 1-d ids (an embedding written by hand): gatherRows.
 ir::Value* indexSelectRows(Lowerer& l, const tj::Node* n) {
   ir::Value* w = l.operand(n, 0);
   auto dim = l.constIValue(n->input(1));

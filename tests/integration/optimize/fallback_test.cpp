@@ -409,6 +409,55 @@ def forward(self, x):
   EXPECT_NE(openFast.explain().find("aten::arange"), std::string::npos) << openFast.explain();
 }
 
+// Note [Embeddings in kernels]: embedding by token ids (int64 and int32) and index_select(W, 0,
+// ids) are kiln gathers, fused with what reads them: no eager step in a strict session, equal to
+// the module at three sizes. An id out of range raises, as the module does; index_select along a
+// table's columns stays an eager step, with its reason.
+TEST(Lowering, GathersByTokenIds) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m("m");
+  m.register_buffer("table", torch::randn({20, 8}));
+  m.define(R"(
+def forward(self, x):
+    b = x.size(0)
+    n = x.size(1)
+    e = torch.embedding(self.table, x) * 2.0
+    r = torch.index_select(self.table, 0, x.flatten()).view(b, n, 8)
+    return torch.layer_norm(e + r, [8]) + torch.embedding(self.table, x.int())
+)");
+  m.eval();
+  auto fast =
+      kiln::jit::optimize(m, optionsFor(/*strict=*/true, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
+  for (auto [b, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 7}, {2, 16}, {1, 5}}) {
+    torch::Tensor x = torch::randint(0, 20, {b, n});
+    expectSame(fast.forward({x}).toTensor(), m.forward({x}).toTensor());
+  }
+  const std::string explain = fast.explain();
+  for (const char* op : {"aten::embedding", "aten::index_select"})
+    EXPECT_EQ(explain.find(op), std::string::npos) << op << "\n" << explain;
+  EXPECT_NE(explain.find("= embedding("), std::string::npos) << explain;
+  EXPECT_EQ(fast.stats().eagerCalls, 0u) << explain;
+  torch::Tensor past = torch::randint(0, 20, {2, 6});
+  past[1][3] = 20;
+  EXPECT_ANY_THROW(m.forward({past}));
+  EXPECT_ANY_THROW(fast.forward({past}));
+
+  torch::jit::Module columns("m");
+  columns.register_buffer("table", torch::randn({4, 20}));
+  columns.define(R"(
+def forward(self, x):
+    return torch.index_select(self.table, 1, x.flatten()) * 2.0
+)");
+  columns.eval();
+  auto columnsFast = kiln::jit::optimize(columns, optionsFor(/*strict=*/false, {{"x", 0, "b"}}));
+  torch::Tensor x = torch::randint(0, 20, {3, 2});
+  expectSame(columnsFast.forward({x}).toTensor(), columns.forward({x}).toTensor());
+  EXPECT_NE(columnsFast.explain().find("aten::index_select x1: index_select of a table that is "
+                                       "not 2-d, or along its columns"),
+            std::string::npos)
+      << columnsFast.explain();
+}
+
 // torchvision Swin pads its windows by (w - W % w) % w, computed from a static size: the remainder
 // of known ints is an int, and a pad of zeros is the tensor itself. A pad of nonzero width is x
 // between fills (Note [Fills]); a negative one (a crop) stays an eager step, with its reason.
