@@ -653,6 +653,21 @@ std::string Emitter::nodeExpr(int k) const {
       if (n->output()->dtype() == DType::kBFloat16) return fmt::format("kiln_round_bf16({})", e);
       return e;
     }
+    case OpKind::kArange: {  // Note [Aranges in kernels]: start + step * the element's coordinate
+      if (rowKernel_)
+        throw Unsupported(fmt::format("group {}: an arange in a row kernel", group_.id));
+      const Value* v = n->output();
+      const int64_t dim = n->attrs().getInt("dim");
+      const int64_t start = n->attrs().getInt("start");
+      std::string e = fmt::format("{}LL", start);
+      if (!v->shape()[static_cast<size_t>(dim)].isOne()) {
+        const int64_t dd = rank_ - v->rank() + dim;
+        const std::string c = dd == rank_ - 1 ? fmt::format("((long long)c{} + j)", dd)
+                                              : fmt::format("(long long)c{}", dd);
+        e = fmt::format("({}LL + {}LL * {})", start, n->attrs().getInt("step"), c);
+      }
+      return out == CType::kInt ? fmt::format("((int){})", e) : e;
+    }
     case OpKind::kCast: {
       std::string e = a(0, out);
       if (n->output()->dtype() == DType::kFloat16) return fmt::format("kiln_round_f16({})", e);

@@ -38,6 +38,20 @@
 //     arange's first element (a constant) and, for an upper bound, its last (a constant length);
 //     a symbolic length bounds nothing from above.
 // Rank-0 results keep their old forms (a bool literal, Note [Indexing by aranges]; else ATen).
+//
+// Note [Aranges in kernels]
+// The aranges left after the rules above feed arithmetic: a decoder's causal mask compares
+// arange(S)[None, :] with its cache positions arange(S)[:, None], rotary and relative positions
+// are built from them. Each was an eager aten::arange (an ATen kernel, and one more kernel load
+// on a first call) whose result a fused kernel then read. An integer arange(start, end[, step])
+// with a constant start and a step of 1 or -1 is an IR kArange (no operands; attrs start, step,
+// dim; out[i] = start + step * i[dim]). canonicalize turns views of it (unsqueeze, view, expand
+// into pointwise ops, slices, permutes) and integer casts into aranges of their own (Note [Views of
+// generators] in src/passes/canonicalize.cpp), so a mask's two aranges are each a few
+// instructions inside the mask kernel, counting along their dims. Pointwise kernels only: the
+// partitioner keeps aranges out of row kernels, where one becomes a kernel of its own. In ATen an
+// arange is at::arange on the call's device. Floating aranges, a symbolic start, and other steps
+// stay in ATen, with the reason in explain().
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -396,6 +410,39 @@ LoweringRule fillOp(std::optional<double> value, bool like) {
   };
 }
 
+// Note [Aranges in kernels]: an integer arange with a constant start and a step of 1 or -1.
+ir::Value* arangeOp(Lowerer& l, const tj::Node* n) {
+  const tj::Value* out = n->outputs()[0];
+  const ir::DType dtype = l.tracedDType(out);
+  if (!integral(dtype)) throw NotLowerable{"a floating-point arange (runs in ATen)"};
+  if (!l.onInputsDevice(out)) throw NotLowerable{"a result on another device than the inputs"};
+  const c10::FunctionSchema* schema = n->maybeSchema();
+  if (schema == nullptr) return nullptr;
+  auto arg = [&](const char* name) -> const tj::Value* {
+    auto i = schema->argumentIndexWithName(name);
+    if (!i || static_cast<size_t>(*i) >= n->inputs().size()) return nullptr;
+    return n->input(static_cast<size_t>(*i));
+  };
+  const tj::Value* endArg = arg("end");
+  if (endArg == nullptr) return nullptr;
+  const std::optional<SymDim> end = l.symIntOf(endArg);
+  std::optional<SymDim> start = SymDim(0);
+  if (const tj::Value* s = arg("start")) start = l.symIntOf(s);
+  int64_t step = 1;
+  if (const tj::Value* s = arg("step")) {
+    auto iv = l.constIValue(s);
+    if (!iv || !iv->isInt() || (iv->toInt() != 1 && iv->toInt() != -1))
+      throw NotLowerable{"an arange step other than 1 or -1"};
+    step = iv->toInt();
+  }
+  if (!end || !start) throw NotLowerable{"an arange bound the trace does not know"};
+  if (!start->isConstant()) throw NotLowerable{"an arange from a symbolic start"};
+  const SymDim length = step == 1 ? *end - *start : *start - *end;
+  return l.emitTyped(OpKind::kArange, {},
+                     {{"start", start->constant()}, {"step", step}, {"dim", int64_t{0}}},
+                     TensorType{dtype, {length}});
+}
+
 }  // namespace
 
 // Note [Fills]: x op c, or c op x, where x is an arange and every element gives the same answer;
@@ -482,6 +529,7 @@ ir::Value* comparisonOfArange(Lowerer& l, const tj::Node* n, OpKind kind) {
 void addIndexingRules(LoweringTable& table) {
   table.add("aten::index", indexByAranges);
   table.add("aten::embedding", embeddingRule);
+  table.add("aten::arange", arangeOp);
   table.add("aten::index_select", indexSelectRows);
   table.add("aten::ones", fillOp(1.0, /*like=*/false));
   table.add("aten::zeros", fillOp(0.0, /*like=*/false));

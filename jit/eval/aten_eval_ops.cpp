@@ -353,6 +353,21 @@ std::vector<at::Tensor> evalNode(const ir::Node& node, const std::vector<at::Ten
       checkResult(node, 0, t, symbols);
       return {std::move(t)};
     }
+    case OpKind::kArange: {  // Note [Aranges in kernels] in jit/capture/lower_indexing.cpp
+      const std::vector<int64_t> shape = concreteShape(node.output()->shape(), symbols);
+      const auto dim = static_cast<size_t>(node.attrs().getInt("dim"));
+      const int64_t start = node.attrs().getInt("start");
+      const int64_t step = node.attrs().getInt("step");
+      std::vector<int64_t> along(shape.size(), 1);
+      along[dim] = shape[dim];
+      const auto options = at::TensorOptions().dtype(at::kLong).device(device);
+      at::Tensor t = (at::arange(shape[dim], options) * step + start)
+                         .to(toAtenDType(node.output()->dtype()))
+                         .view(along)
+                         .expand(shape);
+      checkResult(node, 0, t, symbols);
+      return {std::move(t)};
+    }
     case OpKind::kEmbedding: {  // Note [Embeddings in kernels] in codegen/emit_cuda.cpp
       at::Tensor t = at::embedding(inputs[0], inputs[1].squeeze(-1));
       checkResult(node, 0, t, symbols);

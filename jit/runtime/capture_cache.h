@@ -39,8 +39,9 @@ class KernelCache;
 
 namespace kiln::jit {
 
-// 5: the IR op kEmbedding (Note [Embeddings in kernels] in codegen/emit_cuda.cpp).
-inline constexpr uint32_t kCaptureFormatVersion = 5;
+// 5: the IR op kEmbedding (Note [Embeddings in kernels] in codegen/emit_cuda.cpp). 6: kArange
+// (Note [Aranges in kernels] in jit/capture/lower_indexing.cpp).
+inline constexpr uint32_t kCaptureFormatVersion = 6;
 
 // The key text for `module` traced under `family` (a guard-family signature) and `options`;
 // nullopt when the module has an attribute kiln cannot fingerprint (it is then never cached).

@@ -42,6 +42,7 @@ constexpr std::array<OpInfo, kNumOpKinds> kOps = {{
     {K::kPowScalar, "pow_scalar", C::kPointwise, {1, 1}},
     {K::kCast, "cast", C::kPointwise, {1, 1}},
     {K::kFill, "fill", C::kPointwise, {0, 0}},
+    {K::kArange, "arange", C::kPointwise, {0, 0}},
     {K::kAdd, "add", C::kPointwise, {2, 2}},
     {K::kSub, "sub", C::kPointwise, {2, 2}},
     {K::kMul, "mul", C::kPointwise, {2, 2}},

@@ -26,6 +26,9 @@ enum class OpKind : uint16_t {
   kCast,      // output dtype from the node's type
   kFill,      // no operands; attr value (double); output type from the node's type (Note [Fills]
               // in jit/capture/lower_indexing.cpp)
+  kArange,    // no operands; attrs start, step, dim (ints); integer output type from the node's
+              // type; out[i] = start + step * i[dim] (Note [Aranges in kernels] in
+              // jit/capture/lower_indexing.cpp)
   // Pointwise binary (broadcasting).
   kAdd, kSub, kMul, kDiv, kMaximum, kMinimum, kPow,
   kEq, kNe, kLt, kLe, kGt, kGe,  // output bool

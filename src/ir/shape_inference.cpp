@@ -389,6 +389,7 @@ bool needsExplicitType(OpKind kind) {
     case OpKind::kConstant:
     case OpKind::kCast:
     case OpKind::kFill:
+    case OpKind::kArange:
     case OpKind::kReshape:
     case OpKind::kExpand:
     case OpKind::kSlice:

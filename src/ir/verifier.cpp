@@ -148,6 +148,17 @@ class Verifier {
           bad(n, "needs a numeric attribute 'value'");
         return;
       }
+      case OpKind::kArange: {
+        requireAttr("start", 1, "int");
+        requireAttr("step", 1, "int");
+        requireAttr("dim", 1, "int");
+        const int64_t dim = at.getInt("dim");
+        if (dim < 0 || dim >= static_cast<int64_t>(out.shape.size()))
+          bad(n, fmt::format("dim {} out of range for {}", dim, printType(g_, out)));
+        if (out.dtype != DType::kInt64 && out.dtype != DType::kInt32)
+          bad(n, "an arange is int64 or int32");
+        return;
+      }
       case OpKind::kCast:
         if (n.input(0)->shape() != out.shape)
           bad(n, fmt::format("cast must keep the shape {}", printType(g_, n.input(0)->type())));

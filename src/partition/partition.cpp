@@ -271,6 +271,8 @@ class Partitioner {
     for (const Node* n : members) {
       if (pinned_[idx(n)] && !legalOutputShape(shape, n, n->output()->shape())) return std::nullopt;
       if (n->category() == OpCategory::kGather && !gatherFits(n, inSet)) return std::nullopt;
+      // Note [Aranges in kernels]: row kernels have no per-element coordinates to count with.
+      if (n->kind() == OpKind::kArange && shape.kind == GroupKind::kRow) return std::nullopt;
     }
     if (members.size() > 1) {
       std::set<int> inputs;

@@ -546,6 +546,38 @@ TEST(EmitCuda, EmbeddingsGatherTableRows) {
       Unsupported);
 }
 
+// Note [Aranges in kernels]: a causal mask's two aranges count along their own domain dims (the
+// innermost one per vector lane), an int32 arange is cast, and a row kernel takes none.
+TEST(EmitCuda, ArangesCountAlongTheirDims) {
+  auto mask = makeCase(R"(graph(%m: bool[s0, 1, 1, s1]) {
+      %q: i64[1, 1, s1, 1] = arange() {dim = 2, start = 0, step = 1}
+      %k: i64[1, 1, 1, s1] = arange() {dim = 3, start = 0, step = 1}
+      %c: bool[1, 1, s1, s1] = le(%k, %q)
+      %0: bool[s0, 1, s1, s1] = minimum(%c, %m)
+      %n: i32[s1] = arange() {dim = 0, start = 5, step = -1}
+      %z: i32[] = constant() {value = 0.0}
+      %1: i32[s0, 1, s1, s1] = where(%0, %n, %z)
+      return(%1)
+    })",
+                       GroupKind::kPointwise);
+  auto ks = emitAndCompile(mask, bucket({2, 9}), {"sm_80", "sm_90"});
+  EXPECT_TRUE(contains(ks.source, "(0LL + 1LL * (long long)c2)")) << ks.source;
+  EXPECT_TRUE(contains(ks.source, "(0LL + 1LL * ((long long)c3 + j))")) << ks.source;
+  EXPECT_TRUE(contains(ks.source, "((int)(5LL + -1LL * ((long long)c3 + j)))")) << ks.source;
+  EXPECT_EQ(ks.abi.numInputs, 1);
+
+  auto row = makeCase(R"(graph(%x: f32[s0, 64]) {
+      %a: i64[64] = arange() {dim = 0, start = 0, step = 1}
+      %0: f32[s0, 64] = add(%x, %a)
+      %1: f32[s0, 64] = softmax(%0) {dim = 1}
+      return(%1)
+    })",
+                      GroupKind::kRow, 1);
+  EXPECT_THROW(
+      emitCuda(*row.graph, row.group, defaultSchedule(row.group, bucket({3})), bucket({3})),
+      Unsupported);
+}
+
 TEST(EmitCuda, ManyUnaryOps) {
   auto c = makeCase(R"(graph(%x: f32[s0, 100]) {
       %0: f32[s0, 100] = sigmoid(%x)

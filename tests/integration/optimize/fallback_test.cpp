@@ -406,7 +406,43 @@ def forward(self, x):
     torch::Tensor x = torch::randn({b, n});
     expectSame(openFast.forward({x}).toTensor(), open.forward({x}).toTensor());
   }
-  EXPECT_NE(openFast.explain().find("aten::arange"), std::string::npos) << openFast.explain();
+  // The comparison stays (no fill), and its arange is a kiln arange (Note [Aranges in kernels]).
+  EXPECT_EQ(openFast.explain().find("aten::arange"), std::string::npos) << openFast.explain();
+  EXPECT_NE(openFast.explain().find("= arange("), std::string::npos) << openFast.explain();
+  EXPECT_NE(openFast.explain().find("= lt("), std::string::npos) << openFast.explain();
+}
+
+// Note [Aranges in kernels]: a causal mask (an arange viewed as a row and as a column, compared),
+// and positions from an arange with an offset, expanded to the batch, all inside kiln kernels: no
+// eager step in a strict session, equal to the module at three sizes. A floating arange stays in
+// ATen with its reason.
+TEST(Lowering, ArangesInKernels) {
+  torch::NoGradGuard ng;
+  torch::jit::Module m = scripted(R"(
+def forward(self, x):
+    b = x.size(0)
+    s = x.size(1)
+    causal = torch.arange(s).view(1, s) <= torch.arange(s).unsqueeze(1)
+    pos = torch.arange(2, s + 2).unsqueeze(0).expand(b, s)
+    return torch.where(causal.view(1, s, s), x.unsqueeze(1), 0.0) + (pos * 2).unsqueeze(-1)
+)");
+  kiln::jit::OptimizedModule fast = matchesAtThreeSizes(m);
+  const std::string explain = fast.explain();
+  EXPECT_EQ(explain.find("aten::arange"), std::string::npos) << explain;
+  EXPECT_NE(explain.find("= arange("), std::string::npos) << explain;
+  EXPECT_EQ(fast.stats().eagerCalls, 0u) << explain;
+
+  torch::jit::Module floating = scripted(R"(
+def forward(self, x):
+    return x * torch.arange(x.size(1), dtype=6)
+)");
+  auto floatingFast = kiln::jit::optimize(
+      floating, optionsFor(/*strict=*/false, {{"x", 0, "batch"}, {"x", 1, "seq"}}));
+  torch::Tensor x = torch::randn({3, 7});
+  expectSame(floatingFast.forward({x}).toTensor(), floating.forward({x}).toTensor());
+  EXPECT_NE(floatingFast.explain().find("aten::arange x1: a floating-point arange"),
+            std::string::npos)
+      << floatingFast.explain();
 }
 
 // Note [Embeddings in kernels]: embedding by token ids (int64 and int32) and index_select(W, 0,
