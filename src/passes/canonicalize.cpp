@@ -93,8 +93,90 @@ bool normalizeDims(Node* n) {
   }
 }
 
+// Note [Views of generators]: a view (reshape, expand, permute, slice) of a fill or an arange,
+// and an integer cast of an arange, is itself a fill or an arange of the view's type, so the
+// view leaves the graph and the generator fuses into whatever reads it (an arange viewed as
+// [1, S] and as [S, 1] for a causal mask: two aranges, compared in one kernel). An expand only
+// when pointwise ops read it (elsewhere the generator would write every expanded element).
+// Returns the new generator's value, or nullptr when the view is not one of these or nothing
+// reads it.
+Value* generatorView(ir::Graph& graph, Node* n) {
+  if (n->inputs().size() != 1) return nullptr;
+  if (n->output()->uses().empty() && !graph.isGraphOutput(n->output())) return nullptr;
+  const Node* g = n->input(0)->producer();
+  const OpKind kind = n->kind();
+  const bool view = kind == OpKind::kReshape || kind == OpKind::kExpand ||
+                    kind == OpKind::kPermute || kind == OpKind::kSlice;
+  const ir::TensorType& type = n->output()->type();
+  if (kind == OpKind::kExpand) {
+    // An expand is free and a generator of its shape writes every element: only where it fuses.
+    if (graph.isGraphOutput(n->output())) return nullptr;
+    for (const ir::Use& use : n->output()->uses())
+      if (use.user->category() != ir::OpCategory::kPointwise) return nullptr;
+  }
+  if (g->kind() == OpKind::kFill && view)
+    return graph.insertBefore(n, OpKind::kFill, {}, g->attrs(), type)->output();
+  if (g->kind() != OpKind::kArange) return nullptr;
+  if (kind == OpKind::kCast && type.dtype != ir::DType::kInt64 && type.dtype != ir::DType::kInt32)
+    return nullptr;
+  if (!view && kind != OpKind::kCast) return nullptr;
+  const ir::Shape& in = n->input(0)->shape();
+  const int64_t dim = g->attrs().getInt("dim");
+  int64_t start = g->attrs().getInt("start");
+  int64_t step = g->attrs().getInt("step");
+  auto fill = [&] {  // an arange of one element along its dim: every element is `start`
+    ir::Attrs a;
+    a.set("value", static_cast<double>(start));
+    return graph.insertBefore(n, OpKind::kFill, {}, std::move(a), type)->output();
+  };
+  int64_t out = dim;
+  switch (kind) {
+    case OpKind::kCast:
+      break;
+    case OpKind::kExpand:
+      if (in[static_cast<size_t>(dim)].isOne()) return fill();
+      out = dim + static_cast<int64_t>(type.shape.size() - in.size());
+      break;
+    case OpKind::kPermute: {
+      const std::vector<int64_t>& perm = n->attrs().getInts("perm");
+      out = std::find(perm.begin(), perm.end(), dim) - perm.begin();
+      break;
+    }
+    case OpKind::kSlice:
+      if (n->attrs().getInt("start") < 0 || n->attrs().getInt("step") < 1) return nullptr;
+      if (n->attrs().getInt("dim") == dim) {
+        start += step * n->attrs().getInt("start");
+        step *= n->attrs().getInt("step");
+        if (type.shape[static_cast<size_t>(dim)].isOne()) return fill();
+      }
+      break;
+    default: {  // reshape: the arange alone along one dim, before and after
+      if (in[static_cast<size_t>(dim)].isOne()) return fill();
+      for (size_t i = 0; i < in.size(); ++i)
+        if (static_cast<int64_t>(i) != dim && !in[i].isOne()) return nullptr;
+      out = -1;
+      for (size_t i = 0; i < type.shape.size(); ++i) {
+        if (type.shape[i].isOne()) continue;
+        if (out >= 0 || type.shape[i] != in[static_cast<size_t>(dim)]) return nullptr;
+        out = static_cast<int64_t>(i);
+      }
+      if (out < 0) return nullptr;
+      break;
+    }
+  }
+  ir::Attrs a;
+  a.set("start", start);
+  a.set("step", step);
+  a.set("dim", out);
+  return graph.insertBefore(n, OpKind::kArange, {}, std::move(a), type)->output();
+}
+
 bool rewrite(ir::Graph& graph, Node* n) {
   bool changed = normalizeDims(n);
+  if (Value* g = generatorView(graph, n)) {
+    graph.replaceAllUsesWith(n->output(), g);
+    return true;
+  }
   switch (n->kind()) {
     case OpKind::kReshape: {
       Value* x = n->input(0);

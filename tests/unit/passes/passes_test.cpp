@@ -197,6 +197,45 @@ TEST(Canonicalize, MergesViewChainsAndNormalizesDims) {
 })");
 }
 
+// Note [Views of generators]: views of aranges and fills, and integer casts of aranges, are
+// generators of their own; an expand only where pointwise ops read it.
+TEST(Canonicalize, ViewsOfGeneratorsAreGenerators) {
+  auto canonicalizeThenDce = [](ir::Graph& g) {
+    const bool changed = canonicalize(g);
+    eliminateDeadCode(g);
+    return changed;
+  };
+  expectPass(canonicalizeThenDce, R"(graph(%x: f32[s0, s1]) {
+  %c: i64[] = constant() {value = 1.0}
+  %a: i64[s1] = arange() {dim = 0, start = 0, step = 1}
+  %q: i64[s1, 1] = reshape(%a)
+  %k: i64[1, s1] = reshape(%a)
+  %m = le(%k, %q)
+  %b: i64[10] = arange() {dim = 0, start = 3, step = -1}
+  %s: i64[4] = slice(%b) {dim = 0, start = 2, step = 2}
+  %n: i32[4] = cast(%s)
+  %r: i64[2, 10] = expand(%b)
+  %p = add(%r, %c)
+  %f: f32[1, 8] = fill() {value = 0.5}
+  %g: f32[4, 8] = expand(%f)
+  %v: f32[8] = reshape(%f)
+  return(%m, %n, %p, %g, %v)
+})",
+             R"(graph(%x: f32[s0, s1]) {
+  %c: i64[] = constant() {value = 1.0}
+  %0: i64[s1, 1] = arange() {dim = 0, start = 0, step = 1}
+  %1: i64[1, s1] = arange() {dim = 1, start = 0, step = 1}
+  %m = le(%1, %0)
+  %2: i32[4] = arange() {dim = 0, start = 1, step = -2}
+  %3: i64[2, 10] = arange() {dim = 1, start = 3, step = -1}
+  %p = add(%3, %c)
+  %f: f32[1, 8] = fill() {value = 0.5}
+  %g: f32[4, 8] = expand(%f)
+  %4: f32[8] = fill() {value = 0.5}
+  return(%m, %2, %p, %g, %4)
+})");
+}
+
 TEST(NormalizeBroadcasts, DropsExpandFeedingBroadcastingOps) {
   expectPass(normalizeBroadcasts, R"(graph(%x: f32[s0, 8], %21: f32[8], %m: bool[s0, 1]) {
   %0: f32[s0, 8] = expand(%21)
