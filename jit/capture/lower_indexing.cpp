@@ -72,6 +72,16 @@ using ir::Shape;
 using ir::SymDim;
 using ir::TensorType;
 
+// The input of `n` that its schema names `name`; null when it has no schema, no such argument, or
+// the trace left it out.
+const tj::Value* namedInput(const tj::Node* n, const char* name) {
+  const c10::FunctionSchema* schema = n->maybeSchema();
+  if (schema == nullptr) return nullptr;
+  auto i = schema->argumentIndexWithName(name);
+  if (!i || static_cast<size_t>(*i) >= n->inputs().size()) return nullptr;
+  return n->input(static_cast<size_t>(*i));
+}
+
 // The elements of an arange in memory order: start, start + step, ..., `length` of them.
 // `param`: the integer param whose known content it is read from (Note [Buffers with known
 // contents] in capture.h), which a rule that uses it must assume; null for aten::arange.
@@ -83,13 +93,8 @@ struct Arange {
 };
 
 std::optional<Arange> arangeNode(const Lowerer& l, const tj::Node* p) {
-  const c10::FunctionSchema* schema = p->maybeSchema();
-  if (schema == nullptr) return std::nullopt;
-  auto arg = [&](const char* name) -> const tj::Value* {
-    auto i = schema->argumentIndexWithName(name);
-    if (!i || static_cast<size_t>(*i) >= p->inputs().size()) return nullptr;
-    return p->input(static_cast<size_t>(*i));
-  };
+  if (p->maybeSchema() == nullptr) return std::nullopt;
+  auto arg = [&](const char* name) { return namedInput(p, name); };
   const tj::Value* endArg = arg("end");
   if (endArg == nullptr) return std::nullopt;
   std::optional<SymDim> end = l.symIntOf(endArg);
@@ -348,11 +353,8 @@ LoweringRule boolScalar(double value) {
   return [value](Lowerer& l, const tj::Node* n) -> ir::Value* {
     const tj::Value* out = n->outputs()[0];
     if (!l.tracedSizes(out).empty() || l.tracedDType(out) != ir::DType::kBool) return nullptr;
-    const c10::FunctionSchema* schema = n->maybeSchema();
-    auto size = schema != nullptr ? schema->argumentIndexWithName("size") : std::nullopt;
-    if (!size || static_cast<size_t>(*size) >= n->inputs().size() ||
-        !l.symIntsArg(n->input(static_cast<size_t>(*size))).empty())
-      return nullptr;
+    const tj::Value* size = namedInput(n, "size");
+    if (size == nullptr || !l.symIntsArg(size).empty()) return nullptr;
     return l.graph().addConstant(value, ir::DType::kBool);
   };
 }
@@ -368,13 +370,8 @@ LoweringRule fillOp(std::optional<double> value, bool like) {
       if (!value) return nullptr;
       return boolScalar(*value)(l, n);
     }
-    const c10::FunctionSchema* schema = n->maybeSchema();
-    if (schema == nullptr) return nullptr;
-    auto arg = [&](const char* name) -> const tj::Value* {
-      auto i = schema->argumentIndexWithName(name);
-      if (!i || static_cast<size_t>(*i) >= n->inputs().size()) return nullptr;
-      return n->input(static_cast<size_t>(*i));
-    };
+    if (n->maybeSchema() == nullptr) return nullptr;
+    auto arg = [&](const char* name) { return namedInput(n, name); };
     if (const tj::Value* layout = arg("layout"); layout != nullptr && !l.isNone(layout)) {
       auto iv = l.constIValue(layout);
       if (!iv || !iv->isInt() || static_cast<c10::Layout>(iv->toInt()) != c10::kStrided)
@@ -416,13 +413,8 @@ ir::Value* arangeOp(Lowerer& l, const tj::Node* n) {
   const ir::DType dtype = l.tracedDType(out);
   if (!integral(dtype)) throw NotLowerable{"a floating-point arange (runs in ATen)"};
   if (!l.onInputsDevice(out)) throw NotLowerable{"a result on another device than the inputs"};
-  const c10::FunctionSchema* schema = n->maybeSchema();
-  if (schema == nullptr) return nullptr;
-  auto arg = [&](const char* name) -> const tj::Value* {
-    auto i = schema->argumentIndexWithName(name);
-    if (!i || static_cast<size_t>(*i) >= n->inputs().size()) return nullptr;
-    return n->input(static_cast<size_t>(*i));
-  };
+  if (n->maybeSchema() == nullptr) return nullptr;
+  auto arg = [&](const char* name) { return namedInput(n, name); };
   const tj::Value* endArg = arg("end");
   if (endArg == nullptr) return nullptr;
   const std::optional<SymDim> end = l.symIntOf(endArg);
