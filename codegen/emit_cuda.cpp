@@ -382,14 +382,14 @@ void Emitter::analyzeRows() {
         KILN_CHECK(false, "unexpected row op {}", name);
     }
   }
-  // Row-constant inputs: no dim along a row dim (right-aligned), except static 1s.
-  for (const Value* v : group_.inputs) {
-    bool rc = true;
+  // No dim along a row dim (right-aligned), except static 1s: one value per row.
+  auto alongNoRowDim = [&](const Value* v) {
     const int r = static_cast<int>(v->rank());
     for (int k = 0; k < r; ++k)
-      if (rank_ - r + k >= outer_ && !v->shape()[static_cast<size_t>(k)].isOne()) rc = false;
-    values_.at(v).rowConst = rc;
-  }
+      if (rank_ - r + k >= outer_ && !v->shape()[static_cast<size_t>(k)].isOne()) return false;
+    return true;
+  };
+  for (const Value* v : group_.inputs) values_.at(v).rowConst = alongNoRowDim(v);
   for (size_t k = 0; k < nodes_.size(); ++k) {
     const Node* n = nodes_[k];
     ValueInfo& vi = values_.at(n->output());
@@ -397,12 +397,7 @@ void Emitter::analyzeRows() {
       vi.rowConst = true;
     } else if (n->kind() == OpKind::kFill) {
       // Note [Fills]: one value everywhere; a row constant only where its shape is, like an input.
-      const Value* v = n->output();
-      const int r = static_cast<int>(v->rank());
-      vi.rowConst = true;
-      for (int d = 0; d < r; ++d)
-        if (rank_ - r + d >= outer_ && !v->shape()[static_cast<size_t>(d)].isOne())
-          vi.rowConst = false;
+      vi.rowConst = alongNoRowDim(n->output());
     } else if (n->category() == ir::OpCategory::kNormalization) {
       vi.rowConst = false;
     } else {
